@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation harness for fewshot (outside the package, like SetFit's experiment scripts)."""

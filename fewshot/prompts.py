@@ -1,0 +1,107 @@
+"""From label text to prompts: names filled into templates, descriptions and attributes taken as written."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from fewshot.errors import InputError
+
+# "plain" matched the six-template "ensemble" on sst2/emotion/ag_news with MiniLM (0.588 vs 0.585 mean
+# accuracy, 600 test items each), so the simpler set is the default; the ensemble stays available by name.
+DEFAULT_TEMPLATES = "plain"
+
+
+@cache
+def template_sets() -> dict[str, list[str]]:
+    """The named template sets shipped in ``fewshot/templates/text.json``."""
+    raw = json.loads(resources.files("fewshot.templates").joinpath("text.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+def resolve_templates(templates: str | list[str] | None) -> list[str]:
+    """A template list from a set name, an explicit list, or None (the default set)."""
+    if templates is None:
+        templates = DEFAULT_TEMPLATES
+    if isinstance(templates, str):
+        sets = template_sets()
+        if templates in sets:
+            return list(sets[templates])
+        if "{}" in templates:
+            return [templates]
+        raise InputError(f"unknown template set {templates!r}; choose one of {', '.join(sets)} or give a list")
+    out = list(templates)
+    if not out:
+        raise InputError("templates is empty")
+    for t in out:
+        if not isinstance(t, str) or "{}" not in t:
+            raise InputError(f"template {t!r} has no '{{}}' placeholder for the label")
+    return out
+
+
+def parse_labels(labels: Any) -> dict[Any, list[str]]:
+    """Normalise the label forms users write into ``{label: [extra phrasings]}``.
+
+    Accepted: a list of names; a list of ``"name: attribute, attribute"`` strings; a dict name ->
+    description (a string); a dict name -> list of phrasings or attributes; a dict name ->
+    ``{"description": str, "attributes": [str, ...]}``.
+    """
+    if labels is None or isinstance(labels, (str, bytes)):
+        raise InputError("labels must be a list of names or a dict name -> description")
+    out: dict[Any, list[str]] = {}
+    if isinstance(labels, dict):
+        items = list(labels.items())
+    else:
+        items = []
+        for lab in labels:
+            if isinstance(lab, str) and ":" in lab:
+                name, _, rest = lab.partition(":")
+                items.append((name.strip(), [a.strip() for a in rest.split(",") if a.strip()]))
+            else:
+                items.append((lab, None))
+    if not items:
+        raise InputError("labels is empty; give at least one label")
+    for name, extra in items:
+        if name is None or (isinstance(name, str) and not name.strip()):
+            raise InputError("a label name is empty")
+        if name in out:
+            raise InputError(f"label {name!r} is given twice")
+        if extra is None:
+            phrasings: list[str] = []
+        elif isinstance(extra, str):
+            phrasings = [extra]
+        elif isinstance(extra, dict):
+            unknown = set(extra) - {"description", "attributes"}
+            if unknown:
+                raise InputError(f"label {name!r}: unknown keys {sorted(unknown)}; use description, attributes")
+            phrasings = ([extra["description"]] if extra.get("description") else []) + list(extra.get("attributes", []))
+        else:
+            phrasings = list(extra)
+        for p in phrasings:
+            if not isinstance(p, str) or not p.strip():
+                raise InputError(f"label {name!r} has an empty or non-text description/attribute")
+        out[name] = phrasings
+    return out
+
+
+def label_prompts(labels: dict[Any, list[str]], templates: list[str]) -> tuple[list[str], list[Any], list[float]]:
+    """Prompts for every label, the label of each prompt, and pooling weights.
+
+    The name, filled into every template, counts as one phrasing; each description or attribute counts as
+    one more. Within a label the phrasings count equally (their weights sum to 1 per phrasing), so ten
+    templates do not drown one careful description.
+    """
+    texts: list[str] = []
+    owners: list[Any] = []
+    weights: list[float] = []
+    for name, phrasings in labels.items():
+        filled = [t.replace("{}", str(name)) for t in templates]
+        texts += filled
+        owners += [name] * len(filled)
+        weights += [1.0 / len(filled)] * len(filled)
+        texts += phrasings
+        owners += [name] * len(phrasings)
+        weights += [1.0] * len(phrasings)
+    return texts, owners, weights

@@ -1,0 +1,183 @@
+"""One contract battery for every head, then each head's maths on small exact cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from fewshot.errors import DimensionError, InputError, NotFittedError
+from fewshot.heads import HEADS, KNNHead, LinearHead, PrototypeHead, ZeroShotHead, head_from_state, make_head
+from fewshot.heads.base import softmax
+from tests.conftest import clusters
+
+HEAD_FACTORIES = {
+    "prototype": lambda: PrototypeHead(),
+    "prototype-centred": lambda: PrototypeHead(center=True),
+    "knn": lambda: KNNHead(k=5),
+    "linear": lambda: LinearHead(),
+    "zeroshot": lambda: ZeroShotHead(),
+}
+
+
+@pytest.fixture(params=sorted(HEAD_FACTORIES))
+def head(request):
+    return HEAD_FACTORIES[request.param]()
+
+
+def test_registry_covers_every_head():
+    assert set(HEADS) == {"prototype", "knn", "linear", "zeroshot"}
+
+
+def test_fit_returns_self_and_learns_separable_clusters(head):
+    E, y = clusters(seed=1)
+    Et, yt = clusters(seed=1, per_class=30)  # same centres (same seed), more points, plus fresh noise
+    rng = np.random.default_rng(5)
+    Et = Et + 0.05 * rng.standard_normal(Et.shape).astype(np.float32)
+    assert head.fit(E, y) is head
+    assert (head.predict(Et) == yt).mean() >= 0.95
+
+
+def test_proba_shape_rows_and_column_order(head):
+    E, y = clusters(seed=2)
+    names = np.array(["cat", "dog", "eel"])[y]
+    head.fit(E, names)
+    assert list(head.classes_) == ["cat", "dog", "eel"]
+    P = head.predict_proba(E)
+    assert P.shape == (len(E), 3)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-9)
+    assert (P >= 0).all()
+    # column j is the probability of classes_[j]: argmax agrees with predict and with decision_function
+    assert (head.classes_[P.argmax(axis=1)] == head.predict(E)).all()
+    assert (head.decision_function(E).argmax(axis=1) == P.argmax(axis=1)).all()
+
+
+def test_integer_string_and_bool_labels(head):
+    E, y = clusters(n_classes=2, seed=3)
+    for labels in (y + 10, np.array(["no", "yes"])[y], y.astype(bool)):
+        fitted = clone(head).fit(E, labels)
+        assert set(fitted.classes_.tolist()) == set(np.unique(labels).tolist())
+        assert (fitted.predict(E) == labels).mean() > 0.9
+
+
+def test_state_round_trip_gives_identical_outputs(head):
+    E, y = clusters(seed=4)
+    head.fit(E, np.array(["a", "b", "c"])[y])
+    config, arrays = head.get_state()
+    import json
+
+    config = json.loads(json.dumps(config))  # the state must survive JSON
+    again = head_from_state(config, arrays)
+    np.testing.assert_array_equal(again.predict(E), head.predict(E))
+    np.testing.assert_allclose(again.predict_proba(E), head.predict_proba(E), rtol=1e-6, atol=1e-9)
+
+
+def test_partial_fit_adds_a_new_class_without_moving_old_columns(head):
+    E, y = clusters(n_classes=4, seed=6)
+    old, new = y < 3, y == 3
+    head.fit(E[old], y[old])
+    before = head.predict_proba(E[old]).argmax(axis=1)
+    head.partial_fit(E[new], y[new])
+    assert list(head.classes_) == [0, 1, 2, 3]
+    assert (head.predict(E[new]) == 3).mean() >= 0.9
+    # old examples keep their class (same column index as before)
+    assert (head.predict_proba(E[old]).argmax(axis=1) == before).mean() >= 0.9
+
+
+def test_errors(head):
+    E, y = clusters(seed=7)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        head.predict(E)
+    with pytest.raises(InputError, match="empty"):
+        head.fit(np.zeros((0, 16)), [])
+    with pytest.raises(InputError, match="3 labels for"):
+        head.fit(E, y[:3])
+    with pytest.raises(InputError, match="missing"):
+        head.fit(E[:2], ["a", None])
+    head.fit(E, y)
+    with pytest.raises(DimensionError, match="dimension 8"):
+        head.predict(np.ones((2, 8)))
+    with pytest.raises(InputError, match="NaN"):
+        head.predict(np.full((1, 16), np.nan))
+
+
+@pytest.mark.parametrize("name", ["prototype", "knn", "linear"])
+def test_one_class_is_refused(name):
+    E, _ = clusters(seed=8)
+    with pytest.raises(InputError, match="only one class"):
+        make_head(name).fit(E, ["same"] * len(E))
+
+
+def test_make_head_rejects_unknown_names():
+    with pytest.raises(InputError, match="unknown head 'svm'"):
+        make_head("svm")
+
+
+# -- maths on exact cases -----------------------------------------------------------------------------
+def test_softmax_temperature():
+    s = np.array([[1.0, 0.0]])
+    np.testing.assert_allclose(softmax(s, 1.0), [[np.e / (np.e + 1), 1 / (np.e + 1)]])
+    np.testing.assert_allclose(softmax(s, 0.5)[0, 0], np.exp(2) / (np.exp(2) + 1))
+    np.testing.assert_allclose(softmax(np.array([[1000.0, 0.0]]), 1.0), [[1.0, 0.0]])  # no overflow
+
+
+def test_prototype_centroids_are_normalised_class_means():
+    E = np.array([[1, 0], [0, 1], [-1, 0], [-1, 0.2]], dtype=np.float32)
+    head = PrototypeHead().fit(E, [0, 0, 1, 1])
+    En = E / np.linalg.norm(E, axis=1, keepdims=True)
+    expect = np.vstack([En[:2].mean(0), En[2:].mean(0)])
+    expect /= np.linalg.norm(expect, axis=1, keepdims=True)
+    np.testing.assert_allclose(head.centroids_, expect, atol=1e-6)
+    np.testing.assert_allclose(head.decision_function([[1, 0]]), [[expect[0, 0], expect[1, 0]]], atol=1e-6)
+
+
+def test_prototype_partial_fit_equals_fit_on_everything():
+    E, y = clusters(seed=9)
+    whole = PrototypeHead(center=True).fit(E, y)
+    inc = PrototypeHead(center=True).fit(E[:20], y[:20]).partial_fit(E[20:], y[20:])
+    np.testing.assert_allclose(inc.centroids_, whole.centroids_, atol=1e-6)
+
+
+def test_centring_subtracts_the_support_mean():
+    E = np.array([[1, 1], [1, 0.8], [0.8, 1]], dtype=np.float32)
+    head = PrototypeHead(center=True).fit(E, [0, 1, 1])
+    En = E / np.linalg.norm(E, axis=1, keepdims=True)
+    np.testing.assert_allclose(head.mean_, En.mean(0), atol=1e-6)
+
+
+def test_zeroshot_pools_prompts_by_weight():
+    E = np.array([[1, 0], [0, 1], [0, 1]], dtype=np.float32)
+    # one prompt of weight 1 against two prompts of weight 0.25 each: the class vector leans to [1, 0]
+    head = ZeroShotHead().fit(E, ["a", "a", "a"], sample_weight=[1.0, 0.25, 0.25])
+    v = np.array([1.0, 0.5]) / np.linalg.norm([1.0, 0.5])
+    np.testing.assert_allclose(head.centroids_[0], v, atol=1e-6)
+
+
+def test_knn_k_adapts_to_smallest_class_and_votes_by_similarity():
+    E = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0, 1]], dtype=np.float32)
+    head = KNNHead(k=10).fit(E, ["a", "a", "a", "a", "b"])
+    assert head.k_ == 1  # class b has a single example
+    assert head.predict([[0.05, 1]])[0] == "b"
+    head = KNNHead(k=3, temperature=1.0).fit(E[:4].tolist() + [[0, 1], [0.1, 1], [0.2, 1]], list("aaaabbb"))
+    P = head.predict_proba([[1, 0]])
+    assert P[0, 0] == 1.0  # all three nearest are "a"
+
+
+def test_linear_chooses_C_by_cross_validation_and_records_scores():
+    E, y = clusters(seed=10, per_class=10)
+    head = LinearHead().fit(E, y)
+    assert set(head.cv_scores_) == {0.1, 1.0, 10.0, 100.0}
+    assert head.C_ in head.cv_scores_
+    assert head.cv_scores_[head.C_] == max(head.cv_scores_.values())
+    one_each = LinearHead().fit(E[::10], y[::10])  # one example a class: no CV possible
+    assert one_each.C_ == 10.0 and one_each.cv_scores_ == {}
+
+
+def test_linear_binary_probabilities_match_sklearn():
+    from sklearn.linear_model import LogisticRegression
+
+    E, y = clusters(n_classes=2, seed=11)
+    head = LinearHead(C=1.0).fit(E, y)
+    En = E / np.linalg.norm(E, axis=1, keepdims=True)
+    ref = LogisticRegression(C=1.0, max_iter=1000).fit(En, y)
+    np.testing.assert_allclose(head.predict_proba(E), ref.predict_proba(En), atol=1e-6)
