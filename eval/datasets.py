@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,27 +43,41 @@ class TextDataset:
     extra: dict = field(default_factory=dict)
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test): each class is shuffled with ``seed`` and its last ``test_fraction`` is test."""
+def stratified_split(labels: np.ndarray, test: float | int, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test): each class is shuffled with ``seed`` and its first share goes to test.
+
+    ``test`` is a fraction of every class, or a total number of test rows shared out in proportion.
+    """
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    fraction = test if isinstance(test, float) else test / len(labels)
+    train, test_idx = [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        n_test = int(round(len(idx) * test_fraction))
-        test.append(idx[:n_test])
+        n_test = int(round(len(idx) * fraction))
+        test_idx.append(idx[:n_test])
         train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test_idx))
 
 
 def _label_text_lines(path: Path, encoding: str = "utf-8") -> tuple[list[str], np.ndarray]:
+    """Lines of ``<label> <text>``; lines with a label and no text are dropped."""
     texts, labels = [], []
-    for line in path.read_text(encoding=encoding).splitlines():
+    # split on "\n" only: str.splitlines also breaks on characters such as U+0085 found inside MR's text
+    for line in path.read_text(encoding=encoding).split("\n"):
         label, _, text = line.partition(" ")
         if text.strip():
             texts.append(text.strip())
             labels.append(int(label))
     return texts, np.asarray(labels)
+
+
+def _split_dataset(name, texts, y, label_names, test, note_extra="") -> TextDataset:
+    """A dataset with no official split: a seeded stratified one (``test`` = fraction or row count)."""
+    tr, te = stratified_split(y, test)
+    what = f"{test:.0%} of each class" if isinstance(test, float) else f"{test} rows, in class proportion,"
+    note = f"no official split: {what} held out as test, seed {SPLIT_SEED}{note_extra}"
+    return TextDataset(name, [texts[i] for i in tr], y[tr], [texts[i] for i in te], y[te], label_names, note)
 
 
 def load_sst2(root: Path) -> TextDataset:
@@ -71,9 +86,31 @@ def load_sst2(root: Path) -> TextDataset:
     return TextDataset("sst2", tr, ytr, te, yte, ["negative", "positive"])
 
 
+def load_sst5(root: Path) -> TextDataset:
+    tr, ytr = _label_text_lines(root / "sst5" / "stsa.fine.train")
+    te, yte = _label_text_lines(root / "sst5" / "stsa.fine.test")
+    return TextDataset("sst5", tr, ytr, te, yte, ["very negative", "negative", "neutral", "positive", "very positive"])
+
+
+def load_cr(root: Path) -> TextDataset:
+    texts, y = _label_text_lines(root / "cr" / "custrev.all", encoding="latin-1")
+    return _split_dataset("cr", texts, y, ["negative", "positive"], 0.2, " (SetFit's CR is 3012/753)")
+
+
+def load_mr(root: Path) -> TextDataset:
+    texts, y = _label_text_lines(root / "mr" / "rt-polarity.all", encoding="latin-1")
+    return _split_dataset("mr", texts, y, ["negative", "positive"], 0.2)
+
+
+def load_subj(root: Path) -> TextDataset:
+    texts, y = _label_text_lines(root / "subj" / "subj.all", encoding="latin-1")
+    return _split_dataset("subj", texts, y, ["subjective", "objective"], 0.2)
+
+
 def load_emotion(root: Path) -> TextDataset:
     def read(split: str) -> tuple[list[str], np.ndarray]:
-        rows = [json.loads(x) for x in (root / "emotion" / f"setfit_{split}.jsonl").read_text().splitlines() if x.strip()]
+        lines = (root / "emotion" / f"setfit_{split}.jsonl").read_text(encoding="utf-8").split("\n")
+        rows = [json.loads(x) for x in lines if x.strip()]
         return [r["text"] for r in rows], np.asarray([int(r["label"]) for r in rows])
 
     tr, ytr = read("train")
@@ -96,11 +133,135 @@ def load_ag_news(root: Path) -> TextDataset:
         [texts[i] for i in te],
         y[te],
         ["World", "Sports", "Business", "Sci/Tech"],
-        split_note=f"only the official test split ships here: split 50/50 per class with seed {SPLIT_SEED}",
+        split_note=f"only the official test split (7,600) ships here: split 50/50 per class with seed {SPLIT_SEED}",
     )
 
 
-LOADERS: dict[str, Callable[[Path], TextDataset]] = {"sst2": load_sst2, "emotion": load_emotion, "ag_news": load_ag_news}
+def load_amazon_counterfactual(root: Path) -> TextDataset:
+    def read(split: str) -> tuple[list[str], np.ndarray]:
+        with open(root / "amazon_counterfactual" / "data" / f"EN_{split}.tsv", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        return [r["sentence"] for r in rows], np.asarray([int(r["is_counterfactual"]) for r in rows])
+
+    tr, ytr = read("train")
+    te, yte = read("test")
+    return TextDataset("amazon_counterfactual", tr, ytr, te, yte, ["not counterfactual", "counterfactual"])
+
+
+def load_banking77(root: Path) -> TextDataset:
+    names = json.loads((root / "banking77" / "categories.json").read_text(encoding="utf-8"))
+    index = {n: i for i, n in enumerate(names)}
+
+    def read(split: str) -> tuple[list[str], np.ndarray]:
+        with open(root / "banking77" / f"{split}.csv", encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [r["text"] for r in rows], np.asarray([index[r["category"]] for r in rows])
+
+    tr, ytr = read("train")
+    te, yte = read("test")
+    return TextDataset("banking77", tr, ytr, te, yte, [n.replace("_", " ") for n in names])
+
+
+def load_clinc150(root: Path) -> TextDataset:
+    """In-scope train/test of data_full; the out-of-scope queries are in ``extra`` (oos_train/val/test)."""
+    raw = json.loads((root / "clinc150" / "data_full.json").read_text(encoding="utf-8"))
+    names = sorted({intent for _, intent in raw["train"]})
+    index = {n: i for i, n in enumerate(names)}
+
+    def split(key: str) -> tuple[list[str], np.ndarray]:
+        return [t for t, _ in raw[key]], np.asarray([index[i] for _, i in raw[key]])
+
+    tr, ytr = split("train")
+    te, yte = split("test")
+    extra = {
+        "val": split("val"),
+        "oos_train": [t for t, _ in raw["oos_train"]],
+        "oos_val": [t for t, _ in raw["oos_val"]],
+        "oos_test": [t for t, _ in raw["oos_test"]],
+    }
+    return TextDataset("clinc150", tr, ytr, te, yte, [n.replace("_", " ") for n in names], extra=extra)
+
+
+def _strip_headers(post: str) -> str:
+    """The body of a Usenet post: everything after the first blank line (as sklearn's remove=('headers',))."""
+    _, sep, body = post.partition("\n\n")
+    return (body if sep else post).strip()
+
+
+def load_20newsgroups(root: Path) -> TextDataset:
+    parts: dict[str, tuple[list[str], list[str]]] = {"train": ([], []), "test": ([], [])}
+    with tarfile.open(root / "20newsgroups" / "20news-bydate.tar.gz") as tar:
+        for m in tar:
+            bits = m.name.split("/")
+            if not m.isfile() or len(bits) != 3:
+                continue
+            split = "train" if bits[0].endswith("train") else "test"
+            body = _strip_headers(tar.extractfile(m).read().decode("latin-1"))
+            parts[split][0].append(body or "(empty)")
+            parts[split][1].append(bits[1])
+    names = sorted(set(parts["train"][1]))
+    index = {n: i for i, n in enumerate(names)}
+    return TextDataset(
+        "20newsgroups",
+        parts["train"][0],
+        np.asarray([index[n] for n in parts["train"][1]]),
+        parts["test"][0],
+        np.asarray([index[n] for n in parts["test"][1]]),
+        names,
+        split_note="official bydate split; headers stripped (the text after the first blank line)",
+    )
+
+
+def load_enron_spam(root: Path) -> TextDataset:
+    found = []
+    with tarfile.open(root / "enron_spam" / "enron_spam_preprocessed.tar.gz") as tar:
+        for m in tar:  # archive order: a gzip stream cannot seek back cheaply
+            kind = m.name.split("/")[-2] if "/" in m.name else ""
+            if m.isfile() and m.name.endswith(".txt") and kind in ("ham", "spam"):
+                found.append((m.name, tar.extractfile(m).read().decode("latin-1").strip() or "(empty)", kind))
+    found.sort()  # a fixed order whatever order the archive has, so the seeded split is stable
+    texts = [t for _, t, _ in found]
+    y = np.asarray([int(k == "spam") for _, _, k in found])
+    return _split_dataset("enron_spam", texts, y, ["ham", "spam"], 2000, " (as SetFit/enron_spam's 2,000 test)")
+
+
+def load_goemotions(root: Path) -> TextDataset:
+    """Multi-label: labels are indicator arrays of shape (n, 28)."""
+    folder = root / "goemotions" / "original"
+    names = [x.strip() for x in (folder / "labels.txt").read_text(encoding="utf-8").splitlines() if x.strip()]
+
+    def read(split: str) -> tuple[list[str], np.ndarray]:
+        texts, rows = [], []
+        for line in (folder / f"{split}.tsv").read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
+            text, ids, _ = line.split("\t")
+            texts.append(text)
+            row = np.zeros(len(names), dtype=np.int8)
+            row[[int(i) for i in ids.split(",")]] = 1
+            rows.append(row)
+        return texts, np.vstack(rows)
+
+    tr, ytr = read("train")
+    te, yte = read("test")
+    return TextDataset("goemotions", tr, ytr, te, yte, names, split_note="official split; multi-label (28)")
+
+
+LOADERS: dict[str, Callable[[Path], TextDataset]] = {
+    "sst2": load_sst2,
+    "sst5": load_sst5,
+    "cr": load_cr,
+    "mr": load_mr,
+    "subj": load_subj,
+    "emotion": load_emotion,
+    "ag_news": load_ag_news,
+    "amazon_counterfactual": load_amazon_counterfactual,
+    "banking77": load_banking77,
+    "clinc150": load_clinc150,
+    "20newsgroups": load_20newsgroups,
+    "enron_spam": load_enron_spam,
+    "goemotions": load_goemotions,
+}
 
 
 def load(name: str, root: str | Path | None = None) -> TextDataset:

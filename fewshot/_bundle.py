@@ -95,8 +95,8 @@ def write_bundle(path: str | Path, kind: str, meta: dict[str, Any], files: dict[
         foreign = [p.name for p in path.iterdir() if not p.name.startswith(".fewshot-")]
         if foreign:
             raise InputError(
-                f"cannot save to {path}: the folder holds files fewshot did not write ({', '.join(sorted(foreign)[:3])}); "
-                "choose an empty or new folder"
+                f"cannot save to {path}: the folder holds files fewshot did not write "
+                f"({', '.join(sorted(foreign)[:3])}); choose an empty or new folder"
             )
     elif old.get("type") != kind:
         raise InputError(f"cannot save a {kind} to {path}: it holds a saved {old.get('type')}")

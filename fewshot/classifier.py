@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from fewshot._bundle import read_bundle, write_bundle
 from fewshot._validate import as_labels, json_label
@@ -44,7 +44,9 @@ def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[d
         encoder = encoder_from_identity(identity)
     check_same_encoder(identity, encoder, f"the model at {path}")
     if encoder.dim != head.n_features_in_:
-        raise CorruptFileError(f"{path}: the head expects dimension {head.n_features_in_}, the encoder gives {encoder.dim}")
+        raise CorruptFileError(
+            f"{path}: the head expects dimension {head.n_features_in_}, the encoder gives {encoder.dim}"
+        )
     return manifest, encoder, head
 
 
@@ -69,7 +71,9 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     array(['pos'], dtype='<U3')
     """
 
-    def __init__(self, encoder: Encoder | None = None, head: str | BaseHead = "prototype", head_params: dict | None = None):
+    def __init__(
+        self, encoder: Encoder | None = None, head: str | BaseHead = "prototype", head_params: dict | None = None
+    ):
         self.encoder = encoder
         self.head = head
         self.head_params = head_params
@@ -89,19 +93,17 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             raise NotFittedError("this FewShotClassifier is not fitted yet; call fit(X, y) first")
         return self.head_
 
-    def embed(self, X: Any, show_progress: bool | None = None) -> np.ndarray:
+    def embed(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Embeddings of ``X``, array of shape (n_samples, dim)."""
         return self.encoder_.encode(X, show_progress=show_progress)
 
-    def fit(self, X: Any, y: Any, show_progress: bool | None = None) -> FewShotClassifier:
+    def fit(self, X: Any, y: Any, show_progress: bool = False) -> FewShotClassifier:
         """Fit on examples ``X`` (texts, or inputs of the encoder's modality) with labels ``y``."""
-        items = self.encoder_._check(X)
+        items = self.encoder_.validate(X)
         y = as_labels(y, len(items))
-        head = make_head(self.head, **(self.head_params or {}))
-        if head is self.head:  # never mutate the instance the user passed in
-            from sklearn.base import clone
-
-            head = clone(head)
+        # a head instance is cloned first: fitting never mutates the object the user passed in
+        head = clone(self.head) if isinstance(self.head, BaseHead) else self.head
+        head = make_head(head, **(self.head_params or {}))
         self.head_ = head.fit(self.embed(items, show_progress), y)
         return self
 
@@ -112,22 +114,35 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         """
         if not hasattr(self, "head_"):
             return self.fit(X, y)
-        items = self.encoder_._check(X)
+        items = self.encoder_.validate(X)
         y = as_labels(y, len(items))
         self.head_.partial_fit(self.embed(items), y)
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Head scores, array of shape (n_samples, n_classes)."""
-        return self._head().decision_function(self.embed(X))
+        return self._head().decision_function(self.embed(X, show_progress))
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Class probabilities, array of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        return self._head().predict_proba(self.embed(X))
+        return self._head().predict_proba(self.embed(X, show_progress))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Predicted labels, array of shape (n_samples,)."""
-        return self._head().predict(self.embed(X))
+        return self._head().predict(self.embed(X, show_progress))
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy on ``X`` against ``y``. Labels the model never saw are refused, not counted as misses:
+        they usually mean a mismatched label column (``"Positive"`` against ``"positive"``)."""
+        items = self.encoder_.validate(X)
+        y = as_labels(y, len(items))
+        unknown = sorted({str(v) for v in y.tolist()} - {str(c) for c in self.classes_.tolist()})
+        if unknown:
+            raise InputError(
+                f"labels the model never saw: {', '.join(unknown[:5])}; "
+                f"it knows {', '.join(map(str, self.classes_[:10]))}"
+            )
+        return float(np.average(self.predict(items) == y, weights=sample_weight))
 
     def save(self, path: str | Path) -> Path:
         """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically."""
@@ -158,7 +173,13 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     The label prompts are encoded once, on first use.
     """
 
-    def __init__(self, labels: Any, encoder: Encoder | None = None, templates: str | list[str] | None = None, temperature: float = 0.05):
+    def __init__(
+        self,
+        labels: Any,
+        encoder: Encoder | None = None,
+        templates: str | list[str] | None = None,
+        temperature: float = 0.05,
+    ):
         self.labels = labels
         self.encoder = encoder
         self.templates = templates
@@ -175,12 +196,8 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
         parsed = parse_labels(self.labels)
         texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates))
         head = ZeroShotHead(temperature=self.temperature)
-        self.head_ = head.fit(self.encoder_.encode(texts), np.asarray(owners), sample_weight=weights)
-        # keep the user's label order rather than sorted order
-        order = [int(np.flatnonzero(self.head_.classes_ == lab)[0]) for lab in parsed]
-        self.head_.classes_ = self.head_.classes_[order]
-        self.head_.sums_, self.head_.counts_ = self.head_.sums_[order], self.head_.counts_[order]
-        self.head_._update()
+        # classes_ keep the order the user gave the labels in
+        self.head_ = head.fit(self.encoder_.encode(texts), owners, sample_weight=weights, classes=list(parsed))
         return self
 
     def _head(self) -> ZeroShotHead:
@@ -192,29 +209,31 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def classes_(self) -> np.ndarray:
         return self._head().classes_
 
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Cosine similarity of each input to each label, array of shape (n_samples, n_labels)."""
         head = self._head()
-        return head.decision_function(self.encoder_.encode(X))
+        return head.decision_function(self.encoder_.encode(X, show_progress=show_progress))
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Softmax over labels, array of shape (n_samples, n_labels)."""
         head = self._head()
-        return head.predict_proba(self.encoder_.encode(X))
+        return head.predict_proba(self.encoder_.encode(X, show_progress=show_progress))
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """The best-matching label for each input, array of shape (n_samples,)."""
         head = self._head()
-        return head.predict(self.encoder_.encode(X))
+        return head.predict(self.encoder_.encode(X, show_progress=show_progress))
 
-    def tag(self, X: Any, threshold: float | None = 0.15, top_k: int | None = None) -> list[list[tuple[Any, float]]]:
+    def tag(
+        self, X: Any, threshold: float | None = 0.2, top_k: int | None = None, show_progress: bool = False
+    ) -> list[list[tuple[Any, float]]]:
         """Multi-label tags: for each input, the labels whose cosine similarity reaches ``threshold``.
 
         Parameters
         ----------
-        threshold : minimum cosine similarity for a tag (None: no minimum). The default 0.15 suits the
-            bundled MiniLM, whose related texts and labels score 0.15-0.4. An input that matches no label
-            gets an empty list ("none of these").
+        threshold : minimum cosine similarity for a tag (None: no minimum). The default 0.2 suits the
+            bundled MiniLM, whose related texts and labels score about 0.2-0.5 and unrelated ones under
+            0.18. An input that matches no label gets an empty list ("none of these").
         top_k : keep at most this many tags per input (None: no limit).
 
         Returns
@@ -225,7 +244,7 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
             raise InputError("give a threshold, a top_k, or both")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-        S = self.decision_function(X)
+        S = self.decision_function(X, show_progress)
         classes = self.classes_.tolist()
         out = []
         for row in S:
@@ -238,7 +257,10 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """Save the label vectors and settings to a folder (no pickle), atomically."""
         labels = self.labels if isinstance(self.labels, dict) else list(self.labels)
-        extra = {"labels": {str(json_label(k)): v for k, v in parse_labels(labels).items()}, "templates": self.templates}
+        extra = {
+            "labels": {str(json_label(k)): v for k, v in parse_labels(labels).items()},
+            "templates": self.templates,
+        }
         return _save_model(path, "zeroshot", self.encoder_, self._head(), extra)
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -38,7 +39,10 @@ def _texts(rows: list[dict[str, Any]], col: str, where: str) -> list[str]:
 
 
 def _out(path: str | None):
-    return sys.stdout if path in (None, "-") else open(path, "w", encoding="utf-8", newline="")
+    """A context manager for the output: standard output (left open) or a new file."""
+    if path in (None, "-"):
+        return contextlib.nullcontext(sys.stdout)
+    return open(path, "w", encoding="utf-8", newline="")
 
 
 def _parse_labels(inline: str | None, path: str | None) -> Any:
@@ -67,7 +71,10 @@ def cmd_fit(a: argparse.Namespace) -> int:
     head_params = json.loads(a.head_params) if a.head_params else None
     clf = FewShotClassifier(head=a.head, head_params=head_params).fit(texts, labels, show_progress=True)
     clf.save(a.output)
-    print(f"fitted a {a.head} classifier on {len(texts)} examples, {len(clf.classes_)} classes -> {a.output}", file=sys.stderr)
+    print(
+        f"fitted a {a.head} classifier on {len(texts)} examples, {len(clf.classes_)} classes -> {a.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -93,7 +100,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     clf = FewShotClassifier.load(a.model)
     rows = read_records(a.data, a.format)
     texts = _texts(rows, a.text_col, a.data or "stdin")
-    proba = clf.predict_proba(texts)
+    proba = clf.predict_proba(texts, show_progress=True)
     fmt = guess_format(a.output, a.format) if a.output not in (None, "-") else guess_format(a.data, a.format)
     fmt = "jsonl" if fmt == "txt" else fmt
     with _out(a.output) as f:
@@ -112,7 +119,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
     fmt = guess_format(a.output, a.format) if a.output not in (None, "-") else guess_format(a.data, a.format)
     fmt = "jsonl" if fmt == "txt" else fmt
     if a.multi_label:
-        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k)
+        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, show_progress=True)
         out_rows = []
         for r, t in zip(rows, tags):
             rec = dict(r)
@@ -123,7 +130,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
                 rec["tags"] = [{"label": lab, "score": round(s, 6)} for lab, s in t]
             out_rows.append(rec)
     else:
-        out_rows = _prediction_rows(rows, texts, zs.classes_.tolist(), zs.predict_proba(texts), fmt)
+        proba = zs.predict_proba(texts, show_progress=True)
+        out_rows = _prediction_rows(rows, texts, zs.classes_.tolist(), proba, fmt)
     with _out(a.output) as f:
         write_records(out_rows, f, fmt)
     return 0
@@ -195,7 +203,12 @@ def cmd_index_search(a: argparse.Namespace) -> int:
     hits = index.search(a.query, k=a.k, where=_parse_where(a.where))
     for h in hits:
         if a.json:
-            print(json.dumps({"id": h.id, "score": round(h.score, 6), "item": h.item, "label": h.label, "metadata": h.metadata}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"id": h.id, "score": round(h.score, 6), "item": h.item, "label": h.label, "metadata": h.metadata},
+                    ensure_ascii=False,
+                )
+            )
         else:
             label = f" [{h.label}]" if h.label is not None else ""
             print(f"{h.score:.4f}  {h.id}{label}  {h.item}")
@@ -218,7 +231,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 # -- parser -----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fewshot", description="Few-shot and zero-shot classification and semantic search.")
+    p = argparse.ArgumentParser(
+        prog="fewshot", description="Few-shot and zero-shot classification and semantic search."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(sp, data_optional=False, label=True):
@@ -235,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(sp)
     sp.add_argument("-o", "--output", required=True, help="folder to save the model in")
     sp.add_argument("--head", default="prototype", choices=["prototype", "knn", "linear"])
-    sp.add_argument("--head-params", help='JSON keyword arguments for the head, e.g. \'{"k": 5}\'')
+    sp.add_argument("--head-params", help="JSON keyword arguments for the head, e.g. '{\"k\": 5}'")
     sp.set_defaults(func=cmd_fit)
 
     sp = sub.add_parser("predict", help="classify records with a saved model")
@@ -248,17 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("zeroshot", help="classify or tag records from label names alone")
     data_args(sp, data_optional=True, label=False)
     sp.add_argument("--labels", help="comma-separated label names")
-    sp.add_argument("--labels-file", help="labels: .txt (one per line, 'name: attr, attr' allowed) or .json (list or dict)")
+    sp.add_argument(
+        "--labels-file", help="labels: .txt (one per line, 'name: attr, attr' allowed) or .json (list or dict)"
+    )
     sp.add_argument("--templates", help="template set name (plain, ensemble) or one template with {}")
     sp.add_argument("--multi-label", action="store_true", help="tag each record with every label above --threshold")
-    sp.add_argument("--threshold", type=float, default=0.15, help="cosine threshold for --multi-label (default 0.15)")
+    sp.add_argument("--threshold", type=float, default=0.2, help="cosine threshold for --multi-label (default 0.2)")
     sp.add_argument("--top-k", type=int, help="at most this many tags per record")
     sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
     sp.set_defaults(func=cmd_zeroshot)
 
     ip = sub.add_parser("index", help="build, extend, search and describe a saved index")
     isub = ip.add_subparsers(dest="index_command", required=True)
-    for name, func, helptext in [("build", cmd_index_build, "build a new index from a file"), ("add", cmd_index_add, "add records to an index")]:
+    for name, func, helptext in [
+        ("build", cmd_index_build, "build a new index from a file"),
+        ("add", cmd_index_add, "add records to an index"),
+    ]:
         sp = isub.add_parser(name, help=helptext)
         sp.add_argument("name", help="index name (saved under indexes/NAME) or a folder path")
         data_args(sp, label=False)
@@ -273,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", help="index name or folder")
     sp.add_argument("query")
     sp.add_argument("-k", type=int, default=5, help="hits to show (default 5)")
-    sp.add_argument("--where", action="append", metavar="FIELD=VALUE", help="filter on label, id or a metadata field; repeatable")
+    sp.add_argument(
+        "--where", action="append", metavar="FIELD=VALUE", help="filter on label, id or a metadata field; repeatable"
+    )
     sp.add_argument("--json", action="store_true", help="one JSON object per hit")
     sp.set_defaults(func=cmd_index_search)
     sp = isub.add_parser("info", help="describe a saved index")

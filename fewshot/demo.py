@@ -37,8 +37,11 @@ def run_demo(out: TextIO) -> None:
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     encoder = TextEncoder()  # one encoder shared by every step: the model loads once
 
-    print(f"1. Few-shot: fit a prototype classifier on {len(rows)} support-desk messages "
-          f"({len(set(labels))} classes, {len(rows) // len(set(labels))} each)", file=out)
+    print(
+        f"1. Few-shot: fit a prototype classifier on {len(rows)} support-desk messages "
+        f"({len(set(labels))} classes, {len(rows) // len(set(labels))} each)",
+        file=out,
+    )
     t = time.perf_counter()
     clf = FewShotClassifier(encoder=encoder).fit(texts, labels)
     print(f"   fitted in {time.perf_counter() - t:.2f} s (model load included)", file=out)
@@ -47,9 +50,9 @@ def run_demo(out: TextIO) -> None:
         best = p.argmax()
         print(f"   {clf.classes_[best]:<10} {p[best]:.2f}  {text}", file=out)
 
-    print("\n2. Zero-shot tags (no examples, labels only; threshold 0.15 cosine):", file=out)
+    print("\n2. Zero-shot tags (no examples, labels only; threshold 0.2 cosine):", file=out)
     zs = ZeroShotClassifier(TAGS, encoder=encoder)
-    for text, tags in zip(TAG_TEXTS, zs.tag(TAG_TEXTS, threshold=0.15)):
+    for text, tags in zip(TAG_TEXTS, zs.tag(TAG_TEXTS, threshold=0.2)):
         shown = ", ".join(f"{label} ({score:.2f})" for label, score in tags) or "none of these"
         print(f"   {text}\n     -> {shown}", file=out)
 

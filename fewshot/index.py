@@ -140,7 +140,7 @@ class EmbeddingIndex:
     ) -> np.ndarray:
         """Encode ``items`` and store them; return their ids, array of shape (n,)."""
         encoder = self._require_encoder("add items")
-        items = encoder._check(items)
+        items = encoder.validate(items)
         E = encoder.encode(items, show_progress=show_progress)
         return self.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=[_item_text(x) for x in items])
 
@@ -248,7 +248,9 @@ class EmbeddingIndex:
         hits = self._hits(D, I)
         return hits[0] if single else hits
 
-    def search_embeddings(self, queries: Any, k: int = 10, where: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_embeddings(
+        self, queries: Any, k: int = 10, where: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """FAISS-style search: ``D, I`` of shape (n_queries, k), scores and ids, padded with -inf / -1."""
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
@@ -374,7 +376,9 @@ class EmbeddingIndex:
             finally:
                 dst.close()
 
-        write_bundle(target, "index", meta, {"index.faiss": lambda p: faiss.write_index(index, str(p)), "meta.sqlite": write_db})
+        write_bundle(
+            target, "index", meta, {"index.faiss": lambda p: faiss.write_index(index, str(p)), "meta.sqlite": write_db}
+        )
         return target
 
     @classmethod
@@ -428,7 +432,11 @@ class EmbeddingIndex:
             raise CorruptFileError(f"{folder}: the metadata table cannot be read ({exc})") from exc
         if index.d != self.dim:
             raise CorruptFileError(f"{folder}: the FAISS index has dimension {index.d}, the manifest says {self.dim}")
-        if count != manifest["count"] or index.ntotal != manifest["vectors"] or index.ntotal != count + len(self._removed):
+        if (
+            count != manifest["count"]
+            or index.ntotal != manifest["vectors"]
+            or index.ntotal != count + len(self._removed)
+        ):
             raise CorruptFileError(
                 f"{folder}: the manifest says {manifest['count']} items, but the table holds {count} and the "
                 f"FAISS index {index.ntotal} vectors; the save is inconsistent"

@@ -32,9 +32,15 @@ class FakeEncoder(Encoder):
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"kind": "fake", "model": "fake", "weights_sha256": f"seed{self.seed}", "dim": self._dim, "normalize": self.normalize}
+        return {
+            "kind": "fake",
+            "model": "fake",
+            "weights_sha256": f"seed{self.seed}",
+            "dim": self._dim,
+            "normalize": self.normalize,
+        }
 
-    def _check(self, inputs: Any) -> list[str]:
+    def validate(self, inputs: Any) -> list[str]:
         return as_text_list(inputs, what="texts")
 
     def _cache_bytes(self, item: str) -> bytes:

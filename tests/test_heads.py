@@ -181,3 +181,13 @@ def test_linear_binary_probabilities_match_sklearn():
     En = E / np.linalg.norm(E, axis=1, keepdims=True)
     ref = LogisticRegression(C=1.0, max_iter=1000).fit(En, y)
     np.testing.assert_allclose(head.predict_proba(E), ref.predict_proba(En), atol=1e-6)
+
+
+def test_classes_argument_sets_the_column_order():
+    E, y = clusters(seed=12)
+    names = np.array(["zebra", "ant", "moth"])[y]
+    head = PrototypeHead().fit(E, names, classes=["zebra", "ant", "moth"])
+    assert list(head.classes_) == ["zebra", "ant", "moth"]
+    assert (head.predict(E) == names).mean() > 0.9
+    with pytest.raises(InputError, match="exactly once"):
+        PrototypeHead().fit(E, names, classes=["zebra", "ant"])

@@ -28,7 +28,7 @@ def describe(identity: dict[str, Any]) -> str:
 class Encoder(ABC):
     """Base class of every encoder.
 
-    Subclasses implement :meth:`_check` (validate and convert the inputs), :meth:`_encode` (the model call,
+    Subclasses implement :meth:`validate` (check and convert the inputs), :meth:`_encode` (the model call,
     returning raw float vectors), :meth:`_cache_bytes` (the bytes that identify one input), :meth:`_load`
     and the ``identity`` fields. The base class adds batching, the optional on-disk cache and L2
     normalisation, so every encoder returns the same kind of array.
@@ -44,7 +44,7 @@ class Encoder(ABC):
 
     # -- to implement -------------------------------------------------------------------------------
     @abstractmethod
-    def _check(self, inputs: Any) -> list[Any]:
+    def validate(self, inputs: Any) -> list[Any]:
         """Validate ``inputs`` and return them as a list."""
 
     @abstractmethod
@@ -70,7 +70,7 @@ class Encoder(ABC):
         self,
         inputs: Any,
         batch_size: int | None = None,
-        show_progress: bool | None = None,
+        show_progress: bool = False,
     ) -> np.ndarray:
         """Embed ``inputs``.
 
@@ -78,17 +78,15 @@ class Encoder(ABC):
         ----------
         inputs : a list (or pandas Series) of inputs of this encoder's modality.
         batch_size : items per model call; the encoder's default when None.
-        show_progress : a progress bar on stderr; by default shown for more than 1,000 items.
+        show_progress : a progress bar on stderr (off by default; the CLI turns it on).
 
         Returns
         -------
         ndarray of shape (n, dim), float32, C-contiguous; rows have unit L2 norm unless the encoder was
         made with ``normalize=False``.
         """
-        items = self._check(inputs)
+        items = self.validate(inputs)
         batch_size = batch_size or self.batch_size
-        if show_progress is None:
-            show_progress = len(items) > 1000
         cache = self._get_cache()
         if cache is None:
             out = self._encode(items, batch_size, show_progress)

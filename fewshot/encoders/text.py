@@ -114,7 +114,7 @@ class TextEncoder(Encoder):
     def describe_source(self) -> str:
         return self.source
 
-    def _check(self, inputs: Any) -> list[str]:
+    def validate(self, inputs: Any) -> list[str]:
         return as_text_list(inputs, what="texts")
 
     def _cache_bytes(self, item: str) -> bytes:

@@ -15,7 +15,16 @@ from fewshot.heads.zeroshot import ZeroShotHead
 
 HEADS: dict[str, type[BaseHead]] = {h.name: h for h in (PrototypeHead, KNNHead, LinearHead, ZeroShotHead)}
 
-__all__ = ["HEADS", "BaseHead", "KNNHead", "LinearHead", "PrototypeHead", "ZeroShotHead", "make_head", "head_from_state"]
+__all__ = [
+    "HEADS",
+    "BaseHead",
+    "KNNHead",
+    "LinearHead",
+    "PrototypeHead",
+    "ZeroShotHead",
+    "make_head",
+    "head_from_state",
+]
 
 
 def make_head(head: str | BaseHead, **params: Any) -> BaseHead:

@@ -49,7 +49,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     name: ClassVar[str] = "base"
 
     # -- fitting ------------------------------------------------------------------------------------
-    def fit(self, E: Any, y: Any, sample_weight: Any = None) -> BaseHead:
+    def fit(self, E: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> BaseHead:
         """Fit on embeddings.
 
         Parameters
@@ -57,16 +57,24 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         E : array of shape (n_samples, dim), embeddings (normalised here if they are not).
         y : array-like of shape (n_samples,), labels of any hashable scalar type.
         sample_weight : optional array of shape (n_samples,); heads that cannot use it ignore it.
+        classes : optional order for ``classes_`` (sorted labels by default); it must list exactly the
+            labels present in ``y``.
         """
         E = l2_normalize(as_embeddings(E))
         y = as_labels(y, len(E))
-        self.classes_ = np.unique(y)
+        if classes is None:
+            self.classes_ = np.unique(y)
+        else:
+            self.classes_ = np.asarray(list(classes))
+            if len(set(self.classes_.tolist())) != len(self.classes_) or set(self.classes_.tolist()) != set(y.tolist()):
+                raise InputError("classes must list each label of y exactly once")
         if len(self.classes_) < 2 and not self._allows_one_class():
             raise InputError(
                 f"only one class ({self.classes_[0]!r}) in the training labels; a classifier needs at least two"
             )
         self.n_features_in_ = E.shape[1]
-        codes = np.searchsorted(self.classes_, y)
+        index = {c: i for i, c in enumerate(self.classes_.tolist())}
+        codes = np.asarray([index[c] for c in y.tolist()], dtype=np.int64)
         w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self._fit(E, codes, w)
         return self

@@ -1,0 +1,87 @@
+"""The encoder contract on the real bundled MiniLM, the identity, and the on-disk cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fewshot import TextEncoder
+from fewshot.encoders import encoder_from_identity, same_encoder
+from fewshot.errors import InputError
+from tests.conftest import FakeEncoder
+
+
+def test_real_encoder_output_contract(text_encoder):
+    E = text_encoder.encode(["A man is eating food.", "A man is eating a piece of bread.", "The sky is blue."])
+    assert E.shape == (3, 384) and text_encoder.dim == 384
+    assert E.dtype == np.float32 and E.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    # meaning, not noise: the two sentences about eating are closer than either is to the sky
+    assert E[0] @ E[1] > E[0] @ E[2] + 0.3
+
+
+def test_batching_and_series_give_the_same_vectors(text_encoder):
+    texts = [f"sentence number {i} about topic {i % 3}" for i in range(10)]
+    a = text_encoder.encode(texts, batch_size=3)
+    b = text_encoder.encode(pd.Series(texts), batch_size=64)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_identity_is_stable_and_recreatable(text_encoder):
+    ident = text_encoder.identity
+    assert ident["kind"] == "sentence-transformers" and ident["dim"] == 384
+    assert len(ident["weights_sha256"]) == 64
+    assert ident == TextEncoder().identity  # a second instance of the bundled model: same identity
+    assert same_encoder(ident, encoder_from_identity(ident).identity)
+    assert not same_encoder(ident, {**ident, "weights_sha256": "0" * 64})
+
+
+def test_unnormalised_output_when_asked(text_encoder):
+    # all-MiniLM-L6-v2 ends in its own Normalize module, so normalize=False returns the model's output as is
+    raw = TextEncoder(text_encoder.model, normalize=False).encode(["hello world"])
+    np.testing.assert_allclose(raw, text_encoder.model.encode(["hello world"]), atol=1e-6)
+    fake = FakeEncoder(normalize=False).encode(["several words in here"])
+    assert abs(np.linalg.norm(fake) - 1.0) > 0.1
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([], "empty"),
+        ([""], "empty string"),
+        (["ok", "   "], r"texts\[1\] is an empty"),
+        (None, "None"),
+        ("just one string", "single string"),
+        ([1, 2], "not a string"),
+    ],
+)
+def test_bad_inputs_are_named(text_encoder, bad, message):
+    with pytest.raises(InputError, match=message):
+        text_encoder.encode(bad)
+
+
+def test_cache_serves_repeats_without_the_model(tmp_path):
+    enc = FakeEncoder(cache_dir=tmp_path)
+    first = enc.encode(["alpha beta", "gamma", "alpha beta"])
+    assert enc.calls == 3
+    again = FakeEncoder(cache_dir=tmp_path)  # a new process would see the same file
+    second = again.encode(["gamma", "alpha beta", "delta"])
+    assert again.calls == 1  # only "delta" was new
+    np.testing.assert_allclose(second[:2], first[[1, 0]], atol=1e-6)
+
+
+def test_cache_is_keyed_by_encoder_identity(tmp_path):
+    FakeEncoder(seed=0, cache_dir=tmp_path).encode(["same text"])
+    other = FakeEncoder(seed=1, cache_dir=tmp_path)
+    other.encode(["same text"])
+    assert other.calls == 1  # another model never reads the first one's vectors
+    assert len(list(tmp_path.glob("*.sqlite"))) == 2
+
+
+def test_real_encoder_with_cache(tmp_path, text_encoder):
+    enc = TextEncoder(text_encoder.model, cache_dir=tmp_path)
+    a = enc.encode(["cached sentence"])
+    b = enc.encode(["cached sentence"])
+    np.testing.assert_array_equal(a, b)
+    assert len(enc._get_cache()) == 1
