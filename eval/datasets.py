@@ -281,3 +281,83 @@ def sample_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         idx = np.flatnonzero(labels == c)
         picked.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
     return np.sort(np.concatenate(picked))
+
+
+# -- images ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageDataset:
+    """Images as uint8 arrays of shape (n, H, W, 3) and integer labels; ``label_names[i]`` names label i."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    label_names: list[str]
+    split_note: str = "official split"
+
+
+def _jpeg_folders(tar_path: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Decode every JPEG of a ``<split>/<class>/<file>.jpg`` archive, keyed by split, sorted by path."""
+    from PIL import Image
+
+    out: dict[str, list[tuple[str, str, np.ndarray]]] = {}
+    with tarfile.open(tar_path) as tar:
+        for m in tar:
+            bits = m.name.strip("./").split("/")
+            if not m.isfile() or not m.name.lower().endswith(".jpg") or len(bits) < 3:
+                continue
+            with Image.open(tar.extractfile(m)) as im:
+                arr = np.asarray(im.convert("RGB"))
+            out.setdefault(bits[-3], []).append((m.name, bits[-2], arr))
+    return {split: sorted(rows, key=lambda r: r[0]) for split, rows in out.items()}
+
+
+def _image_split(rows, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    index = {n: i for i, n in enumerate(names)}
+    return np.stack([r[2] for r in rows]), np.asarray([index[r[1]] for r in rows])
+
+
+def load_cifar10(root: Path) -> ImageDataset:
+    test = _jpeg_folders(root / "cifar10" / "cifar10_test_jpg.tar.gz")["test"]
+    train = _jpeg_folders(root / "cifar10" / "cifar10_train100_jpg.tar.gz")["train"]
+    names = sorted({r[1] for r in test})
+    (Xtr, ytr), (Xte, yte) = _image_split(train, names), _image_split(test, names)
+    return ImageDataset("cifar10", Xtr, ytr, Xte, yte, names, "test: official 10,000; train: first 100 of each class")
+
+
+def load_eurosat(root: Path) -> ImageDataset:
+    parts = _jpeg_folders(root / "eurosat" / "eurosat_subset_jpg.tar.gz")
+    names = sorted({r[1] for r in parts["train"]})
+    (Xtr, ytr), (Xte, yte) = _image_split(parts["train"], names), _image_split(parts["test"], names)
+    return ImageDataset("eurosat", Xtr, ytr, Xte, yte, names, "subset: 100 a class of the seed-42 train and test")
+
+
+def load_mnist(root: Path) -> ImageDataset:
+    """MNIST test set only (10,000): split 50/50 per class with the fixed seed; digits become RGB."""
+    import gzip
+
+    raw = gzip.decompress((root / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes())
+    lab = gzip.decompress((root / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    if int.from_bytes(raw[:4], "big") != 0x803 or int.from_bytes(lab[:4], "big") != 0x801:
+        raise ValueError("MNIST files do not start with the IDX magic numbers")
+    n, h, w = (int.from_bytes(raw[i : i + 4], "big") for i in (4, 8, 12))
+    images = np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, h, w)
+    y = np.frombuffer(lab, dtype=np.uint8, offset=8).astype(np.int64)
+    images = np.repeat(images[..., None], 3, axis=3)
+    tr, te = stratified_split(y, 0.5)
+    note = f"only the official test set ships here: split 50/50 per class with seed {SPLIT_SEED}"
+    return ImageDataset("mnist", images[tr], y[tr], images[te], y[te], [str(d) for d in range(10)], note)
+
+
+IMAGE_LOADERS: dict[str, Callable[[Path], ImageDataset]] = {
+    "cifar10": load_cifar10,
+    "eurosat": load_eurosat,
+    "mnist": load_mnist,
+}
+
+
+def load_images(name: str, root: str | Path | None = None) -> ImageDataset:
+    if name not in IMAGE_LOADERS:
+        raise KeyError(f"unknown image dataset {name!r}; known: {', '.join(sorted(IMAGE_LOADERS))}")
+    return IMAGE_LOADERS[name](data_dir(root))

@@ -1,0 +1,200 @@
+"""Write eval/RESULTS.md (and eval/results/text_shots.png) from the JSON results in eval/results/.
+
+python -m eval.report
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from eval.peers import PUBLISHED_SETFIT_MPNET, SETFIT_DATASETS
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PRIMARY = {"amazon_counterfactual": "mcc"}  # as the SetFit paper; accuracy elsewhere
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def setfit_protocol_section(res: dict) -> list[str]:
+    summary = res["summary"]
+    by = {(s["dataset"], s["method"], s["shots"]): s for s in summary}
+    methods = sorted({s["method"] for s in summary}, key=lambda m: (not m.startswith("fewshot"), m))
+    datasets = list(dict.fromkeys(s["dataset"] for s in summary))
+    lines = [
+        "## SetFit protocol",
+        "",
+        f"N examples per class drawn from train with seeds 0..{res['seeds'] - 1}; test sets capped at "
+        f"{res['test_cap']} rows (a fixed seeded stratified subsample when larger). Metric: accuracy, Matthews "
+        "correlation for amazon_counterfactual; mean ± std over seeds (runs = seeds that finished). Encoder: "
+        f"{res['encoder']}. Measured {res['date']} on {res['machine']}.",
+        "",
+        f"Command: `{res['command']}`",
+        "",
+    ]
+    for shots in res["shots"]:
+        lines += [
+            f"### N = {shots}",
+            "",
+            "| method | " + " | ".join(datasets) + " | mean | fit s (mean) | items/s |",
+            "|---" * (len(datasets) + 4) + "|",
+        ]
+        for m in methods:
+            cells, vals, fits, rates = [], [], [], []
+            for d in datasets:
+                s = by.get((d, m, shots))
+                if s is None:
+                    cells.append("")
+                    continue
+                metric = PRIMARY.get(d, "accuracy")
+                cells.append(f"{_pct(s[metric])} ± {_pct(s[metric + '_std'])} ({s['runs']})")
+                vals.append(s[metric])
+                fits.append(s["fit_s"])
+                rates.append(s["items_per_s"])
+            if not vals:
+                continue
+            mean = _pct(sum(vals) / len(vals)) if len(vals) == len(datasets) else "n/a"
+            lines.append(
+                f"| {m} | " + " | ".join(cells) + f" | {mean} | {sum(fits) / len(fits):.2f} | "
+                f"{sum(rates) / len(rates):.0f} |"
+            )
+        pub = PUBLISHED_SETFIT_MPNET.get(shots)
+        if pub:
+            cells = [f"{pub[d]:.1f}" if d in pub else "" for d in datasets]
+            lines.append("| SetFit (MPNet), *published, not measured here* | " + " | ".join(cells) + " | | | |")
+        lines.append("")
+    lines += six_dataset_headline(by, res["shots"])
+    return lines
+
+
+def six_dataset_headline(by: dict, shots_list: list[int]) -> list[str]:
+    """Mean over the SetFit paper's six datasets, per method, where every one of them has a result."""
+    lines = [
+        "### Mean over the SetFit paper's six datasets",
+        "",
+        "| method | N | mean | fit s (total) |",
+        "|---|---|---|---|",
+    ]
+    methods = sorted({k[1] for k in by})
+    for shots in shots_list:
+        for m in methods:
+            rows = [by.get((d, m, shots)) for d in SETFIT_DATASETS]
+            if any(r is None for r in rows):
+                continue
+            mean = sum(r[PRIMARY.get(r["dataset"], "accuracy")] for r in rows) / len(rows)
+            lines.append(f"| {m} | {shots} | {_pct(mean)} | {sum(r['fit_s'] for r in rows):.1f} |")
+        pub = PUBLISHED_SETFIT_MPNET.get(shots)
+        if pub:
+            lines.append(f"| SetFit (MPNet), *published* | {shots} | {sum(pub.values()) / 6:.1f} | |")
+    return lines + [""]
+
+
+def episodic_section(res: dict) -> list[str]:
+    lines = [
+        "## Episodic: 5-way K-shot, 15 queries a class",
+        "",
+        f"Episodes drawn from each dataset's test split (seeded); mean accuracy ± 95% CI (1.96·std/√episodes). "
+        f"Measured {res['date']} on {res['machine']}. Command: `python -m eval.run_text --protocol episodic`",
+        "",
+        "| dataset | K | " + " | ".join(sorted({r["method"] for r in res["rows"]})) + " |",
+        "|---|---|" + "---|" * len({r["method"] for r in res["rows"]}),
+    ]
+    grid = defaultdict(dict)
+    for r in res["rows"]:
+        grid[(r["dataset"], r["shots"])][r["method"]] = f"{_pct(r['accuracy'])} ± {_pct(r['ci95'])}"
+    methods = sorted({r["method"] for r in res["rows"]})
+    episodes = res["rows"][0]["episodes"] if res["rows"] else 0
+    for (d, k), cells in grid.items():
+        lines.append(f"| {d} | {k} | " + " | ".join(cells.get(m, "") for m in methods) + " |")
+    return lines + ["", f"{episodes} episodes per cell.", ""]
+
+
+def zeroshot_section(res: dict) -> list[str]:
+    methods = sorted({r["method"] for r in res["rows"]})
+    lines = [
+        "## Zero-shot: label names only",
+        "",
+        f"Accuracy (Matthews correlation for amazon_counterfactual). Measured {res['date']} on {res['machine']}. "
+        "Command: `python -m eval.run_text --protocol zeroshot`",
+        "",
+        "| dataset | " + " | ".join(methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
+    grid = defaultdict(dict)
+    for r in res["rows"]:
+        grid[r["dataset"]][r["method"]] = _pct(r[PRIMARY.get(r["dataset"], "accuracy")])
+    for d, cells in grid.items():
+        lines.append(f"| {d} | " + " | ".join(cells.get(m, "") for m in methods) + " |")
+    return lines + [""]
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(s["dataset"] for s in res["summary"]))
+    cols = 4
+    rows = (len(datasets) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, d in zip(axes.ravel(), datasets):
+        metric = PRIMARY.get(d, "accuracy")
+        for m in sorted({s["method"] for s in res["summary"] if s["dataset"] == d}):
+            pts = sorted((s["shots"], s[metric]) for s in res["summary"] if s["dataset"] == d and s["method"] == m)
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_title(d)
+        ax.set_xlabel("examples per class")
+        ax.set_ylabel("MCC" if metric == "mcc" else "accuracy %")
+    for ax in axes.ravel()[len(datasets) :]:
+        ax.axis("off")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python -m eval.report` from the JSON files in `eval/results/`. Every number "
+        "below was measured on the machine named with it, with the command given; rows marked *published* are "
+        "quoted from papers for reference.",
+        "",
+    ]
+    core = RESULTS / "bench_core.md"
+    if core.exists():
+        lines += [
+            "## Core engine",
+            "",
+            "See [results/bench_core.md](results/bench_core.md) (`python -m eval.bench_core`).",
+            "",
+        ]
+    res = _load("text_setfit_protocol.json")
+    if res:
+        lines += setfit_protocol_section(res)
+        plot(res, RESULTS / "text_shots.png")
+        lines += ["![accuracy against shots](results/text_shots.png)", ""]
+    ep = _load("text_episodic.json")
+    if ep:
+        lines += episodic_section(ep)
+    zs = _load("text_zeroshot.json")
+    if zs:
+        lines += zeroshot_section(zs)
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The evaluation harness's own logic: loaders against each README, sampling, metrics, intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from eval.datasets import load, sample_per_class, stratified_split
+from eval.metrics import accuracy, ci95, macro_f1, mcc, mean_std
+from eval.sampling import capped_subsample, episodes
+
+# (train rows, test rows, classes, test rows per class) as each dataset's README.txt states them
+README_COUNTS = {
+    "sst2": (6920, 1821, 2, [912, 909]),
+    "sst5": (8544, 2210, 5, [279, 633, 389, 510, 399]),
+    "emotion": (16000, 2000, 6, [581, 695, 159, 275, 224, 66]),
+    "amazon_counterfactual": (4018, 670, 2, [539, 131]),
+    "banking77": (10003, 3080, 77, [40] * 77),
+    "clinc150": (15000, 4500, 150, [30] * 150),
+    "20newsgroups": (11314, 7532, 20, None),
+}
+# datasets without an official split: total rows per class across our seeded train/test split
+README_TOTALS = {
+    "cr": [1366, 2405],  # README: 3775 lines, 4 of them a label with no text; raw files 1366 / 2405
+    "mr": [5331, 5331],
+    "subj": [5000, 5000],
+    "ag_news": [1900] * 4,
+    "enron_spam": [16545, 17170],
+}
+
+
+@pytest.mark.parametrize("name", sorted(README_COUNTS))
+def test_official_splits_match_readme(data_root, name):
+    n_train, n_test, n_classes, per_class = README_COUNTS[name]
+    ds = load(name, data_root)
+    assert (len(ds.train_texts), len(ds.test_texts), len(ds.label_names)) == (n_train, n_test, n_classes)
+    assert len(ds.train_labels) == n_train and len(ds.test_labels) == n_test
+    if per_class:
+        assert np.bincount(ds.test_labels, minlength=n_classes).tolist() == per_class
+    assert all(isinstance(t, str) and t.strip() for t in ds.train_texts[:200] + ds.test_texts[:200])
+
+
+@pytest.mark.parametrize("name", sorted(README_TOTALS))
+def test_made_splits_cover_every_row_once(data_root, name):
+    ds = load(name, data_root)
+    total = np.bincount(ds.train_labels) + np.bincount(ds.test_labels)
+    assert total.tolist() == README_TOTALS[name]
+    assert "seed" in ds.split_note
+    # stratified: each class has about the same share in test
+    share = np.bincount(ds.test_labels) / total
+    assert share.max() - share.min() < 0.01
+
+
+def test_clinc_out_of_scope_and_goemotions_multilabel(data_root):
+    clinc = load("clinc150", data_root)
+    assert [len(clinc.extra[k]) for k in ("oos_train", "oos_val", "oos_test")] == [100, 100, 1000]
+    go = load("goemotions", data_root)
+    assert (len(go.train_texts), len(go.test_texts), len(go.label_names)) == (43410, 5427, 28)
+    assert go.test_labels.shape == (5427, 28) and int((go.test_labels.sum(1) > 1).sum()) == 837
+
+
+def test_sampler_is_deterministic_and_stratified():
+    y = np.repeat([0, 1, 2], [50, 30, 5])
+    a, b = sample_per_class(y, 8, seed=3), sample_per_class(y, 8, seed=3)
+    assert np.array_equal(a, b)
+    assert np.bincount(y[a]).tolist() == [8, 8, 5]  # a class with fewer than n gives all it has
+    assert len(np.unique(a)) == len(a)
+    assert not np.array_equal(a, sample_per_class(y, 8, seed=4))
+
+
+def test_episodes_are_deterministic_disjoint_and_n_way():
+    y = np.repeat(np.arange(10), 30)
+    eps = list(episodes(y, n_way=5, k_shot=2, n_query=15, n_episodes=20, seed=1))
+    again = list(episodes(y, n_way=5, k_shot=2, n_query=15, n_episodes=20, seed=1))
+    for (s, q), (s2, q2) in zip(eps, again):
+        assert np.array_equal(s, s2) and np.array_equal(q, q2)
+        assert len(np.unique(y[s])) == 5 and set(y[s]) == set(y[q])
+        assert np.bincount(y[s])[np.unique(y[s])].tolist() == [2] * 5
+        assert np.bincount(y[q])[np.unique(y[q])].tolist() == [15] * 5
+        assert not set(s) & set(q)
+    with pytest.raises(ValueError, match="classes have"):
+        next(episodes(np.repeat([0, 1], 30), 5, 1, 15, 1, seed=0))
+
+
+def test_capped_subsample_and_split_are_stratified_and_fixed():
+    y = np.repeat([0, 1], [3000, 1000])
+    idx = capped_subsample(y, 2000)
+    assert len(idx) == 2000 and np.bincount(y[idx]).tolist() == [1500, 500]
+    assert np.array_equal(idx, capped_subsample(y, 2000))
+    assert len(capped_subsample(y, 10_000)) == 4000
+    tr, te = stratified_split(y, 0.25)
+    assert not set(tr) & set(te) and len(tr) + len(te) == 4000
+    assert np.bincount(y[te]).tolist() == [750, 250]
+
+
+def test_metrics_agree_with_scikit_learn():
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 5):
+        yt = rng.integers(0, n_classes, 500)
+        yp = np.where(rng.random(500) < 0.6, yt, rng.integers(0, n_classes, 500))
+        assert accuracy(yt, yp) == pytest.approx(accuracy_score(yt, yp))
+        assert macro_f1(yt, yp, n_classes) == pytest.approx(f1_score(yt, yp, average="macro"))
+        assert mcc(yt, yp, n_classes) == pytest.approx(matthews_corrcoef(yt, yp))
+    # a class never predicted and never present scores 0, as zero_division=0
+    assert macro_f1(np.array([0, 0]), np.array([0, 0]), 2) == pytest.approx(0.5)
+    assert mcc(np.array([1, 1]), np.array([1, 1]), 2) == 0.0
+
+
+def test_confidence_interval_formula():
+    v = [0.5, 0.7, 0.6, 0.8]
+    assert ci95(v) == pytest.approx(1.96 * np.std(v) / 2)
+    assert mean_std(v) == pytest.approx((0.65, np.std(v)))
+
+
+def test_image_loaders_match_readme(data_root):
+    from eval.datasets import load_images
+
+    cifar = load_images("cifar10", data_root)
+    assert cifar.test_images.shape == (10000, 32, 32, 3) and cifar.test_images.dtype == np.uint8
+    assert np.bincount(cifar.test_labels).tolist() == [1000] * 10
+    assert np.bincount(cifar.train_labels).tolist() == [100] * 10
+    assert cifar.label_names[:3] == ["airplane", "automobile", "bird"]
+    euro = load_images("eurosat", data_root)
+    assert euro.train_images.shape == (1000, 64, 64, 3) and np.bincount(euro.test_labels).tolist() == [100] * 10
+    mnist = load_images("mnist", data_root)
+    total = np.bincount(mnist.train_labels) + np.bincount(mnist.test_labels)
+    assert total.tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
