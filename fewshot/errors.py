@@ -34,5 +34,9 @@ class CorruptFileError(FewShotError):
     """A saved file is missing, truncated, altered, or not a fewshot save at all."""
 
 
+class ModelLoadError(FewShotError, OSError):
+    """A model could not be loaded (a wrong path, or a hub name while offline)."""
+
+
 class MissingDependencyError(FewShotError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""

@@ -85,3 +85,12 @@ def test_real_encoder_with_cache(tmp_path, text_encoder):
     b = enc.encode(["cached sentence"])
     np.testing.assert_array_equal(a, b)
     assert len(enc._get_cache()) == 1
+
+
+def test_a_loaded_model_is_recognised_and_a_bad_path_is_named(text_encoder):
+    from fewshot.encoders import BUNDLED
+    from fewshot.errors import ModelLoadError
+
+    assert TextEncoder(text_encoder.model).source == BUNDLED  # so saves made with it reload offline
+    with pytest.raises(ModelLoadError, match="/no/such/model"):
+        TextEncoder("/no/such/model").encode(["text"])

@@ -10,7 +10,7 @@ import numpy as np
 
 from fewshot._validate import as_text_list
 from fewshot.encoders.base import Encoder
-from fewshot.errors import MissingDependencyError
+from fewshot.errors import MissingDependencyError, ModelLoadError
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
 
@@ -37,6 +37,20 @@ def weights_sha256(module: Any) -> str:
         h.update(name.encode("utf-8"))
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _instance_source(model: Any) -> str:
+    """Where a loaded SentenceTransformer came from: the bundled model, a folder, or a hub name."""
+    try:
+        origin = model[0].auto_model.config._name_or_path
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return "custom"
+    try:
+        if Path(origin).resolve() == bundled_model_path().resolve():
+            return BUNDLED
+    except (OSError, MissingDependencyError):
+        pass
+    return str(origin) if origin else "custom"
 
 
 class TextEncoder(Encoder):
@@ -79,7 +93,7 @@ class TextEncoder(Encoder):
             if not hasattr(model, "encode") or not hasattr(model, "state_dict"):
                 raise TypeError(f"model must be None, a name, a path or a SentenceTransformer, not {type(model)}")
             self._model = model
-            self.source = str(getattr(model, "name_or_path", None) or getattr(model, "_fewshot_source", "custom"))
+            self.source = _instance_source(model)
 
     @property
     def model(self) -> Any:
@@ -90,7 +104,13 @@ class TextEncoder(Encoder):
             except ImportError as exc:  # pragma: no cover - core dependency
                 raise MissingDependencyError("TextEncoder needs sentence-transformers: pip install fewshot") from exc
             path = str(bundled_model_path()) if self.source == BUNDLED else self.source
-            self._model = SentenceTransformer(path, device=self.device)
+            try:
+                self._model = SentenceTransformer(path, device=self.device)
+            except Exception as exc:  # hub/network/format errors all mean: this model cannot be had here
+                raise ModelLoadError(
+                    f"cannot load the sentence-transformers model {path!r} ({type(exc).__name__}: {exc}); "
+                    "give a local model folder, or TextEncoder() for the bundled all-MiniLM-L6-v2"
+                ) from exc
         return self._model
 
     @property
