@@ -37,9 +37,9 @@ def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[d
         with np.load(files["arrays.npz"], allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         head = head_from_state(manifest["head"], arrays)
-    except (KeyError, ValueError, OSError) as exc:
-        raise CorruptFileError(f"{path}: the saved head cannot be read ({exc})") from exc
-    identity = manifest["encoder"]
+        identity = manifest["encoder"]
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise CorruptFileError(f"{path}: the saved model cannot be read ({type(exc).__name__}: {exc})") from exc
     if encoder is None:
         encoder = encoder_from_identity(identity)
     check_same_encoder(identity, encoder, f"the model at {path}")

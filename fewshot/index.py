@@ -409,16 +409,20 @@ class EmbeddingIndex:
                 encoder, deferred = encoder_from_identity(saved_identity), saved_identity
         elif encoder is not None:
             raise InputError(f"the index at {folder} holds raw vectors with no encoder; load it without one")
-        self = cls(
-            encoder,
-            dim=int(manifest["dim"]),
-            kind=manifest["kind"],
-            name=manifest.get("name", folder.name),
-            hnsw_m=manifest["hnsw"]["m"],
-            ef_construction=manifest["hnsw"]["ef_construction"],
-            ef_search=manifest["hnsw"]["ef_search"],
-            auto_threshold=manifest.get("auto_threshold", 50_000),
-        )
+        try:
+            self = cls(
+                encoder,
+                dim=int(manifest["dim"]),
+                kind=manifest["kind"],
+                name=manifest.get("name", folder.name),
+                hnsw_m=manifest["hnsw"]["m"],
+                ef_construction=manifest["hnsw"]["ef_construction"],
+                ef_search=manifest["hnsw"]["ef_search"],
+                auto_threshold=manifest.get("auto_threshold", 50_000),
+            )
+            expected = (int(manifest["count"]), int(manifest["vectors"]), int(manifest["next_id"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{folder}: the manifest lacks or garbles a field ({exc})") from exc
         self._saved_identity = deferred
         try:
             src = sqlite3.connect(f"file:{files['meta.sqlite']}?mode=ro", uri=True)
@@ -432,17 +436,13 @@ class EmbeddingIndex:
             raise CorruptFileError(f"{folder}: the metadata table cannot be read ({exc})") from exc
         if index.d != self.dim:
             raise CorruptFileError(f"{folder}: the FAISS index has dimension {index.d}, the manifest says {self.dim}")
-        if (
-            count != manifest["count"]
-            or index.ntotal != manifest["vectors"]
-            or index.ntotal != count + len(self._removed)
-        ):
+        if count != expected[0] or index.ntotal != expected[1] or index.ntotal != count + len(self._removed):
             raise CorruptFileError(
-                f"{folder}: the manifest says {manifest['count']} items, but the table holds {count} and the "
+                f"{folder}: the manifest says {expected[0]} items, but the table holds {count} and the "
                 f"FAISS index {index.ntotal} vectors; the save is inconsistent"
             )
         self._index = index
-        self._next_id = int(manifest["next_id"])
+        self._next_id = expected[2]
         return self
 
     def info(self) -> dict[str, Any]:

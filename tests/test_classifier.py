@@ -135,3 +135,33 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier(["a", "a"], encoder=fake_encoder).predict(["x"])
     with pytest.raises(InputError, match="threshold, a top_k"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], threshold=None)
+
+
+def test_damaged_model_saves_are_named(tmp_path, fake_encoder):
+    import json
+
+    from fewshot.errors import CorruptFileError
+
+    clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "fast car"], ["fruit", "vehicle"])
+    path = clf.save(tmp_path / "m")
+    manifest = json.loads((path / "manifest.json").read_text())
+    arrays = path / manifest["files"]["arrays.npz"]["name"]
+    arrays.write_bytes(arrays.read_bytes()[:-10])
+    with pytest.raises(CorruptFileError, match="truncated"):
+        FewShotClassifier.load(path, encoder=fake_encoder)
+    clf.save(path)  # a fresh save over the damaged one
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["head"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFileError, match="cannot be read"):
+        FewShotClassifier.load(path, encoder=fake_encoder)
+    with pytest.raises(CorruptFileError, match="not a classifier"):
+        FewShotClassifier.load(_saved_index(tmp_path))
+
+
+def _saved_index(tmp_path):
+    from fewshot import EmbeddingIndex
+
+    index = EmbeddingIndex(dim=4)
+    index.add_embeddings([[1, 0, 0, 0]])
+    return index.save(tmp_path / "an-index")

@@ -211,6 +211,10 @@ def test_truncated_corrupt_and_inconsistent_files(tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptFileError, match="inconsistent"):
         EmbeddingIndex.load(path)
+    del manifest["dim"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptFileError, match="lacks or garbles"):
+        EmbeddingIndex.load(path)
     with pytest.raises(FileNotFoundError):
         EmbeddingIndex.load(tmp_path / "missing")
 
