@@ -25,6 +25,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _note(res: dict) -> list[str]:
+    return [f"Note: {res['note']}", ""] if res.get("note") else []
+
+
 def setfit_protocol_section(res: dict) -> list[str]:
     summary = res["summary"]
     by = {(s["dataset"], s["method"], s["shots"]): s for s in summary}
@@ -40,6 +44,7 @@ def setfit_protocol_section(res: dict) -> list[str]:
         "",
         f"Command: `{res['command']}`",
         "",
+        *_note(res),
     ]
     for shots in res["shots"]:
         lines += [
@@ -115,7 +120,7 @@ def episodic_section(res: dict) -> list[str]:
     episodes = res["rows"][0]["episodes"] if res["rows"] else 0
     for (d, k), cells in grid.items():
         lines.append(f"| {d} | {k} | " + " | ".join(cells.get(m, "") for m in methods) + " |")
-    return lines + ["", f"{episodes} episodes per cell.", ""]
+    return lines + ["", f"{episodes} episodes per cell.", "", *_note(res)]
 
 
 def zeroshot_section(res: dict) -> list[str]:
@@ -134,7 +139,7 @@ def zeroshot_section(res: dict) -> list[str]:
         grid[r["dataset"]][r["method"]] = _pct(r[PRIMARY.get(r["dataset"], "accuracy")])
     for d, cells in grid.items():
         lines.append(f"| {d} | " + " | ".join(cells.get(m, "") for m in methods) + " |")
-    return lines + [""]
+    return lines + ["", *_note(res)]
 
 
 def plot(res: dict, path: Path) -> None:
@@ -147,18 +152,24 @@ def plot(res: dict, path: Path) -> None:
     cols = 4
     rows = (len(datasets) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    methods = sorted({s["method"] for s in res["summary"]})
+    colour = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     for ax, d in zip(axes.ravel(), datasets):
         metric = PRIMARY.get(d, "accuracy")
-        for m in sorted({s["method"] for s in res["summary"] if s["dataset"] == d}):
+        for m in methods:
             pts = sorted((s["shots"], s[metric]) for s in res["summary"] if s["dataset"] == d and s["method"] == m)
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=m)
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=m, color=colour[m])
         ax.set_xscale("log", base=2)
         ax.set_title(d)
         ax.set_xlabel("examples per class")
         ax.set_ylabel("MCC" if metric == "mcc" else "accuracy %")
     for ax in axes.ravel()[len(datasets) :]:
         ax.axis("off")
-    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour[m], marker="o") for m in methods]
+    labels = methods
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=90)

@@ -207,6 +207,7 @@ def main() -> None:
         help="SetFit: read stored results (default), run missing ones, or leave it out",
     )
     ap.add_argument("--setfit-shots", type=int, nargs="+", default=[8, 64])
+    ap.add_argument("--note", help="a remark on the conditions of this run, kept with the results")
     ap.add_argument("--quick", action="store_true", help="3 datasets, N=8, 2 seeds, 100 episodes, 500 test rows")
     a = ap.parse_args()
     if a.data:
@@ -224,6 +225,7 @@ def main() -> None:
         "encoder": "all-MiniLM-L6-v2 (bundled)",
         "test_cap": cap,
         "quick": a.quick,
+        "note": a.note,
     }
     suffix = "_quick" if a.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
