@@ -284,7 +284,7 @@ class EmbeddingIndex:
         return D, I
 
     def _exact_subset(self, Q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        vecs = np.vstack([self._index.reconstruct(int(i)) for i in allowed]) if len(allowed) else None
+        vecs = np.vstack([self._index.reconstruct(int(i)) for i in allowed])  # callers pass a non-empty set
         S = Q @ vecs.T
         kk = min(k, len(allowed))
         top = np.argsort(-S, axis=1, kind="stable")[:, :kk]

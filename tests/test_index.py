@@ -254,7 +254,6 @@ def test_killed_save_leaves_previous_save_loadable(tmp_path, moment):
         if {moment!r} == "before-manifest":
             bundle.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
         else:
-            real = bundle._sha256
             def die(p):
                 with open(p, "r+b") as f:
                     f.truncate(10)

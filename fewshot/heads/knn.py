@@ -72,9 +72,4 @@ class KNNHead(BaseHead):
         return {"support": vecs[order], "codes": self.codes_}
 
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        from fewshot.index import EmbeddingIndex
-
-        support = np.asarray(arrays["support"], dtype=np.float32)
-        self.index_ = EmbeddingIndex(dim=support.shape[1], kind="flat")
-        self.codes_ = np.empty(0, dtype=np.int64)
-        self._partial_fit(support, np.asarray(arrays["codes"], dtype=np.int64), None)
+        self._fit(np.asarray(arrays["support"], dtype=np.float32), np.asarray(arrays["codes"], dtype=np.int64), None)

@@ -73,7 +73,6 @@ class LinearHead(BaseHead):
         if coef.shape[0] == 1:  # binary: sklearn keeps one row; p(class 1) = sigmoid(z) = softmax([0, z])
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.array([0.0, intercept[0]])
-        # classes absent from the codes cannot happen: every code comes from y
         self.coef_, self.intercept_ = coef.astype(np.float64), intercept.astype(np.float64)
 
     def decision_function(self, E: Any) -> np.ndarray:
