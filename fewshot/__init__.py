@@ -5,7 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from fewshot.classifier import FewShotClassifier, ZeroShotClassifier  # noqa: E402
-from fewshot.encoders import Encoder, TextEncoder  # noqa: E402
+from fewshot.encoders import ClipEncoder, ConSEEncoder, Encoder, ImageEncoder, TextEncoder  # noqa: E402
 from fewshot.errors import (  # noqa: E402
     CorruptFileError,
     DimensionError,
@@ -19,6 +19,9 @@ from fewshot.heads import KNNHead, LinearHead, PrototypeHead, ZeroShotHead  # no
 from fewshot.index import EmbeddingIndex, Hit  # noqa: E402
 
 __all__ = [
+    "ClipEncoder",
+    "ConSEEncoder",
+    "ImageEncoder",
     "CorruptFileError",
     "DimensionError",
     "EmbeddingIndex",

@@ -61,15 +61,69 @@ def _parse_labels(inline: str | None, path: str | None) -> Any:
     return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _is_image_input(path: str | None) -> bool:
+    """Whether the data argument names an image folder or an image file rather than a record file."""
+    from fewshot.encoders.images import IMAGE_SUFFIXES
+
+    if path in (None, "-"):
+        return False
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _make_encoder(spec: str | None, images: bool) -> Any:
+    """An encoder from ``--encoder``: text, image, conse, or clip:MODEL:CHECKPOINT / clip:local-dir:FOLDER.
+
+    Without ``--encoder`` the data decides: the bundled text model for records, the bundled image model
+    for image folders and files.
+    """
+    from fewshot.encoders import ClipEncoder, ConSEEncoder, ImageEncoder, TextEncoder
+
+    spec = spec or ("image" if images else "text")
+    if spec == "text":
+        return TextEncoder()
+    if spec == "image":
+        return ImageEncoder()
+    if spec == "conse":
+        return ConSEEncoder()
+    if spec.startswith("clip:"):
+        rest = spec[len("clip:") :]
+        if rest.startswith("local-dir:"):
+            return ClipEncoder(rest)
+        model, sep, checkpoint = rest.partition(":")
+        if not sep or not model or not checkpoint:
+            raise InputError("--encoder clip takes clip:MODEL:CHECKPOINT (e.g. clip:ViT-B-32:/path/model.pt)")
+        return ClipEncoder(model, checkpoint)
+    raise InputError(f"unknown --encoder {spec!r}; use text, image, conse, clip:MODEL:CHECKPOINT or clip:local-dir:DIR")
+
+
+def _image_rows(path: str, labelled: bool) -> tuple[list[dict[str, Any]], list[str], list[str] | None]:
+    """Records for an image folder or file: one ``{"path": ...}`` row per image, and its class folder."""
+    from fewshot.encoders.images import image_folder, images_in
+
+    if labelled:
+        if not Path(path).is_dir():
+            raise InputError(f"{path}: fitting on images needs a folder with one subfolder of images per class")
+        files, labels = image_folder(path)
+        return [{"path": f, "label": lab} for f, lab in zip(files, labels)], files, labels
+    files = images_in(path)
+    return [{"path": f} for f in files], files, None
+
+
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_fit(a: argparse.Namespace) -> int:
     from fewshot.classifier import FewShotClassifier
     from fewshot.io import column, read_records
 
-    rows = read_records(a.data, a.format)
-    texts, labels = _texts(rows, a.text_col, a.data), column(rows, a.label_col, a.data)
+    images = _is_image_input(a.data)
+    if images:
+        _, texts, labels = _image_rows(a.data, labelled=True)
+    else:
+        rows = read_records(a.data, a.format)
+        texts, labels = _texts(rows, a.text_col, a.data), column(rows, a.label_col, a.data)
     head_params = json.loads(a.head_params) if a.head_params else None
-    clf = FewShotClassifier(head=a.head, head_params=head_params).fit(texts, labels, show_progress=True)
+    encoder = _make_encoder(a.encoder, images)
+    clf = FewShotClassifier(encoder, head=a.head, head_params=head_params).fit(texts, labels, show_progress=True)
     clf.save(a.output)
     print(
         f"fitted a {a.head} classifier on {len(texts)} examples, {len(clf.classes_)} classes -> {a.output}",
@@ -93,15 +147,31 @@ def _prediction_rows(rows, texts, classes, proba, fmt, label_name="label") -> li
     return out
 
 
+def _output_format(a: argparse.Namespace) -> str:
+    """The output format: the output file's, else the input's; plain text and images write JSON lines."""
+    from fewshot.io import guess_format
+
+    if a.output not in (None, "-"):
+        fmt = guess_format(a.output, a.format)
+    elif _is_image_input(a.data):
+        fmt = a.format or "jsonl"
+    else:
+        fmt = guess_format(a.data, a.format)
+    return "jsonl" if fmt == "txt" else fmt
+
+
 def cmd_predict(a: argparse.Namespace) -> int:
     from fewshot.classifier import FewShotClassifier
-    from fewshot.io import guess_format, read_records, write_records
+    from fewshot.io import read_records, write_records
 
     clf = FewShotClassifier.load(a.model)
-    rows = read_records(a.data, a.format)
-    texts = _texts(rows, a.text_col, a.data or "stdin")
+    if _is_image_input(a.data):
+        rows, texts, _ = _image_rows(a.data, labelled=False)
+    else:
+        rows = read_records(a.data, a.format)
+        texts = _texts(rows, a.text_col, a.data or "stdin")
     proba = clf.predict_proba(texts, show_progress=True)
-    fmt = guess_format(a.output, a.format) if a.output not in (None, "-") else guess_format(a.data, a.format)
+    fmt = _output_format(a)
     fmt = "jsonl" if fmt == "txt" else fmt
     with _out(a.output) as f:
         write_records(_prediction_rows(rows, texts, clf.classes_.tolist(), proba, fmt, a.label_col), f, fmt)
@@ -110,14 +180,17 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_zeroshot(a: argparse.Namespace) -> int:
     from fewshot.classifier import ZeroShotClassifier
-    from fewshot.io import guess_format, read_records, write_records
+    from fewshot.io import read_records, write_records
 
     labels = _parse_labels(a.labels, a.labels_file)
-    zs = ZeroShotClassifier(labels, templates=a.templates)
-    rows = read_records(a.data, a.format)
-    texts = _texts(rows, a.text_col, a.data or "stdin")
-    fmt = guess_format(a.output, a.format) if a.output not in (None, "-") else guess_format(a.data, a.format)
-    fmt = "jsonl" if fmt == "txt" else fmt
+    images = _is_image_input(a.data)
+    zs = ZeroShotClassifier(labels, encoder=_make_encoder(a.encoder, images), templates=a.templates)
+    if images:
+        rows, texts, _ = _image_rows(a.data, labelled=False)
+    else:
+        rows = read_records(a.data, a.format)
+        texts = _texts(rows, a.text_col, a.data or "stdin")
+    fmt = _output_format(a)
     if a.multi_label:
         tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, show_progress=True)
         out_rows = []
@@ -140,6 +213,16 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
 def _index_rows(a: argparse.Namespace):
     from fewshot.io import column, read_records
 
+    if _is_image_input(a.data):
+        rows, files, _ = _image_rows(a.data, labelled=False)
+        root = Path(a.data)
+        # an image inside a subfolder is labelled with that subfolder's name (the class-folder layout)
+        labels = None
+        if root.is_dir():
+            parts = [Path(f).relative_to(root).parts for f in files]
+            labels = [p[0] if len(p) > 1 else None for p in parts]
+            labels = labels if any(lab is not None for lab in labels) else None
+        return files, None, labels, None
     rows = read_records(a.data, a.format)
     texts = _texts(rows, a.text_col, a.data)
     labels = column(rows, a.label_col, a.data) if a.label_col else None
@@ -161,7 +244,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     if (target / "manifest.json").exists() and not a.overwrite:
         raise InputError(f"an index already exists at {target}; use 'fewshot index add' or --overwrite")
     texts, ids, labels, metadata = _index_rows(a)
-    index = EmbeddingIndex(kind=a.kind, name=target.name)
+    index = EmbeddingIndex(_make_encoder(a.encoder, _is_image_input(a.data)), kind=a.kind, name=target.name)
     index.add(texts, ids=ids, labels=labels, metadata=metadata, show_progress=True)
     index.save(target)
     print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
@@ -230,6 +313,12 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------
+ENCODER_HELP = (
+    "text (bundled MiniLM), image (bundled MobileNetV2), conse (MobileNetV2 in MiniLM's text space), "
+    "clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER; default: text for records, image for image folders"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fewshot", description="Few-shot and zero-shot classification and semantic search."
@@ -238,9 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(sp, data_optional=False, label=True):
         if data_optional:
-            sp.add_argument("data", nargs="?", default="-", help="CSV/JSONL/TXT file, or - for stdin (default)")
+            sp.add_argument(
+                "data", nargs="?", default="-", help="CSV/JSONL/TXT file, an image file or folder, or - for stdin"
+            )
         else:
-            sp.add_argument("data", help="CSV, JSONL or TXT file")
+            sp.add_argument("data", help="CSV, JSONL or TXT file, or an image folder (one subfolder per class)")
         sp.add_argument("--text-col", default="text", help="column holding the text (default: text)")
         if label:
             sp.add_argument("--label-col", default="label", help="column holding the label (default: label)")
@@ -251,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", required=True, help="folder to save the model in")
     sp.add_argument("--head", default="prototype", choices=["prototype", "knn", "linear"])
     sp.add_argument("--head-params", help="JSON keyword arguments for the head, e.g. '{\"k\": 5}'")
+    sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.set_defaults(func=cmd_fit)
 
     sp = sub.add_parser("predict", help="classify records with a saved model")
@@ -270,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--multi-label", action="store_true", help="tag each record with every label above --threshold")
     sp.add_argument("--threshold", type=float, default=0.2, help="cosine threshold for --multi-label (default 0.2)")
     sp.add_argument("--top-k", type=int, help="at most this many tags per record")
+    sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
     sp.set_defaults(func=cmd_zeroshot)
 
@@ -288,10 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "build":
             sp.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw"])
             sp.add_argument("--overwrite", action="store_true", help="replace an existing index")
+            sp.add_argument("--encoder", help=ENCODER_HELP)
         sp.set_defaults(func=func)
     sp = isub.add_parser("search", help="search an index by meaning")
     sp.add_argument("name", help="index name or folder")
-    sp.add_argument("query")
+    sp.add_argument("query", help="text, or an image file (image indexes; text needs a CLIP or ConSE index)")
     sp.add_argument("-k", type=int, default=5, help="hits to show (default 5)")
     sp.add_argument(
         "--where", action="append", metavar="FIELD=VALUE", help="filter on label, id or a metadata field; repeatable"

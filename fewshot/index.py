@@ -318,14 +318,15 @@ class EmbeddingIndex:
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def _queries(self, query: Any) -> tuple[bool, np.ndarray]:
-        if isinstance(query, np.ndarray) and np.issubdtype(query.dtype, np.number):
-            return query.ndim == 1, query
-        if isinstance(query, str):
-            return True, self._encode_queries([query])
-        return False, self._encode_queries(query)
+        if isinstance(query, np.ndarray) and np.issubdtype(query.dtype, np.number) and query.ndim <= 2:
+            if query.shape[-1] == self.dim or self.encoder is None or self.encoder.modality == "text":
+                return query.ndim == 1, query
+        if isinstance(query, (str, Path)) or type(query).__module__.startswith("PIL.") or isinstance(query, np.ndarray):
+            return True, self._encode_queries([str(query) if isinstance(query, Path) else query])
+        return False, self._encode_queries(list(query) if not isinstance(query, list) else query)
 
-    def _encode_queries(self, queries: Any) -> np.ndarray:
-        return self._require_encoder("search by text").encode(queries)
+    def _encode_queries(self, queries: list[Any]) -> np.ndarray:
+        return self._require_encoder("search by content").encode_queries(queries)
 
     def _hits(self, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
         wanted = sorted({int(i) for i in I.ravel() if i >= 0})
@@ -536,5 +537,6 @@ def _sql_value(v: Any) -> Any:
     raise InputError(f"cannot filter on {v!r}: use strings, numbers or booleans")
 
 
-def _item_text(x: Any) -> str:
-    return x if isinstance(x, str) else str(x)
+def _item_text(x: Any) -> str | None:
+    """What the table keeps of an added item: its text, or an image's path; in-memory images keep nothing."""
+    return x if isinstance(x, str) else None

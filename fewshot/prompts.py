@@ -16,19 +16,25 @@ from fewshot.errors import InputError
 DEFAULT_TEMPLATES = "plain"
 
 
+# for images the single CLIP-paper prompt; see fewshot/templates/image.json for the ensemble
+DEFAULT_IMAGE_TEMPLATES = "plain"
+
+
 @cache
-def template_sets() -> dict[str, list[str]]:
-    """The named template sets shipped in ``fewshot/templates/text.json``."""
-    raw = json.loads(resources.files("fewshot.templates").joinpath("text.json").read_text(encoding="utf-8"))
+def template_sets(modality: str = "text") -> dict[str, list[str]]:
+    """The named template sets shipped in ``fewshot/templates/<modality>.json`` (text or image)."""
+    if modality not in ("text", "image"):
+        raise InputError(f"no templates for modality {modality!r}; use text or image")
+    raw = json.loads(resources.files("fewshot.templates").joinpath(f"{modality}.json").read_text(encoding="utf-8"))
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
-def resolve_templates(templates: str | list[str] | None) -> list[str]:
-    """A template list from a set name, an explicit list, or None (the default set)."""
+def resolve_templates(templates: str | list[str] | None, modality: str = "text") -> list[str]:
+    """A template list from a set name, an explicit list, or None (the default set for the modality)."""
     if templates is None:
-        templates = DEFAULT_TEMPLATES
+        templates = DEFAULT_TEMPLATES if modality == "text" else DEFAULT_IMAGE_TEMPLATES
     if isinstance(templates, str):
-        sets = template_sets()
+        sets = template_sets(modality)
         if templates in sets:
             return list(sets[templates])
         if "{}" in templates:

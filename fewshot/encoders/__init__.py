@@ -1,4 +1,4 @@
-"""Encoders: turn inputs (text, later images) into L2-normalised float32 vectors."""
+"""Encoders: turn inputs (text, images) into L2-normalised float32 vectors."""
 
 from __future__ import annotations
 
@@ -6,10 +6,24 @@ from typing import Any
 
 from fewshot.encoders.base import Encoder, describe, same_encoder
 from fewshot.encoders.cache import EmbeddingCache
+from fewshot.encoders.clip import ClipEncoder
+from fewshot.encoders.conse import ConSEEncoder
+from fewshot.encoders.image import BUNDLED_IMAGE, ImageEncoder
 from fewshot.encoders.text import BUNDLED, TextEncoder
 from fewshot.errors import EncoderMismatchError
 
-__all__ = ["BUNDLED", "EmbeddingCache", "Encoder", "TextEncoder", "encoder_from_identity", "check_same_encoder"]
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_IMAGE",
+    "ClipEncoder",
+    "ConSEEncoder",
+    "EmbeddingCache",
+    "Encoder",
+    "ImageEncoder",
+    "TextEncoder",
+    "encoder_from_identity",
+    "check_same_encoder",
+]
 
 
 def encoder_from_identity(identity: dict[str, Any]) -> Encoder:
@@ -17,6 +31,30 @@ def encoder_from_identity(identity: dict[str, Any]) -> Encoder:
     kind = identity.get("kind")
     if kind == "sentence-transformers":
         return TextEncoder(identity.get("model"), normalize=bool(identity.get("normalize", True)))
+    if kind == "torchvision" and identity.get("model") != "custom":
+        model = identity.get("model")
+        return ImageEncoder(
+            None if model == BUNDLED_IMAGE else model,
+            weights=identity.get("weights"),
+            image_size=int(identity.get("image_size", 224)),
+            normalize=bool(identity.get("normalize", True)),
+        )
+    if kind == "open_clip":
+        return ClipEncoder(
+            identity.get("model"), identity.get("pretrained"), normalize=bool(identity.get("normalize", True))
+        )
+    if kind == "conse":
+        image, text = encoder_from_identity(identity["image"]), encoder_from_identity(identity["text"])
+        return ConSEEncoder(
+            image,  # type: ignore[arg-type]
+            text,  # type: ignore[arg-type]
+            space=identity.get("space", "classes"),
+            top_t=identity.get("top_t"),
+            tau=float(identity.get("tau", 0.02)),
+            templates=identity.get("templates"),
+            center=bool(identity.get("center", False)),
+            normalize=bool(identity.get("normalize", True)),
+        )
     raise EncoderMismatchError(
         f"cannot recreate an encoder of kind {kind!r} from a save; pass encoder=... when loading"
     )

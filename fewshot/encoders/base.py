@@ -10,9 +10,11 @@ import numpy as np
 
 from fewshot._validate import l2_normalize
 from fewshot.encoders.cache import EmbeddingCache
+from fewshot.errors import InputError
 
 # keys of an identity that decide whether two encoders produce the same vectors
-IDENTITY_KEYS = ("kind", "weights_sha256", "dim", "normalize")
+# (``preprocess`` is absent for text encoders, so it only tells image pipelines apart)
+IDENTITY_KEYS = ("kind", "weights_sha256", "dim", "normalize", "preprocess")
 
 
 def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -104,6 +106,28 @@ class Encoder(ABC):
                     out[i] = found[k]
         out = np.asarray(out, dtype=np.float32)
         return l2_normalize(out) if self.normalize else np.ascontiguousarray(out)
+
+    @property
+    def supports_text(self) -> bool:
+        """Whether :meth:`encode_text` puts text in this encoder's space (text encoders, CLIP, ConSE)."""
+        return self.modality == "text"
+
+    def encode_text(self, texts: Any, batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
+        """Embed text into the same space as :meth:`encode` (label prompts, text queries).
+
+        Text encoders embed text with :meth:`encode`; image encoders with a text tower (CLIP) or a text
+        model beside them (ConSE) override this. Others cannot compare text with their inputs.
+        """
+        if self.modality == "text":
+            return self.encode(texts, batch_size=batch_size, show_progress=show_progress)
+        raise InputError(
+            f"{type(self).__name__} embeds {self.modality} only and cannot compare text with it; use "
+            "ClipEncoder (text and images in one space) or ConSEEncoder (label text for an ImageNet backbone)"
+        )
+
+    def encode_queries(self, queries: list[Any]) -> np.ndarray:
+        """Embed search queries; image encoders with a text side also take text queries (see subclasses)."""
+        return self.encode(queries)
 
     def _get_cache(self) -> EmbeddingCache | None:
         if self.cache_dir is None:

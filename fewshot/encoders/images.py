@@ -1,0 +1,170 @@
+"""Image inputs: file paths, PIL images and numpy arrays, checked at the boundary and decoded to RGB.
+
+Conversions are documented rather than refused: grayscale becomes RGB by repeating the channel, a
+palette image is expanded, and transparent pixels are composited onto white (``"RGBA"``, ``"LA"``,
+palette transparency). What cannot become a picture (a missing or unreadable file, a file that is not an
+image, an image with zero width or height, an array of the wrong shape) is an :class:`InputError` that
+names the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot.errors import InputError, MissingDependencyError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow comes with the images extra
+        raise MissingDependencyError("images need Pillow: pip install 'fewshot[images]'") from exc
+    return Image
+
+
+def is_image_item(x: Any) -> bool:
+    """Whether ``x`` has a type an image encoder takes (a path, a PIL image, or an array)."""
+    if isinstance(x, (str, Path, np.ndarray)):
+        return True
+    return type(x).__module__.startswith("PIL.")
+
+
+def as_image_list(X: Any, *, what: str = "images") -> list[Any]:
+    """Return ``X`` (one image or a sequence of them) as a list of images, checking each one's type.
+
+    One image (a path, a PIL image, or an array of shape (H, W) / (H, W, C)) becomes a list of one. Paths
+    must name existing files; arrays must be numeric with 1, 3 or 4 channels and no zero-size side. Files
+    are only opened when they are encoded.
+    """
+    if X is None:
+        raise InputError(f"{what} is None; expected image paths, PIL images or arrays")
+    if isinstance(X, (str, Path)) or type(X).__module__.startswith("PIL."):
+        X = [X]
+    elif isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (2, 3):
+        X = [X]
+    elif hasattr(X, "tolist") and not isinstance(X, np.ndarray):  # pandas Series
+        X = X.tolist()
+    if not isinstance(X, Iterable):
+        raise InputError(f"{what} must be a list of image paths, PIL images or arrays, got {type(X).__name__}")
+    items = list(X)
+    if not items:
+        raise InputError(f"{what} is empty; give at least one image")
+    for i, x in enumerate(items):
+        if isinstance(x, Path):
+            x = items[i] = str(x)
+        if isinstance(x, str):
+            if not x.strip():
+                raise InputError(f"{what}[{i}] is an empty string, not an image path")
+            if not Path(x).is_file():
+                raise InputError(f"{what}[{i}]: no such image file: {x}")
+        elif isinstance(x, np.ndarray):
+            _check_array(x, f"{what}[{i}]")
+        elif type(x).__module__.startswith("PIL."):
+            if min(x.size) == 0:
+                raise InputError(f"{what}[{i}] is an image of size {x.size[0]}x{x.size[1]}; it has no pixels")
+        else:
+            raise InputError(f"{what}[{i}] is {type(x).__name__}; give an image path, a PIL image or an array")
+    return items
+
+
+def _check_array(a: np.ndarray, where: str) -> None:
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{where}: an image array must be numeric, got dtype {a.dtype}")
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise InputError(f"{where}: an image array must have shape (H, W) or (H, W, 1|3|4), got {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputError(f"{where}: an image array of shape {a.shape} has no pixels")
+
+
+def to_rgb(x: Any, where: str = "image") -> Any:
+    """Decode one checked image to a PIL image in RGB mode (the conversions are in the module docstring)."""
+    Image = _pil()
+    if isinstance(x, str):
+        try:
+            with Image.open(x) as im:
+                im.load()
+                img = im.copy()
+        except FileNotFoundError as exc:
+            raise InputError(f"{where}: no such image file: {x}") from exc
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise InputError(f"{where}: {x} cannot be read as an image ({type(exc).__name__}: {exc})") from exc
+    elif isinstance(x, np.ndarray):
+        a = x
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if a.dtype != np.uint8:
+            a = np.asarray(a, dtype=np.float64)
+            if not np.isfinite(a).all():
+                raise InputError(f"{where}: the image array holds NaN or infinite values")
+            # floats in [0, 1] are the usual convention; anything larger is taken as 0-255
+            scale = 255.0 if a.max(initial=0.0) <= 1.0 else 1.0
+            a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        img = Image.fromarray(np.ascontiguousarray(a))
+    else:
+        img = x
+    if min(img.size) == 0:
+        raise InputError(f"{where} has size {img.size[0]}x{img.size[1]}; it has no pixels")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def image_cache_bytes(x: Any) -> bytes:
+    """Bytes that identify an image's content (a file's bytes, not its name: a changed file is re-encoded)."""
+    h = hashlib.sha256()
+    if isinstance(x, str):
+        with open(x, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    elif isinstance(x, np.ndarray):
+        h.update(f"array{x.shape}{x.dtype}".encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    else:
+        h.update(f"pil{x.mode}{x.size}".encode())
+        h.update(x.tobytes())
+    return h.digest()
+
+
+def image_folder(path: str | Path) -> tuple[list[str], list[str]]:
+    """Image files under ``path`` and their labels, one subfolder per class (the torchvision ImageFolder
+    layout): ``path/cat/1.jpg`` is labelled ``"cat"``. Files are sorted, so the order is stable.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"{path}: not a folder")
+    files, labels = [], []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(sub.rglob("*")):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(str(f))
+                labels.append(sub.name)
+    if not files:
+        raise InputError(
+            f"{path}: no images found; expected one subfolder per class holding image files "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    return files, labels
+
+
+def images_in(path: str | Path) -> list[str]:
+    """Image files directly or recursively under a folder (sorted), or the file itself."""
+    p = Path(path)
+    if p.is_file():
+        return [str(p)]
+    if not p.is_dir():
+        raise InputError(f"{path}: no such file or folder")
+    files = [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise InputError(f"{path}: no image files in this folder")
+    return files
