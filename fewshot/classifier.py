@@ -10,9 +10,17 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from fewshot._bundle import read_bundle, write_bundle
 from fewshot._validate import as_labels, json_label
-from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
+from fewshot.encoders import (
+    ConSEEncoder,
+    Encoder,
+    TextEncoder,
+    check_same_encoder,
+    encoder_from_identity,
+    same_encoder,
+)
+from fewshot.encoders.images import image_folder
 from fewshot.errors import CorruptFileError, InputError, NotFittedError
-from fewshot.heads import BaseHead, ZeroShotHead, head_from_state, make_head
+from fewshot.heads import BaseHead, CacheAdapterHead, ZeroShotHead, head_from_state, make_head
 from fewshot.prompts import label_prompts, parse_labels, resolve_templates
 
 
@@ -24,11 +32,42 @@ def _encoder(encoder: Encoder | None) -> Encoder:
     return encoder
 
 
-def _save_model(path: str | Path, kind: str, encoder: Encoder, head: BaseHead, extra: dict[str, Any]) -> Path:
+PRIOR = "prior__"  # prefix of the zero-shot prior's arrays inside a classifier's arrays.npz
+
+
+def _save_model(
+    path: str | Path,
+    kind: str,
+    encoder: Encoder,
+    head: BaseHead,
+    extra: dict[str, Any],
+    prior: ZeroShotClassifier | None = None,
+) -> Path:
     config, arrays = head.get_state()
     meta = {"encoder": encoder.identity, "head": config, **extra}
+    if prior is not None:
+        prior_config, prior_arrays = prior.head_.get_state()
+        meta["prior"] = {"encoder": prior.encoder_.identity, "head": prior_config, "templates": prior.templates}
+        arrays = {**arrays, **{PRIOR + k: v for k, v in prior_arrays.items()}}
     write_bundle(path, kind, meta, {"arrays.npz": lambda p: np.savez(p, **arrays)})
     return Path(path)
+
+
+def _load_prior(saved: dict[str, Any], arrays: dict[str, np.ndarray], encoder: Encoder) -> ZeroShotClassifier:
+    """The zero-shot prior of a saved classifier; it shares the classifier's encoder where it can."""
+    identity = saved["encoder"]
+    if same_encoder(identity, encoder.identity):
+        prior_encoder = encoder
+    elif identity.get("kind") == "conse" and same_encoder(identity["image"], encoder.identity):
+        prior_encoder = encoder_from_identity(identity)
+        prior_encoder.image = encoder  # type: ignore[attr-defined]  # one backbone for both, one forward pass
+    else:
+        prior_encoder = encoder_from_identity(identity)
+    check_same_encoder(identity, prior_encoder, "the zero-shot prior")
+    head = head_from_state(saved["head"], {k[len(PRIOR) :]: v for k, v in arrays.items() if k.startswith(PRIOR)})
+    zs = ZeroShotClassifier(head.classes_.tolist(), encoder=prior_encoder, templates=saved.get("templates"))
+    zs._encoder, zs.head_ = prior_encoder, head
+    return zs
 
 
 def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[dict[str, Any], Encoder, BaseHead]:
@@ -36,7 +75,8 @@ def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[d
     try:
         with np.load(files["arrays.npz"], allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        head = head_from_state(manifest["head"], arrays)
+        head = head_from_state(manifest["head"], {k: v for k, v in arrays.items() if not k.startswith(PRIOR)})
+        manifest["_arrays"] = arrays
         identity = manifest["encoder"]
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise CorruptFileError(f"{path}: the saved model cannot be read ({type(exc).__name__}: {exc})") from exc
@@ -50,14 +90,27 @@ def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[d
     return manifest, encoder, head
 
 
+def _folder_or_examples(X: Any, y: Any, encoder: Encoder) -> tuple[Any, Any]:
+    if y is not None:
+        return X, y
+    if encoder.modality == "image" and isinstance(X, (str, Path)) and Path(X).is_dir():
+        return image_folder(X)
+    raise InputError("y (the labels) is missing; give one label per example")
+
+
 class FewShotClassifier(ClassifierMixin, BaseEstimator):
     """Classify raw inputs from a handful of labelled examples.
 
     Parameters
     ----------
     encoder : a fewshot encoder; None means the bundled text model (all-MiniLM-L6-v2, offline).
-    head : ``"prototype"`` (nearest class mean, the default), ``"knn"``, ``"linear"``, or a head instance.
+    head : ``"prototype"`` (nearest class mean, the default), ``"knn"``, ``"linear"``, ``"cache"``
+        (Tip-Adapter: a cache of the examples fused with zero-shot scores of the label names), or a head
+        instance.
     head_params : keyword arguments for the head, e.g. ``{"k": 5}`` for ``"knn"``.
+    label_prior : for heads that take one (``"cache"``): score the label names zero-shot and let the head
+        weigh that against the examples. ``"auto"`` (default) does so when every label is text that is
+        not a number; images get their label scores through ConSE (or CLIP's text tower).
 
     Attributes
     ----------
@@ -72,11 +125,16 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(
-        self, encoder: Encoder | None = None, head: str | BaseHead = "prototype", head_params: dict | None = None
+        self,
+        encoder: Encoder | None = None,
+        head: str | BaseHead = "prototype",
+        head_params: dict | None = None,
+        label_prior: bool | str = "auto",
     ):
         self.encoder = encoder
         self.head = head
         self.head_params = head_params
+        self.label_prior = label_prior
 
     @property
     def encoder_(self) -> Encoder:
@@ -97,15 +155,48 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         """Embeddings of ``X``, array of shape (n_samples, dim)."""
         return self.encoder_.encode(X, show_progress=show_progress)
 
-    def fit(self, X: Any, y: Any, show_progress: bool = False) -> FewShotClassifier:
-        """Fit on examples ``X`` (texts, or inputs of the encoder's modality) with labels ``y``."""
+    def fit(self, X: Any, y: Any = None, show_progress: bool = False) -> FewShotClassifier:
+        """Fit on examples ``X`` (texts, or inputs of the encoder's modality) with labels ``y``.
+
+        For an image encoder, ``X`` may also be a folder with one subfolder of images per class (the
+        subfolder names are the labels) and ``y`` left out.
+        """
+        X, y = _folder_or_examples(X, y, self.encoder_)
         items = self.encoder_.validate(X)
         y = as_labels(y, len(items))
         # a head instance is cloned first: fitting never mutates the object the user passed in
         head = clone(self.head) if isinstance(self.head, BaseHead) else self.head
         head = make_head(head, **(self.head_params or {}))
-        self.head_ = head.fit(self.embed(items, show_progress), y)
+        E = self.embed(items, show_progress)
+        self.prior_ = None
+        if isinstance(head, CacheAdapterHead) and self._wants_prior(y):
+            self.prior_ = ZeroShotClassifier(np.unique(y).tolist(), encoder=self.encoder_).fit()
+            self.head_ = head.fit(E, y, prior=self.prior_.decision_function(items))
+        else:
+            self.head_ = head.fit(E, y)
         return self
+
+    def _wants_prior(self, y: np.ndarray) -> bool:
+        if self.label_prior not in (True, False, "auto"):
+            raise InputError(f"label_prior must be True, False or 'auto', got {self.label_prior!r}")
+        if self.label_prior != "auto":
+            return bool(self.label_prior)
+
+        def is_word(v: Any) -> bool:
+            if not isinstance(v, str):
+                return False
+            try:
+                float(v)
+            except ValueError:
+                return True
+            return False
+
+        return all(is_word(v) for v in np.unique(y).tolist())
+
+    def _scores_kw(self, items: list[Any]) -> dict[str, Any]:
+        """Extra inputs of the head: the zero-shot prior scores, for a cache adapter fitted with them."""
+        prior = getattr(self, "prior_", None)
+        return {} if prior is None else {"prior": prior.decision_function(items)}
 
     def add_examples(self, X: Any, y: Any) -> FewShotClassifier:
         """Add labelled examples, including examples of new classes, without refitting from scratch.
@@ -117,19 +208,27 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         items = self.encoder_.validate(X)
         y = as_labels(y, len(items))
         self.head_.partial_fit(self.embed(items), y)
+        if getattr(self, "prior_", None) is not None and len(self.head_.classes_) != len(self.prior_.classes_):
+            # new classes: their label names join the prior, in the head's column order
+            self.prior_ = ZeroShotClassifier(self.head_.classes_.tolist(), encoder=self.encoder_).fit()
         return self
+
+    def _run(self, method: str, X: Any, show_progress: bool) -> np.ndarray:
+        head = self._head()
+        items = self.encoder_.validate(X)
+        return getattr(head, method)(self.embed(items, show_progress), **self._scores_kw(items))
 
     def decision_function(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Head scores, array of shape (n_samples, n_classes)."""
-        return self._head().decision_function(self.embed(X, show_progress))
+        return self._run("decision_function", X, show_progress)
 
     def predict_proba(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Class probabilities, array of shape (n_samples, n_classes), columns in ``classes_`` order."""
-        return self._head().predict_proba(self.embed(X, show_progress))
+        return self._run("predict_proba", X, show_progress)
 
     def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Predicted labels, array of shape (n_samples,)."""
-        return self._head().predict(self.embed(X, show_progress))
+        return self._run("predict", X, show_progress)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Accuracy on ``X`` against ``y``. Labels the model never saw are refused, not counted as misses:
@@ -146,14 +245,26 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically."""
-        return _save_model(path, "classifier", self.encoder_, self._head(), {})
+        extra = {"label_prior": self.label_prior}
+        return _save_model(path, "classifier", self.encoder_, self._head(), extra, getattr(self, "prior_", None))
 
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> FewShotClassifier:
         """Load a saved classifier. ``encoder`` defaults to the recorded one and must match it."""
-        _, encoder, head = _load_model(path, "classifier", encoder)
-        self = cls(encoder=encoder, head=head.name, head_params=head.get_params())
+        manifest, encoder, head = _load_model(path, "classifier", encoder)
+        self = cls(
+            encoder=encoder,
+            head=head.name,
+            head_params=head.get_params(),
+            label_prior=manifest.get("label_prior", "auto"),
+        )
         self._encoder, self.head_ = encoder, head
+        self.prior_ = None
+        if "prior" in manifest:
+            try:
+                self.prior_ = _load_prior(manifest["prior"], manifest["_arrays"], encoder)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{path}: the saved zero-shot prior cannot be read ({exc})") from exc
         return self
 
 
@@ -165,9 +276,12 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     labels : a list of names (``["sports", "politics"]``), a dict name -> description, a dict name ->
         list of attributes, or a list of ``"name: attribute, attribute"`` strings (see
         :func:`fewshot.prompts.parse_labels`).
-    encoder : a fewshot encoder; None means the bundled text model.
-    templates : a template set name from ``fewshot/templates/text.json``, a list of templates with ``{}``,
-        or None for the default set ("plain": "This sentence is {}.").
+    encoder : a fewshot encoder; None means the bundled text model. For images: a :class:`ClipEncoder`
+        (labels and images in CLIP's shared space), a :class:`ConSEEncoder`, or a plain
+        :class:`ImageEncoder`, which is wrapped in a ConSEEncoder with the bundled text model.
+    templates : a template set name from ``fewshot/templates/text.json`` (``image.json`` for image
+        encoders), a list of templates with ``{}``, or None for the default set ("plain": "This sentence
+        is {}." for text, "a photo of a {}." for images).
     temperature : softmax temperature for ``predict_proba``.
 
     The label prompts are encoded once, on first use.
@@ -188,16 +302,20 @@ class ZeroShotClassifier(ClassifierMixin, BaseEstimator):
     @property
     def encoder_(self) -> Encoder:
         if getattr(self, "_encoder", None) is None:
-            self._encoder = _encoder(self.encoder)
+            encoder = _encoder(self.encoder)
+            if encoder.modality == "image" and not encoder.supports_text:
+                encoder = ConSEEncoder(image=encoder)  # type: ignore[arg-type]
+            self._encoder = encoder
         return self._encoder
 
     def fit(self, X: Any = None, y: Any = None) -> ZeroShotClassifier:
         """Build the class vectors from the label text (``X`` and ``y`` are ignored: there is no training)."""
         parsed = parse_labels(self.labels)
-        texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates))
+        encoder = self.encoder_
+        texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates, encoder.modality))
         head = ZeroShotHead(temperature=self.temperature)
         # classes_ keep the order the user gave the labels in
-        self.head_ = head.fit(self.encoder_.encode(texts), owners, sample_weight=weights, classes=list(parsed))
+        self.head_ = head.fit(encoder.encode_text(texts), owners, sample_weight=weights, classes=list(parsed))
         return self
 
     def _head(self) -> ZeroShotHead:

@@ -32,7 +32,7 @@ def sst2(data_root):
 
 # Floors sit well under what a correct pipeline scores here (measured: prototype 8-shot AG News 0.69,
 # zero-shot AG News 0.64, SST-2 0.71 on 600 test items) and far over chance (0.25 and 0.5).
-@pytest.mark.parametrize("head, floor", [("prototype", 0.6), ("knn", 0.55), ("linear", 0.6)])
+@pytest.mark.parametrize("head, floor", [("prototype", 0.6), ("knn", 0.55), ("linear", 0.6), ("cache", 0.6)])
 def test_eight_shot_ag_news_accuracy(text_encoder, ag_news, head, floor):
     X, y, Xt, yt = ag_news
     clf = FewShotClassifier(encoder=text_encoder, head=head).fit(X, y)
@@ -165,3 +165,21 @@ def _saved_index(tmp_path):
     index = EmbeddingIndex(dim=4)
     index.add_embeddings([[1, 0, 0, 0]])
     return index.save(tmp_path / "an-index")
+
+
+def test_cache_adapter_uses_label_names_and_round_trips(tmp_path, text_encoder, ag_news):
+    X, y, Xt, yt = ag_news
+    clf = FewShotClassifier(encoder=text_encoder, head="cache").fit(X, y)
+    assert clf.prior_ is not None and clf.head_.uses_prior_
+    assert list(clf.prior_.classes_) == list(clf.classes_)  # prior columns follow the head's
+    picked = clf.head_.selection_["picked"]
+    assert picked["why"].startswith("best leave-one-out") and len(clf.head_.selection_["candidates"]) > 1
+    again = FewShotClassifier.load(clf.save(tmp_path / "m"))
+    assert again.prior_ is not None
+    assert np.allclose(again.predict_proba(Xt[:50]), clf.predict_proba(Xt[:50]))
+    # numbers as labels carry no meaning to score: no prior, the cache alone
+    codes = np.searchsorted(np.unique(y), y).astype(str)
+    assert FewShotClassifier(encoder=text_encoder, head="cache").fit(X, codes).prior_ is None
+    # a new class gets its own prior column
+    clf.add_examples(["The new phone has a faster chip.", "Markets rallied after the report."], ["Gadgets"] * 2)
+    assert list(clf.prior_.classes_) == list(clf.classes_) and clf.predict_proba(Xt[:3]).shape == (3, 5)

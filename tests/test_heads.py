@@ -7,7 +7,16 @@ import pytest
 from sklearn.base import clone
 
 from fewshot.errors import DimensionError, InputError, NotFittedError
-from fewshot.heads import HEADS, KNNHead, LinearHead, PrototypeHead, ZeroShotHead, head_from_state, make_head
+from fewshot.heads import (
+    HEADS,
+    CacheAdapterHead,
+    KNNHead,
+    LinearHead,
+    PrototypeHead,
+    ZeroShotHead,
+    head_from_state,
+    make_head,
+)
 from fewshot.heads.base import softmax
 from tests.conftest import clusters
 
@@ -16,6 +25,7 @@ HEAD_FACTORIES = {
     "prototype-centred": lambda: PrototypeHead(center=True),
     "knn": lambda: KNNHead(k=5),
     "linear": lambda: LinearHead(),
+    "cache": lambda: CacheAdapterHead(),
     "zeroshot": lambda: ZeroShotHead(),
 }
 
@@ -26,7 +36,7 @@ def head(request):
 
 
 def test_registry_covers_every_head():
-    assert set(HEADS) == {"prototype", "knn", "linear", "zeroshot"}
+    assert set(HEADS) == {"prototype", "knn", "linear", "cache", "zeroshot"}
 
 
 def test_fit_returns_self_and_learns_separable_clusters(head):
@@ -101,7 +111,7 @@ def test_errors(head):
         head.predict(np.full((1, 16), np.nan))
 
 
-@pytest.mark.parametrize("name", ["prototype", "knn", "linear"])
+@pytest.mark.parametrize("name", ["prototype", "knn", "linear", "cache"])
 def test_one_class_is_refused(name):
     E, _ = clusters(seed=8)
     with pytest.raises(InputError, match="only one class"):
@@ -191,3 +201,70 @@ def test_classes_argument_sets_the_column_order():
     assert (head.predict(E) == names).mean() > 0.9
     with pytest.raises(InputError, match="exactly once"):
         PrototypeHead().fit(E, names, classes=["zebra", "ant"])
+
+
+# -- the cache adapter (Tip-Adapter) --------------------------------------------------------------------
+def test_cache_scores_match_the_formula_on_a_small_case():
+    K = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    prior = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    head = CacheAdapterHead(beta=2.0, weights=(1.0, 0.5)).fit(K, ["a", "a", "b"], prior=prior)
+    q = np.array([[0.8, 0.6]], dtype=np.float32)
+    q_prior = np.array([[0.4, 0.6]])
+    A = np.exp(-2.0 * (1.0 - q @ K.T))[0]
+    cache = np.array([A[0] + A[1], A[2]])
+    # the scales are the spreads of the two terms on the support (leave-one-out for the cache)
+    loo = np.exp(-2.0 * (1.0 - K @ K.T))
+    np.fill_diagonal(loo, 0.0)
+    s_cache = np.stack([loo[:2, :2].sum(1), loo[:2, 2]], axis=1).std()  # rows of the examples held out
+    expected = q_prior[0] / prior.std() + 0.5 * cache / s_cache
+    assert np.allclose(head.decision_function(q, prior=q_prior)[0], expected)
+    assert head.selection_["scored_examples"] == 2  # "b" has one example: it cannot be held out
+
+
+def test_cache_leave_one_out_is_computed_on_the_support_alone():
+    E, y = clusters(n_classes=3, per_class=6, seed=3)
+    head = CacheAdapterHead(beta=0.0).fit(E, y)  # cache only, prototype mode
+    # recompute the leave-one-out accuracy by hand: each example against the class means without it
+    hits = 0
+    for i in range(len(E)):
+        keep = np.arange(len(E)) != i
+        means = np.stack([E[keep & (y == c)].mean(0) for c in head.classes_])
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        hits += head.classes_[np.argmax(means @ (E[i] / np.linalg.norm(E[i])))] == y[i]
+    assert head.selection_["candidates"][0]["loo_accuracy"] == round(hits / len(E), 4)
+    # predicting on other data never changes what was chosen: the choice is made at fit, from the support
+    chosen = (head.beta_, head.weights_, head.temperature_)
+    head.predict(clusters(n_classes=3, per_class=20, seed=99)[0])
+    assert (head.beta_, head.weights_, head.temperature_) == chosen
+
+
+def test_cache_weighs_a_good_prior_up_and_a_useless_one_down():
+    E, y = clusters(n_classes=3, per_class=8, seed=4, spread=1.5)  # heavily overlapping clusters
+    codes = np.searchsorted(np.unique(y), y)
+    good = np.eye(3)[codes] * 0.5 + 0.1
+    noise = np.random.default_rng(0).random((len(E), 3))
+    wp, wc = CacheAdapterHead().fit(E, y, prior=good).weights_
+    assert wp > 0 and wc <= wp
+    clean, yc = clusters(n_classes=3, per_class=8, seed=5, spread=0.2)
+    wp, wc = CacheAdapterHead().fit(clean, yc, prior=noise).weights_
+    assert wc >= 4 * wp
+
+
+def test_cache_prior_must_be_given_consistently():
+    E, y = clusters(seed=6)
+    with_prior = CacheAdapterHead().fit(E, y, prior=np.zeros((len(E), 3)))
+    with pytest.raises(InputError, match="pass prior="):
+        with_prior.predict(E)
+    with pytest.raises(InputError, match="without prior"):
+        CacheAdapterHead().fit(E, y).predict(E, prior=np.zeros((len(E), 3)))
+    with pytest.raises(DimensionError):
+        CacheAdapterHead().fit(E, y, prior=np.zeros((len(E), 2)))
+
+
+def test_cache_one_shot_trusts_the_prior_only_if_it_beats_chance_twice():
+    E = np.eye(4, dtype=np.float32)
+    y = ["a", "b", "c", "d"]
+    right = np.eye(4)
+    wrong = np.roll(np.eye(4), 1, axis=1)
+    assert CacheAdapterHead().fit(E, y, prior=right).weights_ == (1.0, 1.0)
+    assert CacheAdapterHead().fit(E, y, prior=wrong).weights_ == (0.0, 1.0)

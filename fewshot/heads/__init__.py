@@ -8,16 +8,20 @@ import numpy as np
 
 from fewshot.errors import CorruptFileError, InputError
 from fewshot.heads.base import BaseHead
+from fewshot.heads.cache import CacheAdapterHead
 from fewshot.heads.knn import KNNHead
 from fewshot.heads.linear import LinearHead
 from fewshot.heads.prototype import PrototypeHead
 from fewshot.heads.zeroshot import ZeroShotHead
 
-HEADS: dict[str, type[BaseHead]] = {h.name: h for h in (PrototypeHead, KNNHead, LinearHead, ZeroShotHead)}
+HEADS: dict[str, type[BaseHead]] = {
+    h.name: h for h in (PrototypeHead, KNNHead, LinearHead, CacheAdapterHead, ZeroShotHead)
+}
 
 __all__ = [
     "HEADS",
     "BaseHead",
+    "CacheAdapterHead",
     "KNNHead",
     "LinearHead",
     "PrototypeHead",
@@ -28,7 +32,7 @@ __all__ = [
 
 
 def make_head(head: str | BaseHead, **params: Any) -> BaseHead:
-    """A head from its name (``"prototype"``, ``"knn"``, ``"linear"``, ``"zeroshot"``) or an instance."""
+    """A head from its name (``"prototype"``, ``"knn"``, ``"linear"``, ``"cache"``, ``"zeroshot"``) or an instance."""
     if isinstance(head, BaseHead):
         return head.set_params(**params) if params else head
     if head not in HEADS:

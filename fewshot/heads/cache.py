@@ -1,0 +1,236 @@
+"""A training-free cache adapter over the support set, fused with zero-shot scores (Tip-Adapter).
+
+Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for Few-shot Classification", ECCV 2022. The
+support embeddings are the keys of a cache whose values are one-hot labels; a query's cache score for a
+class is ``sum_i exp(-beta * (1 - cos(query, key_i)))`` over that class's keys, and the final score adds
+the zero-shot score of the label text (the "prior") when there is one:
+
+    score = w_prior * prior / s_prior + w_cache * cache / s_cache
+
+``s_prior`` and ``s_cache`` are the spreads of the two terms on the support set, so the weights are on a
+common scale whatever the encoder. The paper tunes its alpha and beta on a validation set; here they are
+chosen on the support set alone, by leave-one-out: every support example is scored against the others
+(its own key removed; the prior never saw it), and the best accuracy wins, ties going to the lower
+leave-one-out log-loss. A support set where every class has a single example cannot be scored that way
+(its held-out example has no key of its own class left); then beta takes its default and the prior,
+scored on the support, gets an equal weight if it is right at least twice as often as chance, else none.
+The softmax temperature for ``predict_proba`` is fitted by the same leave-one-out log-loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fewshot._validate import as_embeddings
+from fewshot.errors import InputError
+from fewshot.heads.base import BaseHead, softmax
+
+# beta = 0 stands for the limit of a wide kernel with each class's keys pooled: the cosine to the class mean
+BETAS = (0.0, 1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 15.0, 25.0)
+# (w_prior, w_cache): prior only, the fusions, cache only
+WEIGHTS = ((1.0, 0.0), (1.0, 0.25), (1.0, 0.5), (1.0, 1.0), (1.0, 2.0), (1.0, 4.0), (0.0, 1.0))
+TEMPERATURES = tuple(np.geomspace(0.02, 5.0, 25).tolist())
+DEFAULT_BETA = 0.0  # one example a class: the prototype
+MAX_LOO = 2000  # support examples scored in the leave-one-out search (a fixed subsample above that)
+
+
+class CacheAdapterHead(BaseHead):
+    """Tip-Adapter: a cache of the support examples, optionally fused with zero-shot prior scores.
+
+    Parameters
+    ----------
+    beta : sharpness of the cache kernel; 0 means the cosine to each class's mean key (the wide-kernel
+        limit, a prototype); None chooses it by leave-one-out on the support set.
+    weights : ``(w_prior, w_cache)``; None chooses them by leave-one-out. Without a prior only the cache
+        counts.
+
+    ``fit(E, y, prior=S)`` and ``decision_function(E, prior=S)`` take the zero-shot scores ``S`` of the
+    same inputs, shape (n, n_classes) in ``classes_`` order (``FewShotClassifier`` computes them from the
+    label names). A head fitted with a prior needs one at prediction, and the other way round.
+
+    Attributes
+    ----------
+    beta_, weights_ : the values in use; ``selection_`` : the leave-one-out accuracy of every candidate
+        (empty when nothing could be scored) and what was picked.
+    temperature_ : softmax temperature for ``predict_proba``.
+    """
+
+    name = "cache"
+
+    def __init__(self, beta: float | None = None, weights: tuple[float, float] | None = None) -> None:
+        self.beta = beta
+        self.weights = weights
+
+    # -- fitting ------------------------------------------------------------------------------------
+    def fit(self, E: Any, y: Any, sample_weight: Any = None, classes: Any = None, prior: Any = None):
+        self._prior_in = prior
+        try:
+            return super().fit(E, y, sample_weight, classes)
+        finally:
+            del self._prior_in
+
+    def partial_fit(self, E: Any, y: Any, sample_weight: Any = None, prior: Any = None):
+        """Add keys (examples of new classes too); the chosen beta, weights and scales are kept."""
+        return super().partial_fit(E, y, sample_weight)
+
+    def _fit(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
+        self.keys_, self.codes_ = E.astype(np.float32), codes.astype(np.int64)
+        prior = self._prior_in
+        self.uses_prior_ = prior is not None
+        if prior is not None:
+            prior = as_embeddings(prior, dim=len(self.classes_), what="prior scores").astype(np.float64)
+            if len(prior) != len(E):
+                raise InputError(f"prior scores have {len(prior)} rows for {len(E)} examples")
+            self.prior_scale_ = float(prior.std()) or 1.0
+        else:
+            self.prior_scale_ = 1.0
+        self._select(prior)
+
+    def _partial_fit(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
+        self.keys_ = np.vstack([self.keys_, E.astype(np.float32)])
+        self.codes_ = np.concatenate([self.codes_, codes.astype(np.int64)])
+
+    def _class_sums(self) -> np.ndarray:
+        sums = np.zeros((len(self.classes_), self.keys_.shape[1]))
+        np.add.at(sums, self.codes_, self.keys_.astype(np.float64))
+        return sums
+
+    def _loo_cache(self, beta: float, rows: np.ndarray) -> np.ndarray:
+        """Cache scores of support rows ``rows`` against all other keys, shape (len(rows), n_classes)."""
+        if beta == 0.0:
+            # cosine to each class mean, the held-out example taken out of its own class's mean
+            sums = self._class_sums()
+            K = self.keys_[rows].astype(np.float64)
+            own = sums[self.codes_[rows]] - K
+            means = np.broadcast_to(sums, (len(rows), *sums.shape)).copy()
+            means[np.arange(len(rows)), self.codes_[rows]] = own
+            means /= np.maximum(np.linalg.norm(means, axis=2, keepdims=True), 1e-12)
+            return np.einsum("nd,ncd->nc", K, means)
+        A = np.exp(-beta * (1.0 - self.keys_[rows].astype(np.float64) @ self.keys_.T.astype(np.float64)))
+        A[np.arange(len(rows)), rows] = 0.0  # an example is not its own neighbour
+        out = np.zeros((len(rows), len(self.classes_)))
+        for c in range(len(self.classes_)):
+            out[:, c] = A[:, self.codes_ == c].sum(axis=1)
+        return out
+
+    def _select(self, prior: np.ndarray | None) -> None:
+        n = len(self.keys_)
+        counts = np.bincount(self.codes_, minlength=len(self.classes_))
+        # only examples whose class keeps another key when they are held out can be scored
+        scorable = np.flatnonzero(counts[self.codes_] >= 2)
+        if len(scorable) > MAX_LOO:
+            scorable = np.sort(np.random.default_rng(0).choice(scorable, MAX_LOO, replace=False))
+        betas = BETAS if self.beta is None else (float(self.beta),)
+        if prior is None:
+            weights = ((0.0, 1.0),)
+        elif self.weights is None:
+            weights = WEIGHTS
+        else:
+            weights = (tuple(float(v) for v in self.weights),)
+        self.selection_: dict[str, Any] = {"scored_examples": int(len(scorable)), "candidates": []}
+        if len(scorable) == 0:
+            # one example a class: the cache cannot be scored, but the prior can (it never saw the support).
+            # It gets an equal say if it beats chance twice over on the support, otherwise none.
+            self.beta_ = float(self.beta) if self.beta is not None else DEFAULT_BETA
+            if len(weights) == 1:
+                self.weights_ = weights[0]
+            else:
+                prior_acc = float((prior.argmax(axis=1) == self.codes_).mean())
+                self.weights_ = (1.0, 1.0) if prior_acc >= 2.0 / len(self.classes_) else (0.0, 1.0)
+                self.selection_["prior_support_accuracy"] = round(prior_acc, 4)
+            rows = np.arange(min(n, MAX_LOO))
+            self.cache_scale_ = float(self._loo_cache(self.beta_, rows).std()) or 1.0
+            self.temperature_ = 1.0
+            self.selection_["picked"] = {"beta": self.beta_, "weights": list(self.weights_), "why": "defaults"}
+            return
+        y = self.codes_[scorable]
+        best = None
+        for beta in betas:
+            cache = self._loo_cache(beta, scorable)
+            s_cache = float(cache.std()) or 1.0
+            for wp, wc in weights:
+                S = wc * cache / s_cache
+                if prior is not None and wp:
+                    S = S + wp * prior[scorable] / self.prior_scale_
+                acc = float((S.argmax(axis=1) == y).mean())
+                nll, temp = _best_temperature(S, y)
+                self.selection_["candidates"].append(
+                    {"beta": beta, "weights": [wp, wc], "loo_accuracy": round(acc, 4), "loo_log_loss": round(nll, 4)}
+                )
+                key = (acc, -nll)
+                if best is None or key > best[0]:
+                    best = (key, beta, (wp, wc), s_cache, temp)
+        _, self.beta_, self.weights_, self.cache_scale_, self.temperature_ = best
+        self.selection_["picked"] = {
+            "beta": self.beta_,
+            "weights": list(self.weights_),
+            "why": f"best leave-one-out accuracy {best[0][0]:.4f} on {len(scorable)} support examples",
+        }
+
+    # -- prediction ---------------------------------------------------------------------------------
+    @property
+    def temperature(self) -> float:
+        return self.temperature_
+
+    def decision_function(self, E: Any, prior: Any = None) -> np.ndarray:
+        """Fused scores, shape (n_samples, n_classes); ``prior`` as at fit (zero-shot scores, same columns)."""
+        E = self._check_input(E)
+        if self.uses_prior_ and prior is None:
+            raise InputError("this cache adapter was fitted with zero-shot prior scores; pass prior=")
+        if not self.uses_prior_ and prior is not None:
+            raise InputError("this cache adapter was fitted without prior scores; do not pass prior=")
+        if self.beta_ == 0.0:
+            means = self._class_sums()
+            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+            cache = E.astype(np.float64) @ means.T
+        else:
+            A = np.exp(-self.beta_ * (1.0 - E.astype(np.float64) @ self.keys_.T.astype(np.float64)))
+            cache = np.zeros((len(E), len(self.classes_)))
+            for c in range(len(self.classes_)):
+                cache[:, c] = A[:, self.codes_ == c].sum(axis=1)
+        wp, wc = self.weights_
+        S = wc * cache / self.cache_scale_
+        if prior is not None:
+            prior = as_embeddings(prior, dim=len(self.classes_), what="prior scores").astype(np.float64)
+            if len(prior) != len(E):
+                raise InputError(f"prior scores have {len(prior)} rows for {len(E)} inputs")
+            S = S + wp * prior / self.prior_scale_
+        return S
+
+    def predict_proba(self, E: Any, prior: Any = None) -> np.ndarray:
+        return softmax(self.decision_function(E, prior), self.temperature_)
+
+    def predict(self, E: Any, prior: Any = None) -> np.ndarray:
+        scores = self.decision_function(E, prior)
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    # -- persistence --------------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        chosen = [self.beta_, *self.weights_, self.prior_scale_, self.cache_scale_, self.temperature_]
+        return {
+            "keys": self.keys_,
+            "codes": self.codes_,
+            "chosen": np.asarray(chosen, dtype=np.float64),
+            "uses_prior": np.asarray([self.uses_prior_]),
+        }
+
+    def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.keys_ = np.asarray(arrays["keys"], dtype=np.float32)
+        self.codes_ = np.asarray(arrays["codes"], dtype=np.int64)
+        beta, wp, wc, self.prior_scale_, self.cache_scale_, self.temperature_ = arrays["chosen"].tolist()
+        self.beta_, self.weights_ = beta, (wp, wc)
+        self.uses_prior_ = bool(arrays["uses_prior"][0])
+        self.selection_ = {"picked": {"beta": beta, "weights": [wp, wc], "why": "loaded"}}
+
+
+def _best_temperature(S: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The lowest mean log-loss of ``softmax(S / T)`` over a grid of T, and that T."""
+    best = (np.inf, 1.0)
+    for t in TEMPERATURES:
+        P = softmax(S, t)
+        nll = float(-np.log(np.clip(P[np.arange(len(y)), y], 1e-12, None)).mean())
+        if nll < best[0]:
+            best = (nll, t)
+    return best
