@@ -13,7 +13,8 @@ chosen on the support set alone, by leave-one-out: every support example is scor
 (its own key removed; the prior never saw it), and the best accuracy wins, ties going to the lower
 leave-one-out log-loss. A support set where every class has a single example cannot be scored that way
 (its held-out example has no key of its own class left); then beta takes its default and the prior,
-scored on the support, gets an equal weight if it is right at least twice as often as chance, else none.
+scored on the support, gets an equal weight if it beats chance there (one-sided binomial test at 5%),
+else none.
 The softmax temperature for ``predict_proba`` is fitted by the same leave-one-out log-loss.
 """
 
@@ -132,14 +133,17 @@ class CacheAdapterHead(BaseHead):
         self.selection_: dict[str, Any] = {"scored_examples": int(len(scorable)), "candidates": []}
         if len(scorable) == 0:
             # one example a class: the cache cannot be scored, but the prior can (it never saw the support).
-            # It gets an equal say if it beats chance twice over on the support, otherwise none.
+            # It gets an equal say if it beats chance on the support (one-sided binomial test, p < 0.05).
             self.beta_ = float(self.beta) if self.beta is not None else DEFAULT_BETA
             if len(weights) == 1:
                 self.weights_ = weights[0]
             else:
-                prior_acc = float((prior.argmax(axis=1) == self.codes_).mean())
-                self.weights_ = (1.0, 1.0) if prior_acc >= 2.0 / len(self.classes_) else (0.0, 1.0)
-                self.selection_["prior_support_accuracy"] = round(prior_acc, 4)
+                from scipy.stats import binomtest
+
+                hits = int((prior.argmax(axis=1) == self.codes_).sum())
+                p = binomtest(hits, n, 1.0 / len(self.classes_), alternative="greater").pvalue
+                self.weights_ = (1.0, 1.0) if p < 0.05 else (0.0, 1.0)
+                self.selection_["prior_support_hits"] = f"{hits}/{n}, p={p:.3g} against chance"
             rows = np.arange(min(n, MAX_LOO))
             self.cache_scale_ = float(self._loo_cache(self.beta_, rows).std()) or 1.0
             self.temperature_ = 1.0
