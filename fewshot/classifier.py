@@ -20,7 +20,7 @@ from fewshot.encoders import (
 )
 from fewshot.encoders.images import image_folder
 from fewshot.errors import CorruptFileError, InputError, NotFittedError
-from fewshot.heads import BaseHead, CacheAdapterHead, ZeroShotHead, head_from_state, make_head
+from fewshot.heads import BaseHead, ZeroShotHead, head_from_state, make_head
 from fewshot.prompts import label_prompts, parse_labels, resolve_templates
 
 
@@ -33,6 +33,7 @@ def _encoder(encoder: Encoder | None) -> Encoder:
 
 
 PRIOR = "prior__"  # prefix of the zero-shot prior's arrays inside a classifier's arrays.npz
+BODY = "body.safetensors"  # the weights of a tuned encoder
 
 
 def _save_model(
@@ -49,8 +50,30 @@ def _save_model(
         prior_config, prior_arrays = prior.head_.get_state()
         meta["prior"] = {"encoder": prior.encoder_.identity, "head": prior_config, "templates": prior.templates}
         arrays = {**arrays, **{PRIOR + k: v for k, v in prior_arrays.items()}}
-    write_bundle(path, kind, meta, {"arrays.npz": lambda p: np.savez(p, **arrays)})
+    files = {"arrays.npz": lambda p: np.savez(p, **arrays)}
+    if getattr(encoder, "tuned_from", None) is not None:
+        # a tuned body travels with the model: its weights as safetensors (no pickle), the rest is the
+        # recorded starting model
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}  # type: ignore[attr-defined]
+        files[BODY] = lambda p: save_file(state, str(p))
+    write_bundle(path, kind, meta, files)
     return Path(path)
+
+
+def _load_tuned_body(identity: dict[str, Any], body: Path) -> Encoder:
+    """Rebuild a contrastively tuned text encoder: the recorded starting model plus the saved weights."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    start = encoder_from_identity({k: v for k, v in identity.items() if k not in ("tuned_from", "tuning")})
+    model = copy.deepcopy(start.model)  # type: ignore[attr-defined]
+    model.load_state_dict(load_file(str(body)))
+    tuned = TextEncoder(model, normalize=bool(identity.get("normalize", True)))
+    tuned.source, tuned.tuned_from, tuned.tuning = identity.get("model"), identity["tuned_from"], identity.get("tuning")
+    return tuned
 
 
 def _load_prior(saved: dict[str, Any], arrays: dict[str, np.ndarray], encoder: Encoder) -> ZeroShotClassifier:
@@ -81,7 +104,12 @@ def _load_model(path: str | Path, kind: str, encoder: Encoder | None) -> tuple[d
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise CorruptFileError(f"{path}: the saved model cannot be read ({type(exc).__name__}: {exc})") from exc
     if encoder is None:
-        encoder = encoder_from_identity(identity)
+        if identity.get("tuned_from") is not None:
+            if BODY not in files:
+                raise CorruptFileError(f"{path}: the model was tuned, but its body weights are missing")
+            encoder = _load_tuned_body(identity, files[BODY])
+        else:
+            encoder = encoder_from_identity(identity)
     check_same_encoder(identity, encoder, f"the model at {path}")
     if encoder.dim != head.n_features_in_:
         raise CorruptFileError(
@@ -105,12 +133,17 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     ----------
     encoder : a fewshot encoder; None means the bundled text model (all-MiniLM-L6-v2, offline).
     head : ``"prototype"`` (nearest class mean, the default), ``"knn"``, ``"linear"``, ``"cache"``
-        (Tip-Adapter: a cache of the examples fused with zero-shot scores of the label names), or a head
+        (Tip-Adapter: a cache of the examples fused with zero-shot scores of the label names), ``"auto"``
+        (the best of those by cross-validation on the examples; ``head_.selection_`` says why), or a head
         instance.
     head_params : keyword arguments for the head, e.g. ``{"k": 5}`` for ``"knn"``.
     label_prior : for heads that take one (``"cache"``): score the label names zero-shot and let the head
         weigh that against the examples. ``"auto"`` (default) does so when every label is text that is
         not a number; images get their label scores through ConSE (or CLIP's text tower).
+    tune : contrastive tuning of a text encoder on the examples before the head is fitted
+        (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), True (the
+        default settings), or a dict of its keyword arguments (``{"steps": 30, "seed": 0}``). The tuned
+        body is saved with the classifier, and its identity records what it was tuned from.
 
     Attributes
     ----------
@@ -130,11 +163,13 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         head: str | BaseHead = "prototype",
         head_params: dict | None = None,
         label_prior: bool | str = "auto",
+        tune: bool | dict | None = False,
     ):
         self.encoder = encoder
         self.head = head
         self.head_params = head_params
         self.label_prior = label_prior
+        self.tune = tune
 
     @property
     def encoder_(self) -> Encoder:
@@ -161,15 +196,24 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         For an image encoder, ``X`` may also be a folder with one subfolder of images per class (the
         subfolder names are the labels) and ``y`` left out.
         """
-        X, y = _folder_or_examples(X, y, self.encoder_)
-        items = self.encoder_.validate(X)
+        base = _encoder(self.encoder)
+        X, y = _folder_or_examples(X, y, base)
+        items = base.validate(X)
         y = as_labels(y, len(items))
         # a head instance is cloned first: fitting never mutates the object the user passed in
         head = clone(self.head) if isinstance(self.head, BaseHead) else self.head
         head = make_head(head, **(self.head_params or {}))
+        self._encoder = base
+        if self.tune:
+            from fewshot.tuning import contrastive_tune
+
+            params = {} if self.tune is True else dict(self.tune)
+            if not isinstance(base, TextEncoder):
+                raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
+            self._encoder = contrastive_tune(base, items, y, show_progress=show_progress, **params)
         E = self.embed(items, show_progress)
         self.prior_ = None
-        if isinstance(head, CacheAdapterHead) and self._wants_prior(y):
+        if getattr(head, "accepts_prior", False) and self._wants_prior(y):
             self.prior_ = ZeroShotClassifier(np.unique(y).tolist(), encoder=self.encoder_).fit()
             self.head_ = head.fit(E, y, prior=self.prior_.decision_function(items))
         else:
@@ -245,7 +289,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
 
     def save(self, path: str | Path) -> Path:
         """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically."""
-        extra = {"label_prior": self.label_prior}
+        extra = {"label_prior": self.label_prior, "tune": self.tune}
         return _save_model(path, "classifier", self.encoder_, self._head(), extra, getattr(self, "prior_", None))
 
     @classmethod
@@ -257,6 +301,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
             head=head.name,
             head_params=head.get_params(),
             label_prior=manifest.get("label_prior", "auto"),
+            tune=manifest.get("tune", False),
         )
         self._encoder, self.head_ = encoder, head
         self.prior_ = None

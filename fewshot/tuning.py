@@ -1,0 +1,127 @@
+"""A short contrastive tune of a sentence-transformers body on the support set (the SetFit idea, our way).
+
+SetFit (Tunstall et al., 2022) fine-tunes the body on pairs drawn from the support set (same class: cosine 1,
+different: 0) before fitting a head. Here every step sees a class-balanced batch of the support set at once
+and uses the supervised contrastive loss (Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020):
+each example is pulled towards every other example of its class and pushed from the rest of the batch, so
+one forward pass carries all the pairs of the batch rather than one per row. The tuned body is a copy; the
+encoder it came from is untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from fewshot._validate import as_labels, as_text_list
+from fewshot.encoders.text import TextEncoder, weights_sha256
+from fewshot.errors import InputError
+
+
+def supcon_loss(Z: Any, codes: Any, temperature: float) -> Any:
+    """Supervised contrastive loss of unit-norm embeddings ``Z`` (torch, shape (n, d)) with integer labels.
+
+    Anchors without another example of their class in the batch are skipped.
+    """
+    import torch
+
+    S = Z @ Z.T / temperature
+    n = len(Z)
+    self_mask = torch.eye(n, dtype=torch.bool, device=Z.device)
+    S = S.masked_fill(self_mask, float("-inf"))
+    log_prob = S - torch.logsumexp(S, dim=1, keepdim=True)
+    positives = (codes[:, None] == codes[None, :]) & ~self_mask
+    n_pos = positives.sum(dim=1)
+    keep = n_pos > 0
+    if not bool(keep.any()):
+        raise InputError("contrastive tuning needs at least one class with two examples")
+    per_anchor = -(log_prob.masked_fill(~positives, 0.0).sum(dim=1)[keep] / n_pos[keep])
+    return per_anchor.mean()
+
+
+def _batches(codes: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator):
+    """Class-balanced index batches: every class with two or more examples, as evenly as the size allows."""
+    classes = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    if len(codes) <= batch_size:
+        for _ in range(steps):
+            yield np.arange(len(codes))
+        return
+    per_class = max(2, batch_size // len(classes))
+    for _ in range(steps):
+        picked = [rng.choice(idx, size=min(per_class, len(idx)), replace=False) for idx in classes]
+        batch = np.concatenate(picked)
+        if len(batch) > batch_size:
+            batch = rng.choice(batch, size=batch_size, replace=False)
+        yield batch
+
+
+def contrastive_tune(
+    encoder: TextEncoder,
+    texts: Any,
+    labels: Any,
+    *,
+    steps: int = 10,
+    batch_size: int = 64,
+    lr: float = 2e-5,
+    temperature: float = 0.1,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> TextEncoder:
+    """Return a copy of ``encoder`` whose model was tuned on ``texts`` / ``labels`` for ``steps`` steps.
+
+    Parameters
+    ----------
+    encoder : the text encoder to start from (not modified).
+    texts, labels : the support set, sequences of length n.
+    steps : optimiser steps, each on one class-balanced batch of at most ``batch_size`` texts (the whole
+        support set when it fits).
+    lr : AdamW learning rate. temperature : of the supervised contrastive loss.
+    seed : seeds the batch sampling, dropout and the optimiser, so a tune is repeatable on one machine.
+
+    The returned encoder records ``tuned_from`` (the starting weights' hash) in its identity, so nothing
+    built with the untuned encoder (an index, a saved model) is mistaken for its output.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if not isinstance(encoder, TextEncoder):
+        raise InputError("contrastive tuning works on a TextEncoder (a sentence-transformers body)")
+    texts = as_text_list(texts, what="texts")
+    y = as_labels(labels, len(texts))
+    codes = np.unique(y, return_inverse=True)[1]
+    if np.bincount(codes).max() < 2:
+        raise InputError("contrastive tuning needs at least one class with two examples")
+    if not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    start_sha = encoder.identity["weights_sha256"]
+    model = copy.deepcopy(encoder.model)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    bar = tqdm(total=steps, desc="contrastive tuning", unit="step", disable=not show_progress)
+    try:
+        for batch in _batches(codes, batch_size, steps, rng):
+            prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+            features = prepare([texts[i] for i in batch])
+            features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            Z = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
+            loss = supcon_loss(Z, torch.as_tensor(codes[batch], device=Z.device), temperature)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        bar.close()
+        model.eval()
+    tuned = TextEncoder(
+        model, normalize=encoder.normalize, batch_size=encoder.batch_size, device=getattr(encoder, "device", "cpu")
+    )
+    tuned.source = encoder.source
+    tuned.tuned_from = start_sha
+    tuned.tuning = {"steps": steps, "batch_size": batch_size, "lr": lr, "temperature": temperature, "seed": seed}
+    tuned._sha = weights_sha256(model)
+    return tuned

@@ -1,0 +1,77 @@
+"""Contrastive tuning: the loss on an exact case, a real tune that helps on held-out data, save/load, identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.datasets import load, sample_per_class
+from eval.sampling import capped_subsample
+from fewshot import EmbeddingIndex, EncoderMismatchError, FewShotClassifier, InputError
+from fewshot.tuning import contrastive_tune, supcon_loss
+from tests.conftest import FakeEncoder
+
+
+def test_supcon_loss_matches_the_formula():
+    import torch
+
+    Z = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    codes = np.array([0, 0, 1])
+    t = 0.5
+    S = Z @ Z.T / t
+    # anchors 0 and 1 have one positive each; anchor 2 has none and is skipped
+    losses = []
+    for i, p in [(0, 1), (1, 0)]:
+        others = [j for j in range(3) if j != i]
+        losses.append(-(S[i, p] - np.log(np.exp(S[i, others]).sum())))
+    got = supcon_loss(torch.tensor(Z), torch.tensor(codes), t).item()
+    assert got == pytest.approx(np.mean(losses), rel=1e-9)
+    with pytest.raises(InputError, match="two examples"):
+        supcon_loss(torch.tensor(Z), torch.tensor([0, 1, 2]), t)
+
+
+@pytest.fixture(scope="module")
+def emotion(data_root):
+    d = load("emotion", data_root)
+    support = sample_per_class(d.train_labels, 8, seed=0)
+    names = np.asarray(d.label_names)
+    test = capped_subsample(d.test_labels, 300)
+    return (
+        [d.train_texts[i] for i in support],
+        names[d.train_labels[support]],
+        [d.test_texts[i] for i in test],
+        names[d.test_labels[test]],
+    )
+
+
+def test_tuning_beats_the_frozen_body_on_held_out_data(text_encoder, emotion, tmp_path):
+    X, y, Xt, yt = emotion
+    before = text_encoder.identity["weights_sha256"]
+    frozen = FewShotClassifier(text_encoder).fit(X, y)
+    tuned = FewShotClassifier(text_encoder, tune={"steps": 10, "seed": 0}).fit(X, y)
+    assert text_encoder.identity["weights_sha256"] == before  # the encoder passed in is not touched
+    # measured: frozen 0.36, tuned 0.46 on these 300 test texts (6 classes, chance 0.17)
+    assert tuned.score(Xt, yt) > frozen.score(Xt, yt) + 0.02
+    ident = tuned.encoder_.identity
+    assert ident["tuned_from"] == before and ident["weights_sha256"] != before and ident["tuning"]["steps"] == 10
+
+    # the tuned body is saved with the model and gives identical predictions after loading
+    again = FewShotClassifier.load(tuned.save(tmp_path / "tuned"))
+    assert again.encoder_.identity == ident
+    assert np.allclose(again.predict_proba(Xt[:40]), tuned.predict_proba(Xt[:40]), atol=1e-6)
+
+    # an index built with the untuned encoder refuses the tuned one
+    index = EmbeddingIndex(text_encoder)
+    index.add(Xt[:5])
+    saved = index.save(tmp_path / "index")
+    with pytest.raises(EncoderMismatchError):
+        EmbeddingIndex.load(saved, encoder=tuned.encoder_)
+
+
+def test_tuning_refuses_what_it_cannot_tune(text_encoder):
+    with pytest.raises(InputError, match="TextEncoder"):
+        FewShotClassifier(FakeEncoder(), tune=True).fit(["a", "b", "c", "d"], [0, 0, 1, 1])
+    with pytest.raises(InputError, match="two examples"):
+        contrastive_tune(text_encoder, ["a cat", "a dog"], ["cat", "dog"], steps=1)
+    with pytest.raises(InputError, match="steps"):
+        contrastive_tune(text_encoder, ["a", "b", "c"], [0, 0, 1], steps=0)
