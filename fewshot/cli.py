@@ -123,10 +123,15 @@ def cmd_fit(a: argparse.Namespace) -> int:
         texts, labels = _texts(rows, a.text_col, a.data), column(rows, a.label_col, a.data)
     head_params = json.loads(a.head_params) if a.head_params else None
     encoder = _make_encoder(a.encoder, images)
-    clf = FewShotClassifier(encoder, head=a.head, head_params=head_params).fit(texts, labels, show_progress=True)
+    tune = {"steps": a.tune, "seed": a.seed} if a.tune else False
+    clf = FewShotClassifier(encoder, head=a.head, head_params=head_params, tune=tune)
+    clf.fit(texts, labels, show_progress=True)
     clf.save(a.output)
+    picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
+    tuned = f", body tuned for {a.tune} steps" if a.tune else ""
     print(
-        f"fitted a {a.head} classifier on {len(texts)} examples, {len(clf.classes_)} classes -> {a.output}",
+        f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned} "
+        f"-> {a.output}",
         file=sys.stderr,
     )
     return 0
@@ -340,9 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fit", help="fit a few-shot classifier on labelled examples and save it")
     data_args(sp)
     sp.add_argument("-o", "--output", required=True, help="folder to save the model in")
-    sp.add_argument("--head", default="prototype", choices=["prototype", "knn", "linear"])
+    sp.add_argument("--head", default="prototype", choices=["prototype", "knn", "linear", "cache", "auto"])
     sp.add_argument("--head-params", help="JSON keyword arguments for the head, e.g. '{\"k\": 5}'")
     sp.add_argument("--encoder", help=ENCODER_HELP)
+    sp.add_argument(
+        "--tune", type=int, metavar="STEPS", help="contrastively tune the text model for STEPS steps first (e.g. 10)"
+    )
+    sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
     sp.set_defaults(func=cmd_fit)
 
     sp = sub.add_parser("predict", help="classify records with a saved model")

@@ -162,3 +162,18 @@ def test_demo_runs_every_part(capsys):
     assert any(line.strip().startswith("shipping") and "package" in line for line in lines)
     assert "none of these" in out
     assert "same top hit after reload: True" in out
+
+
+def test_fit_with_tuning_and_auto_head(tmp_path, train_csv, capsys):
+    model = tmp_path / "tuned"
+    code, _, err = run(
+        capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "--head", "auto",
+        "--tune", 2, "-o", model,
+    )  # fmt: skip
+    assert code == 0 and "picked" in err and "tuned for 2 steps" in err
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["encoder"]["tuned_from"] and manifest["tune"] == {"steps": 2, "seed": 0}
+    queries = tmp_path / "q.txt"
+    queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
+    code, out, _ = run(capsys, "predict", model, queries)
+    assert code == 0 and [json.loads(line)["label"] for line in out.splitlines()] == ["billing", "technical"]
