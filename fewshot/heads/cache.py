@@ -11,10 +11,11 @@ the zero-shot score of the label text (the "prior") when there is one:
 common scale whatever the encoder. The paper tunes its alpha and beta on a validation set; here they are
 chosen on the support set alone, by leave-one-out: every support example is scored against the others
 (its own key removed; the prior never saw it), and the best accuracy wins, ties going to the lower
-leave-one-out log-loss. A support set where every class has a single example cannot be scored that way
-(its held-out example has no key of its own class left); then beta takes its default and the prior,
-scored on the support, gets an equal weight if it beats chance there (one-sided binomial test at 5%),
-else none.
+leave-one-out log-loss, unless the default is within one standard error of it (a few dozen held-out
+examples cannot separate close candidates). The default is the class-mean cache (beta = 0) with the prior
+given an equal weight if it beats chance on the support (one-sided binomial test at 5%), else none. A
+support set where every class has a single example cannot be scored by leave-one-out (its held-out example
+has no key of its own class left); then the default is taken.
 The softmax temperature for ``predict_proba`` is fitted by the same leave-one-out log-loss.
 """
 
@@ -132,26 +133,28 @@ class CacheAdapterHead(BaseHead):
         else:
             weights = (tuple(float(v) for v in self.weights),)
         self.selection_: dict[str, Any] = {"scored_examples": int(len(scorable)), "candidates": []}
-        if len(scorable) == 0:
-            # one example a class: the cache cannot be scored, but the prior can (it never saw the support).
-            # It gets an equal say if it beats chance on the support (one-sided binomial test, p < 0.05).
-            self.beta_ = float(self.beta) if self.beta is not None else DEFAULT_BETA
-            if len(weights) == 1:
-                self.weights_ = weights[0]
-            else:
-                from scipy.stats import binomtest
+        # the default, used when the support cannot tell candidates apart: the class-mean cache, and the
+        # prior with an equal say only if it beats chance on the support (it never saw those examples)
+        default_beta = float(self.beta) if self.beta is not None else DEFAULT_BETA
+        if len(weights) == 1:
+            default_weights = weights[0]
+        else:
+            from scipy.stats import binomtest
 
-                hits = int((prior.argmax(axis=1) == self.codes_).sum())
-                p = binomtest(hits, n, 1.0 / len(self.classes_), alternative="greater").pvalue
-                self.weights_ = (1.0, 1.0) if p < 0.05 else (0.0, 1.0)
-                self.selection_["prior_support_hits"] = f"{hits}/{n}, p={p:.3g} against chance"
+            hits = int((prior.argmax(axis=1) == self.codes_).sum())
+            p = binomtest(hits, n, 1.0 / len(self.classes_), alternative="greater").pvalue
+            default_weights = (1.0, 1.0) if p < 0.05 else (0.0, 1.0)
+            self.selection_["prior_support_hits"] = f"{hits}/{n}, p={p:.3g} against chance"
+        if len(scorable) == 0:
+            # one example a class: the cache cannot be scored, so the default stands
+            self.beta_, self.weights_ = default_beta, default_weights
             rows = np.arange(min(n, MAX_LOO))
             self.cache_scale_ = float(self._loo_cache(self.beta_, rows).std()) or 1.0
             self.temperature_ = 1.0
             self.selection_["picked"] = {"beta": self.beta_, "weights": list(self.weights_), "why": "defaults"}
             return
         y = self.codes_[scorable]
-        best = None
+        found: dict[tuple[float, tuple[float, float]], tuple[float, float, float, float]] = {}
         for beta in betas:
             cache = self._loo_cache(beta, scorable)
             s_cache = float(cache.std()) or 1.0
@@ -164,15 +167,26 @@ class CacheAdapterHead(BaseHead):
                 self.selection_["candidates"].append(
                     {"beta": beta, "weights": [wp, wc], "loo_accuracy": round(acc, 4), "loo_log_loss": round(nll, 4)}
                 )
-                key = (acc, -nll)
-                if best is None or key > best[0]:
-                    best = (key, beta, (wp, wc), s_cache, temp)
-        _, self.beta_, self.weights_, self.cache_scale_, self.temperature_ = best
-        self.selection_["picked"] = {
-            "beta": self.beta_,
-            "weights": list(self.weights_),
-            "why": f"best leave-one-out accuracy {best[0][0]:.4f} on {len(scorable)} support examples",
-        }
+                found[(beta, (wp, wc))] = (acc, nll, s_cache, temp)
+        best = max(found, key=lambda k: (found[k][0], -found[k][1]))
+        acc = found[best][0]
+        # one-standard-error rule (Breiman et al. 1984): a few dozen held-out examples cannot tell close
+        # candidates apart, so the default stays unless the best beats it by more than the noise
+        se = float(np.sqrt(max(acc * (1 - acc), 1e-12) / len(scorable)))
+        default = (default_beta, default_weights)
+        if default in found and found[default][0] >= acc - se:
+            pick, why = (
+                default,
+                (
+                    f"the default is within one standard error ({se:.3f}) of the best leave-one-out accuracy "
+                    f"{acc:.4f} on {len(scorable)} support examples"
+                ),
+            )
+        else:
+            pick, why = best, f"best leave-one-out accuracy {acc:.4f} on {len(scorable)} support examples"
+        self.beta_, self.weights_ = pick
+        _, _, self.cache_scale_, self.temperature_ = found[pick]
+        self.selection_["picked"] = {"beta": self.beta_, "weights": list(self.weights_), "why": why}
 
     # -- prediction ---------------------------------------------------------------------------------
     @property
