@@ -123,6 +123,7 @@ def _folder_or_examples(X: Any, y: Any, encoder: Encoder) -> tuple[Any, Any]:
         return X, y
     if encoder.modality == "image" and isinstance(X, (str, Path)) and Path(X).is_dir():
         return image_folder(X)
+    encoder.validate(X)  # a bad X is the first thing to report
     raise InputError("y (the labels) is missing; give one label per example")
 
 
