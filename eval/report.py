@@ -224,7 +224,7 @@ def tuning_section(res: dict) -> list[str]:
         def versus(m: str, v: tuple[float, float]) -> str:
             return (
                 f"**{m}** {_pct(v[0])} against SetFit's {_pct(setfit[0])} ({100 * (v[0] - setfit[0]):+.1f} points), "
-                f"fit {v[1]:.0f} s against {setfit[1]:.0f} s (1/{setfit[1] / max(v[1], 1e-9):.0f})"
+                f"fit {v[1]:.0f} s against {setfit[1]:.0f} s (1/{setfit[1] / max(v[1], 1e-9):.1f})"
             )
 
         for label, group, budget in [("tuned", tuned, 3), ("training-free", free, 50)]:
