@@ -189,7 +189,8 @@ def tuning_section(res: dict) -> list[str]:
         f"## Adapters and tuning against SetFit: {body}, N = {n}",
         "",
         f"Accuracy (Matthews correlation for amazon_counterfactual), mean ± std over seeds 0..{res['seeds'] - 1} "
-        "(the same support sets for every row, SetFit's included), test sets capped at 2,000 rows as above. "
+        "(the same support sets for every row, SetFit's included), test sets capped at "
+        f"{max(r['test_size'] for r in rows):,} rows (a fixed stratified subsample). "
         f"Fit s = encoding the support set + tuning (tuned rows) + the head. Measured {res['date']} on "
         f"{res['machine']} in {res['wall_s'] / 60:.0f} min. Command: `{res['command']}`.",
         "",
