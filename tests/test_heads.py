@@ -291,3 +291,19 @@ def test_auto_picks_by_cross_validation_on_the_support_and_records_why():
     assert again.choice_ == "knn" and np.allclose(again.predict_proba(E), head.predict_proba(E))
     one_each = AutoHead().fit(E[[0, 12]], ["in", "ring"])
     assert one_each.choice_ == "prototype" and "single example" in one_each.selection_["why"]
+
+
+def test_cache_trained_mode_lowers_the_leave_one_out_loss_and_round_trips():
+    E, y = clusters(n_classes=3, per_class=10, seed=11, spread=1.2)
+    prior = np.random.default_rng(1).random((len(E), 3))
+    free = CacheAdapterHead(beta=5.0, weights=(1.0, 1.0)).fit(E, y, prior=prior)
+    trained = CacheAdapterHead(beta=5.0, weights=(1.0, 1.0), train_epochs=30, lr=0.01).fit(E, y, prior=prior)
+    start = free.selection_["candidates"][0]["loo_log_loss"]  # the same scores before any training step
+    assert trained.selection_["trained"]["final_loss"] < start
+    assert not np.allclose(trained.keys_, free.keys_)
+    assert np.allclose(np.linalg.norm(trained.keys_, axis=1), 1.0, atol=1e-5)
+    config, arrays = trained.get_state()
+    again = head_from_state(config, arrays)
+    Q, _ = clusters(n_classes=3, per_class=4, seed=12, spread=1.2)
+    q_prior = np.random.default_rng(2).random((len(Q), 3))
+    assert np.allclose(again.predict_proba(Q, prior=q_prior), trained.predict_proba(Q, prior=q_prior))

@@ -47,6 +47,9 @@ class CacheAdapterHead(BaseHead):
         limit, a prototype); None chooses it by leave-one-out on the support set.
     weights : ``(w_prior, w_cache)``; None chooses them by leave-one-out. Without a prior only the cache
         counts.
+    train_epochs : 0 (default) is training-free. More is the trained mode (the Tip-Adapter-F idea): after
+        the selection, the keys are trained for that many full-batch AdamW steps (``lr``, ``seed``) on the
+        leave-one-out cross-entropy of the support set.
 
     ``fit(E, y, prior=S)`` and ``decision_function(E, prior=S)`` take the zero-shot scores ``S`` of the
     same inputs, shape (n, n_classes) in ``classes_`` order (``FewShotClassifier`` computes them from the
@@ -61,10 +64,21 @@ class CacheAdapterHead(BaseHead):
 
     name = "cache"
     accepts_prior: ClassVar[bool] = True
+    # train_epochs > 0 is the trained mode (Tip-Adapter-F), see _train_keys
 
-    def __init__(self, beta: float | None = None, weights: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self,
+        beta: float | None = None,
+        weights: tuple[float, float] | None = None,
+        train_epochs: int = 0,
+        lr: float = 1e-3,
+        seed: int = 0,
+    ) -> None:
         self.beta = beta
         self.weights = weights
+        self.train_epochs = train_epochs
+        self.lr = lr
+        self.seed = seed
 
     # -- fitting ------------------------------------------------------------------------------------
     def fit(self, E: Any, y: Any, sample_weight: Any = None, classes: Any = None, prior: Any = None):
@@ -90,6 +104,48 @@ class CacheAdapterHead(BaseHead):
         else:
             self.prior_scale_ = 1.0
         self._select(prior)
+        if self.train_epochs:
+            self._train_keys(prior)
+
+    def _train_keys(self, prior: np.ndarray | None) -> None:
+        """The trained mode (Tip-Adapter-F): the keys, initialised from the support embeddings, are tuned
+        by full-batch AdamW on the cross-entropy of the fused scores over the support set. Each example is
+        scored without its own key (the leave-one-out mask), so the keys cannot just learn to find
+        themselves; beta, the weights, the scales and the temperature stay as selected."""
+        import torch
+
+        if not isinstance(self.train_epochs, int) or self.train_epochs < 0:
+            raise InputError(f"train_epochs must be a non-negative integer, got {self.train_epochs!r}")
+        torch.manual_seed(self.seed)
+        X = torch.as_tensor(self.keys_, dtype=torch.float64)
+        K = torch.nn.Parameter(X.clone())
+        Y = torch.nn.functional.one_hot(torch.as_tensor(self.codes_), len(self.classes_)).to(torch.float64)
+        y = torch.as_tensor(self.codes_)
+        wp, wc = self.weights_
+        base = torch.zeros((len(X), len(self.classes_)), dtype=torch.float64)
+        if prior is not None and wp:
+            base = torch.as_tensor(prior, dtype=torch.float64) * wp / self.prior_scale_
+        own = torch.eye(len(X), dtype=torch.bool)
+        optimiser = torch.optim.AdamW([K], lr=self.lr, weight_decay=0.0)
+        for _ in range(self.train_epochs):
+            Kn = torch.nn.functional.normalize(K, dim=1)
+            sims = X @ Kn.T
+            if self.beta_ == 0.0:
+                # class means of the keys, each example's own key left out of its class's mean
+                sums = Y.T @ Kn
+                means = sums.unsqueeze(0) - (Kn.unsqueeze(1) * Y.unsqueeze(2))
+                means = torch.nn.functional.normalize(means, dim=2)
+                cache = torch.einsum("nd,ncd->nc", X, means)
+            else:
+                A = torch.exp(-self.beta_ * (1.0 - sims)).masked_fill(own, 0.0)
+                cache = A @ Y
+            logits = (base + wc * cache / self.cache_scale_) / self.temperature_
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        self.keys_ = torch.nn.functional.normalize(K.detach(), dim=1).numpy().astype(np.float32)
+        self.selection_["trained"] = {"epochs": self.train_epochs, "lr": self.lr, "final_loss": round(loss.item(), 4)}
 
     def _partial_fit(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
         self.keys_ = np.vstack([self.keys_, E.astype(np.float32)])
