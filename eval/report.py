@@ -384,8 +384,8 @@ def main() -> None:
     zs = _load("text_zeroshot.json")
     if zs:
         lines += zeroshot_section(zs)
-    for body in ("minilm", "mpnet"):
-        tu = _load(f"text_tuning_{body}.json")
+    for name in ("minilm", "minilm_trained_keys", "mpnet"):
+        tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)
     im = _load("images.json")

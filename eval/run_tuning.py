@@ -51,6 +51,7 @@ def heads_on(Es, ys, Et, prior_s, prior_t) -> dict[str, tuple[np.ndarray, float]
         ("linear", lambda: LinearHead(), False),
         ("cache + label prior", lambda: CacheAdapterHead(), True),
         ("auto", lambda: AutoHead(), True),
+        ("cache + label prior, trained keys (50 epochs)", lambda: CacheAdapterHead(train_epochs=50), True),
     ]:
         t = time.perf_counter()
         head = make()
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="contrastive tuning steps")
     ap.add_argument("--no-tune", action="store_true", help="only the training-free methods")
     ap.add_argument("--note", default="")
+    ap.add_argument("--tag", default="", help="suffix of the results file (text_tuning_<body><tag>.json)")
     a = ap.parse_args()
     started = time.perf_counter()
     rows = run(a.body, a.datasets, a.shots, a.seeds, a.test_cap, not a.no_tune, a.steps)
@@ -149,7 +151,7 @@ def main() -> None:
         "note": a.note,
         "rows": rows,
     }
-    path = RESULTS / f"text_tuning_{a.body}.json"
+    path = RESULTS / f"text_tuning_{a.body}{a.tag}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path} in {out['wall_s']} s")
 
