@@ -216,7 +216,7 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
         self.prior_ = None
         if getattr(head, "accepts_prior", False) and self._wants_prior(y):
             self.prior_ = ZeroShotClassifier(np.unique(y).tolist(), encoder=self.encoder_).fit()
-            self.head_ = head.fit(E, y, prior=self.prior_.decision_function(items))
+            self.head_ = head.fit(E, y, **self._scores_kw(items, E))
         else:
             self.head_ = head.fit(E, y)
         return self
@@ -238,10 +238,18 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
 
         return all(is_word(v) for v in np.unique(y).tolist())
 
-    def _scores_kw(self, items: list[Any]) -> dict[str, Any]:
-        """Extra inputs of the head: the zero-shot prior scores, for a cache adapter fitted with them."""
+    def _scores_kw(self, items: list[Any], E: np.ndarray) -> dict[str, Any]:
+        """Extra inputs of the head: the zero-shot prior scores, for a cache adapter fitted with them.
+
+        When the prior shares the classifier's encoder (text, CLIP) it scores the embeddings ``E`` already
+        computed; only a prior in another space (ConSE for a plain image backbone) encodes ``items`` itself.
+        """
         prior = getattr(self, "prior_", None)
-        return {} if prior is None else {"prior": prior.decision_function(items)}
+        if prior is None:
+            return {}
+        if prior.encoder_ is self.encoder_:
+            return {"prior": prior.head_.decision_function(E)}
+        return {"prior": prior.decision_function(items)}
 
     def add_examples(self, X: Any, y: Any) -> FewShotClassifier:
         """Add labelled examples, including examples of new classes, without refitting from scratch.
@@ -261,7 +269,8 @@ class FewShotClassifier(ClassifierMixin, BaseEstimator):
     def _run(self, method: str, X: Any, show_progress: bool) -> np.ndarray:
         head = self._head()
         items = self.encoder_.validate(X)
-        return getattr(head, method)(self.embed(items, show_progress), **self._scores_kw(items))
+        E = self.embed(items, show_progress)
+        return getattr(head, method)(E, **self._scores_kw(items, E))
 
     def decision_function(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Head scores, array of shape (n_samples, n_classes)."""

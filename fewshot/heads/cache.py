@@ -151,28 +151,32 @@ class CacheAdapterHead(BaseHead):
         self.keys_ = np.vstack([self.keys_, E.astype(np.float32)])
         self.codes_ = np.concatenate([self.codes_, codes.astype(np.int64)])
 
-    def _class_sums(self) -> np.ndarray:
-        sums = np.zeros((len(self.classes_), self.keys_.shape[1]))
-        np.add.at(sums, self.codes_, self.keys_.astype(np.float64))
-        return sums
+    def _cache(self, Q: np.ndarray, beta: float, held_out: np.ndarray | None = None) -> np.ndarray:
+        """Cache scores of queries ``Q`` (n, dim), shape (n, n_classes).
+
+        ``held_out`` (optional, one support row index per query) leaves each query's own key out: the
+        leave-one-out scores of the support set.
+        """
+        Q = Q.astype(np.float64)
+        keys = self.keys_.astype(np.float64)
+        onehot = np.eye(len(self.classes_))[self.codes_]
+        if beta == 0.0:
+            # the cosine to each class's mean key
+            sums = onehot.T @ keys
+            if held_out is None:
+                return Q @ (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).T
+            means = np.broadcast_to(sums, (len(Q), *sums.shape)).copy()
+            means[np.arange(len(Q)), self.codes_[held_out]] -= keys[held_out]
+            means /= np.maximum(np.linalg.norm(means, axis=2, keepdims=True), 1e-12)
+            return np.einsum("nd,ncd->nc", Q, means)
+        A = np.exp(-beta * (1.0 - Q @ keys.T))
+        if held_out is not None:
+            A[np.arange(len(Q)), held_out] = 0.0  # an example is not its own neighbour
+        return A @ onehot
 
     def _loo_cache(self, beta: float, rows: np.ndarray) -> np.ndarray:
         """Cache scores of support rows ``rows`` against all other keys, shape (len(rows), n_classes)."""
-        if beta == 0.0:
-            # cosine to each class mean, the held-out example taken out of its own class's mean
-            sums = self._class_sums()
-            K = self.keys_[rows].astype(np.float64)
-            own = sums[self.codes_[rows]] - K
-            means = np.broadcast_to(sums, (len(rows), *sums.shape)).copy()
-            means[np.arange(len(rows)), self.codes_[rows]] = own
-            means /= np.maximum(np.linalg.norm(means, axis=2, keepdims=True), 1e-12)
-            return np.einsum("nd,ncd->nc", K, means)
-        A = np.exp(-beta * (1.0 - self.keys_[rows].astype(np.float64) @ self.keys_.T.astype(np.float64)))
-        A[np.arange(len(rows)), rows] = 0.0  # an example is not its own neighbour
-        out = np.zeros((len(rows), len(self.classes_)))
-        for c in range(len(self.classes_)):
-            out[:, c] = A[:, self.codes_ == c].sum(axis=1)
-        return out
+        return self._cache(self.keys_[rows], beta, held_out=rows)
 
     def _select(self, prior: np.ndarray | None) -> None:
         n = len(self.keys_)
@@ -256,15 +260,7 @@ class CacheAdapterHead(BaseHead):
             raise InputError("this cache adapter was fitted with zero-shot prior scores; pass prior=")
         if not self.uses_prior_ and prior is not None:
             raise InputError("this cache adapter was fitted without prior scores; do not pass prior=")
-        if self.beta_ == 0.0:
-            means = self._class_sums()
-            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-            cache = E.astype(np.float64) @ means.T
-        else:
-            A = np.exp(-self.beta_ * (1.0 - E.astype(np.float64) @ self.keys_.T.astype(np.float64)))
-            cache = np.zeros((len(E), len(self.classes_)))
-            for c in range(len(self.classes_)):
-                cache[:, c] = A[:, self.codes_ == c].sum(axis=1)
+        cache = self._cache(E, self.beta_)
         wp, wc = self.weights_
         S = wc * cache / self.cache_scale_
         if prior is not None:
