@@ -244,7 +244,8 @@ def load_goemotions(root: Path) -> TextDataset:
 
     tr, ytr = read("train")
     te, yte = read("test")
-    return TextDataset("goemotions", tr, ytr, te, yte, names, split_note="official split; multi-label (28)")
+    note = "official split; multi-label (28); the validation split is in extra['dev']"
+    return TextDataset("goemotions", tr, ytr, te, yte, names, split_note=note, extra={"dev": read("dev")})
 
 
 LOADERS: dict[str, Callable[[Path], TextDataset]] = {

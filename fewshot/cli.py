@@ -124,7 +124,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     head_params = json.loads(a.head_params) if a.head_params else None
     encoder = _make_encoder(a.encoder, images)
     tune = {"steps": a.tune, "seed": a.seed} if a.tune else False
-    clf = FewShotClassifier(encoder, head=a.head, head_params=head_params, tune=tune)
+    clf = FewShotClassifier(encoder, head=a.head, head_params=head_params, tune=tune, abstain=_abstain(a.abstain))
     clf.fit(texts, labels, show_progress=True)
     clf.save(a.output)
     picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
@@ -137,12 +137,25 @@ def cmd_fit(a: argparse.Namespace) -> int:
     return 0
 
 
-def _prediction_rows(rows, texts, classes, proba, fmt, label_name="label") -> list[dict[str, Any]]:
+def _abstain(value: str | None) -> float | str | None:
+    """``--abstain``: auto, off, or a number."""
+    if value is None or value == "off":
+        return None
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"--abstain takes auto, off or a number (a score threshold), got {value!r}") from None
+
+
+def _prediction_rows(rows, labels, classes, proba, fmt, label_name="label") -> list[dict[str, Any]]:
+    """One output record per input: the label ("" for "none of these"), its probability, all of them."""
     out = []
-    for r, p in zip(rows, proba):
+    for r, lab, p in zip(rows, labels, proba):
         best = int(p.argmax())
         rec = dict(r)
-        rec[label_name] = classes[best]
+        rec[label_name] = "" if lab is None else lab
         rec["score"] = round(float(p[best]), 6)
         if fmt == "csv":
             rec.update({f"p_{c}": round(float(v), 6) for c, v in zip(classes, p)})
@@ -170,16 +183,21 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from fewshot.io import read_records, write_records
 
     clf = FewShotClassifier.load(a.model)
+    if a.abstain is not None:
+        threshold = _abstain(a.abstain)
+        if threshold == "auto":
+            raise InputError("predict --abstain takes off or a number; 'auto' is set when fitting (fit --abstain auto)")
+        clf.threshold_ = threshold
     if _is_image_input(a.data):
         rows, texts, _ = _image_rows(a.data, labelled=False)
     else:
         rows = read_records(a.data, a.format)
         texts = _texts(rows, a.text_col, a.data or "stdin")
-    proba = clf.predict_proba(texts, show_progress=True)
+    labels, proba = clf.predict_with_proba(texts, show_progress=True)
     fmt = _output_format(a)
     fmt = "jsonl" if fmt == "txt" else fmt
     with _out(a.output) as f:
-        write_records(_prediction_rows(rows, texts, clf.classes_.tolist(), proba, fmt, a.label_col), f, fmt)
+        write_records(_prediction_rows(rows, labels, clf.classes_.tolist(), proba, fmt, a.label_col), f, fmt)
     return 0
 
 
@@ -189,12 +207,27 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
 
     labels = _parse_labels(a.labels, a.labels_file)
     images = _is_image_input(a.data)
-    zs = ZeroShotClassifier(labels, encoder=_make_encoder(a.encoder, images), templates=a.templates)
+    zs = ZeroShotClassifier(
+        labels,
+        encoder=_make_encoder(a.encoder, images),
+        templates=a.templates,
+        adapt=a.adapt,
+        abstain=_abstain(a.abstain),
+    )
     if images:
         rows, texts, _ = _image_rows(a.data, labelled=False)
     else:
         rows = read_records(a.data, a.format)
         texts = _texts(rows, a.text_col, a.data or "stdin")
+    corpus = None
+    if a.corpus:
+        if _is_image_input(a.corpus):
+            corpus = _image_rows(a.corpus, labelled=False)[1]
+        else:
+            corpus = _texts(read_records(a.corpus, None), a.text_col, a.corpus)
+    elif a.adapt_to_input:
+        corpus = texts
+    zs.fit(corpus, show_progress=True)
     fmt = _output_format(a)
     if a.multi_label:
         tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, show_progress=True)
@@ -208,8 +241,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
                 rec["tags"] = [{"label": lab, "score": round(s, 6)} for lab, s in t]
             out_rows.append(rec)
     else:
-        proba = zs.predict_proba(texts, show_progress=True)
-        out_rows = _prediction_rows(rows, texts, zs.classes_.tolist(), proba, fmt)
+        labels_out, proba = zs.predict_with_proba(texts, show_progress=True)
+        out_rows = _prediction_rows(rows, labels_out, zs.classes_.tolist(), proba, fmt)
     with _out(a.output) as f:
         write_records(out_rows, f, fmt)
     return 0
@@ -352,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tune", type=int, metavar="STEPS", help="contrastively tune the text model for STEPS steps first (e.g. 10)"
     )
     sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
+    sp.add_argument(
+        "--abstain",
+        help="'none of these': auto (threshold from held-out scores of the examples) or a score threshold; "
+        "predict then writes an empty label for inputs below it",
+    )
     sp.set_defaults(func=cmd_fit)
 
     sp = sub.add_parser("predict", help="classify records with a saved model")
@@ -359,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(sp, data_optional=True, label=False)
     sp.add_argument("--label-col", default="label", help="name of the output label column (default: label)")
     sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
+    sp.add_argument("--abstain", help="override the saved abstention threshold: off or a number")
     sp.set_defaults(func=cmd_predict)
 
     sp = sub.add_parser("zeroshot", help="classify or tag records from label names alone")
@@ -369,7 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--templates", help="template set name (plain, ensemble) or one template with {}")
     sp.add_argument("--multi-label", action="store_true", help="tag each record with every label above --threshold")
-    sp.add_argument("--threshold", type=float, default=0.2, help="cosine threshold for --multi-label (default 0.2)")
+    sp.add_argument("--threshold", type=float, help="cosine threshold for --multi-label (default 0.2)")
+    sp.add_argument(
+        "--corpus", help="unlabelled records of the task (file or image folder) to adapt the labels to (self-training)"
+    )
+    sp.add_argument("--adapt-to-input", action="store_true", help="use the records being classified as that corpus")
+    sp.add_argument("--adapt", default="auto", choices=["auto", "selftrain", "center", "none"])
+    sp.add_argument(
+        "--abstain", help="'none of these' (empty label): a cosine threshold, or auto (needs --corpus/--adapt-to-input)"
+    )
     sp.add_argument("--top-k", type=int, help="at most this many tags per record")
     sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")

@@ -133,8 +133,16 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier([], encoder=fake_encoder).predict(["x"])
     with pytest.raises(InputError, match="given twice"):
         ZeroShotClassifier(["a", "a"], encoder=fake_encoder).predict(["x"])
-    with pytest.raises(InputError, match="threshold, a top_k"):
-        ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], threshold=None)
+    with pytest.raises(InputError, match="top_k must be a positive integer"):
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=0)
+    with pytest.raises(InputError, match="pass them to fit"):
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain="auto").fit()
+    with pytest.raises(InputError, match="adapt must be"):
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder, adapt="magic").fit(["x"])
+    with pytest.raises(InputError, match="abstain must be None, 'auto' or a number"):
+        FewShotClassifier(encoder=fake_encoder, abstain="sometimes").fit(["a", "b"], ["x", "y"])
+    with pytest.raises(InputError, match="at least 2 examples in every class"):
+        FewShotClassifier(encoder=fake_encoder, abstain="auto").fit(["a", "b"], ["x", "y"])
 
 
 def test_damaged_model_saves_are_named(tmp_path, fake_encoder):
