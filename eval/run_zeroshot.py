@@ -101,18 +101,20 @@ def techniques(names: list[str], embed: Embedder) -> list[dict]:
                     "fit_s_cached": fit_s,
                 }
             )
-        p = setfit_zeroshot_path(name, 0)
-        if p.exists():
-            r = json.loads(p.read_text())
+        runs = [json.loads(p.read_text()) for p in (setfit_zeroshot_path(name, s) for s in range(3)) if p.exists()]
+        if runs:
+            acc, f1 = [r["accuracy"] for r in runs], [r["macro_f1"] for r in runs]
             rows.append(
                 {
                     "dataset": name,
                     "method": "SetFit templated zero-shot (measured)",
-                    "test_size": r["test_size"],
-                    "accuracy": r["accuracy"],
-                    "macro_f1": r["macro_f1"],
-                    "fit_s": r["fit_s"],
-                    "training_args": r.get("training_args"),
+                    "test_size": runs[0]["test_size"],
+                    "seeds": [r["seed"] for r in runs],
+                    "accuracy": float(np.mean(acc)),
+                    "accuracy_std": float(np.std(acc)),
+                    "macro_f1": float(np.mean(f1)),
+                    "fit_s": float(np.mean([r["fit_s"] for r in runs])),
+                    "training_args": runs[0].get("training_args"),
                 }
             )
         print(f"techniques {name} done", flush=True)
