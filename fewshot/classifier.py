@@ -241,6 +241,31 @@ class _Calibrated:
             return v is None or (isinstance(v, float) and np.isnan(v))
         return v == self.abstain_label
 
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy on ``X`` against ``y``. Labels the model never saw are refused, not counted as misses:
+        they usually mean a mismatched label column (``"Positive"`` against ``"positive"``). With abstention
+        on, rows labelled ``abstain_label`` (None by default) are right when the model abstains on them."""
+        self._head()
+        items = self.encoder_.validate(X)
+        abstaining = getattr(self, "threshold_", None) is not None
+        if abstaining:
+            y = np.asarray(list(y), dtype=object)
+            if len(y) != len(items):
+                raise InputError(f"y has {len(y)} labels for {len(items)} examples")
+            oos = np.asarray([self._is_abstain(v) for v in y.tolist()], dtype=bool)
+        else:
+            y = as_labels(y, len(items))
+            oos = np.zeros(len(y), dtype=bool)
+        unknown = sorted({str(v) for v, o in zip(y.tolist(), oos) if not o} - {str(c) for c in self.classes_.tolist()})
+        if unknown:
+            raise InputError(
+                f"labels the model never saw: {', '.join(unknown[:5])}; "
+                f"it knows {', '.join(map(str, self.classes_[:10]))}"
+            )
+        pred = self.predict(items)
+        hits = [self._is_abstain(p) if o else (not self._is_abstain(p) and p == t) for p, t, o in zip(pred, y, oos)]
+        return float(np.average(np.asarray(hits, dtype=float), weights=sample_weight))
+
     def _calibration_state(self) -> dict[str, Any]:
         return {
             "temperature": getattr(self, "temperature_", 1.0),
@@ -455,22 +480,6 @@ class FewShotClassifier(_Calibrated, ClassifierMixin, BaseEstimator):
         items = self.encoder_.validate(X)
         E = self.embed(items, show_progress)
         return E, self._scores_kw(items, E)
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Accuracy on ``X`` against ``y``. Labels the model never saw are refused, not counted as misses:
-        they usually mean a mismatched label column (``"Positive"`` against ``"positive"``)."""
-        items = self.encoder_.validate(X)
-        y = as_labels(y, len(items))
-        known = {str(c) for c in self.classes_.tolist()}
-        if getattr(self, "threshold_", None) is not None:
-            known.add(str(self.abstain_label))
-        unknown = sorted({str(v) for v in y.tolist()} - known)
-        if unknown:
-            raise InputError(
-                f"labels the model never saw: {', '.join(unknown[:5])}; "
-                f"it knows {', '.join(map(str, self.classes_[:10]))}"
-            )
-        return float(np.average(self.predict(items) == y, weights=sample_weight))
 
     def save(self, path: str | Path) -> Path:
         """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically."""

@@ -204,3 +204,17 @@ def test_cli_writes_an_empty_label_for_an_abstention(tmp_path, capsys):
     assert main(["zeroshot", str(queries), "--labels", "payments,delivery", "--abstain", "0.3", "-o", str(out2)]) == 0
     lines = [json.loads(x) for x in out2.read_text().splitlines()]
     assert [r["label"] for r in lines] == ["payments", ""]
+
+
+def test_score_counts_an_abstention_on_an_out_of_scope_row_as_right():
+    enc = FakeEncoder()
+    X = ["red apple", "green apple", "ripe apple", "fast car", "red car", "old car"]
+    y = ["fruit"] * 3 + ["vehicle"] * 3
+    clf = FewShotClassifier(encoder=enc, abstain=0.5).fit(X, y)
+    queries = ["red apple", "zebra crossing tonight quietly"]
+    pred = clf.predict(queries)
+    assert pred[0] == "fruit" and pred[1] is None
+    assert clf.score(queries, ["fruit", None]) == 1.0
+    assert clf.score(queries, ["fruit", "vehicle"]) == 0.5
+    zs = ZeroShotClassifier(["fruit", "vehicle"], encoder=enc, abstain=0.99, abstain_label="none")
+    assert zs.fit().score(["apple"], ["none"]) == 1.0
