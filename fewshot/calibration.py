@@ -63,9 +63,14 @@ def held_out_scores(
     S = np.zeros((len(E), len(counts)))
     cv = StratifiedKFold(n_splits=int(min(folds, counts.min())), shuffle=True, random_state=seed)
     classes = head.classes_
+    template = clone(inner)
+    if getattr(inner, "C", 0) is None and hasattr(inner, "C_"):
+        # the linear head chose C by its own cross-validation: the folds reuse that C rather than choosing
+        # again inside each fold (5 fits instead of 105; the scores are those of the head as fitted)
+        template.set_params(C=inner.C_)
     for train, test in cv.split(E, codes):
         kw = {k: v[train] for k, v in (fit_kw or {}).items()}
-        part = clone(inner).fit(E[train], classes[codes[train]], classes=classes, **kw)
+        part = clone(template).fit(E[train], classes[codes[train]], classes=classes, **kw)
         S[test] = part.decision_function(E[test], **{k: v[test] for k, v in (fit_kw or {}).items()})
     return S
 

@@ -149,8 +149,8 @@ class _Calibrated:
     """Calibrated probabilities and abstention, shared by the few-shot and zero-shot classifiers.
 
     The classifier provides ``_head_inputs`` (what its head scores), ``_head``, ``classes_``, ``encoder_``
-    and the ``calibrate``,
-    ``abstain`` and ``abstain_label`` settings; it sets ``temperature_`` and ``threshold_`` when fitted.
+    and the ``calibrate``, ``abstain`` and ``abstain_label`` settings; it sets ``temperature_`` and
+    ``threshold_`` when fitted.
     """
 
     def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
