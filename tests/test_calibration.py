@@ -138,6 +138,13 @@ def test_zero_shot_abstains_from_an_unlabelled_corpus_threshold(text_encoder, cl
     pred_in = zs.predict(clinc["Xt"])
     assert np.mean(pred_oos == "") > 0.4
     assert np.mean(pred_in == "") < 0.2
+    # no corpus: a labelled validation split with out-of-scope rows ("" here) sets threshold and temperature
+    plain = ZeroShotClassifier(clinc["names"], encoder=text_encoder, abstain_label="").fit()
+    assert plain.threshold_ is None
+    val_X = [t for t, _ in clinc["val"]] + clinc["oos_val"]
+    plain.fit_calibration(val_X, [c for _, c in clinc["val"]] + [""] * len(clinc["oos_val"]))
+    assert plain.threshold_ is not None and plain.calibration_["method"] == "validation split"
+    assert np.mean(plain.predict(clinc["oos"][2:]) == "") > np.mean(plain.predict(clinc["Xt"]) == "") + 0.2
 
 
 def test_self_training_on_an_unlabelled_corpus_beats_the_label_text_alone(text_encoder, data_root):
