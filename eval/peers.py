@@ -62,6 +62,37 @@ def setfit_cached(dataset: str, shots: int, seed: int) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _fit_and_score(ds: TextDataset, train, seed: int, test_idx: np.ndarray, **training_args) -> dict:
+    """Fit SetFit (bundled MiniLM body) on ``train`` and score it on ``test_idx``: the fields every stored
+    SetFit result shares, the test predictions included. Callers set HF_HUB_OFFLINE before importing
+    anything of Hugging Face's (it is read at import time)."""
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from fewshot.encoders.text import bundled_model_path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        model = SetFitModel.from_pretrained(str(bundled_model_path()))
+        args = TrainingArguments(
+            output_dir=tmp, seed=seed, show_progress_bar=False, save_strategy="no", **training_args
+        )
+        Trainer(model=model, args=args, train_dataset=train).train()
+        fit_s = time.perf_counter() - t
+    texts = [ds.test_texts[i] for i in test_idx]
+    t = time.perf_counter()
+    pred = np.asarray(model.predict(texts, batch_size=64))
+    predict_s = time.perf_counter() - t
+    return {
+        "test_size": int(len(test_idx)),
+        **scores(ds.test_labels[test_idx], pred, len(ds.label_names)),
+        "fit_s": fit_s,
+        "items_per_s": len(texts) / predict_s,
+        "setfit_version": __import__("setfit").__version__,
+        "body": "all-MiniLM-L6-v2 (bundled)",
+        "predictions": [int(v) for v in pred],
+    }
+
+
 def setfit_run(ds: TextDataset, shots: int, seed: int, test_idx: np.ndarray) -> dict:
     """Fit SetFit 1.2.0 (default TrainingArguments, the bundled MiniLM body) on our seeded support set.
 
@@ -70,36 +101,17 @@ def setfit_run(ds: TextDataset, shots: int, seed: int, test_idx: np.ndarray) -> 
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from datasets import Dataset
-    from setfit import SetFitModel, Trainer, TrainingArguments
-
-    from fewshot.encoders.text import bundled_model_path
 
     support = sample_per_class(ds.train_labels, shots, seed)
     train = Dataset.from_dict(
         {"text": [ds.train_texts[i] for i in support], "label": [int(v) for v in ds.train_labels[support]]}
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        model = SetFitModel.from_pretrained(str(bundled_model_path()))
-        args = TrainingArguments(output_dir=tmp, seed=seed, show_progress_bar=False, save_strategy="no")
-        Trainer(model=model, args=args, train_dataset=train).train()
-        fit_s = time.perf_counter() - t
-    texts = [ds.test_texts[i] for i in test_idx]
-    t = time.perf_counter()
-    pred = np.asarray(model.predict(texts, batch_size=64))
-    predict_s = time.perf_counter() - t
     result = {
         "dataset": ds.name,
         "shots": shots,
         "seed": seed,
         "support_size": int(len(support)),
-        "test_size": int(len(test_idx)),
-        **scores(ds.test_labels[test_idx], pred, len(ds.label_names)),
-        "fit_s": fit_s,
-        "items_per_s": len(texts) / predict_s,
-        "setfit_version": __import__("setfit").__version__,
-        "body": "all-MiniLM-L6-v2 (bundled)",
-        "predictions": [int(v) for v in pred],
+        **_fit_and_score(ds, train, seed, test_idx),
     }
     SETFIT_DIR.mkdir(parents=True, exist_ok=True)
     setfit_path(ds.name, shots, seed).write_text(json.dumps(result) + "\n")
@@ -122,42 +134,17 @@ def setfit_zeroshot_run(ds: TextDataset, seed: int, test_idx: np.ndarray) -> dic
     more than 20 labels, ``num_iterations=20`` caps the pairs (see ZEROSHOT_ITERATIONS_ABOVE_LABELS).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from setfit import SetFitModel, Trainer, TrainingArguments, get_templated_dataset
-
-    from fewshot.encoders.text import bundled_model_path
+    from setfit import get_templated_dataset
 
     train = get_templated_dataset(candidate_labels=list(ds.label_names), sample_size=8)
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        model = SetFitModel.from_pretrained(str(bundled_model_path()))
-        extra = {"num_iterations": 20} if len(ds.label_names) > ZEROSHOT_ITERATIONS_ABOVE_LABELS else {}
-        args = TrainingArguments(
-            output_dir=tmp,
-            batch_size=32,
-            num_epochs=1,
-            seed=seed,
-            show_progress_bar=False,
-            save_strategy="no",
-            **extra,
-        )
-        Trainer(model=model, args=args, train_dataset=train).train()
-        fit_s = time.perf_counter() - t
-    texts = [ds.test_texts[i] for i in test_idx]
-    t = time.perf_counter()
-    pred = np.asarray(model.predict(texts, batch_size=64))
-    predict_s = time.perf_counter() - t
+    extra = {"num_iterations": 20} if len(ds.label_names) > ZEROSHOT_ITERATIONS_ABOVE_LABELS else {}
+    training_args = {"batch_size": 32, "num_epochs": 1, **extra}
     result = {
         "dataset": ds.name,
         "seed": seed,
         "train_size": len(train),
-        "training_args": {"batch_size": 32, "num_epochs": 1, **extra},
-        "test_size": int(len(test_idx)),
-        **scores(ds.test_labels[test_idx], pred, len(ds.label_names)),
-        "fit_s": fit_s,
-        "items_per_s": len(texts) / predict_s,
-        "setfit_version": __import__("setfit").__version__,
-        "body": "all-MiniLM-L6-v2 (bundled)",
-        "predictions": [int(v) for v in pred],
+        "training_args": training_args,
+        **_fit_and_score(ds, train, seed, test_idx, **training_args),
     }
     SETFIT_DIR.mkdir(parents=True, exist_ok=True)
     setfit_zeroshot_path(ds.name, seed).write_text(json.dumps(result) + "\n")

@@ -21,6 +21,8 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from fewshot.heads.base import BaseHead, l2_normalize, softmax
+from fewshot.heads.knn import KNNHead
+from fewshot.heads.linear import LinearHead
 from fewshot.heads.prototype import PrototypeHead
 
 # share of in-scope support examples that the support-set threshold may reject. Chosen on CLINC150's
@@ -65,7 +67,7 @@ def held_out_scores(
     cv = StratifiedKFold(n_splits=int(min(folds, counts.min())), shuffle=True, random_state=seed)
     classes = head.classes_
     template = clone(inner)
-    if getattr(inner, "C", 0) is None and hasattr(inner, "C_"):
+    if isinstance(inner, LinearHead) and inner.C is None:
         # the linear head chose C by its own cross-validation: the folds reuse that C rather than choosing
         # again inside each fold (5 fits instead of 105; the scores are those of the head as fitted)
         template.set_params(C=inner.C_)
@@ -80,7 +82,7 @@ def log_proba(head: BaseHead, S: np.ndarray) -> np.ndarray:
     """The head's log-probabilities from its decision scores (softmax heads: scores / temperature)."""
     head = getattr(head, "head_", head)
     T = getattr(head, "temperature", None)
-    if type(head).__name__ == "KNNHead":
+    if isinstance(head, KNNHead):
         return np.log(np.clip(S, 1e-6, None))  # vote shares are the probabilities
     P = softmax(S, 1.0 if T is None else float(T))
     return np.log(np.clip(P, 1e-12, None))

@@ -588,6 +588,11 @@ class ZeroShotClassifier(_Calibrated, ClassifierMixin, BaseEstimator):
         if self.adapt not in ("auto", "selftrain", "center", "none"):
             raise InputError(f"adapt must be 'auto', 'selftrain', 'center' or 'none', got {self.adapt!r}")
         abstain = cal.as_threshold(self.abstain)
+        if abstain == "auto" and X is None:
+            raise InputError(
+                "abstain='auto' sets the threshold from your unlabelled inputs: pass them to fit(X), give a "
+                "number, or call fit_calibration(X_val, y_val) with a validation split"
+            )
         parsed = parse_labels(self.labels)
         encoder = self.encoder_
         texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates, encoder.modality))
@@ -599,22 +604,16 @@ class ZeroShotClassifier(_Calibrated, ClassifierMixin, BaseEstimator):
         self.head_, self.shift_ = self.label_head_, None
         self.adaptation_: dict[str, Any] = {"method": "none"}
         self.temperature_, self.threshold_, self.calibration_ = 1.0, None, {"method": "default temperature"}
-        if X is not None and self.adapt != "none":
-            self._adapt(encoder.encode(encoder.validate(X), show_progress=show_progress))
+        # the corpus is encoded once, for the adaptation and the "auto" threshold alike
+        uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
+        C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
+        if C is not None and self.adapt != "none":
+            self._adapt(C)
         if abstain == "auto":
-            if X is None:
-                raise InputError(
-                    "abstain='auto' sets the threshold from your unlabelled inputs: pass them to fit(X), give a "
-                    "number, or call fit_calibration(X_val, y_val) with a validation split"
-                )
-            corpus = getattr(self, "_corpus_", None)
-            if corpus is None:  # the corpus was too small to adapt to, or adapt="none"
-                corpus = self.encoder_.encode(self.encoder_.validate(X))
-            best = self.head_.decision_function(self._shifted(corpus)).max(axis=1)
+            best = self.head_.decision_function(self._shifted(C)).max(axis=1)
             self.threshold_ = float(np.quantile(best, cal.ABSTAIN_QUANTILE))
         elif abstain is not None:
             self.threshold_ = float(abstain)
-        self.__dict__.pop("_corpus_", None)
         return self
 
     def _adapt(self, C: np.ndarray) -> None:
@@ -628,7 +627,6 @@ class ZeroShotClassifier(_Calibrated, ClassifierMixin, BaseEstimator):
             }
             return
         self.shift_ = C.astype(np.float64).mean(axis=0)
-        self._corpus_ = C
         Cc = self._shifted(C)
         V = l2_normalize(self.label_head_.centroids_ - self.shift_)
         if not selftrain:  # centring only
