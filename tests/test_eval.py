@@ -113,6 +113,21 @@ def test_confidence_interval_formula():
     assert mean_std(v) == pytest.approx((0.65, np.std(v)))
 
 
+
+def test_setfit_pair_count_matches_enumeration_and_keeps_defaults_where_cheap():
+    from eval.peers import default_pair_count, setfit_training_args
+
+    rng = np.random.default_rng(0)
+    for labels in (np.repeat(np.arange(3), 4), rng.integers(0, 4, 23), np.array([0, 1, 1, 1, 1, 1, 1])):
+        i, j = np.triu_indices(len(labels))  # every pair with replacement, as SetFit's sampler draws them
+        positive = int((labels[i] == labels[j]).sum())
+        assert default_pair_count(labels) == 2 * max(positive, len(i) - positive)
+    # every N=8 support and a binary N=64 one keep SetFit's defaults; a 5-class N=64 one takes the paper's R
+    for classes in (2, 4, 5, 6):
+        assert setfit_training_args(np.repeat(np.arange(classes), 8)) == {}
+    assert setfit_training_args(np.repeat(np.arange(2), 64)) == {}
+    assert setfit_training_args(np.repeat(np.arange(5), 64)) == {"num_iterations": 20}
+
 def test_image_loaders_match_readme(data_root):
     from eval.datasets import load_images
 
