@@ -559,7 +559,7 @@ def main() -> None:
         part = _load(f"text_zeroshot_{name}.json")
         if part:
             lines += section(part)
-    for name in ("minilm", "minilm_trained_keys", "mpnet"):
+    for name in ("minilm", "minilm_trained_keys", "minilm_n64", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)
