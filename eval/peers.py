@@ -189,13 +189,15 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--datasets", nargs="+", default=SETFIT_DATASETS)
     ap.add_argument("--shots", type=int, nargs="+", default=[8])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1")
+    ap.add_argument("--seed", type=int, nargs="+", help="these seeds instead (to split runs across cores)")
     ap.add_argument("--test-cap", type=int, default=2000)
     ap.add_argument("--redo", action="store_true")
     ap.add_argument("--zeroshot", action="store_true", help="SetFit's templated zero-shot recipe instead")
     a = ap.parse_args()
+    seeds = a.seed if a.seed is not None else list(range(a.seeds))
     if a.zeroshot:
-        for seed in range(a.seeds):
+        for seed in seeds:
             for name in a.datasets:
                 if setfit_zeroshot_path(name, seed).exists() and not a.redo:
                     continue
@@ -204,7 +206,7 @@ def main() -> None:
                 print(f"{name} zero-shot seed={seed}: acc {r['accuracy']:.3f} fit {r['fit_s']:.0f}s", flush=True)
         return
     for shots in a.shots:
-        for seed in range(a.seeds):
+        for seed in seeds:
             for name in a.datasets:
                 if setfit_cached(name, shots, seed) and not a.redo:
                     continue
