@@ -50,7 +50,7 @@ def with_stored_setfit(res: dict) -> list[dict]:
             groups[(r["dataset"], r["shots"])].append(r)
     for (dataset, shots), rs in sorted(groups.items()):
         row = {"dataset": dataset, "method": "SetFit (MiniLM)", "shots": shots, "runs": len(rs)}
-        # runs stored before the pair cap existed used the defaults, which is what they record as {}
+        # runs stored before `training_args` was recorded all used the defaults, read here as {}
         row["training_args"] = sorted({json.dumps(r.get("training_args", {}), sort_keys=True) for r in rs})
         for m in ("accuracy", "macro_f1", "mcc", "fit_s", "items_per_s"):
             row[m], row[f"{m}_std"] = mean_std([r[m] for r in rs])
