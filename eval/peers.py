@@ -6,8 +6,10 @@ SetFit runs are slow on a CPU (minutes a fit), so each (dataset, shots, seed) re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -62,22 +64,84 @@ def setfit_cached(dataset: str, shots: int, seed: int) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def _fit_and_score(ds: TextDataset, train, seed: int, test_idx: np.ndarray, **training_args) -> dict:
+def _digest(texts, labels) -> str:
+    h = hashlib.sha256()
+    for text, label in zip(texts, labels):
+        h.update(f"{label}\t{text}\n".encode())
+    return h.hexdigest()
+
+
+# A long SetFit fit (Enron at N=64: 520 steps of 256-token pairs, about 3 hours on one core here) may outlive
+# the process that started it; with a checkpoint folder it saves every SAVE_STEPS steps and a rerun of the
+# same (dataset, shots, seed) resumes from the last save through the Trainer's own resume_from_checkpoint,
+# which restores weights, optimizer, schedule, RNG states and the position in the pair order.
+SAVE_STEPS = 20
+CHECKPOINTS = Path(__file__).resolve().parent / "cache" / "setfit_checkpoints"
+
+
+def _fit_and_score(
+    ds: TextDataset, train, seed: int, test_idx: np.ndarray, checkpoints: Path | None = None, **training_args
+) -> dict:
     """Fit SetFit (bundled MiniLM body) on ``train`` and score it on ``test_idx``: the fields every stored
-    SetFit result shares, the test predictions included. Callers set HF_HUB_OFFLINE before importing
-    anything of Hugging Face's (it is read at import time)."""
+    SetFit result shares, the test predictions included. With ``checkpoints`` the body's training saves to
+    (and resumes from) that folder, which is removed once the fit is done; ``fit_s`` then adds up the
+    parts, each listed in ``fit_parts`` with its steps, seconds and threads. Callers set HF_HUB_OFFLINE
+    before importing anything of Hugging Face's (it is read at import time)."""
+    import torch
     from setfit import SetFitModel, Trainer, TrainingArguments
+    from transformers import TrainerCallback
 
     from fewshot.encoders.text import bundled_model_path
 
+    parts: list[dict] = []
+    resume = None
+    if checkpoints is not None:
+        # checkpoints of a different support set or different arguments are not this fit's: start over
+        run = {"seed": seed, "training_args": training_args, "support": _digest(train["text"], train["label"])}
+        if (checkpoints / "run.json").is_file() and json.loads((checkpoints / "run.json").read_text()) == run:
+            # the newest checkpoint whose save finished (fit_parts.json is written last)
+            saved = [c for c in checkpoints.glob("checkpoint-*") if (c / "fit_parts.json").is_file()]
+            resume = str(max(saved, key=lambda c: int(c.name.split("-")[1]))) if saved else None
+        else:
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            checkpoints.mkdir(parents=True)
+            (checkpoints / "run.json").write_text(json.dumps(run))
+        if resume is not None:
+            parts = json.loads((Path(resume) / "fit_parts.json").read_text())
+            print(f"resuming SetFit from {resume}", flush=True)
+    threads = torch.get_num_threads()
+    t = time.perf_counter()
+    start_step = parts[-1]["to_step"] if parts else 0
+
+    def this_part(step: int) -> dict:
+        return {"from_step": start_step, "to_step": step, "seconds": time.perf_counter() - t, "threads": threads}
+
+    class RecordParts(TrainerCallback):
+        """Writes the fit time so far into each checkpoint, so a resumed fit reports the whole of it."""
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            (folder / "fit_parts.json").write_text(json.dumps([*parts, this_part(state.global_step)]))
+
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
         model = SetFitModel.from_pretrained(str(bundled_model_path()))
-        args = TrainingArguments(
-            output_dir=tmp, seed=seed, show_progress_bar=False, save_strategy="no", **training_args
-        )
-        Trainer(model=model, args=args, train_dataset=train).train()
-        fit_s = time.perf_counter() - t
+        if checkpoints is None:
+            save = {"output_dir": tmp, "save_strategy": "no"}
+        else:
+            save = {"output_dir": str(checkpoints), "save_strategy": "steps", "save_steps": SAVE_STEPS}
+            save["save_total_limit"] = 2  # the older one is still whole while the newer is being written
+        args = TrainingArguments(seed=seed, show_progress_bar=False, **save, **training_args)
+        trainer = Trainer(model=model, args=args, train_dataset=train)
+        if checkpoints is not None:
+            trainer.st_trainer.add_callback(RecordParts())
+            # SetFit's train() calls the body's trainer without arguments; hand it the checkpoint to resume
+            body_train = trainer.st_trainer.train
+            trainer.st_trainer.train = lambda: body_train(resume_from_checkpoint=resume)
+        trainer.train()
+        parts.append(this_part(trainer.st_trainer.state.global_step))
+        fit_s = sum(p["seconds"] for p in parts)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     texts = [ds.test_texts[i] for i in test_idx]
     t = time.perf_counter()
     pred = np.asarray(model.predict(texts, batch_size=64))
@@ -86,6 +150,7 @@ def _fit_and_score(ds: TextDataset, train, seed: int, test_idx: np.ndarray, **tr
         "test_size": int(len(test_idx)),
         **scores(ds.test_labels[test_idx], pred, len(ds.label_names)),
         "fit_s": fit_s,
+        **({"fit_parts": parts} if checkpoints is not None else {}),
         "items_per_s": len(texts) / predict_s,
         "setfit_version": __import__("setfit").__version__,
         "body": "all-MiniLM-L6-v2 (bundled)",
@@ -138,7 +203,9 @@ def setfit_run(ds: TextDataset, shots: int, seed: int, test_idx: np.ndarray) -> 
         "seed": seed,
         "support_size": int(len(support)),
         "training_args": training_args,
-        **_fit_and_score(ds, train, seed, test_idx, **training_args),
+        **_fit_and_score(
+            ds, train, seed, test_idx, checkpoints=CHECKPOINTS / f"{ds.name}_n{shots}_seed{seed}", **training_args
+        ),
     }
     SETFIT_DIR.mkdir(parents=True, exist_ok=True)
     setfit_path(ds.name, shots, seed).write_text(json.dumps(result) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -113,7 +115,6 @@ def test_confidence_interval_formula():
     assert mean_std(v) == pytest.approx((0.65, np.std(v)))
 
 
-
 def test_setfit_pair_count_matches_enumeration_and_keeps_defaults_where_cheap():
     from eval.peers import default_pair_count, setfit_training_args
 
@@ -127,6 +128,60 @@ def test_setfit_pair_count_matches_enumeration_and_keeps_defaults_where_cheap():
         assert setfit_training_args(np.repeat(np.arange(classes), 8)) == {}
     assert setfit_training_args(np.repeat(np.arange(2), 64)) == {}
     assert setfit_training_args(np.repeat(np.arange(5), 64)) == {"num_iterations": 20}
+
+
+def test_setfit_fit_resumed_from_a_checkpoint_ends_where_an_unbroken_fit_does(data_root, tmp_path, monkeypatch):
+    """A long SetFit fit stopped part-way and rerun continues from its last save (weights, optimizer, schedule,
+    pair order) and lands on the same weights as one that never stopped; its fit time adds up both parts."""
+    pytest.importorskip("setfit")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from datasets import Dataset
+    from safetensors.numpy import load_file
+
+    from eval import peers
+
+    ds = load("cr", data_root)
+    support = sample_per_class(ds.train_labels, 4, seed=0)  # 8 reviews: 40 pairs, 3 steps of 16
+    train = Dataset.from_dict(
+        {"text": [ds.train_texts[i] for i in support], "label": ds.train_labels[support].tolist()}
+    )
+    test_idx = np.arange(20)
+    monkeypatch.setattr(peers, "SAVE_STEPS", 1)
+    kept = tmp_path / "kept"
+    real_rmtree = peers.shutil.rmtree
+
+    def keep_final_checkpoints(path, *args, **kwargs):  # a finished fit's folder, kept to compare
+        if Path(path).parent == tmp_path and any(Path(path).glob("checkpoint-*")):
+            real_rmtree(kept, ignore_errors=True)
+            peers.shutil.copytree(path, kept)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(peers.shutil, "rmtree", keep_final_checkpoints)
+
+    unbroken = peers._fit_and_score(ds, train, 0, test_idx, checkpoints=tmp_path / "a")
+    assert [p["to_step"] for p in unbroken["fit_parts"]] == [3]
+    final = load_file(str(next((kept / "checkpoint-3").glob("*.safetensors"))))
+
+    # the same fit "stopped" after step 2: its folder holds checkpoint-2 only
+    stopped = tmp_path / "b"
+    real_rmtree(kept / "checkpoint-3")
+    peers.shutil.copytree(kept, stopped)
+    resumed = peers._fit_and_score(ds, train, 0, test_idx, checkpoints=stopped)
+    assert [(p["from_step"], p["to_step"]) for p in resumed["fit_parts"]] == [(0, 2), (2, 3)]
+    assert resumed["fit_s"] == pytest.approx(sum(p["seconds"] for p in resumed["fit_parts"]))
+    again = load_file(str(next((kept / "checkpoint-3").glob("*.safetensors"))))
+    assert again.keys() == final.keys()
+    for name in final:
+        np.testing.assert_allclose(again[name], final[name], atol=1e-6, err_msg=name)
+    assert resumed["predictions"] == unbroken["predictions"]
+    assert not stopped.exists()  # a finished fit leaves no checkpoints behind
+
+    # checkpoints of another seed are not this fit's: a rerun starts from step 0
+    real_rmtree(kept / "checkpoint-3")
+    peers.shutil.copytree(kept, tmp_path / "c")
+    other = peers._fit_and_score(ds, train, 1, test_idx, checkpoints=tmp_path / "c")
+    assert [(p["from_step"], p["to_step"]) for p in other["fit_parts"]] == [(0, 3)]
+
 
 def test_image_loaders_match_readme(data_root):
     from eval.datasets import load_images
