@@ -84,8 +84,8 @@ def _fit_and_score(
 ) -> dict:
     """Fit SetFit (bundled MiniLM body) on ``train`` and score it on ``test_idx``: the fields every stored
     SetFit result shares, the test predictions included. With ``checkpoints`` the body's training saves to
-    (and resumes from) that folder, which is removed once the fit is done; ``fit_s`` then adds up the
-    parts, each listed in ``fit_parts`` with its steps, seconds and threads. Callers set HF_HUB_OFFLINE
+    (and resumes from) that folder, which the caller removes once the result is stored; ``fit_s`` then adds
+    up the parts, each listed in ``fit_parts`` with its steps, seconds and threads. Callers set HF_HUB_OFFLINE
     before importing anything of Hugging Face's (it is read at import time)."""
     import torch
     from setfit import SetFitModel, Trainer, TrainingArguments
@@ -140,8 +140,6 @@ def _fit_and_score(
         trainer.train()
         parts.append(this_part(trainer.st_trainer.state.global_step))
         fit_s = sum(p["seconds"] for p in parts)
-    if checkpoints is not None:
-        shutil.rmtree(checkpoints, ignore_errors=True)
     texts = [ds.test_texts[i] for i in test_idx]
     t = time.perf_counter()
     pred = np.asarray(model.predict(texts, batch_size=64))
@@ -197,18 +195,18 @@ def setfit_run(ds: TextDataset, shots: int, seed: int, test_idx: np.ndarray) -> 
     labels = ds.train_labels[support]
     train = Dataset.from_dict({"text": [ds.train_texts[i] for i in support], "label": [int(v) for v in labels]})
     training_args = setfit_training_args(labels)
+    checkpoints = CHECKPOINTS / f"{ds.name}_n{shots}_seed{seed}"
     result = {
         "dataset": ds.name,
         "shots": shots,
         "seed": seed,
         "support_size": int(len(support)),
         "training_args": training_args,
-        **_fit_and_score(
-            ds, train, seed, test_idx, checkpoints=CHECKPOINTS / f"{ds.name}_n{shots}_seed{seed}", **training_args
-        ),
+        **_fit_and_score(ds, train, seed, test_idx, checkpoints=checkpoints, **training_args),
     }
     SETFIT_DIR.mkdir(parents=True, exist_ok=True)
     setfit_path(ds.name, shots, seed).write_text(json.dumps(result) + "\n")
+    shutil.rmtree(checkpoints)  # only now: a fit stopped while predicting resumes at its last step
     return result
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
@@ -147,38 +147,25 @@ def test_setfit_fit_resumed_from_a_checkpoint_ends_where_an_unbroken_fit_does(da
     )
     test_idx = np.arange(20)
     monkeypatch.setattr(peers, "SAVE_STEPS", 1)
-    kept = tmp_path / "kept"
-    real_rmtree = peers.shutil.rmtree
-
-    def keep_final_checkpoints(path, *args, **kwargs):  # a finished fit's folder, kept to compare
-        if Path(path).parent == tmp_path and any(Path(path).glob("checkpoint-*")):
-            real_rmtree(kept, ignore_errors=True)
-            peers.shutil.copytree(path, kept)
-        real_rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(peers.shutil, "rmtree", keep_final_checkpoints)
 
     unbroken = peers._fit_and_score(ds, train, 0, test_idx, checkpoints=tmp_path / "a")
     assert [p["to_step"] for p in unbroken["fit_parts"]] == [3]
-    final = load_file(str(next((kept / "checkpoint-3").glob("*.safetensors"))))
+    final = load_file(str(next((tmp_path / "a" / "checkpoint-3").glob("*.safetensors"))))
 
-    # the same fit "stopped" after step 2: its folder holds checkpoint-2 only
+    # the same fit stopped after step 2: its folder holds checkpoint-2 only
     stopped = tmp_path / "b"
-    real_rmtree(kept / "checkpoint-3")
-    peers.shutil.copytree(kept, stopped)
+    shutil.copytree(tmp_path / "a", stopped, ignore=shutil.ignore_patterns("checkpoint-3"))
     resumed = peers._fit_and_score(ds, train, 0, test_idx, checkpoints=stopped)
     assert [(p["from_step"], p["to_step"]) for p in resumed["fit_parts"]] == [(0, 2), (2, 3)]
     assert resumed["fit_s"] == pytest.approx(sum(p["seconds"] for p in resumed["fit_parts"]))
-    again = load_file(str(next((kept / "checkpoint-3").glob("*.safetensors"))))
+    again = load_file(str(next((stopped / "checkpoint-3").glob("*.safetensors"))))
     assert again.keys() == final.keys()
     for name in final:
         np.testing.assert_allclose(again[name], final[name], atol=1e-6, err_msg=name)
     assert resumed["predictions"] == unbroken["predictions"]
-    assert not stopped.exists()  # a finished fit leaves no checkpoints behind
 
     # checkpoints of another seed are not this fit's: a rerun starts from step 0
-    real_rmtree(kept / "checkpoint-3")
-    peers.shutil.copytree(kept, tmp_path / "c")
+    shutil.copytree(tmp_path / "a", tmp_path / "c", ignore=shutil.ignore_patterns("checkpoint-3"))
     other = peers._fit_and_score(ds, train, 1, test_idx, checkpoints=tmp_path / "c")
     assert [(p["from_step"], p["to_step"]) for p in other["fit_parts"]] == [(0, 3)]
 
