@@ -1,7 +1,8 @@
 """The systems users would otherwise pick, run on exactly our splits: SetFit 1.2.0 and TF-IDF + LR.
 
 SetFit runs are slow on a CPU (minutes a fit), so each (dataset, shots, seed) result is stored in
-``eval/results/setfit/`` with its predictions, and reused unless a rerun is asked for.
+``eval/results/setfit/`` with its predictions, and reused unless a rerun is asked for. A fit in progress
+checkpoints to ``eval/cache/setfit_checkpoints/``; rerunning the same command resumes it there.
 """
 
 from __future__ import annotations
