@@ -7,7 +7,6 @@ checkpoints to ``eval/cache/setfit_checkpoints/``; rerunning the same command re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -65,13 +64,6 @@ def setfit_cached(dataset: str, shots: int, seed: int) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def _digest(texts, labels) -> str:
-    h = hashlib.sha256()
-    for text, label in zip(texts, labels):
-        h.update(f"{label}\t{text}\n".encode())
-    return h.hexdigest()
-
-
 # A long SetFit fit (Enron at N=64: 520 steps of 256-token pairs, about 3 hours on one core here) may outlive
 # the process that started it; with a checkpoint folder it saves every SAVE_STEPS steps and a rerun of the
 # same (dataset, shots, seed) resumes from the last save through the Trainer's own resume_from_checkpoint,
@@ -92,13 +84,14 @@ def _fit_and_score(
     from setfit import SetFitModel, Trainer, TrainingArguments
     from transformers import TrainerCallback
 
+    from fewshot.encoders.cache import identity_fingerprint
     from fewshot.encoders.text import bundled_model_path
 
     parts: list[dict] = []
     resume = None
     if checkpoints is not None:
         # checkpoints of a different support set or different arguments are not this fit's: start over
-        run = {"seed": seed, "training_args": training_args, "support": _digest(train["text"], train["label"])}
+        run = {"seed": seed, "training_args": training_args, "support": identity_fingerprint(train.to_dict())}
         if (checkpoints / "run.json").is_file() and json.loads((checkpoints / "run.json").read_text()) == run:
             # the newest checkpoint whose save finished (fit_parts.json is written last)
             saved = [c for c in checkpoints.glob("checkpoint-*") if (c / "fit_parts.json").is_file()]
