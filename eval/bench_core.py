@@ -1,4 +1,4 @@
-"""Core benchmark (issue 2): classifier overhead, head speed, and flat vs HNSW search.
+"""Core benchmark: classifier overhead, head speed, and flat vs HNSW search.
 
     python -m eval.bench_core                 # full run, about 25 minutes on 2 cores
     python -m eval.bench_core --quick         # small sizes, about 2 minutes
@@ -15,7 +15,7 @@ import os
 import platform
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +209,7 @@ def main() -> None:
         return
     sizes = [10_000, 50_000] if a.quick else [100_000, 1_000_000]
     res = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "note": a.note,
     }

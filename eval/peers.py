@@ -84,7 +84,7 @@ def _fit_and_score(
     from setfit import SetFitModel, Trainer, TrainingArguments
     from transformers import TrainerCallback
 
-    from fewshot.encoders.cache import identity_fingerprint
+    from fewshot.encoders.identity import identity_fingerprint
     from fewshot.encoders.text import bundled_model_path
 
     parts: list[dict] = []

@@ -116,7 +116,8 @@ def setfit_protocol_section(res: dict) -> list[str]:
                 "SetFit (MiniLM) runs use SetFit's default TrainingArguments except, where its default sampling "
                 "(every pair of the support, oversampled) would take more than twice the SetFit paper's 20 "
                 "pairs per example, the paper's `num_iterations=20` (eval/peers.py, `setfit_training_args`): "
-                + "; ".join(departed) + ".",
+                + "; ".join(departed)
+                + ".",
                 "",
             ]
     lines += six_dataset_headline(by, res["shots"])
@@ -185,14 +186,14 @@ def zeroshot_section(res: dict) -> list[str]:
 
 
 def zeroshot_techniques_section(res: dict) -> list[str]:
-    """Issue 6 headline: each zero-shot technique on its own, against SetFit's templated zero-shot."""
+    """Each zero-shot technique on its own, against SetFit's templated zero-shot."""
     targets, dev = res["targets"], res["dev"]
     grid: dict[str, dict[str, float]] = defaultdict(dict)
     for r in res["rows"]:
         grid[r["method"]][r["dataset"]] = r["accuracy"]
     names = targets + dev
     lines = [
-        "## Zero-shot techniques, one at a time (issue 6)",
+        "## Zero-shot techniques, one at a time",
         "",
         f"Accuracy; MiniLM (bundled). Measured {res['date']} on {res['machine']}. Command: `{res['command']}` "
         "(SetFit rows: `python -m eval.peers --zeroshot --seeds 3 --datasets emotion ag_news sst2 banking77`). "
@@ -222,7 +223,7 @@ def zeroshot_techniques_section(res: dict) -> list[str]:
 def zeroshot_calibration_section(res: dict) -> list[str]:
     zd = res["zeroshot_default"]
     lines = [
-        "## Calibration: expected calibration error before and after (issue 6)",
+        "## Calibration: expected calibration error before and after",
         "",
         f"Measured {res['date']} on {res['machine']}. Command: `{res['command']}`. ECE: 15 equal-width bins "
         "of the top probability; lower is better.",
@@ -277,7 +278,7 @@ def zeroshot_calibration_section(res: dict) -> list[str]:
 
 def oos_section(res: dict) -> list[str]:
     lines = [
-        "## Out-of-scope detection: CLINC150 (issue 6)",
+        "## Out-of-scope detection: CLINC150",
         "",
         f"Measured {res['date']} on {res['machine']}. Command: `{res['command']}`. Larson et al. 2019's metrics "
         "on the full test split (4,500 in-scope queries, 1,000 out-of-scope): in-scope accuracy (abstaining on "
@@ -302,7 +303,7 @@ def oos_section(res: dict) -> list[str]:
 
 def multilabel_section(res: dict) -> list[str]:
     lines = [
-        "## Multi-label tagging: GoEmotions (issue 6)",
+        "## Multi-label tagging: GoEmotions",
         "",
         f"Measured {res['date']} on {res['machine']}. Command: `{res['command']}`. Test split (5,427 comments, "
         "28 labels incl. neutral). mAP: mean over labels of average precision (threshold-free). Zero-shot "
@@ -332,7 +333,7 @@ def multilabel_section(res: dict) -> list[str]:
 
 
 def tuning_section(res: dict) -> list[str]:
-    """Issue 4's table: training-free adapters and contrastive tuning against SetFit, six datasets, one N."""
+    """Training-free adapters and contrastive tuning against SetFit, six datasets, one N."""
     import numpy as np
 
     rows, n = res["rows"], res["shots"]
@@ -447,7 +448,7 @@ def images_section(res: dict) -> list[str]:
         probe = res.get("probe", {}).get(dataset)
         if probe:
             cells = [f"{100 * probe[str(k)]:.0f}" if str(k) in probe else "" for k in shots]
-            lines.append("| first probe (issue 5: prototype, 160 px; 5-shot 55) | " + " | ".join(cells) + " |")
+            lines.append("| first probe (prototype, 160 px; 5-shot 55) | " + " | ".join(cells) + " |")
         for r in sub:
             if r["shots"] == 0:
                 lines.append(

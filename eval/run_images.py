@@ -40,7 +40,7 @@ HEADS = {
     "cache (no prior)": lambda: CacheAdapterHead(),
     "cache + ConSE prior": lambda: CacheAdapterHead(),
 }
-# the first probe quoted in the issue (MobileNetV2 at 160 px, prototype head, 5 seeds, CIFAR-10)
+# the first probe of this benchmark (MobileNetV2 at 160 px, prototype head, 5 seeds, CIFAR-10)
 PROBE = {"cifar10": {1: 0.37, 5: 0.55, 16: 0.63}}
 
 

@@ -4,7 +4,7 @@
     python -m eval.run_text --quick               # a small slice in a couple of minutes
     python -m eval.run_text --protocol setfit --shots 8 64 --seeds 5 --setfit run
 
-Protocols (issue 3):
+Protocols:
 - setfit: N examples per class drawn from train with seeds 0..S-1, scored on the test split (at most
   ``--test-cap`` rows, a fixed seeded stratified subsample when larger); mean and std over seeds. Fit time
   of our heads = encoding the support set at the model's uncached speed on that dataset + the head's fit.
@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +162,7 @@ def run_zeroshot(names, test_cap, embed) -> list[dict]:
         Et, yt = embed([ds.test_texts[i] for i in test_idx]), ds.test_labels[test_idx]
         for templates in ("plain", "ensemble"):
             zs = ZeroShotClassifier(ds.label_names, encoder=embed.cached, templates=templates).fit()
-            pred = zs.head_.decision_function(Et).argmax(axis=1)  # columns follow label_names order
+            pred = zs.head_.class_scores(Et).argmax(axis=1)  # columns follow label_names order
             rows.append(
                 {
                     "dataset": name,
@@ -220,7 +220,7 @@ def main() -> None:
         ep_names, zs_names = EPISODIC, SINGLE_LABEL
     embed = Embedder(TextEncoder())
     meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "encoder": "all-MiniLM-L6-v2 (bundled)",
         "test_cap": cap,

@@ -1,4 +1,4 @@
-"""Issue 4's table: the training-free cache adapter, head="auto" and contrastive tuning against SetFit.
+"""The training-free cache adapter, head="auto" and contrastive tuning against SetFit.
 
     python -m eval.run_tuning                      # MiniLM, the six SetFit datasets, N=8, seeds 0-2
     python -m eval.run_tuning --body mpnet --no-tune   # the same with all-mpnet-base-v2 (frozen methods)
@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def run(body: str, names: list[str], shots: int, seeds: int, test_cap: int, tune
         frozen.encode(probe)
         rate = len(probe) / (time.perf_counter() - t)
         zs = label_vectors(cached, ds.label_names)
-        prior_t = zs.decision_function(Et)
+        prior_t = zs.class_scores(Et)
         C = len(ds.label_names)
         for seed in range(seeds):
             support = sample_per_class(ds.train_labels, shots, seed)
@@ -90,7 +90,7 @@ def run(body: str, names: list[str], shots: int, seeds: int, test_cap: int, tune
             base = {"dataset": name, "shots": shots, "seed": seed, "test_size": len(test_idx), "body": body}
             encode_s = len(texts) / rate
             Es = cached.encode(texts)
-            for head_name, (pred, fit_s) in heads_on(Es, ys, Et, zs.decision_function(Es), prior_t).items():
+            for head_name, (pred, fit_s) in heads_on(Es, ys, Et, zs.class_scores(Es), prior_t).items():
                 rows.append(
                     {**base, "method": f"fewshot {head_name}", **scores(yt, pred, C), "fit_s": encode_s + fit_s}
                 )
@@ -101,7 +101,7 @@ def run(body: str, names: list[str], shots: int, seeds: int, test_cap: int, tune
                 Es2 = tuned.encode(texts)
                 Et2 = tuned.encode(test_texts, batch_size=128, show_progress=True)
                 zs2 = label_vectors(tuned, ds.label_names)
-                tuned_heads = heads_on(Es2, ys, Et2, zs2.decision_function(Es2), zs2.decision_function(Et2))
+                tuned_heads = heads_on(Es2, ys, Et2, zs2.class_scores(Es2), zs2.class_scores(Et2))
                 for head_name, (pred, fit_s) in tuned_heads.items():
                     rows.append(
                         {
@@ -141,7 +141,7 @@ def main() -> None:
     started = time.perf_counter()
     rows = run(a.body, a.datasets, a.shots, a.seeds, a.test_cap, not a.no_tune, a.steps)
     out = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "command": " ".join(["python -m eval.run_tuning"] + sys.argv[1:]),
         "body": a.body,

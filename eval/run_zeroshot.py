@@ -1,4 +1,4 @@
-"""Zero-shot quality, calibration, out-of-scope detection and multi-label tagging (issue 6).
+"""Zero-shot quality, calibration, out-of-scope detection and multi-label tagging.
 
     python -m eval.run_zeroshot            # everything: about 10 minutes with the embedding cache warm
     python -m eval.run_zeroshot --part techniques calibration oos multilabel
@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,8 @@ from eval.run_text import Embedder, machine
 from eval.sampling import capped_subsample
 from fewshot import FewShotClassifier, TextEncoder, ZeroShotClassifier
 from fewshot import calibration as cal
-from fewshot import classifier as clf_module
-from fewshot.heads.base import l2_normalize, softmax
+from fewshot.classifiers import zero_shot as clf_module
+from fewshot.maths import fit_temperature, l2_normalize, softmax
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -62,7 +62,7 @@ def _split(ds, embed):
 
 
 def _predict_codes(zs: ZeroShotClassifier, texts: list[str]) -> np.ndarray:
-    return zs.decision_function(texts).argmax(axis=1)  # columns follow the label order given
+    return zs.class_scores(texts).argmax(axis=1)  # columns follow the label order given
 
 
 def techniques(names: list[str], embed: Embedder) -> list[dict]:
@@ -123,7 +123,7 @@ def techniques(names: list[str], embed: Embedder) -> list[dict]:
 
 def _label_scores(names: list[str], embed: Embedder, texts: list[str]) -> np.ndarray:
     zs = ZeroShotClassifier(names, encoder=embed.cached, adapt="none").fit()
-    return zs.decision_function(texts)
+    return zs.class_scores(texts)
 
 
 def calibration(embed: Embedder, seeds: int) -> dict:
@@ -161,7 +161,7 @@ def calibration(embed: Embedder, seeds: int) -> dict:
         S = _label_scores(ds.label_names, embed, test)
         vi = capped_subsample(ds.train_labels, 500, seed=11)
         Sv = _label_scores(ds.label_names, embed, [ds.train_texts[i] for i in vi])
-        t_val = cal.fit_temperature(Sv, ds.train_labels[vi])
+        t_val = fit_temperature(Sv, ds.train_labels[vi], prior_sd=cal.LOG_T_PRIOR_SD)
         row = {"dataset": name, "test_size": len(test), "accuracy": accuracy(yt, S.argmax(1))}
         for label, t in (
             ("T=0.05 (previous default)", 0.05),
@@ -233,7 +233,7 @@ def oos(embed: Embedder, seeds: int) -> list[dict]:
                 {
                     **base,
                     "method": "prototype, no abstention",
-                    **_oos_metrics(c.classes_[c.decision_function(test_in).argmax(1)], y_in, [""] * len(test_oos)),
+                    **_oos_metrics(c.classes_[c.class_scores(test_in).argmax(1)], y_in, [""] * len(test_oos)),
                 }
             )
             rows.append(
@@ -260,7 +260,7 @@ def oos(embed: Embedder, seeds: int) -> list[dict]:
         {
             **base,
             "method": "zero-shot, no abstention",
-            **_oos_metrics(z.classes_[z.decision_function(test_in).argmax(1)], y_in, [""] * len(test_oos)),
+            **_oos_metrics(z.classes_[z.class_scores(test_in).argmax(1)], y_in, [""] * len(test_oos)),
         }
     )
     # "auto" from an unlabelled corpus: CLINC150's in-scope train queries with 1% out-of-scope ones
@@ -315,7 +315,7 @@ def multilabel(embed: Embedder, seeds: int) -> list[dict]:
     embed(test + dev_texts)
     rows = []
     z = ZeroShotClassifier(ds.label_names, encoder=embed.cached, adapt="none").fit()
-    S, Sdev = z.decision_function(test), z.decision_function(dev_texts)
+    S, Sdev = z.class_scores(test), z.class_scores(dev_texts)
     t_dev = _best_f1_threshold(Ydev, Sdev)
     rows.append(
         {"method": "zero-shot, TAG_THRESHOLD (library default)", **_multilabel_scores(Y, S, clf_module.TAG_THRESHOLD)}
@@ -336,7 +336,7 @@ def multilabel(embed: Embedder, seeds: int) -> list[dict]:
         yl = [ds.label_names[j] for _, j in pairs]
         c = FewShotClassifier(encoder=embed.cached).fit(X, yl)
         order = [c.classes_.tolist().index(n) for n in ds.label_names]
-        St = c.decision_function(test)[:, order]
+        St = c.class_scores(test)[:, order]
         # threshold from the support alone: leave-one-out scores of each support item against every label
         Es = l2_normalize(embed([ds.train_texts[i] for i in chosen]).astype(np.float64))
         Ys = ds.train_labels[chosen].astype(int)
@@ -377,7 +377,7 @@ def main() -> None:
         os.environ["FEWSHOT_DATA"] = a.data
     embed = Embedder(TextEncoder())
     meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
         "encoder": "all-MiniLM-L6-v2 (bundled)",
         "command": " ".join(["python -m eval.run_zeroshot"] + sys.argv[1:]),

@@ -13,8 +13,8 @@ queries = ["I was billed twice for one order", "my parcel is lost somewhere", "w
 # five examples a class: the temperature and the abstention threshold come from held-out examples
 clf = FewShotClassifier(abstain="auto").fit(texts, labels)
 print("temperature", round(clf.temperature_, 2), "threshold", round(clf.threshold_, 3))
-for q, label, p in zip(queries, *clf.predict_with_proba(queries)):
-    print(f"  {q!r}: {label} ({p.max():.2f})")  # None: none of these
+for q, label, score, p in zip(queries, *clf.predict_with_scores(queries)):
+    print(f"  {q!r}: {label} (score {score:.2f}, probability {p.max():.2f})")  # None: none of these
 
 # no examples: label text only; a number sets the threshold (a cosine), or pass your own unlabelled
 # texts to fit() and abstain="auto" takes it from them

@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from fewshot.classifier import FewShotClassifier, ZeroShotClassifier  # noqa: E402
+from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier  # noqa: E402
 from fewshot.encoders import ClipEncoder, ConSEEncoder, Encoder, ImageEncoder, TextEncoder  # noqa: E402
 from fewshot.errors import (  # noqa: E402
+    ConcurrentWriteError,
     CorruptFileError,
     DimensionError,
     EncoderMismatchError,
     FewShotError,
+    FewShotWarning,
     InputError,
+    LockTimeoutError,
+    MissingDependencyError,
     ModelLoadError,
     NotFittedError,
 )
-from fewshot.heads import KNNHead, LinearHead, PrototypeHead, ZeroShotHead  # noqa: E402
+from fewshot.heads import (  # noqa: E402
+    AutoHead,
+    BaseHead,
+    CacheAdapterHead,
+    KNNHead,
+    LinearHead,
+    PrototypeHead,
+    ZeroShotHead,
+)
 from fewshot.index import EmbeddingIndex, Hit  # noqa: E402
+from fewshot.tuning import contrastive_tune  # noqa: E402
 
 __all__ = [
+    "AutoHead",
+    "BaseHead",
+    "CacheAdapterHead",
     "ClipEncoder",
     "ConSEEncoder",
-    "ImageEncoder",
+    "ConcurrentWriteError",
     "CorruptFileError",
     "DimensionError",
     "EmbeddingIndex",
@@ -29,14 +45,20 @@ __all__ = [
     "EncoderMismatchError",
     "FewShotClassifier",
     "FewShotError",
+    "FewShotWarning",
     "Hit",
+    "ImageEncoder",
     "InputError",
     "KNNHead",
     "LinearHead",
+    "LockTimeoutError",
+    "MissingDependencyError",
     "ModelLoadError",
     "NotFittedError",
     "PrototypeHead",
     "TextEncoder",
     "ZeroShotClassifier",
     "ZeroShotHead",
+    "contrastive_tune",
+    "__version__",
 ]

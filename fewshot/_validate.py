@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from fewshot.errors import DimensionError, InputError
+from fewshot.errors import DimensionError, FewShotWarning, InputError
 
 
 def as_text_list(X: Any, *, what: str = "X") -> list[str]:
@@ -41,14 +42,23 @@ def as_text_list(X: Any, *, what: str = "X") -> list[str]:
     return texts
 
 
-def as_embeddings(E: Any, *, dim: int | None = None, what: str = "embeddings") -> np.ndarray:
-    """Return ``E`` as a C-contiguous float32 array of shape (n, dim), checking shape and values."""
+def as_embeddings(E: Any, *, dim: int | None = None, what: str = "embeddings", allow_1d: bool = False) -> np.ndarray:
+    """Return ``E`` as a C-contiguous float32 array of shape (n, dim), checking shape and values.
+
+    A 1-d array is one row when ``allow_1d`` is set (a single query vector), and an error otherwise.
+    """
     if E is None:
         raise InputError(f"{what} is None; expected an array of shape (n, dim)")
+    if hasattr(E, "toarray") and not isinstance(E, np.ndarray):
+        raise InputError(f"{what} is a sparse matrix; pass a dense array (call .toarray() on it)")
     arr = np.asarray(E)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise InputError(f"{what}: complex data not supported")
     if arr.ndim == 1:
+        if not allow_1d:
+            raise InputError(f"{what} must have shape (n, dim), got a 1-d array of length {len(arr)}")
         arr = arr[None, :]
     if arr.ndim != 2:
         raise InputError(f"{what} must have shape (n, dim), got {arr.shape}")
@@ -62,41 +72,103 @@ def as_embeddings(E: Any, *, dim: int | None = None, what: str = "embeddings") -
     return arr
 
 
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def as_labels(y: Any, n: int, *, what: str = "y") -> np.ndarray:
-    """Return labels as a 1-d array of length ``n``; labels may be any hashable scalars except None."""
+    """Return labels as a 1-d array of length ``n``.
+
+    Labels may be strings, integers, integral floats or booleans, all of one type. Refused, each with a
+    message naming the first offender: None or NaN, an empty or blank string, a mix of types (``1`` and
+    ``"one"`` would otherwise both become strings), a continuous target (scikit-learn's "Unknown label
+    type"), and a 2-d ``y`` other than a single column.
+    """
+    from sklearn.utils.multiclass import type_of_target
+
     if y is None:
         raise InputError(f"{what} is None; expected one label per example")
     if isinstance(y, (str, bytes)):
         raise InputError(f"{what} is a single string; give one label per example")
-    if hasattr(y, "tolist") and not isinstance(y, np.ndarray):
-        y = y.tolist()
-    labels = list(y)
+    if hasattr(y, "to_numpy") and not isinstance(y, np.ndarray):  # pandas
+        y = y.to_numpy()
+    elif hasattr(y, "__array__") and not isinstance(y, (np.ndarray, list, tuple)):  # other array-likes
+        y = np.asarray(y)
+    if isinstance(y, np.ndarray) and y.ndim == 2 and y.shape[1] == 1:
+        from sklearn.utils.validation import column_or_1d
+
+        y = column_or_1d(y, warn=True)  # scikit-learn's DataConversionWarning, flattened
+    if isinstance(y, np.ndarray) and y.ndim != 1:
+        raise InputError(f"{what} must be one label per example (shape (n,)), got shape {y.shape}")
+    labels = [_plain(v) for v in (y.tolist() if isinstance(y, np.ndarray) else list(y))]
     if len(labels) != n:
         raise InputError(f"{what} has {len(labels)} labels for {n} examples")
     for i, lab in enumerate(labels):
         if lab is None or (isinstance(lab, float) and np.isnan(lab)):
             raise InputError(f"{what}[{i}] is missing (None/NaN); every example needs a label")
-    arr = np.asarray(labels)
-    if arr.dtype == object:
-        # mixed types (e.g. 1 and "1") would collide after sorting/encoding: refuse clearly
-        kinds = {type(v).__name__ for v in labels}
-        if len(kinds) > 1:
-            raise InputError(f"{what} mixes label types {sorted(kinds)}; use one type for all labels")
+        if isinstance(lab, str) and not lab.strip():
+            raise InputError(f"{what}[{i}] is an empty label; every example needs a non-blank label")
+        if isinstance(lab, (list, tuple, set, dict, np.ndarray)):
+            raise InputError(
+                f"Unknown label type: {what}[{i}] is a {type(lab).__name__}; a few-shot classifier takes one "
+                "label an example (for several, tag with ZeroShotClassifier.tag)"
+            )
+    kinds = {type(v) for v in labels}
+    if len(kinds) > 1:
+        if kinds <= {int, float}:  # 1 and 2.0 are one numeric type
+            labels = [float(v) for v in labels]
+        else:
+            names = sorted(k.__name__ for k in kinds)
+            raise InputError(f"{what} mixes label types {names}; use one type for all labels")
+    arr = np.empty(len(labels), dtype=object)
+    arr[:] = labels
+    kind = next(iter(kinds)) if len(kinds) == 1 else float
+    if kind is str:
+        arr = arr.astype(str)
+    elif kind is bool:
+        arr = arr.astype(bool)
+    elif kind in (int, float):
+        arr = np.asarray(labels)
+        target = type_of_target(arr)
+        if target == "continuous":
+            raise InputError(
+                f"Unknown label type: continuous. {what} holds non-integral numbers (e.g. {arr[0]!r}); a "
+                "classifier needs class labels, not a continuous target"
+            )
+    else:
+        raise InputError(f"Unknown label type: {kind.__name__}; labels must be strings, integers or booleans")
     return arr
 
 
-def l2_normalize(E: np.ndarray) -> np.ndarray:
-    """Row-normalise ``E`` (n, d) to unit L2 norm; zero rows stay zero. Returns a new float32 array."""
-    E = np.asarray(E, dtype=np.float32)
-    norms = np.linalg.norm(E, axis=1, keepdims=True)
-    return np.ascontiguousarray(E / np.maximum(norms, 1e-12), dtype=np.float32)
+def warn_conflicting_labels(items: list[Any], y: np.ndarray, what: str = "X") -> None:
+    """Warn when the same text is given with two different labels (contradictory supervision)."""
+    seen: dict[str, Any] = {}
+    conflicts = []
+    for text, label in zip(items, y.tolist()):
+        if not isinstance(text, str):
+            return
+        if text in seen and seen[text] != label:
+            conflicts.append((text, seen[text], label))
+        seen.setdefault(text, label)
+    if conflicts:
+        text, a, b = conflicts[0]
+        short = text if len(text) <= 60 else text[:57] + "..."
+        warnings.warn(
+            f"{len(conflicts)} example(s) of {what} appear with two different labels, e.g. {short!r} as "
+            f"{a!r} and {b!r}; each copy counts as an example of its label",
+            FewShotWarning,
+            stacklevel=3,
+        )
 
 
 def json_label(v: Any) -> Any:
     """A label as a JSON scalar (numpy scalars become Python ones); anything else is refused."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if v is None or isinstance(v, (str, int, float, bool)):
+    v = _plain(v)
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            raise InputError(f"label {v!r} cannot be saved: labels must be finite")
         return v
     raise InputError(
         f"label {v!r} of type {type(v).__name__} cannot be saved; saved models keep labels as JSON "

@@ -8,7 +8,7 @@ import time
 from importlib import resources
 from typing import TextIO
 
-from fewshot.classifier import FewShotClassifier, ZeroShotClassifier
+from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier
 from fewshot.encoders import TextEncoder
 from fewshot.index import EmbeddingIndex
 

@@ -40,3 +40,19 @@ class ModelLoadError(FewShotError, OSError):
 
 class MissingDependencyError(FewShotError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class LockTimeoutError(FewShotError, TimeoutError):
+    """Another writer held a save folder's lock for longer than the caller would wait."""
+
+
+class ConcurrentWriteError(FewShotError):
+    """A save would replace one made by another writer since this object was loaded (a lost update)."""
+
+
+class FewShotWarning(UserWarning):
+    """Input that fewshot accepts but that is probably not what the user meant (it says why)."""
+
+
+class InputTypeError(InputError, TypeError):
+    """Input of a type that cannot be used at all (a dict where numbers belong); also a ``TypeError``."""

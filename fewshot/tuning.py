@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from fewshot._validate import as_labels, as_text_list
-from fewshot.encoders.text import TextEncoder, weights_sha256
+from fewshot.encoders.base import weights_sha256
+from fewshot.encoders.text import TextEncoder
 from fewshot.errors import InputError
+from fewshot.labels import encode_labels
 
 
 def supcon_loss(Z: Any, codes: Any, temperature: float) -> Any:
@@ -78,7 +80,9 @@ def contrastive_tune(
     steps : optimiser steps, each on one class-balanced batch of at most ``batch_size`` texts (the whole
         support set when it fits).
     lr : AdamW learning rate. temperature : of the supervised contrastive loss.
-    seed : seeds the batch sampling, dropout and the optimiser, so a tune is repeatable on one machine.
+    seed : seeds the batch sampling (a numpy generator) and dropout (torch's generator, forked for the
+        tune, so the caller's global torch random state is left as it was); a tune is repeatable on one
+        machine.
 
     The returned encoder records ``tuned_from`` (the starting weights' hash) in its identity, so nothing
     built with the untuned encoder (an index, a saved model) is mistaken for its output.
@@ -90,33 +94,34 @@ def contrastive_tune(
         raise InputError("contrastive tuning works on a TextEncoder (a sentence-transformers body)")
     texts = as_text_list(texts, what="texts")
     y = as_labels(labels, len(texts))
-    codes = np.unique(y, return_inverse=True)[1]
+    codes = encode_labels(y, np.unique(y))
     if np.bincount(codes).max() < 2:
         raise InputError("contrastive tuning needs at least one class with two examples")
     if not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be a positive integer, got {steps!r}")
     start_sha = encoder.identity["weights_sha256"]
     model = copy.deepcopy(encoder.model)
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
     bar = tqdm(total=steps, desc="contrastive tuning", unit="step", disable=not show_progress)
-    try:
-        for batch in _batches(codes, batch_size, steps, rng):
-            prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
-            features = prepare([texts[i] for i in batch])
-            features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
-            Z = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
-            loss = supcon_loss(Z, torch.as_tensor(codes[batch], device=Z.device), temperature)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    finally:
-        bar.close()
-        model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        try:
+            for batch in _batches(codes, batch_size, steps, rng):
+                prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+                features = prepare([texts[i] for i in batch])
+                features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+                Z = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
+                loss = supcon_loss(Z, torch.as_tensor(codes[batch], device=Z.device), temperature)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        finally:
+            bar.close()
+            model.eval()
     tuned = TextEncoder(
         model, normalize=encoder.normalize, batch_size=encoder.batch_size, device=getattr(encoder, "device", "cpu")
     )

@@ -33,7 +33,7 @@ class FakeEncoder(Encoder):
     @property
     def identity(self) -> dict[str, Any]:
         return {
-            "kind": "fake",
+            "family": "fake",
             "model": "fake",
             "weights_sha256": f"seed{self.seed}",
             "dim": self._dim,
@@ -91,3 +91,17 @@ def subsample(ds_texts: list[str], labels: np.ndarray, n: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(ds_texts), size=n, replace=False))
     return [ds_texts[i] for i in idx], labels[idx]
+
+
+def rewrite_manifest(folder: Path, change) -> None:
+    """Change a save's manifest in place and re-seal its checksum, as a buggy writer could (the checksum
+    catches edits made by anything else)."""
+    import json
+
+    from fewshot.storage.bundle import manifest_checksum
+
+    path = Path(folder) / "manifest.json"
+    meta = json.loads(path.read_text())
+    change(meta)
+    meta["checksum"] = manifest_checksum(meta)
+    path.write_text(json.dumps(meta))

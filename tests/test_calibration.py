@@ -1,4 +1,4 @@
-"""Calibration, abstention and corpus adaptation (issue 6): the maths on synthetic data, then the real
+"""Calibration, abstention and corpus adaptation: the maths on synthetic data, then the real
 MiniLM on real datasets, then persistence and the CLI."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from fewshot import calibration as cal
 from fewshot.cli import main
 from fewshot.errors import CorruptFileError
 from fewshot.heads import KNNHead, LinearHead, PrototypeHead
-from fewshot.heads.base import softmax
+from fewshot.maths import fit_temperature, softmax
+from tests.conftest import rewrite_manifest
 
 
 # -- maths -----------------------------------------------------------------------------------------
@@ -23,9 +24,9 @@ def test_fit_temperature_recovers_the_temperature_labels_were_drawn_with():
     logits = rng.standard_normal((4000, 5)) * 3
     P = softmax(logits, 2.5)
     codes = np.array([rng.choice(5, p=p) for p in P])
-    assert cal.fit_temperature(logits, codes, prior_sd=None) == pytest.approx(2.5, rel=0.1)
+    assert fit_temperature(logits, codes, prior_sd=None) == pytest.approx(2.5, rel=0.1)
     # the prior only pulls a small sample towards 1: it cannot reach an extreme on 12 rows
-    assert cal.fit_temperature(logits[:12] * 0, codes[:12]) == pytest.approx(1.0, abs=1e-3)
+    assert cal.calibrate_temperature(logits[:12] * 0, codes[:12])[0] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_expected_calibration_error_is_zero_when_confidence_matches_accuracy_and_large_when_not():
@@ -42,11 +43,11 @@ def test_expected_calibration_error_is_zero_when_confidence_matches_accuracy_and
 def test_prototype_leave_one_out_in_closed_form_equals_refitting_without_each_example():
     E, y = clusters(n_classes=3, per_class=5, seed=2)
     head = PrototypeHead().fit(E, y)
-    S = cal.held_out_scores(head, E, y)
+    S = head.held_out_scores(E, y)
     for i in range(len(E)):
         keep = np.arange(len(E)) != i
         refit = PrototypeHead().fit(E[keep], y[keep])
-        np.testing.assert_allclose(S[i], refit.decision_function(E[i : i + 1])[0], atol=1e-5)
+        np.testing.assert_allclose(S[i], refit.class_scores(E[i : i + 1])[0], atol=1e-5)
 
 
 @pytest.mark.parametrize("head", [KNNHead(k=3), LinearHead(C=1.0)])
@@ -54,12 +55,12 @@ def test_k_fold_held_out_scores_never_score_an_example_with_a_head_that_saw_it(h
     E, y = clusters(n_classes=2, per_class=6, seed=3)
     E[0] = -E[0]  # an outlier of class 0: a head that saw it would score it as class 0
     fitted = head.fit(E, y)
-    S = cal.held_out_scores(fitted, E, y)
+    S = fitted.held_out_scores(E, y)
     assert S.shape == (12, 2)
-    assert np.argmax(fitted.decision_function(E[:1])) == 0
+    assert np.argmax(fitted.class_scores(E[:1])) == 0
     assert np.argmax(S[0]) == 1
     one = type(head)().fit(E[:3], [0, 0, 1])  # a class with one example: nothing to hold out
-    assert cal.held_out_scores(one, E[:3], np.array([0, 0, 1])) is None
+    assert one.held_out_scores(E[:3], np.array([0, 0, 1])) is None
 
 
 def test_best_threshold_maximises_accuracy_counting_abstentions_on_out_of_scope_rows_as_right():
@@ -178,12 +179,10 @@ def test_abstention_and_adaptation_survive_save_and_load(tmp_path):
     zs = ZeroShotClassifier(["fruit", "vehicle"], encoder=enc, adapt="selftrain").fit(X)
     zs.save(tmp_path / "z")
     z2 = ZeroShotClassifier.load(tmp_path / "z", encoder=enc)
-    np.testing.assert_allclose(z2.decision_function(probe), zs.decision_function(probe), atol=1e-6)
+    np.testing.assert_allclose(z2.class_scores(probe), zs.class_scores(probe), atol=1e-6)
     assert z2.adaptation_["method"] == "selftrain"
     manifest = tmp_path / "m" / "manifest.json"
-    meta = json.loads(manifest.read_text())
-    meta["calibration"]["threshold"] = "high"
-    manifest.write_text(json.dumps(meta))
+    rewrite_manifest(manifest.parent, lambda meta: meta["calibration"].update(threshold="high"))
     with pytest.raises(CorruptFileError, match="calibration"):
         FewShotClassifier.load(tmp_path / "m", encoder=enc)
 
@@ -210,7 +209,7 @@ def test_cli_writes_an_empty_label_for_an_abstention(tmp_path, capsys):
     out2 = tmp_path / "out.jsonl"
     assert main(["zeroshot", str(queries), "--labels", "payments,delivery", "--abstain", "0.3", "-o", str(out2)]) == 0
     lines = [json.loads(x) for x in out2.read_text().splitlines()]
-    assert [r["label"] for r in lines] == ["payments", ""]
+    assert [r["prediction"] for r in lines] == ["payments", ""]
 
 
 def test_score_counts_an_abstention_on_an_out_of_scope_row_as_right():

@@ -46,14 +46,14 @@ def test_fit_then_predict_csv_and_jsonl_stdin(tmp_path, train_csv, capsys, monke
     queries.write_text("message\nmoney was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries, "--text-col", "message")
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and [r["label"] for r in rows] == ["billing", "technical"]
+    assert code == 0 and [r["prediction"] for r in rows] == ["billing", "technical"]
     assert abs(float(rows[0]["p_billing"]) + float(rows[0]["p_technical"]) - 1) < 1e-4
     stdin = json.dumps({"text": "refund please", "id": 7}) + "\n"
     code, out, _ = run(capsys, "predict", model, "-", stdin=stdin, monkeypatch=monkeypatch)
     rec = json.loads(out)
     assert (
         code == 0
-        and rec["label"] == "billing"
+        and rec["prediction"] == "billing"
         and rec["id"] == 7
         and set(rec["probabilities"]) == {"billing", "technical"}
     )
@@ -66,7 +66,7 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
         '{"text": "I baked bread this morning."}\n'
     )
     code, out, _ = run(capsys, "zeroshot", data, "--labels", "money and payments,delivery,sport")
-    assert code == 0 and json.loads(out.splitlines()[0])["label"] == "delivery"
+    assert code == 0 and json.loads(out.splitlines()[0])["prediction"] == "delivery"
     code, out, _ = run(
         capsys,
         "zeroshot",
@@ -84,7 +84,7 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     labels.write_text("bird: has feathers, has a beak\nfish: has fins, lives in water\n")
     data.write_text('{"text": "a small animal with a beak and feathers"}\n')
     code, out, _ = run(capsys, "zeroshot", data, "--labels-file", labels)
-    assert code == 0 and json.loads(out)["label"] == "bird"
+    assert code == 0 and json.loads(out)["prediction"] == "bird"
 
 
 def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
@@ -127,7 +127,7 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     assert code == 0
     code, out, _ = run(capsys, "index", "info", "news")
     info = json.loads(out)
-    assert info["count"] == 4 and info["dim"] == 384 and info["encoder"]["kind"] == "sentence-transformers"
+    assert info["count"] == 4 and info["dim"] == 384 and info["encoder"]["family"] == "sentence-transformers"
     code, _, err = run(capsys, "index", "build", "news", docs, "--text-col", "body")
     assert code == 1 and "already exists" in err
 
@@ -176,4 +176,90 @@ def test_fit_with_tuning_and_auto_head(tmp_path, train_csv, capsys):
     queries = tmp_path / "q.txt"
     queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries)
-    assert code == 0 and [json.loads(line)["label"] for line in out.splitlines()] == ["billing", "technical"]
+    assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
+
+
+def test_inputs_that_used_to_slip_through_get_one_clear_line(tmp_path, capsys, train_csv):
+    labels_json = tmp_path / "labels.json"
+    labels_json.write_text('"just a string"')
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncafé au lait,drink\nthé vert,drink\npain,food\nbrioche,food\n".encode("latin-1"))
+    cases = [
+        (["fit", train_csv, "--text-col", "message", "--label-col", "intent", "--head", "knn",
+          "--head-params", '{"kk": 3}', "-o", tmp_path / "m1"], "has no parameter 'kk'"),
+        (["fit", train_csv, "--text-col", "message", "--label-col", "intent", "--head-params", "[1]",
+          "-o", tmp_path / "m2"], "must be a JSON object"),
+        (["zeroshot", latin, "--labels-file", labels_json], "list of label names or an object"),
+        (["fit", latin, "-o", tmp_path / "m3"], "--encoding"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and message in err and "Traceback" not in err, (argv, err)
+    code, _, err = run(capsys, "fit", latin, "--encoding", "latin-1", "-o", tmp_path / "m4")
+    assert code == 0, err
+
+
+def test_predict_keeps_every_input_column_and_shows_the_score_the_decision_used(tmp_path, capsys, train_csv):
+    model = tmp_path / "model"
+    assert run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "--abstain", "0.5",
+               "-o", model)[0] == 0  # fmt: skip
+    gold = tmp_path / "gold.csv"
+    gold.write_text("message,label,prediction\nmoney was taken twice from my card,billing,x\nthe volcano erupted,?,y\n")
+    code, out, _ = run(capsys, "predict", model, gold, "--text-col", "message")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["label"] for r in rows] == ["billing", "?"]  # the gold labels survive
+    assert [r["prediction"] for r in rows] == ["x", "y"] and rows[0]["prediction_2"] == "billing"
+    assert float(rows[0]["score"]) >= 0.5 > float(rows[1]["score"]) and rows[1]["prediction_2"] == ""
+    assert rows[1]["probability"] == ""  # no probability for an abstention
+
+
+def test_where_values_are_read_as_the_type_the_field_holds(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "idx"))
+    docs = tmp_path / "docs.csv"
+    docs.write_text("text,label,year\nfirst item,3,2020\nsecond item,4,2021\n")
+    assert run(capsys, "index", "build", "x", docs, "--label-col", "label", "--meta-cols", "year")[0] == 0
+    code, out, err = run(capsys, "index", "search", "x", "item", "--where", "label=3", "--json")
+    assert code == 0 and [json.loads(line)["label"] for line in out.splitlines()] == ["3"], err
+    code, _, err = run(capsys, "index", "search", "x", "item", "--where", "colour=red")
+    assert code == 1 and "no item has the metadata field 'colour'" in err
+
+
+def test_two_concurrent_index_adds_both_land(tmp_path, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "idx"))
+    base = tmp_path / "base.txt"
+    base.write_text("seed item\n")
+    assert run(capsys, "index", "build", "shared", base)[0] == 0
+    files = []
+    for w in range(2):
+        f = tmp_path / f"batch{w}.txt"
+        f.write_text("\n".join(f"writer {w} item {i}" for i in range(20)) + "\n")
+        files.append(f)
+    env = {**__import__("os").environ, "FEWSHOT_INDEX_DIR": str(tmp_path / "idx")}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "fewshot.cli", "index", "add", "shared", str(f)], env=env,
+                         stderr=subprocess.PIPE, text=True)
+        for f in files
+    ]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    code, out, _ = run(capsys, "index", "info", "shared")
+    assert json.loads(out)["count"] == 41
+
+
+def test_a_folder_that_cannot_take_the_save_is_reported_before_any_encoding(tmp_path, capsys, train_csv):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "report.docx").write_bytes(b"x")
+    code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", taken)
+    assert code == 1 and "did not write" in err
+    # a killed first save left only a data file: the next fit takes the folder over
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "arrays-1234abcd.npz").write_bytes(b"PK")
+    code, _, err = run(
+        capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", tmp_path / "half"
+    )
+    assert code == 0, err

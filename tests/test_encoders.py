@@ -30,7 +30,7 @@ def test_batching_and_series_give_the_same_vectors(text_encoder):
 
 def test_identity_is_stable_and_recreatable(text_encoder):
     ident = text_encoder.identity
-    assert ident["kind"] == "sentence-transformers" and ident["dim"] == 384
+    assert ident["family"] == "sentence-transformers" and ident["dim"] == 384
     assert len(ident["weights_sha256"]) == 64
     assert ident == TextEncoder().identity  # a second instance of the bundled model: same identity
     assert same_encoder(ident, encoder_from_identity(ident).identity)

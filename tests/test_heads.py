@@ -18,7 +18,7 @@ from fewshot.heads import (
     head_from_state,
     make_head,
 )
-from fewshot.heads.base import softmax
+from fewshot.maths import softmax
 from tests.conftest import clusters
 
 HEAD_FACTORIES = {
@@ -59,9 +59,19 @@ def test_proba_shape_rows_and_column_order(head):
     assert P.shape == (len(E), 3)
     np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-9)
     assert (P >= 0).all()
-    # column j is the probability of classes_[j]: argmax agrees with predict and with decision_function
+    # column j is the probability of classes_[j]: argmax agrees with predict and with the class scores
     assert (head.classes_[P.argmax(axis=1)] == head.predict(E)).all()
-    assert (head.decision_function(E).argmax(axis=1) == P.argmax(axis=1)).all()
+    assert (head.class_scores(E).argmax(axis=1) == P.argmax(axis=1)).all()
+    assert head.decision_function(E).shape == (len(E), 3)
+
+
+def test_binary_decision_function_follows_scikit_learn(head):
+    E, y = clusters(n_classes=2, seed=2)
+    names = np.array(["no", "yes"])[y]
+    head.fit(E, names)
+    d = head.decision_function(E)
+    assert d.shape == (len(E),)  # one column for two classes: positive means classes_[1]
+    np.testing.assert_array_equal(np.where(d > 0, "yes", "no"), head.predict(E))
 
 
 def test_integer_string_and_bool_labels(head):
@@ -100,15 +110,17 @@ def test_errors(head):
     E, y = clusters(seed=7)
     with pytest.raises(NotFittedError, match="not fitted"):
         head.predict(E)
-    with pytest.raises(InputError, match="empty"):
+    with pytest.raises(InputError, match="0 sample"):
         head.fit(np.zeros((0, 16)), [])
     with pytest.raises(InputError, match="3 labels for"):
         head.fit(E, y[:3])
     with pytest.raises(InputError, match="missing"):
         head.fit(E[:2], ["a", None])
     head.fit(E, y)
-    with pytest.raises(DimensionError, match="dimension 8"):
+    with pytest.raises(DimensionError, match="has 8 features"):
         head.predict(np.ones((2, 8)))
+    with pytest.raises(InputError, match="Reshape"):
+        head.predict(np.ones(16))  # one row must be given as shape (1, 16)
     with pytest.raises(InputError, match="NaN"):
         head.predict(np.full((1, 16), np.nan))
 
@@ -140,7 +152,7 @@ def test_prototype_centroids_are_normalised_class_means():
     expect = np.vstack([En[:2].mean(0), En[2:].mean(0)])
     expect /= np.linalg.norm(expect, axis=1, keepdims=True)
     np.testing.assert_allclose(head.centroids_, expect, atol=1e-6)
-    np.testing.assert_allclose(head.decision_function([[1, 0]]), [[expect[0, 0], expect[1, 0]]], atol=1e-6)
+    np.testing.assert_allclose(head.class_scores([[1, 0]]), [[expect[0, 0], expect[1, 0]]], atol=1e-6)
 
 
 def test_prototype_partial_fit_equals_fit_on_everything():
@@ -219,7 +231,7 @@ def test_cache_scores_match_the_formula_on_a_small_case():
     np.fill_diagonal(loo, 0.0)
     s_cache = np.stack([loo[:2, :2].sum(1), loo[:2, 2]], axis=1).std()  # rows of the examples held out
     expected = q_prior[0] / prior.std() + 0.5 * cache / s_cache
-    assert np.allclose(head.decision_function(q, prior=q_prior)[0], expected)
+    assert np.allclose(head.class_scores(q, prior=q_prior)[0], expected)
     assert head.selection_["scored_examples"] == 2  # "b" has one example: it cannot be held out
 
 

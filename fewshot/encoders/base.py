@@ -1,44 +1,95 @@
-"""The encoder interface: inputs in, one C-contiguous float32 array of shape (n, dim) out."""
+"""The encoder interface: inputs in, one C-contiguous float32 array of shape (n, dim) out.
+
+Encoders load their model on first use, from one process-wide store (:func:`shared_model`), so every
+``TextEncoder()`` of a process shares one loaded MiniLM. They cross process boundaries (pickle, joblib,
+Ray) without their weights where the weights can be loaded again from where they came from, and
+``copy.deepcopy`` (hence ``sklearn.clone``) shares the loaded model instead of copying it.
+"""
 
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fewshot._validate import l2_normalize
-from fewshot.encoders.cache import EmbeddingCache
+from fewshot.encoders.embedding_cache import EmbeddingCache
 from fewshot.errors import InputError
+from fewshot.maths import l2_normalize
 
-# keys of an identity that decide whether two encoders produce the same vectors
-# (``preprocess`` is absent for text encoders, so it only tells image pipelines apart)
-IDENTITY_KEYS = ("kind", "weights_sha256", "dim", "normalize", "preprocess")
-
-
-def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two encoder identities produce interchangeable embeddings."""
-    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS)
+_SHARED: dict[tuple, Any] = {}
+_SHARED_LOCKS: dict[tuple, threading.Lock] = {}
+_REGISTRY_LOCK = threading.Lock()
+_SHA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def describe(identity: dict[str, Any]) -> str:
-    sha = str(identity.get("weights_sha256", ""))[:12]
-    return f"{identity.get('kind')} '{identity.get('model')}' (dim {identity.get('dim')}, weights {sha})"
+def shared_model(key: tuple, load: Callable[[], Any]) -> Any:
+    """The model stored under ``key``, loaded by ``load()`` the first time any thread asks for it.
+
+    Frozen models are read-only, so one copy serves every encoder (and thread) of the process; tuning
+    works on its own deep copy.
+    """
+    with _REGISTRY_LOCK:
+        if key in _SHARED:
+            return _SHARED[key]
+        lock = _SHARED_LOCKS.setdefault(key, threading.Lock())
+    with lock:  # one loader per key; other keys load in parallel
+        if key not in _SHARED:
+            model = load()
+            with _REGISTRY_LOCK:
+                _SHARED[key] = model
+        return _SHARED[key]
+
+
+def weights_sha256(module: Any) -> str:
+    """SHA-256 over a torch module's parameters and buffers, in name order (computed once per module).
+
+    Hashing the loaded tensors rather than a file covers every file format and also tells a tuned model
+    from the one it started from.
+    """
+    import hashlib
+
+    try:
+        return _SHA[module]
+    except (KeyError, TypeError):
+        pass
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode("utf-8"))
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    sha = h.hexdigest()
+    try:
+        _SHA[module] = sha
+    except TypeError:  # pragma: no cover - a module that cannot be weakly referenced
+        pass
+    return sha
 
 
 class Encoder(ABC):
     """Base class of every encoder.
 
     Subclasses implement :meth:`validate` (check and convert the inputs), :meth:`_encode` (the model call,
-    returning raw float vectors), :meth:`_cache_bytes` (the bytes that identify one input), :meth:`_load`
-    and the ``identity`` fields. The base class adds batching, the optional on-disk cache and L2
-    normalisation, so every encoder returns the same kind of array.
+    returning raw float vectors), :meth:`_cache_bytes` (the bytes that identify one input), ``dim`` and
+    ``identity``. The base class adds batching, the optional on-disk cache and L2 normalisation, so every
+    encoder returns the same kind of array.
+
+    Subclasses list the attributes that hold loaded weights in ``_loaded_attrs``; :meth:`_reloadable` says
+    whether they can be loaded again from the encoder's settings, in which case pickles leave them out.
     """
 
     modality: str = "text"
+    _loaded_attrs: tuple[str, ...] = ("_model",)
 
     def __init__(self, *, normalize: bool = True, batch_size: int = 64, cache_dir: str | Path | None = None):
+        if not isinstance(normalize, bool):
+            raise InputError(f"normalize must be True or False, got {normalize!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.normalize = normalize
         self.batch_size = batch_size
         self.cache_dir = cache_dir
@@ -65,15 +116,14 @@ class Encoder(ABC):
     @property
     @abstractmethod
     def identity(self) -> dict[str, Any]:
-        """What produced the vectors: kind, model, weights hash, dim, normalize, and how to load it."""
+        """What produced the vectors: family, model, weights hash, dim, normalize, and how to load it."""
+
+    def _reloadable(self) -> bool:
+        """Whether the loaded weights can be loaded again from this encoder's settings alone."""
+        return True
 
     # -- shared -------------------------------------------------------------------------------------
-    def encode(
-        self,
-        inputs: Any,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> np.ndarray:
+    def encode(self, inputs: Any, batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
         """Embed ``inputs``.
 
         Parameters
@@ -125,10 +175,6 @@ class Encoder(ABC):
             "ClipEncoder (text and images in one space) or ConSEEncoder (label text for an ImageNet backbone)"
         )
 
-    def encode_queries(self, queries: list[Any]) -> np.ndarray:
-        """Embed search queries; image encoders with a text side also take text queries (see subclasses)."""
-        return self.encode(queries)
-
     def _get_cache(self) -> EmbeddingCache | None:
         if self.cache_dir is None:
             return None
@@ -136,8 +182,65 @@ class Encoder(ABC):
             self._cache = EmbeddingCache(self.cache_dir, self.identity, self.dim)
         return self._cache
 
+    # -- copies and pickles -------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_cache"] = None  # an open SQLite file: reopened on first use
+        if self._reloadable():
+            for name in self._loaded_attrs:
+                if name in state:
+                    state[name] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Encoder:
+        """A copy that shares the loaded (read-only) model: cloning an estimator never copies weights."""
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k in self._loaded_attrs or k == "_cache":
+                new.__dict__[k] = v if k != "_cache" else None
+            else:
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        return new
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.describe_source()!r})"
 
     def describe_source(self) -> str:
         return type(self).__name__
+
+
+class ImageEncoderBase(Encoder):
+    """What every image encoder shares: input checks, decoding in batches and content-hash caching."""
+
+    modality = "image"
+
+    def validate(self, inputs: Any) -> list[Any]:
+        from fewshot.encoders.image_inputs import as_image_list
+
+        return as_image_list(inputs)
+
+    def _cache_bytes(self, item: Any) -> bytes:
+        from fewshot.encoders.image_inputs import image_cache_bytes
+
+        return image_cache_bytes(item)
+
+    def _batches(self, items: list[Any], batch_size: int, show_progress: bool, transform: Any):
+        """Yield (start, tensor of shape (b, 3, H, W)) over ``items``, decoding each batch as it is needed."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from fewshot.encoders.image_inputs import to_rgb
+
+        bar = tqdm(total=len(items), desc="encoding images", unit="img", disable=not show_progress)
+        try:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                tensors = [transform(to_rgb(x, f"images[{start + i}]")) for i, x in enumerate(chunk)]
+                yield start, torch.stack(tensors)
+                bar.update(len(chunk))
+        finally:
+            bar.close()

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from fewshot._validate import as_text_list, l2_normalize
-from fewshot.encoders.image import ImageEncoderBase
-from fewshot.encoders.text import weights_sha256
+from fewshot._validate import as_text_list
+from fewshot.encoders.base import ImageEncoderBase, shared_model, weights_sha256
 from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
+from fewshot.maths import l2_normalize
 
 SCHEMAS = ("local-dir:", "hf-hub:")
 
@@ -37,6 +37,8 @@ class ClipEncoder(ImageEncoderBase):
 
     The preprocessing is the one open_clip gives for the weights. The model loads on first use.
     """
+
+    _loaded_attrs = ("_model", "_preprocess", "_tokenizer", "_sha")
 
     def __init__(
         self,
@@ -76,19 +78,23 @@ class ClipEncoder(ImageEncoderBase):
     @property
     def model(self) -> Any:
         if self._model is None:
-            oc = _open_clip()
-            try:
-                model, _, preprocess = oc.create_model_and_transforms(
-                    self.source, pretrained=self.pretrained, device=self.device
-                )
-                self._tokenizer = oc.get_tokenizer(self.source)
-            except Exception as exc:  # unknown name, missing or corrupt checkpoint, no network
-                raise ModelLoadError(
-                    f"cannot load the open_clip model {self.source!r} with pretrained={self.pretrained!r} "
-                    f"({type(exc).__name__}: {exc}); CLIP weights are not bundled: give a local checkpoint file"
-                ) from exc
-            self._model, self._preprocess = model.eval(), preprocess
+            key = ("open_clip", self.source, self.pretrained, self.device)
+            self._model, self._preprocess, self._tokenizer = shared_model(key, self._load)
         return self._model
+
+    def _load(self) -> tuple[Any, Any, Any]:
+        oc = _open_clip()
+        try:
+            model, _, preprocess = oc.create_model_and_transforms(
+                self.source, pretrained=self.pretrained, device=self.device
+            )
+            tokenizer = oc.get_tokenizer(self.source)
+        except Exception as exc:  # unknown name, missing or corrupt checkpoint, no network
+            raise ModelLoadError(
+                f"cannot load the open_clip model {self.source!r} with pretrained={self.pretrained!r} "
+                f"({type(exc).__name__}: {exc}); CLIP weights are not bundled: give a local checkpoint file"
+            ) from exc
+        return model.eval(), preprocess, tokenizer
 
     @property
     def dim(self) -> int:
@@ -103,7 +109,7 @@ class ClipEncoder(ImageEncoderBase):
         if self._sha is None:
             self._sha = weights_sha256(self.model)
         return {
-            "kind": "open_clip",
+            "family": "open_clip",
             "model": self.source,
             "pretrained": self.pretrained,
             "weights_sha256": self._sha,

@@ -14,7 +14,7 @@ text side gets one extra coordinate ``sqrt(1 - |q|^2)`` (every label vector then
 side a zero there (Bachrach et al., RecSys 2014, the inner-product-to-cosine reduction): for each image the
 ranking of labels is exactly that of ``p . q``. On 1,000 CIFAR-10 *training* images (MobileNetV2 at 224 px,
 MiniLM, "a photo of a {}."), the paper's form reached 29-31% (T from 5 to 1000) and this one 44% (tau 0.02,
-all 1000 classes); the benchmark in eval/ measures both on the test sets.
+all 1000 classes).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from fewshot._validate import l2_normalize
-from fewshot.encoders.image import ImageEncoder, ImageEncoderBase
+from fewshot.encoders.backbone import ImageEncoder
+from fewshot.encoders.base import ImageEncoderBase
 from fewshot.encoders.text import TextEncoder
 from fewshot.errors import InputError
+from fewshot.maths import l2_normalize
 from fewshot.prompts import resolve_templates
 
 
@@ -52,6 +53,8 @@ class ConSEEncoder(ImageEncoderBase):
         mixture of class vectors shares that direction).
     normalize, batch_size, cache_dir : as for the other encoders.
     """
+
+    _loaded_attrs = ("_classes", "_mean")
 
     def __init__(
         self,
@@ -123,7 +126,7 @@ class ConSEEncoder(ImageEncoderBase):
         h = hashlib.sha256(f"{img['weights_sha256']}:{txt['weights_sha256']}".encode()).hexdigest()
         templates = resolve_templates(self.templates, "image")
         return {
-            "kind": "conse",
+            "family": "conse",
             "model": f"{img['model']} + {txt['model']}",
             "image": img,
             "text": txt,

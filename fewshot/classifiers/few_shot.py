@@ -1,0 +1,358 @@
+"""``FewShotClassifier``: an encoder (the body) joined to a head, fitted on a handful of labelled examples."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import clone
+
+from fewshot import calibration as cal
+from fewshot._validate import as_labels, json_label, warn_conflicting_labels
+from fewshot.classifiers.base import CalibratedClassifier, default_encoder, require_fitted
+from fewshot.classifiers.persistence import load_model, prefixed, save_model
+from fewshot.classifiers.zero_shot import ZeroShotClassifier
+from fewshot.encoders import Encoder, TextEncoder, same_encoder
+from fewshot.encoders.image_inputs import image_folder
+from fewshot.errors import CorruptFileError, InputError
+from fewshot.heads import FEW_SHOT_HEADS, BaseHead, make_head
+from fewshot.labels import check_label_type, encode_labels
+from fewshot.params import Check, Options, validate_params
+
+PRIOR = "prior__"  # prefix of the zero-shot prior's arrays inside a classifier's arrays.npz
+PRIOR_TEMPLATES = "plain"  # the template the cache adapter's label prior fills the label names into
+PRIOR_TEMPERATURE = 0.05
+
+
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+ABSTAIN = [None, Options(("auto",)), Check(_finite_number, "a number (a score threshold)")]
+
+
+class FewShotClassifier(CalibratedClassifier):
+    """Classify raw inputs from a handful of labelled examples.
+
+    Parameters
+    ----------
+    encoder : a fewshot encoder; None means the bundled text model (all-MiniLM-L6-v2, offline), loaded
+        once per process however many classifiers use it.
+    head : ``"prototype"`` (nearest class mean, the default), ``"knn"``, ``"linear"``, ``"cache"``
+        (Tip-Adapter: a cache of the examples fused with zero-shot scores of the label names), ``"auto"``
+        (the best of those by cross-validation on the examples; ``head_.selection_`` says why), or a head
+        instance (cloned at fit; the instance you pass is never changed).
+    head_params : keyword arguments for the head, e.g. ``{"k": 5}`` for ``"knn"``.
+    label_prior : for heads that take one (``"cache"``, ``"auto"``): score the label names zero-shot and let
+        the head weigh that against the examples. ``"auto"`` (default) does so when every label is text
+        that is not a number; images get their label scores through ConSE (or CLIP's text tower).
+    tune : contrastive tuning of a text encoder on the examples before the head is fitted
+        (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), True (the
+        default settings), or a dict of its keyword arguments (``{"steps": 30, "seed": 0}``). The tuned
+        body is saved with the classifier, and its identity records what it was tuned from.
+    calibrate : temperature-scale the probabilities (default True): one scalar fitted on held-out scores
+        of the examples themselves (leave-one-out for class means, k-fold for other heads), so that a
+        0.8 means right 8 times in 10. Needs two examples in every class; otherwise left at 1.
+        :meth:`fit_calibration` refits it (and the abstention threshold) on a labelled validation split.
+    abstain : "none of these". None (default): always answer. ``"auto"``: abstain when the best class
+        scores below the threshold that 5% of the examples' own held-out scores fall under
+        (:data:`fewshot.calibration.ABSTAIN_QUANTILE`). A number: that threshold on the head's class score
+        (:meth:`class_scores`; a cosine for the prototype head).
+    abstain_label : what ``predict`` returns for an abstention (default None; the CLI writes it as an
+        empty label).
+
+    Attributes
+    ----------
+    classes_ : array of shape (n_classes,), the labels; ``predict_proba`` columns follow it.
+    head_ : the fitted head. ``encoder_`` : the encoder in use (the tuned copy when ``tune`` is set).
+    temperature_ : the calibration temperature (1.0 when not calibrated); ``calibration_`` says how it was
+        fitted and the calibration error before and after on the held-out scores.
+    threshold_ : the abstention threshold in use, or None.
+
+    Examples
+    --------
+    >>> clf = FewShotClassifier().fit(["great film", "awful plot"], ["pos", "neg"])  # doctest: +SKIP
+    >>> clf.predict(["what a movie"])  # doctest: +SKIP
+    array(['pos'], dtype=object)
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "encoder": [None, Encoder],
+        "head": [Options(FEW_SHOT_HEADS), BaseHead],
+        "head_params": [None, dict],
+        "label_prior": [Options((True, False, "auto"))],
+        "tune": [bool, None, dict],
+        "calibrate": [bool],
+        "abstain": ABSTAIN,
+    }
+
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        head: str | BaseHead = "prototype",
+        head_params: dict | None = None,
+        label_prior: bool | str = "auto",
+        tune: bool | dict | None = False,
+        calibrate: bool = True,
+        abstain: float | str | None = None,
+        abstain_label: Any = None,
+    ):
+        self.encoder = encoder
+        self.head = head
+        self.head_params = head_params
+        self.label_prior = label_prior
+        self.tune = tune
+        self.calibrate = calibrate
+        self.abstain = abstain
+        self.abstain_label = abstain_label
+
+    @property
+    def encoder_(self) -> Encoder:
+        """The encoder in use: the tuned copy after a fit with ``tune``, else ``encoder`` (or the default)."""
+        enc = self.__dict__.get("_encoder")
+        if enc is None:
+            enc = self.__dict__.setdefault("_encoder", default_encoder(self.encoder))
+        return enc
+
+    def _fitted_head(self) -> BaseHead:
+        return require_fitted(self)
+
+    def embed(self, X: Any, show_progress: bool = False) -> np.ndarray:
+        """Embeddings of ``X``, array of shape (n_samples, dim)."""
+        return self.encoder_.encode(X, show_progress=show_progress)
+
+    # -- fitting ------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None, show_progress: bool = False) -> FewShotClassifier:
+        """Fit on examples ``X`` (texts, or inputs of the encoder's modality) with labels ``y``.
+
+        For an image encoder, ``X`` may also be a folder with one subfolder of images per class (the
+        subfolder names are the labels) and ``y`` left out. ``sample_weight`` (shape (n_samples,)) makes
+        each example count that many times in the head; tuning and calibration see every example once.
+        """
+        validate_params(self)
+        abstain = cal.as_threshold(self.abstain)
+        base = default_encoder(self.encoder)
+        X, y = _folder_or_examples(X, y, base)
+        items = base.validate(X)
+        y = as_labels(y, len(items))
+        warn_conflicting_labels(items, y)
+        head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
+        tune_params = self._tune_params()
+        with self._rw.write():
+            encoder = base
+            if tune_params is not None:
+                from fewshot.tuning import contrastive_tune
+
+                if not isinstance(base, TextEncoder):
+                    raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
+                encoder = contrastive_tune(base, items, y, show_progress=show_progress, **tune_params)
+            self._encoder = encoder
+            E = encoder.encode(items, show_progress=show_progress)
+            self.prior_ = self._make_prior(head, np.unique(y).tolist(), y)
+            kw = self._prior_kw(items, E)
+            self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
+            self._calibrate_on_support(E, y, kw, abstain)
+        return self
+
+    def _tune_params(self) -> dict[str, Any] | None:
+        if not self.tune:
+            return None
+        params = {} if self.tune is True else dict(self.tune)
+        from fewshot.tuning import contrastive_tune
+
+        allowed = set(inspect.signature(contrastive_tune).parameters) - {"encoder", "texts", "labels", "show_progress"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise InputError(f"tune has unknown settings {unknown}; it takes {', '.join(sorted(allowed))}")
+        return params
+
+    def _make_prior(self, head: BaseHead, labels: list[Any], y: np.ndarray) -> ZeroShotClassifier | None:
+        if not (head.accepts_prior and self._wants_prior(y)):
+            return None
+        return ZeroShotClassifier(
+            labels, encoder=self.encoder_, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE
+        ).fit()
+
+    def _calibrate_on_support(self, E: np.ndarray, y: np.ndarray, kw: dict, abstain: float | str | None) -> None:
+        """Temperature and abstention threshold from held-out scores of the examples (never test data)."""
+        self.temperature_, self.threshold_ = 1.0, None
+        self.calibration_: dict[str, Any] = {"method": "none"}
+        needs_scores = self.calibrate or abstain == "auto"
+        S = self.head_.held_out_scores(E, y, **kw) if needs_scores else None
+        codes = encode_labels(y, self.classes_)
+        if self.calibrate and S is not None:
+            self._fit_temperature(S, codes, "held-out support")
+        elif self.calibrate:
+            self.calibration_ = {"method": "none", "why": "a class has a single example: nothing to hold out"}
+        if abstain == "auto":
+            if S is None:
+                raise InputError(
+                    "abstain='auto' sets its threshold from held-out examples and needs at least 2 examples in "
+                    "every class; give a number, or call fit_calibration(X_val, y_val) with a validation split"
+                )
+            self.threshold_ = cal.quantile_threshold(S, codes)
+        elif abstain is not None:
+            self.threshold_ = float(abstain)
+
+    def _wants_prior(self, y: np.ndarray) -> bool:
+        if self.label_prior != "auto":
+            return bool(self.label_prior)
+
+        def is_word(v: Any) -> bool:
+            if not isinstance(v, str):
+                return False
+            try:
+                float(v)
+            except ValueError:
+                return True
+            return False
+
+        return all(is_word(v) for v in np.unique(y).tolist())
+
+    def _prior_kw(self, items: list[Any], E: np.ndarray) -> dict[str, Any]:
+        """Extra inputs of the head: the zero-shot prior scores, for a head fitted with them.
+
+        When the prior shares the classifier's encoder (text, CLIP) it scores the embeddings ``E`` already
+        computed; only a prior in another space (ConSE for a plain image backbone) encodes ``items`` itself.
+        """
+        prior = getattr(self, "prior_", None)
+        if prior is None:
+            return {}
+        if prior.encoder_ is self.encoder_:
+            return {"prior": prior.label_scores(E)}
+        return {"prior": prior.class_scores(items)}
+
+    def add_examples(self, X: Any, y: Any) -> FewShotClassifier:
+        """Add labelled examples, including examples of new classes, without refitting from scratch.
+
+        Only the new examples are encoded. New classes are appended to ``classes_``. The calibration
+        temperature and the abstention threshold stay as fitted; ``fit`` or :meth:`fit_calibration` refreshes
+        them. Predictions from other threads wait for the update and never see half of it.
+        """
+        if not hasattr(self, "head_"):
+            return self.fit(X, y)
+        items = self.encoder_.validate(X)
+        y = as_labels(y, len(items))
+        E = self.embed(items)  # outside the lock: encoding is the slow part and changes nothing
+        with self._rw.write():
+            old = self.classes_
+            check_label_type(y, old)
+            prior = getattr(self, "prior_", None)
+            new_classes = [c for c in np.unique(y).tolist() if c not in set(old.tolist())]
+            if prior is not None and new_classes:
+                # new classes: their label names join the prior, in the head's column order
+                prior = ZeroShotClassifier(
+                    old.tolist() + new_classes,
+                    encoder=self.encoder_,
+                    templates=PRIOR_TEMPLATES,
+                    temperature=PRIOR_TEMPERATURE,
+                ).fit()
+            self.head_.partial_fit(E, y)
+            self.prior_ = prior
+        return self
+
+    def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+        self._fitted_head()
+        items = self.encoder_.validate(X)
+        E = self.embed(items, show_progress)
+        return E, self._prior_kw(items, E)
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically.
+
+        Saving over the folder this classifier was loaded from (or last saved to) is refused if another
+        writer has saved there since (:class:`~fewshot.errors.ConcurrentWriteError`): no update is lost.
+        """
+        with self._rw.read():
+            head = self._fitted_head()
+            extra = {
+                "label_prior": self.label_prior,
+                "tune": self.tune,
+                "calibrate": self.calibrate,
+                "abstain": self.abstain,
+                "abstain_label": json_label(self.abstain_label) if self.abstain_label is not None else None,
+                "calibration": self._calibration_state(),
+            }
+            arrays: dict[str, np.ndarray] = {}
+            prior = getattr(self, "prior_", None)
+            if prior is not None:
+                prior_config, prior_arrays = prior.head_.get_state()
+                extra["prior"] = {
+                    "encoder": prior.encoder_.identity,
+                    "head": prior_config,
+                    "templates": prior.templates,
+                }
+                arrays = {PRIOR + k: v for k, v in prior_arrays.items()}
+            manifest = save_model(
+                path, "classifier", self.encoder_, head, extra, arrays, expect_save_id=_expected(self, path)
+            )
+        self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None) -> FewShotClassifier:
+        """Load a saved classifier. ``encoder`` defaults to the recorded one and must match it."""
+        manifest, arrays, encoder, head = load_model(path, "classifier", encoder, reserved_prefixes=(PRIOR,))
+        try:
+            self = cls(
+                encoder=encoder,
+                head=head.name,
+                head_params=head._saved_params() if head.name != "auto" else None,
+                label_prior=manifest.get("label_prior", "auto"),
+                tune=manifest.get("tune", False),
+                calibrate=manifest.get("calibrate", True),
+                abstain=manifest.get("abstain"),
+                abstain_label=manifest.get("abstain_label"),
+            )
+        except TypeError as exc:
+            raise CorruptFileError(f"{path}: the saved settings cannot be read ({exc})") from exc
+        self._encoder, self.head_ = encoder, head
+        self._set_calibration_state(manifest.get("calibration"), path)
+        self.prior_ = None
+        if "prior" in manifest:
+            try:
+                self.prior_ = _load_prior(manifest["prior"], prefixed(arrays, PRIOR), encoder)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{path}: the saved zero-shot prior cannot be read ({exc})") from exc
+        self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
+        return self
+
+
+def _expected(estimator: Any, path: str | Path) -> str | None:
+    """The save_id an estimator last saw in ``path`` (loaded from or saved there), or None."""
+    saved = estimator.__dict__.get("_saved_at")
+    if saved is not None and saved[0] == str(Path(path).resolve()):
+        return saved[1]
+    return None
+
+
+def _load_prior(saved: dict[str, Any], arrays: dict[str, np.ndarray], encoder: Encoder) -> ZeroShotClassifier:
+    """The zero-shot prior of a saved classifier; it shares the classifier's encoder where it can."""
+    from fewshot.encoders import check_same_encoder, encoder_from_identity
+    from fewshot.heads import head_from_state
+
+    identity = saved["encoder"]
+    if same_encoder(identity, encoder.identity):
+        prior_encoder = encoder
+    elif identity.get("family") == "conse" and same_encoder(identity["image"], encoder.identity):
+        prior_encoder = encoder_from_identity(identity)
+        prior_encoder.image = encoder  # one backbone for both, one forward pass
+    else:
+        prior_encoder = encoder_from_identity(identity)
+    check_same_encoder(identity, prior_encoder, "the zero-shot prior")
+    head = head_from_state(saved["head"], arrays)
+    return ZeroShotClassifier.from_label_head(
+        head, encoder=prior_encoder, templates=saved.get("templates"), temperature=head.temperature
+    )
+
+
+def _folder_or_examples(X: Any, y: Any, encoder: Encoder) -> tuple[Any, Any]:
+    if y is not None:
+        return X, y
+    if encoder.modality == "image" and isinstance(X, (str, Path)) and Path(X).is_dir():
+        return image_folder(X)
+    encoder.validate(X)  # a bad X is the first thing to report
+    raise InputError("y (the labels) is missing; give one label per example")

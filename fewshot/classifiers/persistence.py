@@ -1,0 +1,96 @@
+"""Saving and loading classifiers: a manifest (settings, encoder identity, head config) plus one ``.npz`` of
+arrays, and for a tuned body its weights as safetensors. Nothing is pickled; see :mod:`fewshot.storage`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
+from fewshot.errors import CorruptFileError
+from fewshot.heads import BaseHead, head_from_state
+from fewshot.storage import read_bundle, write_bundle
+
+ARRAYS = "arrays.npz"
+BODY = "body.safetensors"  # the weights of a tuned encoder
+FILES = (ARRAYS, BODY)
+
+
+def save_model(
+    path: str | Path,
+    bundle_type: str,
+    encoder: Encoder,
+    head: BaseHead,
+    extra: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None = None,
+    expect_save_id: str | None = None,
+) -> dict[str, Any]:
+    """Write a classifier bundle; ``arrays`` are extra named arrays beside the head's. Returns the manifest."""
+    config, head_arrays = head.get_state()
+    all_arrays = {**head_arrays, **(arrays or {})}
+    meta = {"encoder": encoder.identity, "head": config, **extra}
+
+    def write_arrays(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, **all_arrays)
+
+    files = {ARRAYS: write_arrays}
+    if getattr(encoder, "tuned_from", None) is not None:
+        # a tuned body travels with the model: its weights as safetensors (no pickle); the rest is the
+        # recorded starting model
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
+        files[BODY] = lambda p: save_file(state, str(p))
+    return write_bundle(path, bundle_type, meta, files, expect_save_id=expect_save_id)
+
+
+def load_tuned_body(identity: dict[str, Any], body: bytes) -> TextEncoder:
+    """Rebuild a contrastively tuned text encoder: the recorded starting model plus the saved weights."""
+    import copy
+
+    from safetensors.torch import load as load_safetensors
+
+    start = encoder_from_identity({k: v for k, v in identity.items() if k not in ("tuned_from", "tuning")})
+    model = copy.deepcopy(start.model)
+    model.load_state_dict(load_safetensors(body))
+    tuned = TextEncoder(model, normalize=bool(identity.get("normalize", True)))
+    tuned.source, tuned.tuned_from, tuned.tuning = identity.get("model"), identity["tuned_from"], identity.get("tuning")
+    return tuned
+
+
+def load_model(
+    path: str | Path, bundle_type: str, encoder: Encoder | None, reserved_prefixes: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, np.ndarray], Encoder, BaseHead]:
+    """Open a classifier bundle: its manifest, all its arrays, the encoder (given, or recreated from the
+    recorded identity and checked against it) and the head (from the arrays without a reserved prefix)."""
+    manifest, files = read_bundle(path, bundle_type)
+    try:
+        with np.load(io.BytesIO(files[ARRAYS]), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        own = {k: v for k, v in arrays.items() if not k.startswith(reserved_prefixes)} if reserved_prefixes else arrays
+        head = head_from_state(manifest["head"], own)
+        identity = manifest["encoder"]
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise CorruptFileError(f"{path}: the saved model cannot be read ({type(exc).__name__}: {exc})") from exc
+    if encoder is None:
+        if identity.get("tuned_from") is not None:
+            if BODY not in files:
+                raise CorruptFileError(f"{path}: the model was tuned, but its body weights are missing")
+            encoder = load_tuned_body(identity, files[BODY])
+        else:
+            encoder = encoder_from_identity(identity)
+    check_same_encoder(identity, encoder, f"the model at {path}")
+    if encoder.dim != head.n_features_in_:
+        raise CorruptFileError(
+            f"{path}: the head expects dimension {head.n_features_in_}, the encoder gives {encoder.dim}"
+        )
+    return manifest, arrays, encoder, head
+
+
+def prefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose names start with ``prefix``, with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -1,0 +1,153 @@
+"""The ``fewshot`` command line: fit, predict, zeroshot, index build|add|search|info, demo.
+
+A bad input or path prints one line (``fewshot: error: ...``) on stderr and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sqlite3
+import sys
+
+from fewshot.cli.classify import cmd_fit, cmd_predict, cmd_zeroshot
+from fewshot.cli.common import ENCODER_HELP, quiet_libraries
+from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_search
+from fewshot.errors import FewShotError
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from fewshot.demo import run_demo
+
+    run_demo(sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fewshot.classifiers.adaptation import ADAPT_METHODS
+    from fewshot.heads import FEW_SHOT_HEADS
+    from fewshot.index import KINDS
+
+    p = argparse.ArgumentParser(
+        prog="fewshot", description="Few-shot and zero-shot classification and semantic search."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_args(sp, data_optional=False, label=True):
+        if data_optional:
+            sp.add_argument(
+                "data", nargs="?", default="-", help="CSV/JSONL/TXT file, an image file or folder, or - for stdin"
+            )
+        else:
+            sp.add_argument("data", help="CSV, JSONL or TXT file, or an image folder (one subfolder per class)")
+        sp.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+        if label:
+            sp.add_argument("--label-col", default="label", help="column holding the label (default: label)")
+        sp.add_argument("--format", choices=["csv", "jsonl", "txt"], help="input format when the name does not tell")
+        sp.add_argument("--encoding", default="utf-8", help="text encoding of the input (default: utf-8)")
+
+    sp = sub.add_parser("fit", help="fit a few-shot classifier on labelled examples and save it")
+    data_args(sp)
+    sp.add_argument("-o", "--output", required=True, help="folder to save the model in")
+    sp.add_argument("--head", default="prototype", choices=FEW_SHOT_HEADS)
+    sp.add_argument("--head-params", help="JSON keyword arguments for the head, e.g. '{\"k\": 5}'")
+    sp.add_argument("--encoder", help=ENCODER_HELP)
+    sp.add_argument(
+        "--tune", type=int, metavar="STEPS", help="contrastively tune the text model for STEPS steps first (e.g. 10)"
+    )
+    sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
+    sp.add_argument(
+        "--abstain",
+        help="'none of these': auto (threshold from held-out scores of the examples) or a score threshold; "
+        "predict then writes an empty label for inputs below it",
+    )
+    sp.set_defaults(func=cmd_fit)
+
+    prediction_help = (
+        "name of the output column with the prediction (default: prediction; never replaces an input column)"
+    )
+    sp = sub.add_parser("predict", help="classify records with a saved model")
+    sp.add_argument("model", help="folder written by 'fewshot fit'")
+    data_args(sp, data_optional=True, label=False)
+    sp.add_argument("--prediction-col", default="prediction", help=prediction_help)
+    sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
+    sp.add_argument("--abstain", help="override the saved abstention threshold: off or a number")
+    sp.set_defaults(func=cmd_predict)
+
+    sp = sub.add_parser("zeroshot", help="classify or tag records from label names alone")
+    data_args(sp, data_optional=True, label=False)
+    sp.add_argument("--labels", help="comma-separated label names")
+    sp.add_argument(
+        "--labels-file", help="labels: .txt (one per line, 'name: attr, attr' allowed) or .json (list or dict)"
+    )
+    sp.add_argument("--templates", help="template set name (plain, ensemble) or one template with {}")
+    sp.add_argument("--multi-label", action="store_true", help="tag each record with every label above --threshold")
+    sp.add_argument("--threshold", type=float, help="cosine threshold for --multi-label (default 0.2)")
+    sp.add_argument(
+        "--corpus", help="unlabelled records of the task (file or image folder) to adapt the labels to (self-training)"
+    )
+    sp.add_argument("--adapt-to-input", action="store_true", help="use the records being classified as that corpus")
+    sp.add_argument("--adapt", default="auto", choices=ADAPT_METHODS)
+    sp.add_argument(
+        "--abstain", help="'none of these' (empty label): a cosine threshold, or auto (needs --corpus/--adapt-to-input)"
+    )
+    sp.add_argument("--top-k", type=int, help="at most this many tags per record")
+    sp.add_argument("--encoder", help=ENCODER_HELP)
+    sp.add_argument("--prediction-col", default="prediction", help=prediction_help)
+    sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
+    sp.set_defaults(func=cmd_zeroshot)
+
+    ip = sub.add_parser("index", help="build, extend, search and describe a saved index")
+    isub = ip.add_subparsers(dest="index_command", required=True)
+    for name, func, helptext in [
+        ("build", cmd_index_build, "build a new index from a file"),
+        ("add", cmd_index_add, "add records to an index (waits for any other writer)"),
+    ]:
+        sp = isub.add_parser(name, help=helptext)
+        sp.add_argument("name", help="index name (saved under indexes/NAME) or a folder path")
+        data_args(sp, label=False)
+        sp.add_argument("--label-col", help="column holding a label to store and filter on")
+        sp.add_argument("--id-col", help="column holding integer ids (default: numbered automatically)")
+        sp.add_argument("--meta-cols", help="comma-separated columns to keep as metadata")
+        if name == "build":
+            sp.add_argument("--kind", default="auto", choices=KINDS)
+            sp.add_argument("--overwrite", action="store_true", help="replace an existing index")
+            sp.add_argument("--encoder", help=ENCODER_HELP)
+        sp.set_defaults(func=func)
+    sp = isub.add_parser("search", help="search an index by meaning")
+    sp.add_argument("name", help="index name or folder")
+    sp.add_argument("query", help="a text query, or with --image the path of a query image")
+    sp.add_argument("--image", action="store_true", help="QUERY is an image file (image indexes)")
+    sp.add_argument("-k", type=int, default=5, help="hits to show (default 5)")
+    sp.add_argument(
+        "--where",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="filter on label, id or a metadata field (the value is read as the field's type); repeatable",
+    )
+    sp.add_argument("--json", action="store_true", help="one JSON object per hit")
+    sp.set_defaults(func=cmd_index_search)
+    sp = isub.add_parser("info", help="describe a saved index")
+    sp.add_argument("name", help="index name or folder")
+    sp.set_defaults(func=cmd_index_info)
+
+    sp = sub.add_parser("demo", help="few-shot, zero-shot and search on bundled examples")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        return args.func(args)
+    except (FewShotError, ValueError, OSError, csv.Error, sqlite3.Error) as exc:
+        print(f"fewshot: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover
+        print("fewshot: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

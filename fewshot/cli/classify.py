@@ -1,0 +1,158 @@
+"""``fewshot fit``, ``predict`` and ``zeroshot``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import numpy as np
+
+from fewshot.cli.common import (
+    abstain_setting,
+    head_params,
+    image_rows,
+    is_image_input,
+    make_encoder,
+    output,
+    parse_labels,
+)
+from fewshot.cli.records import guess_format, label_column, read_records, text_column, unique_name, write_records
+from fewshot.errors import InputError
+
+
+def _records(a: argparse.Namespace, path: str | None, label_col: str | None = None):
+    """(rows, texts, labels) of a record file or an image folder/file."""
+    if is_image_input(path):
+        return image_rows(path, labelled=label_col is not None)
+    rows = read_records(path, a.format, a.encoding)
+    where = path if path not in (None, "-") else "standard input"
+    texts = text_column(rows, a.text_col, where)
+    labels = label_column(rows, label_col, where) if label_col is not None else None
+    return rows, texts, labels
+
+
+def cmd_fit(a: argparse.Namespace) -> int:
+    from fewshot.classifiers import FewShotClassifier
+    from fewshot.classifiers.persistence import FILES
+    from fewshot.storage import check_target
+
+    check_target(a.output, "classifier", FILES)  # before any encoding
+    _, texts, labels = _records(a, a.data, a.label_col)
+    encoder = make_encoder(a.encoder, is_image_input(a.data))
+    tune = {"steps": a.tune, "seed": a.seed} if a.tune else False
+    clf = FewShotClassifier(
+        encoder, head=a.head, head_params=head_params(a.head_params), tune=tune, abstain=abstain_setting(a.abstain)
+    )
+    clf.fit(texts, labels, show_progress=True)
+    clf.save(a.output)
+    picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
+    tuned = f", body tuned for {a.tune} steps" if a.tune else ""
+    print(
+        f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned} "
+        f"-> {a.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def output_format(a: argparse.Namespace) -> str:
+    """The output format: the output file's, else the input's; plain text and images write JSON lines."""
+    if a.output not in (None, "-"):
+        fmt = guess_format(a.output, None)
+    elif is_image_input(a.data):
+        fmt = "jsonl"
+    else:
+        fmt = guess_format(a.data, a.format)
+    return "jsonl" if fmt == "txt" else fmt
+
+
+def prediction_rows(
+    rows: list[dict[str, Any]],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    classes: list[Any],
+    proba: np.ndarray,
+    fmt: str,
+    column: str,
+) -> list[dict[str, Any]]:
+    """One output record per input: its own fields, then the prediction ("" for "none of these"), the
+    class score the decision used (compared with the abstention threshold), the predicted class's
+    probability and every class's probability. Output names never replace an input column."""
+    taken = {str(k) for r in rows[:1] for k in r}
+    name_pred = unique_name(column, taken)
+    name_score = unique_name("score", taken | {name_pred})
+    name_prob = unique_name("probability", taken | {name_pred, name_score})
+    name_all = unique_name("probabilities", taken | {name_pred, name_score, name_prob})
+    out = []
+    for r, lab, s, p in zip(rows, labels, scores, proba):
+        rec = dict(r)
+        rec[name_pred] = "" if lab is None else lab
+        rec[name_score] = round(float(s), 6)
+        rec[name_prob] = None if lab is None else round(float(p[classes.index(lab)]), 6)
+        if fmt == "csv":
+            for c, v in zip(classes, p):
+                rec[unique_name(f"p_{c}", taken)] = round(float(v), 6)
+        else:
+            rec[name_all] = {str(c): round(float(v), 6) for c, v in zip(classes, p)}
+        out.append(rec)
+    return out
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from fewshot.classifiers import FewShotClassifier
+
+    clf = FewShotClassifier.load(a.model)
+    if a.abstain is not None:
+        threshold = abstain_setting(a.abstain)
+        if threshold == "auto":
+            raise InputError("predict --abstain takes off or a number; 'auto' is set when fitting (fit --abstain auto)")
+        clf.threshold_ = threshold
+    rows, texts, _ = _records(a, a.data)
+    labels, scores, proba = clf.predict_with_scores(texts, show_progress=True)
+    fmt = output_format(a)
+    out_rows = prediction_rows(rows, labels, scores, clf.classes_.tolist(), proba, fmt, a.prediction_col)
+    with output(a.output) as f:
+        write_records(out_rows, f, fmt)
+    return 0
+
+
+def cmd_zeroshot(a: argparse.Namespace) -> int:
+    from fewshot.classifiers import ZeroShotClassifier
+
+    labels = parse_labels(a.labels, a.labels_file, a.encoding)
+    images = is_image_input(a.data)
+    zs = ZeroShotClassifier(
+        labels,
+        encoder=make_encoder(a.encoder, images),
+        templates=a.templates,
+        adapt=a.adapt,
+        abstain=abstain_setting(a.abstain),
+    )
+    rows, texts, _ = _records(a, a.data)
+    corpus = None
+    if a.corpus:
+        corpus = _records(a, a.corpus)[1]
+    elif a.adapt_to_input:
+        corpus = texts
+    zs.fit(corpus, show_progress=True)
+    fmt = output_format(a)
+    if a.multi_label:
+        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, show_progress=True)
+        taken = {str(k) for r in rows[:1] for k in r}
+        name_tags, name_scores = unique_name("tags", taken), unique_name("tag_scores", taken)
+        out_rows = []
+        for r, t in zip(rows, tags):
+            rec = dict(r)
+            if fmt == "csv":
+                rec[name_tags] = ";".join(str(lab) for lab, _ in t)
+                rec[name_scores] = ";".join(f"{s:.4f}" for _, s in t)
+            else:
+                rec[name_tags] = [{"label": lab, "score": round(s, 6)} for lab, s in t]
+            out_rows.append(rec)
+    else:
+        labels_out, scores, proba = zs.predict_with_scores(texts, show_progress=True)
+        out_rows = prediction_rows(rows, labels_out, scores, zs.classes_.tolist(), proba, fmt, a.prediction_col)
+    with output(a.output) as f:
+        write_records(out_rows, f, fmt)
+    return 0

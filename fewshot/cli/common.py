@@ -1,0 +1,142 @@
+"""What the CLI's commands share: encoders from ``--encoder``, label files, image inputs, outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fewshot.cli.records import decode
+from fewshot.errors import InputError
+
+ENCODER_HELP = (
+    "text (bundled MiniLM), image (bundled MobileNetV2), conse (MobileNetV2 in MiniLM's text space), "
+    "clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER; default: text for records, image for image folders"
+)
+
+
+def quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, hub warnings) off a tool's stderr."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:  # pragma: no cover - older or missing transformers
+        pass
+
+
+def output(path: str | None):
+    """A context manager for the output: standard output (left open) or a new file."""
+    if path in (None, "-"):
+        return contextlib.nullcontext(sys.stdout)
+    try:
+        return open(path, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def parse_labels(inline: str | None, path: str | None, encoding: str = "utf-8") -> Any:
+    """Labels from ``--labels a,b,c`` or ``--labels-file`` (.txt one a line, or .json: a list or a dict)."""
+    if bool(inline) == bool(path):
+        raise InputError("give the labels with --labels 'a,b,c' or --labels-file FILE (one of them)")
+    if inline:
+        labels = [s.strip() for s in inline.split(",") if s.strip()]
+        if not labels:
+            raise InputError("--labels holds no label names")
+        return labels
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    text = decode(p.read_bytes(), str(path), encoding)
+    if p.suffix.lower() == ".json":
+        try:
+            labels = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(labels, (list, dict)):
+            raise InputError(
+                f"{path}: the JSON must be a list of label names or an object name -> description, "
+                f"not a {type(labels).__name__}"
+            )
+        return labels
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def is_image_input(path: str | None) -> bool:
+    """Whether the data argument names an image folder or an image file rather than a record file."""
+    from fewshot.encoders.image_inputs import IMAGE_SUFFIXES
+
+    if path in (None, "-"):
+        return False
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def make_encoder(spec: str | None, images: bool) -> Any:
+    """An encoder from ``--encoder``: text, image, conse, or clip:MODEL:CHECKPOINT / clip:local-dir:FOLDER.
+
+    Without ``--encoder`` the data decides: the bundled text model for records, the bundled image model
+    for image folders and files.
+    """
+    from fewshot.encoders import ClipEncoder, ConSEEncoder, ImageEncoder, TextEncoder
+
+    spec = spec or ("image" if images else "text")
+    if spec == "text":
+        return TextEncoder()
+    if spec == "image":
+        return ImageEncoder()
+    if spec == "conse":
+        return ConSEEncoder()
+    if spec.startswith("clip:"):
+        rest = spec[len("clip:") :]
+        if rest.startswith("local-dir:"):
+            return ClipEncoder(rest)
+        model, sep, checkpoint = rest.partition(":")
+        if not sep or not model or not checkpoint:
+            raise InputError("--encoder clip takes clip:MODEL:CHECKPOINT (e.g. clip:ViT-B-32:/path/model.pt)")
+        return ClipEncoder(model, checkpoint)
+    raise InputError(f"unknown --encoder {spec!r}; use text, image, conse, clip:MODEL:CHECKPOINT or clip:local-dir:DIR")
+
+
+def image_rows(path: str, labelled: bool) -> tuple[list[dict[str, Any]], list[str], list[str] | None]:
+    """Records for an image folder or file: one ``{"path": ...}`` row per image, and its class folder."""
+    from fewshot.encoders.image_inputs import image_folder, images_in
+
+    if labelled:
+        if not Path(path).is_dir():
+            raise InputError(f"{path}: fitting on images needs a folder with one subfolder of images per class")
+        files, labels = image_folder(path)
+        return [{"path": f, "label": lab} for f, lab in zip(files, labels)], files, labels
+    files = images_in(path)
+    return [{"path": f} for f in files], files, None
+
+
+def abstain_setting(value: str | None) -> float | str | None:
+    """``--abstain``: auto, off, or a number."""
+    if value is None or value == "off":
+        return None
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"--abstain takes auto, off or a number (a score threshold), got {value!r}") from None
+
+
+def head_params(text: str | None) -> dict[str, Any] | None:
+    """``--head-params``: a JSON object of the head's keyword arguments."""
+    if not text:
+        return None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--head-params is not valid JSON ({exc.msg}): {text!r}") from exc
+    if not isinstance(params, dict):
+        raise InputError(f"--head-params must be a JSON object such as '{{\"k\": 5}}', got {text!r}")
+    return params

@@ -1,0 +1,124 @@
+"""``fewshot index build|add|search|info``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fewshot.cli.common import image_rows, is_image_input, make_encoder
+from fewshot.cli.records import column, label_column, read_records, text_column
+from fewshot.errors import InputError
+
+
+def _index_rows(a: argparse.Namespace):
+    """(items, ids, labels, metadata) of a record file or an image folder (labels from subfolders)."""
+    if is_image_input(a.data):
+        _, files, _ = image_rows(a.data, labelled=False)
+        root = Path(a.data)
+        labels = None
+        if root.is_dir():
+            parts = [Path(f).relative_to(root).parts for f in files]
+            labels = [p[0] if len(p) > 1 else None for p in parts]
+            labels = labels if any(lab is not None for lab in labels) else None
+        return files, None, labels, None
+    rows = read_records(a.data, a.format, a.encoding)
+    texts = text_column(rows, a.text_col, a.data)
+    labels = label_column(rows, a.label_col, a.data) if a.label_col else None
+    ids = None
+    if a.id_col:
+        try:
+            ids = [int(v) for v in column(rows, a.id_col, a.data)]
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{a.data}: ids in column {a.id_col!r} must be integers") from exc
+    meta_cols = [c for c in (a.meta_cols or "").split(",") if c]
+    metadata = [{c: r.get(c) for c in meta_cols} for r in rows] if meta_cols else None
+    return texts, ids, labels, metadata
+
+
+def cmd_index_build(a: argparse.Namespace) -> int:
+    from fewshot.index import EmbeddingIndex, resolve_index_path
+    from fewshot.index.embedding_index import FILES
+    from fewshot.storage import check_target, read_manifest
+
+    target = resolve_index_path(a.name)
+    if target.exists() and read_manifest(target) is not None and not a.overwrite:
+        raise InputError(f"an index already exists at {target}; use 'fewshot index add' or --overwrite")
+    check_target(target, "index", FILES)  # before any encoding
+    items, ids, labels, metadata = _index_rows(a)
+    index = EmbeddingIndex(make_encoder(a.encoder, is_image_input(a.data)), kind=a.kind, name=target.name)
+    index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=True)
+    index.save(target)
+    print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
+    return 0
+
+
+def cmd_index_add(a: argparse.Namespace) -> int:
+    from fewshot.index import EmbeddingIndex, resolve_index_path
+
+    target = resolve_index_path(a.name)
+    encoder = EmbeddingIndex.load(target).encoder  # the index's own encoder, checked against its weights
+    items, ids, labels, metadata = _index_rows(a)
+    if encoder is None:
+        raise InputError(f"the index at {target} holds raw vectors with no encoder; records cannot be added")
+    E = encoder.encode(items, show_progress=True)  # the slow part, outside the writer lock
+    with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
+        stored = [x if isinstance(x, str) else None for x in items]
+        index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=stored)
+        count = len(index)
+    print(f"added {len(items)} items; {count} in {target}", file=sys.stderr)
+    return 0
+
+
+def parse_where(pairs: list[str] | None, kinds: dict[str, set[str]]) -> dict[str, Any] | None:
+    """``--where FIELD=VALUE`` pairs as a filter. A value is read as the type the field holds in the index:
+    ``label=3`` is the string "3" where labels are strings, the number 3 where they are numbers."""
+    if not pairs:
+        return None
+    from fewshot.index.filters import json_kind
+
+    where: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--where takes FIELD=VALUE, got {pair!r}")
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed = raw
+        held = {"number"} if key == "id" else kinds.get(key, set())
+        if isinstance(parsed, (list, dict)):
+            value: Any = raw
+        elif json_kind(parsed) in held or (parsed is None and raw == "null"):
+            value = parsed
+        else:
+            value = raw if "string" in held or not held else parsed
+        where.setdefault(key, []).append(value)
+    return where
+
+
+def cmd_index_search(a: argparse.Namespace) -> int:
+    from fewshot.index import EmbeddingIndex
+
+    index = EmbeddingIndex.load(a.name)
+    query: Any = Path(a.query) if a.image else a.query
+    if a.image and not Path(a.query).is_file():
+        raise InputError(f"--image: no such image file: {a.query}")
+    hits = index.search(query, k=a.k, where=parse_where(a.where, index.field_kinds()))
+    for h in hits:
+        if a.json:
+            record = {"id": h.id, "score": round(h.score, 6), "item": h.item, "label": h.label, "metadata": h.metadata}
+            print(json.dumps(record, ensure_ascii=False))
+        else:
+            label = f" [{h.label}]" if h.label is not None else ""
+            print(f"{h.score:.4f}  {h.id}{label}  {h.item}")
+    return 0
+
+
+def cmd_index_info(a: argparse.Namespace) -> int:
+    from fewshot.index import EmbeddingIndex
+
+    print(json.dumps(EmbeddingIndex.load(a.name).info(), indent=2))
+    return 0

@@ -1,0 +1,167 @@
+"""Reading and writing the record files the CLI takes: CSV/TSV, JSON lines, or plain text (one item a line).
+
+Every failure to read is an :class:`~fewshot.errors.InputError` that names the file (and the line where it
+helps): a wrong encoding suggests ``--encoding``, a UTF-8 byte-order mark is dropped, and CSV fields of any
+size are read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from fewshot.errors import InputError
+
+FORMATS = ("csv", "jsonl", "txt")
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a long document is one field; the default is 128 KB
+
+
+def guess_format(path: str | None, fmt: str | None) -> str:
+    """The record format: ``fmt`` if given, else from the file name (standard input: JSON lines)."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return fmt
+    if path in (None, "-"):
+        return "jsonl"
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix == ".txt":
+        return "txt"
+    raise InputError(f"cannot tell the format of {path}; name it .csv, .jsonl or .txt, or pass --format")
+
+
+def decode(data: bytes, where: str, encoding: str = "utf-8") -> str:
+    """``data`` as text; a UTF-8 byte-order mark is dropped; a wrong encoding names the byte and the fix."""
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return data.decode(codec)
+    except LookupError:
+        raise InputError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{where} is not valid {encoding} (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); pass "
+            "--encoding with the file's encoding, e.g. --encoding latin-1"
+        ) from None
+
+
+def parse_records(text: str, fmt: str, where: str, delimiter: str = ",") -> list[dict[str, Any]]:
+    """Rows of ``text`` in ``fmt`` as dicts; a .txt line becomes ``{"text": line}``."""
+    if "\x00" in text:
+        raise InputError(f"{where} holds NUL bytes: it is not a text file")
+    if fmt == "txt":
+        rows: list[dict[str, Any]] = [{"text": line} for line in text.splitlines() if line.strip()]
+    elif fmt == "csv":
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+            rows = []
+            for n, row in enumerate(reader, 2):
+                if None in row:  # more cells than the header names
+                    raise InputError(f"{where} line {n}: more fields than the header has columns")
+                rows.append({k: ("" if v is None else v) for k, v in row.items()})
+        except csv.Error as exc:
+            raise InputError(f"{where}: bad CSV ({exc})") from exc
+        if reader.fieldnames is not None:
+            names = [f for f in reader.fieldnames]
+            if len(set(names)) != len(names):
+                raise InputError(f"{where}: the header repeats a column name ({', '.join(names)})")
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                raise InputError(f"{where} line {n}: not valid JSON ({getattr(exc, 'msg', exc)})") from exc
+            if not isinstance(row, dict):
+                raise InputError(f"{where} line {n}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{where} holds no records")
+    return rows
+
+
+def read_records(path: str | None, fmt: str | None = None, encoding: str = "utf-8") -> list[dict[str, Any]]:
+    """Rows of ``path`` (``-`` or None: standard input) as dicts; a .txt line becomes ``{"text": line}``."""
+    fmt = guess_format(path, fmt)
+    if path in (None, "-"):
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        where = "standard input"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{path}: no such file")
+        data = p.read_bytes()
+        where = str(path)
+    delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
+    return parse_records(decode(data, where, encoding), fmt, where, delimiter)
+
+
+def column(rows: list[dict[str, Any]], name: str, where: str) -> list[Any]:
+    """The values of column ``name``; a clear error names the columns that exist when it is missing."""
+    missing = [i for i, r in enumerate(rows) if name not in r]
+    if missing:
+        have = ", ".join(sorted(map(str, rows[missing[0]].keys()))) or "none"
+        raise InputError(f"{where}: record {missing[0] + 1} has no column {name!r} (columns: {have})")
+    return [r[name] for r in rows]
+
+
+def text_column(rows: list[dict[str, Any]], name: str, where: str) -> list[str]:
+    """Column ``name`` as non-empty texts; the first empty or non-text value is named."""
+    values = column(rows, name, where)
+    for i, v in enumerate(values):
+        if not isinstance(v, str) or not v.strip():
+            raise InputError(f"{where}: record {i + 1} has an empty or non-text {name!r}")
+    return values
+
+
+def label_column(rows: list[dict[str, Any]], name: str, where: str) -> list[Any]:
+    """Column ``name`` as labels: every record needs one (an empty cell is an error, not a class ``""``),
+    and JSON records may not mix numbers and strings."""
+    values = column(rows, name, where)
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            raise InputError(f"{where}: record {i + 1} has an empty {name!r}; every example needs a label")
+        if isinstance(v, (list, dict)):
+            raise InputError(f"{where}: record {i + 1} has a {type(v).__name__} as {name!r}; give one label")
+    kinds = {type(v).__name__ for v in values}
+    if len(kinds) > 1 and not kinds <= {"int", "float"}:
+        raise InputError(f"{where}: the {name!r} column mixes {' and '.join(sorted(kinds))} labels; use one type")
+    return values
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... so that an output column never overwrites an input one."""
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}_{i}" in taken:
+        i += 1
+    return f"{name}_{i}"
+
+
+def write_records(rows: list[dict[str, Any]], out: TextIO, fmt: str) -> None:
+    if fmt == "csv":
+        fields: list[str] = []
+        seen: set[str] = set()
+        for r in rows:
+            for k in r:
+                if k not in seen:
+                    seen.add(k)
+                    fields.append(k)
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    else:
+        for r in rows:
+            out.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -1,0 +1,494 @@
+"""``EmbeddingIndex``: the public index that joins the vector store and the metadata table, encodes items
+and queries, and saves to a checked folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot._concurrency import RWLock
+from fewshot._validate import as_embeddings, json_label
+from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
+from fewshot.errors import CorruptFileError, InputError
+from fewshot.index.metadata import MetadataTable, encode_metadata
+from fewshot.index.paths import index_dir, resolve_index_path
+from fewshot.index.vectors import HNSWSettings, VectorStore
+from fewshot.maths import l2_normalize
+from fewshot.storage import FolderLock, read_bundle, read_manifest, write_bundle
+from fewshot.storage.bundle import check_target
+
+KINDS = ("auto", "flat", "hnsw")
+FILES = ("index.faiss", "meta.sqlite")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    score: float
+    item: str | None = None
+    label: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class EmbeddingIndex:
+    """Vectors with ids, labels and metadata; search by text, image or vector, optionally filtered.
+
+    Parameters
+    ----------
+    encoder : the encoder that turns added items and queries into vectors. None means the default
+        :class:`~fewshot.TextEncoder` (bundled all-MiniLM-L6-v2), unless ``dim`` is given, which makes an
+        index of precomputed vectors only (``add_embeddings`` and vector queries).
+    dim : dimension of an encoder-less index.
+    kind : ``"flat"`` (exact), ``"hnsw"`` (approximate, fast on large collections) or ``"auto"`` (flat, then
+        HNSW once the index holds more than ``auto_threshold`` vectors).
+    name : the index's name; ``save()`` without a path writes to ``indexes/<name>/``.
+    hnsw_m, ef_construction, ef_search : HNSW graph degree, build beam and search beam
+        (:class:`~fewshot.index.vectors.HNSWSettings`).
+
+    Threads: searches run concurrently; ``add``, ``remove`` and ``compact`` are exclusive (readers wait for
+    them, and never see half a batch). Encoding happens outside the lock. Processes: a save holds the
+    folder's writer lock, and :meth:`update` holds it for a whole load-modify-save; a save over a folder
+    that another writer changed since this index was loaded is refused instead of losing that change.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | None = None,
+        *,
+        dim: int | None = None,
+        kind: str = "auto",
+        name: str = "default",
+        hnsw_m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 256,
+        auto_threshold: int = 50_000,
+    ) -> None:
+        if kind not in KINDS:
+            raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if encoder is None and dim is None:
+            encoder = TextEncoder()
+        if encoder is not None and not isinstance(encoder, Encoder):
+            raise InputError(f"encoder must be a fewshot Encoder, got {type(encoder).__name__}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise InputError(f"dim must be a positive integer, got {dim!r}")
+        for param, value in (("hnsw_m", hnsw_m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{param} must be a positive integer, got {value!r}")
+        self.encoder = encoder
+        self.kind = kind
+        self.name = name
+        self.hnsw = HNSWSettings(hnsw_m, ef_construction, ef_search)
+        self.auto_threshold = auto_threshold
+        self._dim = dim
+        self._vectors: VectorStore | None = None  # made on first add, when the dimension is known
+        self._table = MetadataTable()
+        self._next_id = 0
+        self._saved_identity: dict[str, Any] | None = None  # checked lazily after load without an encoder
+        self._saved_at: tuple[str, str] | None = None  # (folder, save_id) this index was loaded from / saved to
+        self._lock = RWLock()
+
+    # -- properties ---------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = self.encoder.dim
+        return self._dim
+
+    @property
+    def structure(self) -> str:
+        """The FAISS structure in use now: ``"flat"`` or ``"hnsw"``."""
+        if self._vectors is None:
+            return "hnsw" if self.kind == "hnsw" else "flat"
+        return self._vectors.structure
+
+    def __len__(self) -> int:
+        return self._table.count()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingIndex(name={self.name!r}, kind={self.kind!r}, count={len(self)})"
+
+    # -- adding -------------------------------------------------------------------------------------
+    def add(
+        self,
+        items: Any,
+        ids: Any = None,
+        labels: Any = None,
+        metadata: list[dict[str, Any]] | None = None,
+        *,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Encode ``items`` and store them; return their ids, array of shape (n,).
+
+        ``labels`` (one per item, or None) and ``metadata`` (one dict per item, JSON values, no NaN or
+        infinity) are checked before anything is encoded, and the batch is stored whole or not at all.
+        """
+        encoder = self._require_encoder("add items")
+        items = encoder.validate(items)
+        n = len(items)
+        self._prepare_rows(n, ids, labels, metadata, [_item_text(x) for x in items])  # fail before encoding
+        E = encoder.encode(items, show_progress=show_progress)
+        return self.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=[_item_text(x) for x in items])
+
+    def add_embeddings(
+        self,
+        embeddings: Any,
+        ids: Any = None,
+        labels: Any = None,
+        metadata: list[dict[str, Any]] | None = None,
+        items: list[str | None] | None = None,
+    ) -> np.ndarray:
+        """Store precomputed vectors of shape (n, dim); they are L2-normalised. Return their ids."""
+        E = l2_normalize(as_embeddings(embeddings, dim=self.dim))
+        with self._lock.write():
+            records, rows_meta, rows_label, ids_arr = self._prepare_rows(len(E), ids, labels, metadata, items)
+            if self._vectors is None:
+                self._vectors = VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw)
+            self._table.insert(records, rows_meta, rows_label)
+            try:
+                self._vectors.add(E, ids_arr)
+            except Exception:
+                self._table.delete(ids_arr.tolist())
+                raise
+            self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
+            if self.kind == "auto" and self._vectors.structure == "flat" and self._vectors.ntotal > self.auto_threshold:
+                self._vectors.rebuild("hnsw")
+        return ids_arr
+
+    def _prepare_rows(self, n: int, ids: Any, labels: Any, metadata: Any, items: Any):
+        ids_arr = self._check_new_ids(ids, n)
+        rows_label = _column(labels, n, "labels")
+        rows_meta = _column(metadata, n, "metadata")
+        rows_item = _column(items, n, "items")
+        records = []
+        for i in range(n):
+            meta = encode_metadata(rows_meta[i], i)
+            label = rows_label[i]
+            if isinstance(label, str) and not label.strip():
+                raise InputError(f"labels[{i}] is an empty string; give a label or None")
+            label_json = None if label is None else json.dumps(json_label(label))
+            records.append((int(ids_arr[i]), rows_item[i], label_json, meta))
+        return records, rows_meta, [None if v is None else json_label(v) for v in rows_label], ids_arr
+
+    def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
+        if ids is None:
+            return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        arr = np.asarray(ids)
+        if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"ids must be {n} integers, got {arr.dtype} array of shape {arr.shape}")
+        arr = arr.astype(np.int64)
+        if (arr < 0).any():
+            raise InputError("ids must be non-negative integers")
+        if len(np.unique(arr)) != n:
+            raise InputError("ids contain duplicates")
+        removed = self._vectors.removed if self._vectors is not None else set()
+        taken = self._table.existing(arr.tolist()) | (removed & set(arr.tolist()))
+        if taken:
+            raise InputError(f"ids already in the index: {sorted(taken)[:5]}")
+        return arr
+
+    # -- removing -----------------------------------------------------------------------------------
+    def remove(self, ids: Any) -> int:
+        """Delete the given ids; return how many were present. Unknown ids are ignored."""
+        arr = np.atleast_1d(np.asarray(ids))
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"ids must be integers, got {arr.dtype}")
+        ids_list = [int(i) for i in arr.tolist()]
+        with self._lock.write():
+            present = sorted(self._table.existing(ids_list))
+            if not present:
+                return 0
+            self._table.delete(present)
+            self._vectors.remove(present)
+        return len(present)
+
+    def compact(self) -> None:
+        """Rebuild the HNSW graph without removed vectors (searches already skip them)."""
+        with self._lock.write():
+            if self._vectors is not None and self._vectors.removed:
+                self._vectors.rebuild(self._vectors.structure)
+
+    # -- searching ----------------------------------------------------------------------------------
+    def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` stored items most similar to one query, best first.
+
+        Parameters
+        ----------
+        query : a string is a text query (through the encoder's text side: text encoders, CLIP, ConSE);
+            a ``pathlib.Path``, a PIL image or an array of shape (H, W[, C]) is an image query; a 1-d array
+            of length ``dim`` is a vector. A string is never read as a file name.
+        k : hits to return (fewer when fewer items match).
+        where : keep only items whose fields match: ``{"label": "sports"}``, ``{"lang": ["en", "fr"]}``
+            (any of the values), ``{"id": [1, 2]}``; several keys must all match. See
+            :mod:`fewshot.index.filters` for types, missing fields and None.
+        """
+        Q = self._embed_query(query)  # encoding runs outside the lock
+        with self._lock.read():  # the hits' rows come from the same state as the search
+            return self._hits(*self.search_embeddings(Q, k=k, where=where))[0]
+
+    def batch_search(self, queries: Any, k: int = 10, where: dict[str, Any] | None = None) -> list[list[Hit]]:
+        """:meth:`search` for several queries: a list of queries (each as for ``search``) or an array of
+        shape (n, dim) of vectors. Returns one list of hits per query."""
+        if isinstance(queries, np.ndarray) and queries.ndim == 2 and np.issubdtype(queries.dtype, np.number):
+            Q = queries
+        else:
+            if isinstance(queries, (str, bytes, Path)) or not hasattr(queries, "__iter__"):
+                raise InputError("batch_search takes a list of queries; use search() for one")
+            qs = list(queries)
+            if not qs:
+                raise InputError("queries is empty; give at least one query")
+            Q = np.vstack([self._embed_query(q) for q in qs]) if not all(isinstance(q, str) for q in qs) else None
+            if Q is None:
+                Q = self._require_encoder("search by text").encode_text(qs)
+        with self._lock.read():
+            return self._hits(*self.search_embeddings(Q, k=k, where=where))
+
+    def _embed_query(self, query: Any) -> np.ndarray:
+        """One query as a (1, dim) array."""
+        if isinstance(query, str):
+            return self._require_encoder("search by text").encode_text([query])
+        if isinstance(query, np.ndarray) and query.ndim == 1:
+            return as_embeddings(query, dim=self.dim, what="query vector", allow_1d=True)
+        encoder = self._require_encoder("search by image")
+        if encoder.modality != "image":
+            raise InputError(
+                f"a {type(query).__name__} query needs an image index; this index embeds {encoder.modality} "
+                "(give a string for text, or a 1-d vector)"
+            )
+        return encoder.encode([str(query) if isinstance(query, Path) else query])
+
+    def search_embeddings(
+        self, queries: Any, k: int = 10, where: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS-style search: ``D, I`` of shape (n_queries, k), scores and ids, padded with -inf / -1."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        Q = l2_normalize(as_embeddings(queries, dim=self.dim, what="queries", allow_1d=True))
+        with self._lock.read():
+            if self._vectors is None or len(self) == 0:
+                if where is not None and not isinstance(where, dict):
+                    raise InputError(f"where must be a dict of field -> value(s), got {type(where).__name__}")
+                return np.full((len(Q), k), -np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
+            allowed = self._table.select_ids(where) if where is not None else None
+            return self._vectors.search(Q, int(k), allowed)
+
+    def _hits(self, D: np.ndarray, I: np.ndarray) -> list[list[Hit]]:
+        rows = self._table.rows(sorted({int(i) for i in I.ravel() if i >= 0}))
+        out = []
+        for d_row, i_row in zip(D, I):
+            hits = []
+            for score, i in zip(d_row, i_row):
+                r = rows.get(int(i))
+                if i < 0 or r is None:
+                    continue
+                hits.append(Hit(id=int(i), score=float(score), item=r[0], label=r[1], metadata=r[2]))
+            out.append(hits)
+        return out
+
+    def get(self, ids: Any) -> list[Hit | None]:
+        """The stored items of ``ids`` (score 1.0), None for ids not in the index."""
+        ids_list = [int(i) for i in np.atleast_1d(np.asarray(ids, dtype=np.int64)).tolist()]
+        rows = self._table.rows(ids_list)
+        return [None if i not in rows else Hit(i, 1.0, *rows[i]) for i in ids_list]
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the index to a folder (``indexes/<name>/`` by default) atomically; return the folder.
+
+        A save over the folder this index was loaded from (or last saved to) is refused with
+        :class:`~fewshot.errors.ConcurrentWriteError` when another writer saved there in between; use
+        :meth:`update` to hold the folder for a whole load-modify-save.
+        """
+        return self._save(resolve_index_path(path) if path is not None else index_dir() / self.name, None)
+
+    def _save(self, target: Path, lock: FolderLock | None) -> Path:
+        with self._lock.read():
+            if self._vectors is None:
+                self._vectors = VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw)
+            vectors, removed = self._vectors.to_bytes(), set(self._vectors.removed)
+            table = self._table.to_bytes(removed)
+            meta = {
+                "name": self.name,
+                "encoder": None if self.encoder is None else (self._saved_identity or self.encoder.identity),
+                "dim": self.dim,
+                "metric": "inner_product",
+                "kind": self.kind,
+                "structure": self.structure,
+                "count": len(self),
+                "vectors": self._vectors.ntotal,
+                "next_id": self._next_id,
+                "hnsw": {
+                    "m": self.hnsw.m,
+                    "ef_construction": self.hnsw.ef_construction,
+                    "ef_search": self.hnsw.ef_search,
+                },
+                "auto_threshold": self.auto_threshold,
+            }
+        expect = self._saved_at[1] if self._saved_at and self._saved_at[0] == str(target.resolve()) else None
+        manifest = write_bundle(
+            target,
+            "index",
+            meta,
+            {"index.faiss": lambda p: p.write_bytes(vectors), "meta.sqlite": lambda p: p.write_bytes(table)},
+            expect_save_id=expect,
+            lock=lock,
+        )
+        self._saved_at = (str(target.resolve()), manifest["save_id"])
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path, encoder: Encoder | None = None) -> EmbeddingIndex:
+        """Open a saved index.
+
+        Parameters
+        ----------
+        path : the folder, or a bare name for ``indexes/<name>/``.
+        encoder : the encoder to use for new items and queries. It must be the one the index was built
+            with (checked: :class:`~fewshot.errors.EncoderMismatchError` otherwise). None recreates the
+            recorded encoder; its weights are checked against the recorded hash when first used.
+        """
+        folder = resolve_index_path(path)
+        manifest, files = read_bundle(folder, "index")
+        saved_identity = manifest.get("encoder")
+        deferred = None
+        if saved_identity is not None:
+            if encoder is not None:
+                check_same_encoder(saved_identity, encoder, f"the index at {folder}")
+            else:
+                encoder, deferred = encoder_from_identity(saved_identity), saved_identity
+        elif encoder is not None:
+            raise InputError(f"the index at {folder} holds raw vectors with no encoder; load it without one")
+        try:
+            hnsw = manifest["hnsw"]
+            self = cls(
+                encoder,
+                dim=int(manifest["dim"]),
+                kind=manifest["kind"],
+                name=manifest.get("name", folder.name),
+                hnsw_m=hnsw["m"],
+                ef_construction=hnsw["ef_construction"],
+                ef_search=hnsw["ef_search"],
+                auto_threshold=manifest.get("auto_threshold", 50_000),
+            )
+            expected = (int(manifest["count"]), int(manifest["vectors"]), int(manifest["next_id"]))
+        except (KeyError, TypeError, ValueError, InputError) as exc:
+            raise CorruptFileError(f"{folder}: the manifest lacks or garbles a field ({exc})") from exc
+        self._saved_identity = deferred
+        self._table, removed = MetadataTable.from_bytes(files["meta.sqlite"], str(folder))
+        self._vectors = VectorStore.from_bytes(files["index.faiss"], self.dim, self.hnsw, removed, str(folder))
+        count = len(self)
+        ntotal = self._vectors.ntotal
+        if count != expected[0] or ntotal != expected[1] or ntotal != count + len(removed):
+            raise CorruptFileError(
+                f"{folder}: the manifest says {expected[0]} items, but the table holds {count} and the "
+                f"FAISS index {ntotal} vectors; the save is inconsistent"
+            )
+        self._next_id = expected[2]
+        self._saved_at = (str(folder.resolve()), manifest["save_id"])
+        return self
+
+    @classmethod
+    @contextmanager
+    def update(
+        cls,
+        path: str | Path,
+        encoder: Encoder | None = None,
+        *,
+        create: bool = False,
+        timeout: float = 60.0,
+        **kwargs: Any,
+    ) -> Iterator[EmbeddingIndex]:
+        """Hold a saved index's folder for a load-modify-save: another writer waits (up to ``timeout``
+        seconds) instead of losing its change or ours. The index is saved when the block ends without an
+        error, and left as it was otherwise.
+
+        ``create=True`` makes a new index (with ``kwargs`` for the constructor) when the folder holds none.
+
+        Examples
+        --------
+        >>> with EmbeddingIndex.update("news") as index:  # doctest: +SKIP
+        ...     index.add(["a new article"])
+        """
+        folder = resolve_index_path(path)
+        check_target(folder, "index", FILES)
+        with FolderLock(folder, timeout) as lock:
+            if read_manifest(folder) is not None:
+                index = cls.load(folder, encoder)
+            elif create:
+                index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
+            else:
+                raise FileNotFoundError(f"no saved index at {folder}")
+            yield index
+            index._save(folder, lock)
+
+    def info(self) -> dict[str, Any]:
+        """A summary for people: name, kind, structure, count, dim, labels, metadata fields, encoder."""
+        enc = None
+        if self.encoder is not None:
+            enc = self._saved_identity or self.encoder.identity
+        removed = self._vectors.removed if self._vectors is not None else set()
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "structure": self.structure,
+            "count": len(self),
+            "dim": self.dim,
+            "labels": self._table.distinct_labels(),
+            "fields": {k: sorted(v) for k, v in sorted(self._table.field_kinds.items())},
+            "removed_pending_compaction": len(removed),
+            "encoder": enc,
+        }
+
+    def field_kinds(self) -> dict[str, set[str]]:
+        """Metadata field -> the JSON kinds it holds (string, number, boolean, null, array, object);
+        ``"label"`` gives the kinds of the labels."""
+        return {**{k: set(v) for k, v in self._table.field_kinds.items()}, "label": set(self._table.label_kinds)}
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _require_encoder(self, action: str) -> Encoder:
+        if self.encoder is None:
+            raise InputError(f"cannot {action}: this index has no encoder (it stores raw vectors); pass vectors")
+        if self._saved_identity is not None:  # recreated at load: check its weights before first use
+            check_same_encoder(self._saved_identity, self.encoder, "this index")
+            self._saved_identity = None
+        return self.encoder
+
+    # -- pickling: the FAISS structure travels as bytes, the lock is made anew ----------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_lock"] = None
+        if self._vectors is not None:
+            state["_vectors"] = (self._vectors.to_bytes(), set(self._vectors.removed))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vectors = state.get("_vectors")
+        self.__dict__.update(state)
+        self._lock = RWLock()
+        if isinstance(vectors, tuple):
+            self._vectors = VectorStore.from_bytes(vectors[0], self._dim, self.hnsw, vectors[1], "a pickled index")
+
+
+def _column(values: Any, n: int, what: str) -> list[Any]:
+    if values is None:
+        return [None] * n
+    if isinstance(values, (str, bytes)):
+        raise InputError(f"{what} must be a list with one entry per item, not a single string")
+    if hasattr(values, "tolist") and not isinstance(values, list):
+        values = values.tolist()
+    values = list(values)
+    if len(values) != n:
+        raise InputError(f"{what} has {len(values)} entries for {n} items")
+    return values
+
+
+def _item_text(x: Any) -> str | None:
+    """What the table keeps of an added item: its text, or an image's path; in-memory images keep nothing."""
+    return x if isinstance(x, str) else None

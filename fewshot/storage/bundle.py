@@ -1,0 +1,284 @@
+"""Atomic, pickle-free saves: a folder of data files plus a ``manifest.json`` that names and checks them.
+
+A save, holding the folder's writer lock (:class:`~fewshot.storage.lock.FolderLock`), writes every data file
+under a fresh name, then replaces ``manifest.json`` by one atomic rename, and only then deletes the files the
+old manifest named (and leftovers of saves that were killed before their rename). A process killed at any
+point leaves either the old manifest with its intact files or the new one with its files, so the previous
+save stays loadable, and a folder left by a killed first save is taken over by the next save.
+
+The manifest carries a SHA-256 of its own content and the size and SHA-256 of every file, so an altered
+manifest (two class names swapped) or a truncated file is reported instead of giving wrong answers. Loading
+reads each file once into memory and checks it there; readers take no lock: a file a reader has opened
+stays readable when a writer deletes it, and a reader that finds a file gone re-reads the manifest.
+
+Each save has a ``save_id``. An object loaded from a folder remembers it, and its next save there is refused
+with :class:`~fewshot.errors.ConcurrentWriteError` if another writer has saved in between (no lost update).
+
+Only files fewshot wrote are ever deleted: the names in a manifest, ``<stem>-<8 hex digits><suffix>`` files
+of the logical names being saved, and ``.fewshot-*.tmp``; anything else in the folder is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError
+from fewshot.storage.lock import LOCK_NAME, FolderLock
+
+MANIFEST = "manifest.json"
+FORMAT = "fewshot"
+FORMAT_VERSION = 2
+READ_RETRIES = 20  # a reader re-reads the manifest at most this often while writers replace files under it
+
+Writer = Callable[[Path], None]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the pieces that decide whether a save can be read back."""
+    import faiss
+    import numpy
+
+    from fewshot import __version__
+
+    return {
+        "fewshot": __version__,
+        "numpy": numpy.__version__,
+        "faiss": getattr(faiss, "__version__", "unknown"),
+        "python": platform.python_version(),
+    }
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON without its own ``checksum`` field."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return sha256_bytes(blob.encode("utf-8"))
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The checked manifest of the save in ``path``, or None when the folder holds none."""
+    mpath = Path(path) / MANIFEST
+    try:
+        raw = mpath.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(f"{mpath} is not valid JSON ({exc}); the save is damaged") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CorruptFileError(f"{mpath} is not a fewshot manifest")
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CorruptFileError(f"{mpath} was written by a newer fewshot (format {version}); upgrade to read it")
+    if version < FORMAT_VERSION:
+        raise CorruptFileError(
+            f"{mpath} was written by an older fewshot (format {version}; this one reads {FORMAT_VERSION}); "
+            "fit or build it again"
+        )
+    if manifest.get("checksum") != manifest_checksum(manifest):
+        raise CorruptFileError(f"{mpath} fails its checksum: the manifest was edited or damaged")
+    return manifest
+
+
+def _ours(name: str, stems: set[tuple[str, str]]) -> bool:
+    """Whether ``name`` is a file a fewshot save of these logical names may have left behind."""
+    if name.startswith(".fewshot-") and name.endswith(".tmp"):
+        return True
+    for stem, suffix in stems:
+        if re.fullmatch(re.escape(stem) + r"-[0-9a-f]{8}" + re.escape(suffix), name):
+            return True
+    return False
+
+
+def _split(logical: str) -> tuple[str, str]:
+    stem, dot, suffix = logical.partition(".")
+    return stem, dot + suffix
+
+
+def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | tuple[str, ...] = ()) -> None:
+    """Raise :class:`InputError` unless a ``bundle_type`` save can be written to ``path``.
+
+    Callers run it before expensive work (encoding), so that a folder that cannot take the save is
+    reported first. A folder can take a save when it is new or empty, holds a save of the same type, or
+    holds only files a killed fewshot save left behind.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cannot save to {path}: it is a file, not a folder")
+    if not path.exists():
+        return
+    old = read_manifest(path)
+    if old is not None:
+        if old.get("type") != bundle_type:
+            raise InputError(f"cannot save a {bundle_type} to {path}: it holds a saved {old.get('type')}")
+        return
+    stems = {_split(n) for n in logical_names}
+    foreign = [p.name for p in path.iterdir() if p.name != LOCK_NAME and not _ours(p.name, stems)]
+    if foreign:
+        raise InputError(
+            f"cannot save to {path}: the folder holds files fewshot did not write "
+            f"({', '.join(sorted(foreign)[:3])}); choose an empty or new folder"
+        )
+
+
+def write_bundle(
+    path: str | Path,
+    bundle_type: str,
+    meta: dict[str, Any],
+    files: dict[str, Writer],
+    *,
+    expect_save_id: str | None = None,
+    lock: FolderLock | None = None,
+) -> dict[str, Any]:
+    """Save a bundle of ``bundle_type`` at ``path`` atomically; return the new manifest.
+
+    Parameters
+    ----------
+    path : folder to write; created if missing (see :func:`check_target` for what it may already hold).
+    bundle_type : what is saved, e.g. ``"index"`` or ``"classifier"``; checked again on load.
+    meta : JSON-serialisable description stored in the manifest.
+    files : logical file name (``"index.faiss"``) -> function that writes that file to the path it is given.
+    expect_save_id : the ``save_id`` of the save this object was loaded from (or last wrote) in this
+        folder; if the folder now holds another, :class:`ConcurrentWriteError` is raised and nothing is
+        written. None: replace whatever save of this type is there.
+    lock : the folder's lock when the caller already holds it (a load-modify-save); otherwise it is
+        taken for the duration of the write.
+    """
+    path = Path(path)
+    own_lock = lock is None or not lock.held
+    lock = FolderLock(path) if own_lock else lock
+    if own_lock:
+        check_target(path, bundle_type, list(files))  # before creating anything
+        lock.acquire()
+    try:
+        check_target(path, bundle_type, list(files))
+        old = read_manifest(path)
+        if expect_save_id is not None and old is not None and old.get("save_id") != expect_save_id:
+            raise ConcurrentWriteError(
+                f"{path} was saved by another writer after this {bundle_type} was loaded; load it again and redo "
+                "the change (or hold the folder's lock for the whole load-modify-save, as update() does)"
+            )
+        token = secrets.token_hex(4)
+        entries: dict[str, dict[str, Any]] = {}
+        for logical, writer in files.items():
+            stem, suffix = _split(logical)
+            real = f"{stem}-{token}{suffix}"
+            target = path / real
+            writer(target)
+            with open(target, "rb+") as f:
+                os.fsync(f.fileno())
+            entries[logical] = {"name": real, "bytes": target.stat().st_size, "sha256": _sha256_file(target)}
+
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "type": bundle_type,
+            "save_id": token,
+            "generation": int(old.get("generation", 0)) + 1 if old else 1,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": versions(),
+            **{k: v for k, v in meta.items() if k not in _RESERVED},
+            "files": entries,
+        }
+        try:
+            manifest["checksum"] = manifest_checksum(manifest)
+        except ValueError as exc:  # NaN or infinity somewhere in meta
+            raise InputError(f"cannot save: the description holds a value JSON cannot store ({exc})") from exc
+        tmp = path / f".fewshot-{token}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path / MANIFEST)
+        fsync_dir(path)
+
+        keep = {e["name"] for e in entries.values()}
+        stale = {e["name"] for e in (old or {}).get("files", {}).values()} - keep
+        stems = {_split(n) for n in files} | {_split(n) for n in (old or {}).get("files", {})}
+        for p in path.iterdir():
+            if p.name in keep or p.name in (MANIFEST, LOCK_NAME):
+                continue
+            if p.name in stale or _ours(p.name, stems):
+                p.unlink(missing_ok=True)
+        return manifest
+    finally:
+        if own_lock:
+            lock.release()
+
+
+_RESERVED = ("format", "format_version", "type", "files", "save_id", "generation", "checksum", "created", "versions")
+
+
+def read_bundle(path: str | Path, bundle_type: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Open a bundle of ``bundle_type``: its checked manifest and the checked bytes of each logical file.
+
+    A file that a concurrent save deleted after the manifest was read makes the reader start again from the
+    new manifest; a file missing from an unchanged manifest is corruption.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no saved {bundle_type} at {path}")
+    for _ in range(READ_RETRIES):
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise CorruptFileError(f"{path} is not a fewshot save: it has no {MANIFEST}")
+        if manifest.get("type") != bundle_type:
+            raise CorruptFileError(f"{path} holds a saved {manifest.get('type')}, not a {bundle_type}")
+        out: dict[str, bytes] = {}
+        retry = False
+        for logical, entry in manifest["files"].items():
+            p = path / entry["name"]
+            try:
+                data = p.read_bytes()
+            except FileNotFoundError:
+                again = read_manifest(path)
+                if again is not None and again.get("save_id") != manifest.get("save_id"):
+                    retry = True  # a writer replaced the save while we read it
+                    break
+                raise CorruptFileError(
+                    f"{path}: file {entry['name']} ({logical}) named in the manifest is missing"
+                ) from None
+            if len(data) != entry["bytes"]:
+                raise CorruptFileError(
+                    f"{p} is {len(data)} bytes but the manifest says {entry['bytes']}: the file is truncated or altered"
+                )
+            if sha256_bytes(data) != entry["sha256"]:
+                raise CorruptFileError(f"{p} fails its checksum: the file is corrupt or was altered")
+            out[logical] = data
+        if not retry:
+            return manifest, out
+    raise CorruptFileError(f"{path} kept changing while it was read ({READ_RETRIES} saves in a row); try again")

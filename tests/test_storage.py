@@ -1,0 +1,90 @@
+"""Atomic saves and the writer lock, on their own: what a save may overwrite, delete and refuse."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, LockTimeoutError
+from fewshot.storage import FolderLock, check_target, read_bundle, write_bundle
+from fewshot.storage.bundle import manifest_checksum
+
+
+def save(path, text: str, **kw):
+    return write_bundle(path, "note", {"text": text}, {"data.txt": lambda p: p.write_text(text)}, **kw)
+
+
+def test_round_trip_and_checked_bytes(tmp_path):
+    manifest = save(tmp_path / "b", "hello")
+    read, files = read_bundle(tmp_path / "b", "note")
+    assert files["data.txt"] == b"hello" and read["text"] == "hello" and read["save_id"] == manifest["save_id"]
+    assert read["checksum"] == manifest_checksum(read) and read["generation"] == 1
+    assert save(tmp_path / "b", "again")["generation"] == 2
+    with pytest.raises(CorruptFileError, match="holds a saved note, not a index"):
+        read_bundle(tmp_path / "b", "index")
+
+
+def test_only_files_fewshot_wrote_are_deleted(tmp_path):
+    path = tmp_path / "b"
+    save(path, "one")
+    (path / "notes.txt").write_text("mine")
+    (path / "data-zzzz.txt").write_text("not our pattern")  # not 8 hex digits: not ours
+    (path / "data-0123abcd.txt").write_text("a leftover of a killed save")
+    save(path, "two")
+    names = {p.name for p in path.iterdir()}
+    assert "notes.txt" in names and "data-zzzz.txt" in names and "data-0123abcd.txt" not in names
+    assert read_bundle(path, "note")[1]["data.txt"] == b"two"
+
+
+def test_a_new_folder_must_be_empty_or_hold_only_leftovers(tmp_path):
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "photo.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(InputError, match="did not write"):
+        check_target(tmp_path / "user", "note", ["data.txt"])
+    (tmp_path / "left").mkdir()
+    (tmp_path / "left" / "data-deadbeef.txt").write_text("half")
+    check_target(tmp_path / "left", "note", ["data.txt"])  # a killed first save: taken over
+    save(tmp_path / "left", "whole")
+    assert not (tmp_path / "left" / "data-deadbeef.txt").exists()
+    with pytest.raises(InputError, match="it is a file"):
+        check_target(tmp_path / "user" / "photo.jpg", "note")
+    with pytest.raises(InputError, match="holds a saved note"):
+        write_bundle(tmp_path / "left", "index", {}, {"x.bin": lambda p: p.write_bytes(b"")})
+
+
+def test_expected_save_id_refuses_a_lost_update(tmp_path):
+    first = save(tmp_path / "b", "one")
+    save(tmp_path / "b", "two", expect_save_id=first["save_id"])
+    with pytest.raises(ConcurrentWriteError):
+        save(tmp_path / "b", "three", expect_save_id=first["save_id"])
+    assert read_bundle(tmp_path / "b", "note")[1]["data.txt"] == b"two"
+
+
+def test_an_edited_manifest_is_caught(tmp_path):
+    save(tmp_path / "b", "one")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    m["text"] = "two"
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match="edited or damaged"):
+        read_bundle(tmp_path / "b", "note")
+
+
+def test_the_lock_excludes_a_second_writer_until_released(tmp_path):
+    order = []
+    with FolderLock(tmp_path / "f"):
+
+        def second():
+            with FolderLock(tmp_path / "f", timeout=10):
+                order.append("second")
+
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        order.append("first done")
+    t.join()
+    assert order == ["first done", "second"]
+    with FolderLock(tmp_path / "f"), pytest.raises(LockTimeoutError, match="being written"):
+        FolderLock(tmp_path / "f", timeout=0.2).acquire()
