@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import sqlite3
 import sys
 
@@ -14,6 +15,9 @@ from fewshot.cli.classify import cmd_fit, cmd_predict, cmd_zeroshot
 from fewshot.cli.common import ENCODER_HELP, quiet_libraries
 from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_search
 from fewshot.errors import FewShotError
+
+# modules that each define ``register(subparsers)``; they import heavy optional packages only when run
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -133,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("demo", help="few-shot, zero-shot and search on bundled examples")
     sp.set_defaults(func=cmd_demo)
+    for name in COMMAND_MODULES:  # commands in modules of their own add their parsers here
+        importlib.import_module(name).register(sub)
     return p
 
 

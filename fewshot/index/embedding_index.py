@@ -16,6 +16,7 @@ from fewshot._concurrency import RWLock
 from fewshot._validate import as_embeddings, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
 from fewshot.errors import CorruptFileError, InputError
+from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import index_dir, resolve_index_path
 from fewshot.index.vectors import HNSWSettings, VectorStore
@@ -25,6 +26,8 @@ from fewshot.storage.bundle import check_target
 
 KINDS = ("auto", "flat", "hnsw")
 FILES = ("index.faiss", "meta.sqlite")
+OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
+CHECKPOINT_BYTES = 64 << 20  # a durable index writes a new save when its journal grows past this
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class EmbeddingIndex:
     them, and never see half a batch). Encoding happens outside the lock. Processes: a save holds the
     folder's writer lock, and :meth:`update` holds it for a whole load-modify-save; a save over a folder
     that another writer changed since this index was loaded is refused instead of losing that change.
+    :meth:`open` makes a durable index: it holds the folder for its lifetime and every write is in its
+    journal on disk before the call returns (see :mod:`fewshot.index.journal`).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class EmbeddingIndex:
         self._saved_identity: dict[str, Any] | None = None  # checked lazily after load without an encoder
         self._saved_at: tuple[str, str] | None = None  # (folder, save_id) this index was loaded from / saved to
         self._lock = RWLock()
+        self._durable: tuple[Path, FolderLock, journal.JournalWriter] | None = None  # set by open()
 
     # -- properties ---------------------------------------------------------------------------------
     @property
@@ -149,18 +155,26 @@ class EmbeddingIndex:
         E = l2_normalize(as_embeddings(embeddings, dim=self.dim))
         with self._lock.write():
             records, rows_meta, rows_label, ids_arr = self._prepare_rows(len(E), ids, labels, metadata, items)
-            if self._vectors is None:
-                self._vectors = VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw)
-            self._table.insert(records, rows_meta, rows_label)
-            try:
-                self._vectors.add(E, ids_arr)
-            except Exception:
-                self._table.delete(ids_arr.tolist())
-                raise
-            self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
-            if self.kind == "auto" and self._vectors.structure == "flat" and self._vectors.ntotal > self.auto_threshold:
-                self._vectors.rebuild("hnsw")
+            if self._durable is not None:  # on disk before anything changes in memory
+                frame = journal.add_record(ids_arr, E, rows_label, [r[3] for r in records], [r[1] for r in records])
+                self._durable[2].append(frame)
+            self._apply_add(E, ids_arr, records, rows_meta, rows_label)
+        self._maybe_checkpoint()
         return ids_arr
+
+    def _apply_add(self, E: np.ndarray, ids_arr: np.ndarray, records: list, rows_meta: list, rows_label: list) -> None:
+        """Store prepared rows and their vectors in memory (the caller holds the write lock)."""
+        if self._vectors is None:
+            self._vectors = VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw)
+        self._table.insert(records, rows_meta, rows_label)
+        try:
+            self._vectors.add(E, ids_arr)
+        except Exception:
+            self._table.delete(ids_arr.tolist())
+            raise
+        self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
+        if self.kind == "auto" and self._vectors.structure == "flat" and self._vectors.ntotal > self.auto_threshold:
+            self._vectors.rebuild("hnsw")
 
     def _prepare_rows(self, n: int, ids: Any, labels: Any, metadata: Any, items: Any):
         ids_arr = self._check_new_ids(ids, n)
@@ -205,8 +219,11 @@ class EmbeddingIndex:
             present = sorted(self._table.existing(ids_list))
             if not present:
                 return 0
+            if self._durable is not None:
+                self._durable[2].append(journal.remove_record(present))
             self._table.delete(present)
             self._vectors.remove(present)
+        self._maybe_checkpoint()
         return len(present)
 
     def compact(self) -> None:
@@ -339,6 +356,7 @@ class EmbeddingIndex:
             {"index.faiss": lambda p: p.write_bytes(vectors), "meta.sqlite": lambda p: p.write_bytes(table)},
             expect_save_id=expect,
             lock=lock,
+            owned=OWNED,
         )
         self._saved_at = (str(target.resolve()), manifest["save_id"])
         return target
@@ -355,7 +373,7 @@ class EmbeddingIndex:
             recorded encoder; its weights are checked against the recorded hash when first used.
         """
         folder = resolve_index_path(path)
-        manifest, files = read_bundle(folder, "index")
+        manifest, files, frames = _read_with_journal(folder)
         saved_identity = manifest.get("encoder")
         deferred = None
         if saved_identity is not None:
@@ -392,7 +410,31 @@ class EmbeddingIndex:
             )
         self._next_id = expected[2]
         self._saved_at = (str(folder.resolve()), manifest["save_id"])
+        with self._lock.write():
+            self._replay(frames, str(folder))
         return self
+
+    def _replay(self, frames: list[tuple[dict[str, Any], bytes]], where: str) -> None:
+        """Apply a journal's acknowledged writes to the save it started from."""
+        for header, body in frames:
+            try:
+                ids = np.asarray(header["ids"], dtype=np.int64)
+                if header["op"] == "add":
+                    E = np.frombuffer(body, dtype=np.float32).reshape(len(ids), int(header["dim"]))
+                    records = [
+                        (int(i), item, None if lab is None else json.dumps(lab), meta)
+                        for i, item, lab, meta in zip(ids, header["items"], header["labels"], header["metadata"])
+                    ]
+                    metadata = [json.loads(r[3]) for r in records]
+                    self._apply_add(E, ids, records, metadata, header["labels"])
+                elif header["op"] == "remove":
+                    present = sorted(self._table.existing(ids.tolist()))
+                    self._table.delete(present)
+                    self._vectors.remove(present)
+                else:
+                    raise ValueError(f"unknown operation {header['op']!r}")
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{where}: a journal record cannot be applied ({exc})") from exc
 
     @classmethod
     @contextmanager
@@ -417,7 +459,7 @@ class EmbeddingIndex:
         ...     index.add(["a new article"])
         """
         folder = resolve_index_path(path)
-        check_target(folder, "index", FILES)
+        check_target(folder, "index", FILES + OWNED)
         with FolderLock(folder, timeout) as lock:
             if read_manifest(folder) is not None:
                 index = cls.load(folder, encoder)
@@ -427,6 +469,76 @@ class EmbeddingIndex:
                 raise FileNotFoundError(f"no saved index at {folder}")
             yield index
             index._save(folder, lock)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        encoder: Encoder | None = None,
+        *,
+        create: bool = False,
+        timeout: float = 60.0,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        **kwargs: Any,
+    ) -> EmbeddingIndex:
+        """A durable index: every ``add``, ``add_embeddings`` and ``remove`` is in the folder's journal on disk
+        (``fsync``) before it returns, so an acknowledged write survives ``kill -9`` at any moment.
+
+        The index holds the folder's writer lock until :meth:`close` (another writer, in this process or
+        another, waits up to ``timeout`` seconds and then gets :class:`~fewshot.errors.LockTimeoutError`);
+        readers load the last save plus the journal. When the journal grows past ``checkpoint_bytes`` a new
+        save is written and the journal starts again. ``create=True`` makes a new index (``kwargs`` for the
+        constructor) when the folder holds none. Use it as a context manager, or call :meth:`close`.
+        """
+        folder = resolve_index_path(path)
+        check_target(folder, "index", FILES + OWNED)
+        lock = FolderLock(folder, timeout).acquire()
+        try:
+            if read_manifest(folder) is not None:
+                index = cls.load(folder, encoder)
+            elif create:
+                index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
+                index._save(folder, lock)
+            else:
+                raise FileNotFoundError(f"no saved index at {folder}")
+            index._checkpoint_bytes = checkpoint_bytes
+            index._durable = (folder, lock, journal.JournalWriter(journal.journal_path(folder, index._saved_at[1])))
+        except BaseException:
+            lock.release()
+            raise
+        return index
+
+    def checkpoint(self) -> None:
+        """Write a new save of a durable index and start its journal again (also done automatically)."""
+        if self._durable is None:
+            raise InputError("checkpoint() is for an index opened with EmbeddingIndex.open(); use save()")
+        with self._lock.write():
+            folder, lock, writer = self._durable
+            self._save(folder, lock)
+            writer.close()
+            self._durable = (folder, lock, journal.JournalWriter(journal.journal_path(folder, self._saved_at[1])))
+
+    def _maybe_checkpoint(self) -> None:
+        if self._durable is not None and self._durable[2].size > getattr(self, "_checkpoint_bytes", CHECKPOINT_BYTES):
+            self.checkpoint()
+
+    def close(self, checkpoint: bool = True) -> None:
+        """Release a durable index's folder (after a last checkpoint, unless ``checkpoint=False``); it then
+        works on as an ordinary in-memory index. Without ``open`` there is nothing to close."""
+        if self._durable is None:
+            return
+        if checkpoint:
+            self.checkpoint()
+        folder, lock, writer = self._durable
+        writer.close()
+        lock.release()
+        self._durable = None
+
+    def __enter__(self) -> EmbeddingIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(checkpoint=exc[0] is None)
 
     def info(self) -> dict[str, Any]:
         """A summary for people: name, kind, structure, count, dim, labels, metadata fields, encoder."""
@@ -464,6 +576,7 @@ class EmbeddingIndex:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_lock"] = None
+        state["_durable"] = None  # a pickled copy is an ordinary index: the folder stays with its owner
         if self._vectors is not None:
             state["_vectors"] = (self._vectors.to_bytes(), set(self._vectors.removed))
         return state
@@ -474,6 +587,22 @@ class EmbeddingIndex:
         self._lock = RWLock()
         if isinstance(vectors, tuple):
             self._vectors = VectorStore.from_bytes(vectors[0], self._dim, self.hnsw, vectors[1], "a pickled index")
+
+
+def _read_with_journal(folder: Path) -> tuple[dict[str, Any], dict[str, bytes], list]:
+    """A save and the frames of its journal, read so that both belong to the same save (a checkpoint may
+    replace them while they are read)."""
+    for _ in range(20):
+        manifest, files = read_bundle(folder, "index")
+        path = journal.journal_path(folder, manifest["save_id"])
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        now = read_manifest(folder)
+        if now is not None and now.get("save_id") == manifest["save_id"]:
+            return manifest, files, journal.read_frames(data, str(path))[0]
+    raise CorruptFileError(f"{folder} kept changing while it was read; try again")
 
 
 def _column(values: Any, n: int, what: str) -> list[Any]:

@@ -162,6 +162,7 @@ def write_bundle(
     *,
     expect_save_id: str | None = None,
     lock: FolderLock | None = None,
+    owned: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Save a bundle of ``bundle_type`` at ``path`` atomically; return the new manifest.
 
@@ -176,15 +177,18 @@ def write_bundle(
         written. None: replace whatever save of this type is there.
     lock : the folder's lock when the caller already holds it (a load-modify-save); otherwise it is
         taken for the duration of the write.
+    owned : logical names of other files this bundle type writes beside its save (a journal): their
+        ``<stem>-<8 hex digits><suffix>`` files are fewshot's, and are removed when they belong to an old save.
     """
     path = Path(path)
     own_lock = lock is None or not lock.held
     lock = FolderLock(path) if own_lock else lock
+    names = [*files, *owned]
     if own_lock:
-        check_target(path, bundle_type, list(files))  # before creating anything
+        check_target(path, bundle_type, names)  # before creating anything
         lock.acquire()
     try:
-        check_target(path, bundle_type, list(files))
+        check_target(path, bundle_type, names)
         old = read_manifest(path)
         if expect_save_id is not None and old is not None and old.get("save_id") != expect_save_id:
             raise ConcurrentWriteError(
@@ -228,7 +232,7 @@ def write_bundle(
 
         keep = {e["name"] for e in entries.values()}
         stale = {e["name"] for e in (old or {}).get("files", {}).values()} - keep
-        stems = {_split(n) for n in files} | {_split(n) for n in (old or {}).get("files", {})}
+        stems = {_split(n) for n in names} | {_split(n) for n in (old or {}).get("files", {})}
         for p in path.iterdir():
             if p.name in keep or p.name in (MANIFEST, LOCK_NAME):
                 continue

@@ -1,0 +1,108 @@
+"""The write-ahead journal of a durable index: every add and removal, on disk before it is acknowledged.
+
+A durable :class:`~fewshot.index.EmbeddingIndex` (``EmbeddingIndex.open``) appends each write to
+``journal-<save_id>.log`` beside the save it started from, and ``fsync``s it, before changing anything in
+memory or returning. Loading a save replays its journal. A checkpoint writes a new save, after which the old
+journal is a stale file of a previous save and is removed with it.
+
+Each record is one frame: ``b"FSJR"``, the header's length, the body's length and a CRC-32 of both (big-endian
+unsigned 32-bit integers), then the header (JSON: the operation, ids, labels, metadata, item texts) and the
+body (the vectors, float32, row-major). A process killed while appending leaves at most one torn frame at the
+end; that write was never acknowledged, so replay drops it (and a writer truncates it away). A bad frame
+followed by more data is corruption and is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot.errors import CorruptFileError
+
+MAGIC = b"FSJR"
+FRAME = struct.Struct(">4sIII")
+STEM = "journal"
+SUFFIX = ".log"
+LOGICAL = STEM + SUFFIX  # the name the storage layer uses to know journal files are fewshot's
+
+
+def journal_path(folder: str | Path, save_id: str) -> Path:
+    return Path(folder) / f"{STEM}-{save_id}{SUFFIX}"
+
+
+def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    crc = zlib.crc32(body, zlib.crc32(head))
+    return FRAME.pack(MAGIC, len(head), len(body), crc) + head + body
+
+
+def read_frames(data: bytes, where: str) -> tuple[list[tuple[dict[str, Any], bytes]], int]:
+    """The whole frames in ``data`` and the offset where they end (a torn last frame is left out)."""
+    frames: list[tuple[dict[str, Any], bytes]] = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < FRAME.size:
+            break  # a torn frame header at the very end
+        magic, n_head, n_body, crc = FRAME.unpack_from(data, pos)
+        end = pos + FRAME.size + n_head + n_body
+        if magic != MAGIC:
+            raise CorruptFileError(f"{where}: journal frame at byte {pos} has no marker; the journal is damaged")
+        if end > len(data):
+            break  # torn at the end: never acknowledged
+        head = data[pos + FRAME.size : pos + FRAME.size + n_head]
+        body = data[pos + FRAME.size + n_head : end]
+        if zlib.crc32(body, zlib.crc32(head)) != crc:
+            if end == len(data):
+                break  # the last frame, half written
+            raise CorruptFileError(f"{where}: journal frame at byte {pos} fails its checksum; the journal is damaged")
+        frames.append((json.loads(head.decode("utf-8")), body))
+        pos = end
+    return frames, pos
+
+
+def add_record(ids: np.ndarray, E: np.ndarray, labels: list[Any], metadata: list[str], items: list[Any]) -> bytes:
+    """A frame for an add: ``metadata`` as the JSON texts the table stores, ``labels`` as JSON values."""
+    header = {"op": "add", "ids": [int(i) for i in ids], "labels": labels, "metadata": metadata, "items": items}
+    header["dim"] = int(E.shape[1])
+    return encode_frame(header, np.ascontiguousarray(E, dtype=np.float32).tobytes())
+
+
+def remove_record(ids: list[int]) -> bytes:
+    return encode_frame({"op": "remove", "ids": [int(i) for i in ids]})
+
+
+class JournalWriter:
+    """Appends frames to one journal file, each write flushed and fsynced before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        existing = path.read_bytes() if path.exists() else b""
+        _, good = read_frames(existing, str(path))
+        self._f = open(path, "ab")
+        if good < len(existing):  # a torn frame of a killed writer: cut it before appending
+            self._f.truncate(good)
+            self._f.seek(good)
+        if not existing:
+            from fewshot.storage.bundle import fsync_dir
+
+            os.fsync(self._f.fileno())
+            fsync_dir(path.parent)  # the new file's name is durable too
+
+    def append(self, frame: bytes) -> None:
+        self._f.write(frame)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    @property
+    def size(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
