@@ -9,6 +9,6 @@
 
 from fewshot.classifiers.base import CalibratedClassifier
 from fewshot.classifiers.few_shot import FewShotClassifier
-from fewshot.classifiers.zero_shot import TAG_THRESHOLD, ZEROSHOT_TEMPERATURE, ZeroShotClassifier
+from fewshot.classifiers.zero_shot import ZEROSHOT_TEMPERATURE, ZeroShotClassifier
 
-__all__ = ["CalibratedClassifier", "FewShotClassifier", "TAG_THRESHOLD", "ZEROSHOT_TEMPERATURE", "ZeroShotClassifier"]
+__all__ = ["CalibratedClassifier", "FewShotClassifier", "ZEROSHOT_TEMPERATURE", "ZeroShotClassifier"]

@@ -85,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels-file", help="labels: .txt (one per line, 'name: attr, attr' allowed) or .json (list or dict)"
     )
     sp.add_argument("--templates", help="template set name (plain, ensemble) or one template with {}")
-    sp.add_argument("--multi-label", action="store_true", help="tag each record with every label above --threshold")
-    sp.add_argument("--threshold", type=float, help="cosine threshold for --multi-label (default 0.2)")
+    sp.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="tag each record: its best label and any within --margin of it, or none of them (see the README)",
+    )
+    sp.add_argument("--margin", type=float, help="--multi-label: more tags within this cosine of the best (default 0)")
+    sp.add_argument("--threshold", type=float, help="--multi-label: a fixed cosine threshold instead")
     sp.add_argument(
         "--corpus", help="unlabelled records of the task (file or image folder) to adapt the labels to (self-training)"
     )

@@ -138,7 +138,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
     zs.fit(corpus, show_progress=True)
     fmt = output_format(a)
     if a.multi_label:
-        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, show_progress=True)
+        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, margin=a.margin, show_progress=True)
         taken = {str(k) for r in rows[:1] for k in r}
         name_tags, name_scores = unique_name("tags", taken), unique_name("tag_scores", taken)
         out_rows = []

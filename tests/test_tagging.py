@@ -1,0 +1,66 @@
+"""Zero-shot tags with the defaults: the best label, or none of these, judged against ordinary text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fewshot import InputError, ZeroShotClassifier
+from fewshot.classifiers.background import background_sentences, nearest_background
+from tests.conftest import FakeEncoder
+
+LABELS = ["money and payments", "delivery", "sport", "software bug"]
+TEXTS = [
+    "The parcel came late and the invoice charged me for express shipping.",
+    "Our team lost the final after a penalty shoot-out.",
+    "The app crashes every time I open the settings page.",
+    "I baked bread this morning.",
+]
+
+
+def test_default_tags_are_the_best_label_or_none(text_encoder):
+    zs = ZeroShotClassifier(LABELS, encoder=text_encoder)
+    tags = zs.tag(TEXTS)
+    assert [[label for label, _ in t] for t in tags] == [["delivery"], ["sport"], ["software bug"], []]
+    # more tags when asked: a margin, or a fixed cosine as before
+    wide = zs.tag(TEXTS[:1], margin=0.3)[0]
+    assert [label for label, _ in wide] == ["delivery", "money and payments"]
+    fixed = zs.tag(TEXTS, threshold=0.2)
+    assert {label for label, _ in fixed[0]} == {"delivery", "money and payments"} and fixed[3] == []
+    scores = zs.class_scores(TEXTS)
+    assert tags[1][0][1] == pytest.approx(scores[1, LABELS.index("sport")], abs=1e-6)  # the cosine is reported
+    with pytest.raises(InputError, match="margin"):
+        zs.tag(TEXTS, margin=-1)
+
+
+def test_none_of_these_follows_the_background_rule(text_encoder):
+    """An input is left untagged exactly when its best label is no closer than its nearest ordinary
+    sentences and not unusual for that label on ordinary text."""
+    from fewshot.classifiers import zero_shot as zmod
+    from fewshot.classifiers.background import background_embeddings
+
+    zs = ZeroShotClassifier(LABELS, encoder=text_encoder).fit()
+    texts = TEXTS + ["The weather is nice today.", "Refund the double charge on my card, please."]
+    E = text_encoder.encode(texts)
+    S = zs.label_scores(E)
+    best = S.argmax(1)
+    top = S.max(1)
+    z = (top - zs.background_["mean"][best]) / zs.background_["std"][best]
+    near = nearest_background(E, background_embeddings(text_encoder), zmod.TAG_NONE_NEIGHBOURS)
+    expected_none = (z < zmod.TAG_NONE_Z) & (top <= near + zmod.TAG_NONE_DELTA)
+    got_none = np.array([t == [] for t in zs.tag(texts)])
+    np.testing.assert_array_equal(got_none, expected_none)
+    assert got_none[3] and not got_none[0] and not got_none[5]
+
+
+def test_background_is_embedded_once_per_encoder_and_saved_with_the_model(tmp_path):
+    enc = FakeEncoder(dim=16)
+    ZeroShotClassifier(["a", "b"], encoder=enc).fit()
+    calls = enc.calls
+    ZeroShotClassifier(["c", "d", "e"], encoder=enc).fit()
+    assert enc.calls - calls < len(background_sentences())  # label prompts only: the background is cached
+    zs = ZeroShotClassifier(["red fruit", "fast car"], encoder=enc).fit()
+    again = ZeroShotClassifier.load(zs.save(tmp_path / "z"), encoder=enc)
+    np.testing.assert_allclose(again.background_["mean"], zs.background_["mean"])
+    probe = ["red apple", "fast red car", "quiet evening"]
+    assert again.tag(probe) == zs.tag(probe)
