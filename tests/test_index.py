@@ -511,6 +511,7 @@ CRASHER = textwrap.dedent(
     from fewshot import EmbeddingIndex
     path = sys.argv[1]
     rng = np.random.default_rng(int(sys.argv[2]))
+    print("ready", flush=True)
     while True:
         with EmbeddingIndex.update(path, create=True, dim=8) as index:
             n = len(index)
@@ -520,6 +521,14 @@ CRASHER = textwrap.dedent(
 )
 
 
+def _started(script: str, path: Path, seed: int) -> subprocess.Popen:
+    """A writer child that has imported everything and is about to write (it printed "ready"), so that the
+    random delay before the kill falls among its writes whatever the machine's load."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(seed)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
 def test_random_sigkills_during_saves_never_lose_an_acknowledged_batch(tmp_path):
     """20 children save in a loop (the very first save included) and are killed at random moments."""
     path = tmp_path / "crash"
@@ -527,8 +536,8 @@ def test_random_sigkills_during_saves_never_lose_an_acknowledged_batch(tmp_path)
     rng = np.random.default_rng(7)
     acked = 0
     for kill in range(20):
-        proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(kill)], stdout=subprocess.PIPE, text=True)
-        time.sleep(float(rng.uniform(0.3, 2.0)))  # startup takes most of a second: early kills hit the first save
+        proc = _started(script, path, kill)
+        time.sleep(float(rng.uniform(0.0, 0.4)))  # from the first save on: early kills hit the very first one
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
         lines = [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]
@@ -668,6 +677,7 @@ DURABLE = textwrap.dedent(
     import numpy as np
     from fewshot import EmbeddingIndex
     rng = np.random.default_rng(int(sys.argv[2]))
+    print("ready", flush=True)
     index = EmbeddingIndex.open(sys.argv[1], create=True, dim=8, checkpoint_bytes=3000)
     while True:
         n = len(index)
@@ -685,8 +695,8 @@ def test_sigkill_of_a_durable_writer_loses_no_acknowledged_write(tmp_path):
     rng = np.random.default_rng(11)
     acked = 0
     for kill in range(10):
-        proc = subprocess.Popen([sys.executable, "-c", script, str(path), str(kill)], stdout=subprocess.PIPE, text=True)
-        time.sleep(float(rng.uniform(0.5, 2.0)))
+        proc = _started(script, path, kill)
+        time.sleep(float(rng.uniform(0.0, 0.6)))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
         acked = max([acked, *[int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]])
