@@ -317,9 +317,7 @@ def multilabel(embed: Embedder, seeds: int) -> list[dict]:
     z = ZeroShotClassifier(ds.label_names, encoder=embed.cached, adapt="none").fit()
     S, Sdev = z.class_scores(test), z.class_scores(dev_texts)
     t_dev = _best_f1_threshold(Ydev, Sdev)
-    rows.append(
-        {"method": "zero-shot, a fixed 0.2 cosine", **_multilabel_scores(Y, S, 0.2)}
-    )
+    rows.append({"method": "zero-shot, a fixed 0.2 cosine", **_multilabel_scores(Y, S, 0.2)})
     rows.append({"method": "zero-shot, threshold from the validation split", **_multilabel_scores(Y, S, t_dev)})
     top1 = np.where(S >= S.max(axis=1, keepdims=True), S, -np.inf)  # tag(top_k=1, threshold=-1): one tag each
     rows.append({"method": "zero-shot, top_k=1 (one tag an item)", **_multilabel_scores(Y, top1, -1.0, ap=False)})
