@@ -82,8 +82,14 @@ def main() -> None:
             runs = [
                 ("python -c 'import fewshot'", [sys.executable, "-c", "import fewshot"]),
                 ("fewshot fit train.csv (616 examples, prototype)", cli + ["fit", "train.csv", "-o", f"m{r}"]),
-                ("fewshot predict model queries.txt (100 texts)", cli + ["predict", f"m{r}", "queries.txt"]),
-                ("fewshot index build (616 texts)", cli + ["index", "build", f"./ix{r}", "train.csv"]),
+                (
+                    "fewshot predict model queries.txt (100 texts)",
+                    cli + ["predict", f"m{r}", "queries.txt", "-o", "p.jsonl"],
+                ),
+                (
+                    "fewshot index build (616 texts)",
+                    cli + ["index", "build", f"./ix{r}", "train.csv", "--label-col", "label"],
+                ),
                 ("fewshot index search (one query)", cli + ["index", "search", f"./ix{r}", "card declined abroad"]),
             ]
             for name, argv in runs:
