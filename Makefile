@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/fewshot demo
 
-# the eval extra too: the harness's tests fit SetFit (its checkpoint resume) with the real peer
+# every extra: the harness's tests fit SetFit (its checkpoint resume) with the real peer; the service, the
+# batch engine (a real Ray cluster) and the fast encoders are tested for real
 test: $(EVAL_STAMP)
 	$(PY) -m pytest -q
 
@@ -30,7 +31,8 @@ lint: $(STAMP)
 	$(PY) -m ruff check fewshot tests eval
 
 $(EVAL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,eval]'
+	$(PY) -m pip install --quiet -e '.[dev,eval,serve,scale,fast]'
+	$(PY) -m pip install --quiet --no-deps 'skeletoken>=0.6,<0.7'
 	touch $(EVAL_STAMP)
 
 bench: $(STAMP)

@@ -1,0 +1,41 @@
+"""An HTTP service for classify, tag and search: ``fewshot serve --root DIR`` (the ``serve`` extra).
+
+:func:`create_app` builds the FastAPI application for :class:`ServeSettings`; :func:`run` serves it with
+uvicorn. The routes are thin: each maps to one library call on a model or index loaded from the root on first
+use, run in a worker thread, with concurrent requests sharing model calls
+(:class:`~fewshot.serve.batching.CoalescingEncoder`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fewshot.serve.settings import NAME_PATTERN, ServeSettings
+
+__all__ = ["NAME_PATTERN", "ServeSettings", "create_app", "run"]
+
+
+def _require() -> None:
+    from fewshot.errors import MissingDependencyError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(f"the HTTP service needs {exc.name}: pip install 'fewshot[serve]'") from exc
+
+
+def create_app(settings: ServeSettings) -> Any:
+    """The FastAPI application serving ``settings.root``."""
+    _require()
+    from fewshot.serve.app import create_app as _create_app
+
+    return _create_app(settings)
+
+
+def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve ``settings`` with uvicorn on ``host``:``port`` until interrupted."""
+    _require()
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)

@@ -1,0 +1,661 @@
+"""The FastAPI application: routes map to one library call each, run off the event loop.
+
+Every route that touches a model or an index runs its library call in a worker thread
+(:meth:`Service.work`), under a bound on requests in flight (429 past it) and a timeout (503 past it, the
+request's model work dropped). The event loop only parses, validates and answers, so ``/health`` answers
+while the model runs. Concurrent requests share model calls through the registry's coalescing encoders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fewshot import __version__
+from fewshot.errors import FewShotError
+from fewshot.serve import auth
+from fewshot.serve import schemas as s
+from fewshot.serve.batching import CoalescingEncoder, deadline
+from fewshot.serve.errors import ApiError, from_library
+from fewshot.serve.inputs import decode_images, field_of, try_image
+from fewshot.serve.metrics import Metrics
+from fewshot.serve.registry import Registry, check_name
+from fewshot.serve.settings import NAME_PATTERN, ServeSettings
+
+log = logging.getLogger("fewshot.serve")
+STATIC = Path(__file__).parent / "static"
+ERRORS = {
+    400: {"model": s.ErrorResponse, "description": "Bad input: the error names the field."},
+    401: {"model": s.ErrorResponse, "description": "Missing or wrong API key."},
+    403: {"model": s.ErrorResponse, "description": "A read key on a write route."},
+    404: {"model": s.ErrorResponse, "description": "No such model or index."},
+    409: {"model": s.ErrorResponse, "description": "Conflict: the folder is held by another process, or exists."},
+    413: {"model": s.ErrorResponse, "description": "Body over the size limit, or too many inputs."},
+    422: {"model": s.ErrorResponse, "description": "A field has the wrong type or shape."},
+    429: {"model": s.ErrorResponse, "description": "Too much work queued: retry after Retry-After seconds."},
+    503: {"model": s.ErrorResponse, "description": "The request ran past its timeout (work dropped)."},
+}
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _prepare(inputs: list[str], encoder: Any, field: str, max_pixels: int) -> list[Any]:
+    """Texts as they are; for an image encoder, base64 strings decoded to images."""
+    if encoder is not None and encoder.modality == "image":
+        return decode_images(inputs, field, max_pixels)
+    return list(inputs)
+
+
+class Service:
+    """The state behind the routes: settings, registry, worker threads, metrics and the in-flight count."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(
+            queue_source=self._queue_depths,
+            inflight_source=lambda: self.inflight,
+            group_commit_source=lambda: self.registry.merged_writes(),
+        )
+        self.registry = Registry(settings, observer=self._observe_batch)
+        self.executor = concurrent.futures.ThreadPoolExecutor(settings.threads, thread_name_prefix="fewshot-serve")
+        self.inflight = 0  # only touched on the event loop
+        self.preload: concurrent.futures.Future | None = None
+
+    def _observe_batch(self, encoder: CoalescingEncoder, items: int, queued: int) -> None:
+        self.metrics.batch.observe(items, encoder.describe_source())
+
+    def _queue_depths(self) -> dict[tuple[str, ...], float]:
+        return {(e.describe_source(),): float(e.queued) for e in self.registry.encoders().values()}
+
+    @staticmethod
+    def _call(end: float, fn: Callable[..., Any], args: tuple) -> Any:
+        with deadline(end - time.monotonic()):  # the time left of the request, counted from its arrival
+            return fn(*args)
+
+    async def work(self, fn: Callable[..., Any], *args: Any, field: str | None = None) -> Any:
+        """Run ``fn(*args)`` in a worker thread: 429 past ``max_queue`` requests in flight, 503 past the timeout,
+        and a library error as a 4xx naming ``field``."""
+        if self.inflight >= self.settings.max_queue:
+            self.metrics.rejected.inc("overload")
+            raise ApiError(
+                429,
+                "overloaded",
+                f"the server has {self.inflight} requests in progress (its limit); retry shortly",
+                None,
+                {"Retry-After": str(self.settings.retry_after_s)},
+            )
+        self.inflight += 1
+        try:
+            end = time.monotonic() + self.settings.request_timeout_s
+            future = asyncio.get_running_loop().run_in_executor(self.executor, self._call, end, fn, args)
+            try:
+                return await asyncio.wait_for(future, self.settings.request_timeout_s)
+            except ApiError:
+                raise
+            except FewShotError as exc:  # before TimeoutError: some library errors are TimeoutErrors too
+                where, message = field_of(str(exc), field or "body")
+                err = from_library(exc, where)
+                if err.status < 500:
+                    err.message = message
+                raise err from None
+            except TimeoutError:
+                raise ApiError(
+                    503,
+                    "timeout",
+                    f"the request took longer than {self.settings.request_timeout_s:g} s; its work was dropped",
+                    None,
+                    {"Retry-After": str(self.settings.retry_after_s)},
+                ) from None
+        finally:
+            self.inflight -= 1
+
+    def limit(self, n: int, field: str) -> None:
+        if n > self.settings.max_inputs:
+            raise ApiError(
+                413,
+                "too_many_inputs",
+                f"{field} has {n} entries; this server takes at most {self.settings.max_inputs} per request",
+                field,
+            )
+
+    # -- the library calls behind the routes ---------------------------------------------------------------
+    def predict(self, name: str, inputs: list[str]) -> dict[str, Any]:
+        clf = self.registry.model(name).model
+        X = _prepare(inputs, clf.encoder_, "inputs", self.settings.max_image_pixels)
+        labels, best, proba = clf.predict_with_scores(X)
+        return {"predictions": self._predictions(clf, labels, best, proba)}
+
+    @staticmethod
+    def _predictions(clf: Any, labels: np.ndarray, best: np.ndarray, proba: np.ndarray) -> list[dict[str, Any]]:
+        classes = [str(_plain(c)) for c in clf.classes_.tolist()]
+        threshold = getattr(clf, "threshold_", None)
+        out = []
+        for i in range(len(labels)):
+            row = proba[i]
+            abstained = threshold is not None and best[i] < threshold
+            out.append(
+                {
+                    "label": None if abstained else _plain(labels[i]),
+                    "score": float(row.max()),
+                    "scores": dict(zip(classes, map(float, row))),
+                    "class_score": float(best[i]),
+                }
+            )
+        return out
+
+    def model_info(self, name: str) -> dict[str, Any]:
+        entry = self.registry.model(name)
+        clf = entry.model
+        return {
+            "name": name,
+            "type": entry.kind,
+            "classes": [_plain(c) for c in clf.classes_.tolist()],
+            "head": clf.head_.name,
+            "encoder": clf.encoder_.identity,
+            "threshold": getattr(clf, "threshold_", None),
+        }
+
+    def fit(self, name: str, req: s.FitRequest) -> dict[str, Any]:
+        encoder = self.registry.encoder_for_spec(req.encoder)
+        X = _prepare(req.inputs, encoder, "inputs", self.settings.max_image_pixels)
+        try:
+            entry = self.registry.fit_model(
+                name,
+                X,
+                list(req.labels),
+                req.encoder,
+                head=req.head,
+                head_params=req.head_params,
+                abstain=req.abstain,
+                calibrate=req.calibrate,
+            )
+        except (TypeError, ValueError) as exc:  # head_params the head does not take
+            if isinstance(exc, FewShotError):
+                raise
+            raise ApiError(400, "bad_input", f"the head refused its parameters: {exc}", "head_params") from None
+        return {"name": name, "classes": [_plain(c) for c in entry.model.classes_.tolist()], "examples": len(X)}
+
+    def add_examples(self, name: str, req: s.ExamplesRequest) -> dict[str, Any]:
+        entry = self.registry.model(name)
+        X = _prepare(req.inputs, entry.model.encoder_, "inputs", self.settings.max_image_pixels)
+        entry = self.registry.add_examples(name, X, list(req.labels))
+        return {"name": name, "classes": [_plain(c) for c in entry.model.classes_.tolist()], "examples": len(X)}
+
+    def zeroshot(self, req: s.ZeroShotRequest) -> dict[str, Any]:
+        labels = req.labels if isinstance(req.labels, dict) else list(req.labels)
+        zs = self.registry.zeroshot(labels, req.encoder, None if req.multi_label else req.abstain)
+        X = _prepare(req.inputs, zs.encoder_, "inputs", self.settings.max_image_pixels)
+        if req.multi_label:
+            tags = zs.tag(X, threshold=req.threshold, top_k=req.top_k)
+            return {"predictions": [{"tags": [{"label": str(t), "score": sc} for t, sc in row]} for row in tags]}
+        labels_out, best, proba = zs.predict_with_scores(X)
+        return {"predictions": self._predictions(zs, labels_out, best, proba)}
+
+    def create_index(self, name: str, req: s.IndexCreateRequest) -> dict[str, Any]:
+        self.registry.create_index(name, req.encoder, req.kind)
+        return self.index_info(name)
+
+    def index_info(self, name: str) -> dict[str, Any]:
+        with self.registry.index(name) as entry:
+            info = entry.index.info()
+            info["name"] = name
+            info["writable"] = entry.writable
+            return info
+
+    def add_items(self, name: str, req: s.AddItemsRequest) -> dict[str, Any]:
+        items = req.items
+        given = [it.id is not None for it in items]
+        if any(given) and not all(given):
+            raise ApiError(400, "bad_input", "give an id for every item or for none (they are then numbered)", "items")
+        with self.registry.index(name, write=True) as entry:
+            encoder = entry.index.encoder
+            texts = [it.text for it in items]
+            image = encoder is not None and encoder.modality == "image"
+            X = decode_images(texts, "items", self.settings.max_image_pixels) if image else texts
+            ids = self.registry.add_items(
+                entry,
+                X,
+                ids=[it.id for it in items] if all(given) else None,
+                labels=[it.label for it in items],
+                metadata=[it.metadata or {} for it in items],
+                items=[None] * len(items) if image else texts,
+            )
+        return {"ids": [int(i) for i in ids]}
+
+    def remove_items(self, name: str, req: s.RemoveItemsRequest) -> dict[str, Any]:
+        with self.registry.index(name, write=True) as entry:
+            return {"removed": int(entry.index.remove(list(req.ids)))}
+
+    def search(self, name: str, req: s.SearchRequest) -> dict[str, Any]:
+        with self.registry.index(name) as entry:
+            encoder = entry.index.encoder
+            image_index = encoder is not None and encoder.modality == "image"
+            pixels = self.settings.max_image_pixels
+            if req.query_type == "image" or (req.query_type == "auto" and image_index and not encoder.supports_text):
+                if not image_index:
+                    raise ApiError(
+                        400, "bad_input", "this index embeds text; image queries need an image index", "query_type"
+                    )
+                queries: list[Any] = decode_images(req.queries, "queries", pixels)
+            elif req.query_type == "auto" and image_index:
+                queries = [img if (img := try_image(q, pixels)) is not None else q for q in req.queries]
+            else:
+                queries = list(req.queries)
+            results = entry.index.batch_search(queries, k=req.k, where=req.where)
+        return {
+            "results": [
+                [{"id": h.id, "score": h.score, "text": h.item, "label": h.label, "metadata": h.metadata} for h in hits]
+                for hits in results
+            ]
+        }
+
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        root = self.settings.root
+        checks["root"] = "ok" if root.is_dir() and os.access(root, os.W_OK) else f"{root} is not a writable folder"
+        if self.preload is not None:
+            if not self.preload.done():
+                checks["text_encoder"] = "loading"
+            elif self.preload.exception() is not None:
+                checks["text_encoder"] = f"failed: {self.preload.exception()}"
+            else:
+                checks["text_encoder"] = "ok"
+        return all(v == "ok" for v in checks.values()), checks
+
+    def warm_up(self) -> None:
+        self.registry.encoder_for_spec("text").encode(["warm up"])
+
+
+class BodyLimitAndMetrics:
+    """ASGI middleware: refuse bodies over ``max_body_bytes`` (413) before the app reads them, and count every
+    answer by route template and status, with its latency."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+        limit = self.service.settings.max_body_bytes
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+            too_big = False
+            if declared is not None:
+                try:
+                    too_big = int(declared) > limit
+                except ValueError:
+                    too_big = False
+            if too_big:
+                await self._too_large(send_wrapper, limit)
+                return
+            if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+                chunks, size, more = [], 0, True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        await self._too_large(send_wrapper, limit)
+                        return
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+                body = b"".join(chunks)
+                sent = False
+
+                async def replay() -> dict:
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()
+
+                await self.app(scope, replay, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            m = self.service.metrics
+            m.requests.inc(template, scope["method"], str(status["code"]))
+            m.latency.observe(time.perf_counter() - start, template)
+
+    async def _too_large(self, send: Callable, limit: int) -> None:
+        self.service.metrics.rejected.inc("body_too_large")
+        err = ApiError(413, "body_too_large", f"the request body is over this server's limit of {limit} bytes", None)
+        body = json.dumps(err.body()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    loc = [p for p in first.get("loc", ()) if p not in ("body", "path", "query")]
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return ApiError(400, "malformed_json", f"the body is not valid JSON ({detail} at byte {loc[0] if loc else 0})")
+    if not loc and isinstance(first.get("input"), (bytes, bytearray)):
+        return ApiError(400, "not_json", "the body must be a JSON object sent with Content-Type: application/json")
+    field = ""
+    for part in loc:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        elif part in ("str", "int", "float", "bool", "list[str]", "dict[str,str]") or "[" in str(part):
+            continue  # the name of a union member, not a field
+        else:
+            field += ("." if field else "") + str(part)
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "missing":
+        message = "this field is required"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    code = "missing_field" if first.get("type") == "missing" else "invalid_field"
+    if first.get("type") == "extra_forbidden":
+        code, message = "unknown_field", "this field is not part of the request"
+    return ApiError(422, code, f"{field or 'body'}: {message}{more}", field or None)
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The service for ``settings`` (see :class:`~fewshot.serve.settings.ServeSettings`)."""
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.root.mkdir(parents=True, exist_ok=True)
+        if settings.preload and "text" in settings.encoders:
+            service.preload = service.executor.submit(service.warm_up)
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(service.executor, service.registry.close)
+            service.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="fewshot",
+        version=__version__,
+        description="Few-shot and zero-shot classification and semantic search on frozen encoders. Names of "
+        f"models and indexes match `{NAME_PATTERN}`. Images travel as base64 strings.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimitAndMetrics, service=service)
+
+    key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (or use Bearer).")
+    bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+
+    key_security, bearer_security = Security(key_header), Security(bearer)
+
+    def scope_dependency(needed: str) -> Callable:
+        async def check_key(
+            x_api_key: str | None = key_security, token: HTTPAuthorizationCredentials | None = bearer_security
+        ) -> None:
+            auth.check(settings.api_keys, x_api_key or (token.credentials if token else None), needed)
+
+        return check_key
+
+    read = [Depends(scope_dependency("read"))]
+    write = [Depends(scope_dependency("write"))]
+
+    # -- errors --------------------------------------------------------------------------------------------
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await api_error(request, _validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
+        err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None)
+        return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(FewShotError)
+    async def library_error(request: Request, exc: FewShotError) -> JSONResponse:
+        return await api_error(request, from_library(exc))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        err = ApiError(500, "internal", f"an unexpected error ({type(exc).__name__}); this is a bug in the server")
+        return JSONResponse(err.body(), status_code=500)
+
+    # -- page and probes -----------------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/health", response_model=s.Health, tags=["probes"], summary="The process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/ready",
+        response_model=s.Ready,
+        tags=["probes"],
+        summary="The server can serve",
+        responses={503: {"model": s.Ready, "description": "Not ready yet (or broken): see checks."}},
+    )
+    async def ready() -> JSONResponse:
+        ok, checks = service.ready()
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get(
+        "/metrics", tags=["probes"], summary="Prometheus metrics", dependencies=read, response_class=PlainTextResponse
+    )
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- models --------------------------------------------------------------------------------------------
+    @app.get(
+        "/v1/models",
+        response_model=s.ModelList,
+        tags=["models"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="List saved models",
+    )
+    async def list_models() -> dict[str, Any]:
+        return {"models": await service.work(service.registry.list_models)}
+
+    @app.get(
+        "/v1/models/{name}",
+        response_model=s.ModelInfo,
+        tags=["models"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="Describe a model",
+    )
+    async def model_info(name: str) -> dict[str, Any]:
+        return await service.work(service.model_info, check_name(name, "model"))
+
+    @app.post(
+        "/v1/models/{name}",
+        response_model=s.FitResponse,
+        tags=["models"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Fit a few-shot classifier and save it (replaces one of that name)",
+    )
+    async def fit_model(name: str, req: s.FitRequest) -> dict[str, Any]:
+        check_name(name, "model")
+        service.limit(len(req.inputs), "inputs")
+        return await service.work(service.fit, name, req, field="inputs")
+
+    @app.post(
+        "/v1/models/{name}/examples",
+        response_model=s.FitResponse,
+        tags=["models"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Add labelled examples (a new label adds a class) and save",
+    )
+    async def add_examples(name: str, req: s.ExamplesRequest) -> dict[str, Any]:
+        check_name(name, "model")
+        service.limit(len(req.inputs), "inputs")
+        return await service.work(service.add_examples, name, req, field="inputs")
+
+    @app.delete(
+        "/v1/models/{name}",
+        response_model=s.DeleteResponse,
+        tags=["models"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Delete a saved model",
+    )
+    async def delete_model(name: str) -> dict[str, Any]:
+        await service.work(service.registry.delete_model, check_name(name, "model"))
+        return {"name": name, "deleted": True}
+
+    @app.post(
+        "/v1/models/{name}/predict",
+        response_model=s.PredictResponse,
+        tags=["models"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="Classify inputs",
+    )
+    async def predict(name: str, req: s.PredictRequest) -> dict[str, Any]:
+        check_name(name, "model")
+        service.limit(len(req.inputs), "inputs")
+        return await service.work(service.predict, name, req.inputs, field="inputs")
+
+    # -- zero-shot -----------------------------------------------------------------------------------------
+    @app.post(
+        "/v1/zeroshot",
+        response_model=s.ZeroShotResponse,
+        response_model_exclude_unset=True,
+        tags=["zero-shot"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="Classify or tag inputs against label names alone",
+    )
+    async def zeroshot(req: s.ZeroShotRequest) -> dict[str, Any]:
+        service.limit(len(req.inputs), "inputs")
+        return await service.work(service.zeroshot, req, field="inputs")
+
+    # -- indexes -------------------------------------------------------------------------------------------
+    @app.get(
+        "/v1/indexes",
+        response_model=s.IndexList,
+        tags=["indexes"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="List saved indexes",
+    )
+    async def list_indexes() -> dict[str, Any]:
+        return {"indexes": await service.work(service.registry.list_indexes)}
+
+    @app.post(
+        "/v1/indexes/{name}",
+        response_model=s.IndexInfo,
+        tags=["indexes"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Create an empty index",
+        status_code=201,
+    )
+    async def create_index(name: str, req: s.IndexCreateRequest | None = None) -> dict[str, Any]:
+        check_name(name, "index")
+        return await service.work(service.create_index, name, req or s.IndexCreateRequest(), field="encoder")
+
+    @app.get(
+        "/v1/indexes/{name}",
+        response_model=s.IndexInfo,
+        tags=["indexes"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="Describe an index",
+    )
+    async def index_info(name: str) -> dict[str, Any]:
+        return await service.work(service.index_info, check_name(name, "index"))
+
+    @app.delete(
+        "/v1/indexes/{name}",
+        response_model=s.DeleteResponse,
+        tags=["indexes"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Delete an index",
+    )
+    async def delete_index(name: str) -> dict[str, Any]:
+        await service.work(service.registry.delete_index, check_name(name, "index"))
+        return {"name": name, "deleted": True}
+
+    @app.post(
+        "/v1/indexes/{name}/items",
+        response_model=s.AddItemsResponse,
+        tags=["indexes"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Add items (durable before the answer)",
+    )
+    async def add_items(name: str, req: s.AddItemsRequest) -> dict[str, Any]:
+        check_name(name, "index")
+        service.limit(len(req.items), "items")
+        return await service.work(service.add_items, name, req, field="items")
+
+    @app.delete(
+        "/v1/indexes/{name}/items",
+        response_model=s.RemoveItemsResponse,
+        tags=["indexes"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Remove items by id (durable before the answer)",
+    )
+    async def remove_items(name: str, req: s.RemoveItemsRequest) -> dict[str, Any]:
+        check_name(name, "index")
+        service.limit(len(req.ids), "ids")
+        return await service.work(service.remove_items, name, req, field="ids")
+
+    @app.post(
+        "/v1/indexes/{name}/search",
+        response_model=s.SearchResponse,
+        tags=["indexes"],
+        dependencies=read,
+        responses=ERRORS,
+        summary="Search by meaning: one list of hits per query",
+    )
+    async def search(name: str, req: s.SearchRequest) -> dict[str, Any]:
+        check_name(name, "index")
+        service.limit(len(req.queries), "queries")
+        return await service.work(service.search, name, req, field="queries")
+
+    return app

@@ -1,0 +1,95 @@
+"""Inputs as they travel over HTTP: texts as they are, images as base64 strings decoded to PIL images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+from typing import Any
+
+from fewshot.errors import MissingDependencyError
+from fewshot.serve.errors import ApiError
+
+_DATA_URL = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+def decode_image(text: str, field: str, max_pixels: int) -> Any:
+    """One base64 image file (PNG, JPEG, ...; a ``data:image/...;base64,`` prefix is allowed) as a PIL image.
+
+    Anything else (not base64, not an image, too many pixels) is a 400 :class:`ApiError` naming ``field``.
+    """
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - pillow comes with the images extra
+        raise MissingDependencyError("images need Pillow: pip install 'fewshot[images]'") from exc
+
+    body = _DATA_URL.sub("", text.strip(), count=1)
+    try:
+        data = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_image", f"{field} is not base64 (an image file encoded as base64)", field) from None
+    if not data:
+        raise ApiError(400, "bad_image", f"{field} is empty; give a base64-encoded image file", field)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ApiError(
+                        400, "bad_image", f"{field} is {w}x{h} pixels; the limit is {max_pixels} pixels", field
+                    )
+                if w == 0 or h == 0:
+                    raise ApiError(400, "bad_image", f"{field} is an image of size {w}x{h}; it has no pixels", field)
+                im.load()
+                return im.copy()
+    except ApiError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ApiError(
+            400, "bad_image", f"{field} decodes from base64 but is not a readable image ({type(exc).__name__})", field
+        ) from None
+
+
+def decode_images(texts: list[str], field: str, max_pixels: int) -> list[Any]:
+    return [decode_image(t, f"{field}[{i}]", max_pixels) for i, t in enumerate(texts)]
+
+
+def try_image(text: str, max_pixels: int) -> Any | None:
+    """The image ``text`` encodes, or None when it is not a base64 image (then it is text)."""
+    try:
+        return decode_image(text, "query", max_pixels)
+    except ApiError:
+        return None
+
+
+def field_of(message: str, default: str) -> tuple[str, str]:
+    """The request field a library error message is about (its first word names what it checked), and the
+    message with the library's name for it (``texts[2]``) replaced by the request's (``inputs[2]``)."""
+    if message.startswith("no item has the metadata field"):
+        return "where", message
+    head = message.split(" ", 1)[0].split(":", 1)[0]
+    for prefix, field in (
+        ("where", "where"),
+        ("ids", "ids"),
+        ("labels", "labels"),
+        ("y", "labels"),
+        ("metadata", "metadata"),
+        ("k", "k"),
+        ("threshold", "threshold"),
+        ("top_k", "top_k"),
+        ("head_params", "head_params"),
+    ):
+        if head == prefix:
+            return field, message
+        if head.startswith(prefix + "["):
+            return field + re.sub(r"\[['\"]([^'\"]*)['\"]\]", r".\1", head[len(prefix) :]), message
+    for prefix in ("texts", "images", "X", "queries"):
+        if head == prefix or head.startswith(prefix + "["):
+            named = default + head[len(prefix) :]
+            return named, named + message[len(head) :]
+    if re.search(r"\blabels?\b", message) and default in ("inputs", "body"):
+        return "labels", message  # e.g. "the new labels are ... but the model's classes are ..."
+    return default, message

@@ -1,0 +1,531 @@
+"""What the server holds: encoders, models and indexes under its root, loaded on first use and kept.
+
+Encoders are shared: one :class:`~fewshot.serve.batching.CoalescingEncoder` per encoder identity (the
+fields of :data:`fewshot.encoders.IDENTITY_KEYS`), whatever number of models and indexes use it, so their
+requests share model calls.
+
+Durability. A model fit or an added example is saved (``save``: atomic, fsynced) before the call returns.
+An index is opened with :meth:`EmbeddingIndex.open`, which holds the folder's writer lock and appends every
+add and removal to a journal on disk (fsynced) before it returns; a restart after ``kill -9`` replays the
+journal over the last save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one
+journal write. A second process on the same root finds the lock held: it serves the index read-only,
+reloading it when the folder changes, and answers its writes 409 until the lock is free.
+
+Every method here is blocking; the app calls them from its worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier
+from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder_from_identity, identity_fingerprint
+from fewshot.errors import ConcurrentWriteError, FewShotError, InputError, LockTimeoutError
+from fewshot.index import EmbeddingIndex
+from fewshot.serve.batching import CoalescingEncoder, GroupCommit, check_deadline
+from fewshot.serve.errors import ApiError, not_found
+from fewshot.serve.settings import NAME_RE, ServeSettings
+from fewshot.storage import FolderLock, read_manifest
+from fewshot.storage.bundle import fsync_dir
+
+TRASH_PREFIX = ".deleted-"  # a deleted model or index is renamed to this (hidden, never a valid name), then removed
+
+
+def check_name(name: str, kind: str) -> str:
+    """``name`` if it is a valid model or index name (:data:`fewshot.serve.settings.NAME_PATTERN`), else a 400."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ApiError(
+            400,
+            "bad_name",
+            f"{kind} name {name!r} is not allowed: use 1 to 64 letters, digits, '_', '.' or '-', not starting "
+            "with '.' or '-'",
+            "name",
+        )
+    return name
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _folder_signature(folder: Path) -> tuple:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+    except FileNotFoundError:
+        return ()
+
+
+class _Guard:
+    """Many users of an entry at once, or one replacing or deleting it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._users = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True
+            while self._users:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+@dataclass(eq=False)
+class IndexEntry:
+    index: EmbeddingIndex
+    writable: bool
+    commit: GroupCommit
+    signature: tuple = ()
+    checked: float = 0.0
+    closed: bool = False
+    guard: _Guard = field(default_factory=_Guard)
+
+
+@dataclass(eq=False)
+class ModelEntry:
+    model: FewShotClassifier | ZeroShotClassifier
+    kind: str
+    signature: tuple[int, int, int] | None
+
+
+class Registry:
+    """Encoders, models and indexes of one root folder (see the module docstring)."""
+
+    def __init__(
+        self, settings: ServeSettings, observer: Callable[[CoalescingEncoder, int, int], None] | None = None
+    ) -> None:
+        self.settings = settings
+        self.observer = observer
+        self._lock = threading.RLock()  # guards the dicts below, never held across a load
+        self._encoders: dict[str, CoalescingEncoder] = {}
+        self._spec_keys: dict[str, str] = {}
+        self._models: dict[str, ModelEntry] = {}
+        self._indexes: dict[str, IndexEntry] = {}
+        self._name_locks: dict[tuple[str, str], threading.RLock] = {}
+        self._zeroshot: OrderedDict[str, ZeroShotClassifier] = OrderedDict()
+        self.closed = False
+
+    # -- encoders ---------------------------------------------------------------------------------------
+    @staticmethod
+    def encoder_key(identity: dict[str, Any]) -> str:
+        return identity_fingerprint({k: identity.get(k) for k in IDENTITY_KEYS})
+
+    def _wrap(self, base: Encoder, key: str) -> CoalescingEncoder:
+        with self._lock:
+            found = self._encoders.get(key)
+            if found is None:
+                found = self._encoders[key] = CoalescingEncoder(
+                    base,
+                    max_batch_size=self.settings.max_batch_size,
+                    max_wait_ms=self.settings.max_wait_ms,
+                    gap_ms=self.settings.batch_gap_ms,
+                    observer=self.observer,
+                )
+            return found
+
+    def encoder_for_spec(self, spec: str, field_name: str = "encoder") -> CoalescingEncoder:
+        """The shared encoder for a spec a client named (text, image, conse or one the operator allowed)."""
+        if spec not in self.settings.encoders:
+            raise ApiError(
+                400,
+                "bad_encoder",
+                f"encoder {spec!r} is not offered by this server; choose one of {', '.join(self.settings.encoders)}",
+                field_name,
+            )
+        with self._lock:
+            key = self._spec_keys.get(spec)
+            if key is not None:
+                return self._encoders[key]
+        from fewshot.cli.common import make_encoder
+
+        base = make_encoder(spec, images=False)
+        key = self.encoder_key(base.identity)  # loads the weights (once per process: they are shared)
+        wrapper = self._wrap(base, key)
+        with self._lock:
+            self._spec_keys[spec] = key
+        return wrapper
+
+    def encoder_for_identity(self, identity: dict[str, Any]) -> CoalescingEncoder:
+        """The shared encoder that a save's recorded identity describes (recreated and checked once)."""
+        key = self.encoder_key(identity)
+        with self._lock:
+            found = self._encoders.get(key)
+        if found is not None:
+            return found
+        base = encoder_from_identity(identity)
+        check_same_encoder(identity, base, "the saved model or index")
+        return self._wrap(base, key)
+
+    def encoders(self) -> dict[str, CoalescingEncoder]:
+        with self._lock:
+            return dict(self._encoders)
+
+    def _name_lock(self, kind: str, name: str) -> threading.RLock:
+        with self._lock:
+            return self._name_locks.setdefault((kind, name), threading.RLock())
+
+    # -- models -----------------------------------------------------------------------------------------
+    def model_folder(self, name: str) -> Path:
+        return self.settings.models_dir / check_name(name, "model")
+
+    def list_models(self) -> list[dict[str, Any]]:
+        out = []
+        folder = self.settings.models_dir
+        if not folder.is_dir():
+            return out
+        for sub in sorted(folder.iterdir()):
+            if not sub.is_dir() or not NAME_RE.fullmatch(sub.name):
+                continue
+            try:
+                manifest = read_manifest(sub)
+            except FewShotError:
+                manifest = {"type": "unreadable"}
+            if manifest is None or manifest.get("type") not in ("classifier", "zeroshot", "unreadable"):
+                continue
+            with self._lock:
+                loaded = sub.name in self._models
+            out.append(
+                {"name": sub.name, "type": manifest["type"], "loaded": loaded, "created": manifest.get("created")}
+            )
+        return out
+
+    def _load_model(self, folder: Path) -> ModelEntry:
+        signature = _signature(folder / "manifest.json")
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.get("type") not in ("classifier", "zeroshot"):
+            raise not_found("model", folder.name)
+        cls = FewShotClassifier if manifest["type"] == "classifier" else ZeroShotClassifier
+        identity = manifest.get("encoder") or {}
+        if identity.get("tuned_from") is not None:
+            # a contrastively tuned body travels with the model: load it once, then share it like any other
+            key = self.encoder_key(identity)
+            with self._lock:
+                wrapper = self._encoders.get(key)
+            if wrapper is None:
+                wrapper = self._wrap(cls.load(folder).encoder_, key)
+        else:
+            wrapper = self.encoder_for_identity(identity)
+        return ModelEntry(cls.load(folder, encoder=wrapper), manifest["type"], signature)
+
+    def model(self, name: str) -> ModelEntry:
+        """The model saved under ``models/<name>/``, loaded on first use, reloaded when its save changes."""
+        folder = self.model_folder(name)
+        with self._lock:
+            entry = self._models.get(name)
+        current = _signature(folder / "manifest.json")
+        if current is None:
+            with self._lock:
+                self._models.pop(name, None)
+            raise not_found("model", name)
+        if entry is not None and entry.signature == current:
+            return entry
+        with self._name_lock("model", name):
+            with self._lock:
+                entry = self._models.get(name)
+            if entry is not None and entry.signature == _signature(folder / "manifest.json"):
+                return entry
+            entry = self._load_model(folder)
+            with self._lock:
+                self._models[name] = entry
+            return entry
+
+    def fit_model(self, name: str, inputs: list[Any], labels: list[Any], spec: str, **params: Any) -> ModelEntry:
+        """Fit a few-shot classifier and save it under ``models/<name>/`` (replacing one there) before returning."""
+        folder = self.model_folder(name)
+        encoder = self.encoder_for_spec(spec)
+        clf = FewShotClassifier(encoder=encoder, **params).fit(inputs, labels)
+        check_deadline()  # a request already answered (timed out) saves nothing
+        with self._name_lock("model", name):
+            self.settings.models_dir.mkdir(parents=True, exist_ok=True)
+            clf.save(folder)
+            entry = ModelEntry(clf, "classifier", _signature(folder / "manifest.json"))
+            with self._lock:
+                self._models[name] = entry
+        return entry
+
+    def add_examples(self, name: str, inputs: list[Any], labels: list[Any]) -> ModelEntry:
+        """Add labelled examples (a new label is a new class) to a saved model, saved before returning.
+
+        The change is made on a copy freshly loaded from disk and swapped in after its save, so predictions
+        never see an unsaved change, and a save by another process in between is redone on top of it.
+        """
+        folder = self.model_folder(name)
+        with self._name_lock("model", name):
+            for attempt in range(3):
+                entry = self.model(name)
+                if entry.kind != "classifier":
+                    raise ApiError(
+                        409, "wrong_model_type", f"model {name!r} is zero-shot; it takes no examples", "name"
+                    )
+                fresh = self._load_model(folder)
+                fresh.model.add_examples(inputs, labels)
+                check_deadline()
+                try:
+                    fresh.model.save(folder)
+                except ConcurrentWriteError:
+                    if attempt == 2:
+                        raise
+                    continue
+                fresh.signature = _signature(folder / "manifest.json")
+                with self._lock:
+                    self._models[name] = fresh
+                return fresh
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def delete_model(self, name: str) -> None:
+        folder = self.model_folder(name)
+        with self._name_lock("model", name):
+            if read_manifest(folder) is None:
+                raise not_found("model", name)
+            self._remove_folder(folder)
+            with self._lock:
+                self._models.pop(name, None)
+
+    def _remove_folder(self, folder: Path) -> None:
+        """Take the folder's writer lock, rename it out of sight (atomic), then delete it."""
+        trash = folder.parent / f"{TRASH_PREFIX}{folder.name}-{secrets.token_hex(4)}"
+        with FolderLock(folder, self.settings.lock_timeout_s):
+            os.rename(folder, trash)
+            fsync_dir(folder.parent)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # -- zero-shot ----------------------------------------------------------------------------------------
+    def zeroshot(self, labels: Any, spec: str, abstain: float | None) -> ZeroShotClassifier:
+        """A zero-shot classifier for these labels, kept (up to ``zeroshot_cache`` label sets) for reuse."""
+        import json
+
+        if len(labels) > self.settings.max_labels:
+            raise ApiError(
+                413,
+                "too_many_labels",
+                f"{len(labels)} labels; this server takes at most {self.settings.max_labels}",
+                "labels",
+            )
+        if not labels:
+            raise ApiError(400, "bad_input", "labels is empty; give at least one label", "labels")
+        if spec == "image":
+            spec = "conse"  # label text meets images through ConSE
+        encoder = self.encoder_for_spec(spec)
+        pairs = list(labels.items()) if isinstance(labels, dict) else list(labels)  # the order is the classes' order
+        key = json.dumps([pairs, self.encoder_key(encoder.identity), abstain])
+        with self._lock:
+            found = self._zeroshot.get(key)
+            if found is not None:
+                self._zeroshot.move_to_end(key)
+                return found
+        zs = ZeroShotClassifier(labels, encoder=encoder, abstain=abstain).fit()
+        with self._lock:
+            self._zeroshot[key] = zs
+            while len(self._zeroshot) > self.settings.zeroshot_cache:
+                self._zeroshot.popitem(last=False)
+        return zs
+
+    # -- indexes ----------------------------------------------------------------------------------------
+    def index_folder(self, name: str) -> Path:
+        return self.settings.indexes_dir / check_name(name, "index")
+
+    def list_indexes(self) -> list[dict[str, Any]]:
+        out = []
+        folder = self.settings.indexes_dir
+        if not folder.is_dir():
+            return out
+        for sub in sorted(folder.iterdir()):
+            if not sub.is_dir() or not NAME_RE.fullmatch(sub.name):
+                continue
+            try:
+                manifest = read_manifest(sub)
+            except FewShotError:
+                continue
+            if manifest is None or manifest.get("type") != "index":
+                continue
+            with self._lock:
+                entry = self._indexes.get(sub.name)
+            count = len(entry.index) if entry is not None else manifest.get("count")
+            out.append({"name": sub.name, "loaded": entry is not None, "count": count})
+        return out
+
+    def _commit_for(self, index: EmbeddingIndex) -> GroupCommit:
+        def one(E: np.ndarray, ids: Any, labels: Any, metadata: Any, items: Any) -> np.ndarray:
+            return index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=items)
+
+        def many(batch: list[dict[str, Any]]) -> list[np.ndarray]:
+            E = np.vstack([b["E"] for b in batch])
+            ids = None if batch[0]["ids"] is None else [i for b in batch for i in b["ids"]]
+            out = index.add_embeddings(
+                E,
+                ids=ids,
+                labels=[x for b in batch for x in b["labels"]],
+                metadata=[x for b in batch for x in b["metadata"]],
+                items=[x for b in batch for x in b["items"]],
+            )
+            parts, start = [], 0
+            for b in batch:
+                parts.append(out[start : start + len(b["E"])])
+                start += len(b["E"])
+            return parts
+
+        return GroupCommit(one, many, lambda args: args["ids"] is None)
+
+    def _open_index(self, folder: Path, timeout: float) -> IndexEntry:
+        """Open an index durably (holding its lock), or read-only when another process holds it and
+        ``timeout`` passes."""
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.get("type") != "index":
+            raise not_found("index", folder.name)
+        identity = manifest.get("encoder")
+        encoder = self.encoder_for_identity(identity) if identity is not None else None
+        signature = _folder_signature(folder)
+        try:
+            index = EmbeddingIndex.open(folder, encoder=encoder, timeout=timeout)
+            writable = True
+        except LockTimeoutError:
+            index = EmbeddingIndex.load(folder, encoder=encoder)
+            writable = False
+        return IndexEntry(index, writable, self._commit_for(index), signature, time.monotonic())
+
+    @contextmanager
+    def index(self, name: str, write: bool = False) -> Iterator[IndexEntry]:
+        """Use the index saved under ``indexes/<name>/`` (loaded on first use and kept).
+
+        ``write=True`` needs the folder's lock: when another process holds it for longer than
+        ``lock_timeout_s``, :class:`~fewshot.errors.LockTimeoutError` (answered 409).
+        """
+        folder = self.index_folder(name)
+        while True:
+            entry = self._index_entry(name, folder, write)
+            with entry.guard.shared():
+                if entry.closed:
+                    continue  # replaced or deleted meanwhile: look again
+                yield entry
+                return
+
+    def _index_entry(self, name: str, folder: Path, write: bool) -> IndexEntry:
+        with self._lock:
+            entry = self._indexes.get(name)
+        if entry is not None and entry.writable:
+            return entry
+        if entry is not None and not write and time.monotonic() - entry.checked < self.settings.refresh_s:
+            return entry
+        with self._name_lock("index", name):
+            with self._lock:
+                entry = self._indexes.get(name)
+            if entry is not None and entry.writable:
+                return entry
+            if entry is not None and not write:
+                if time.monotonic() - entry.checked < self.settings.refresh_s:
+                    return entry
+                if _folder_signature(folder) == entry.signature:
+                    entry.checked = time.monotonic()
+                    return entry
+            if read_manifest(folder) is None:
+                raise not_found("index", name)
+            new = self._open_index(folder, self.settings.lock_timeout_s if write else 0.0)
+            if write and not new.writable:
+                raise LockTimeoutError(
+                    f"index {name!r} is held by another writer process; this server can search it but not change "
+                    f"it until that process lets go"
+                )
+            with self._lock:
+                old = self._indexes.get(name)
+                self._indexes[name] = new
+            if old is not None:
+                with old.guard.exclusive():
+                    old.closed = True
+            return new
+
+    def create_index(self, name: str, spec: str, kind: str) -> IndexEntry:
+        folder = self.index_folder(name)
+        encoder = self.encoder_for_spec(spec)
+        with self._name_lock("index", name):
+            if read_manifest(folder) is not None:
+                raise ApiError(409, "exists", f"index {name!r} already exists", "name")
+            index = EmbeddingIndex.open(
+                folder, encoder=encoder, create=True, kind=kind, timeout=self.settings.lock_timeout_s
+            )
+            entry = IndexEntry(index, True, self._commit_for(index), _folder_signature(folder), time.monotonic())
+            with self._lock:
+                self._indexes[name] = entry
+            return entry
+
+    def delete_index(self, name: str) -> None:
+        folder = self.index_folder(name)
+        with self._name_lock("index", name):
+            if read_manifest(folder) is None:
+                raise not_found("index", name)
+            with self._lock:
+                entry = self._indexes.pop(name, None)
+            if entry is not None:
+                with entry.guard.exclusive():
+                    entry.closed = True
+                    entry.index.close(checkpoint=False)
+            self._remove_folder(folder)
+
+    def add_items(self, entry: IndexEntry, inputs: list[Any], **rows: Any) -> np.ndarray:
+        """Encode ``inputs`` (shared model calls) and add them with ``rows`` (ids, labels, metadata, items),
+        merged with concurrent additions into one durable write; the ids, durable when this returns."""
+        if entry.index.encoder is None:
+            raise InputError("this index stores raw vectors and has no encoder; it cannot add text or images")
+        E = entry.index.encoder.encode(inputs)
+        check_deadline()
+        return entry.commit.submit(E=E, **rows)
+
+    def merged_writes(self) -> int:
+        with self._lock:
+            entries = list(self._indexes.values())
+        return sum(e.commit.merged_calls for e in entries)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Checkpoint and release every index this server holds, and stop the batchers."""
+        with self._lock:
+            entries, self._indexes = list(self._indexes.values()), {}
+            encoders = list(self._encoders.values())
+            self.closed = True
+        for entry in entries:
+            with entry.guard.exclusive():
+                entry.closed = True
+                try:
+                    entry.index.close(checkpoint=entry.writable)
+                except FewShotError:  # pragma: no cover - the journal still holds every write
+                    entry.index.close(checkpoint=False)
+        for enc in encoders:
+            enc.close()

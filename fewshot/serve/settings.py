@@ -1,0 +1,94 @@
+"""The service's settings: every limit is a named setting with a documented default."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fewshot.errors import InputError
+
+# names of models and indexes in URLs: letters, digits, "_", "." and "-", at most 64, not starting with
+# "." or "-" (so no "..", no hidden folders, no option-like names, and never a path separator)
+NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+NAME_RE = re.compile(NAME_PATTERN)
+
+DEFAULT_ENCODERS = ("text", "image", "conse")
+
+
+@dataclass
+class ServeSettings:
+    """What ``fewshot serve`` is configured with.
+
+    Parameters
+    ----------
+    root : the folder holding ``models/<name>/`` (saved classifiers) and ``indexes/<name>/`` (saved indexes).
+    max_batch_size : most items one coalesced model call takes (default 32).
+    max_wait_ms : the longest a request waits for others to join its model call (default 10 ms); requests
+        that arrive while the model runs join the next call without waiting.
+    batch_gap_ms : the batcher stops waiting sooner when no request arrived for this long (default 2 ms), so
+        a lone request waits 2 ms and a burst from many clients is collected whole.
+    max_body_bytes : largest request body; a larger one is answered 413 (default 2 MB).
+    max_inputs : most inputs, items, queries or ids in one request; more is answered 413 (default 256).
+    max_queue : most requests doing model or index work at once (running or waiting); past it the answer
+        is 429 with ``Retry-After`` (default 256).
+    retry_after_s : the ``Retry-After`` a 429 carries, in seconds (default 1).
+    request_timeout_s : a request still working after this many seconds is answered 503 and its model
+        work is dropped (default 30).
+    threads : worker threads that run library calls off the event loop (default 64; each waiting request
+        holds one while its batch is encoded).
+    lock_timeout_s : how long a write waits for an index folder that another process holds (default 2 s;
+        then 409).
+    refresh_s : how often a read-only copy of an index held by another process checks the folder for
+        changes (default 1 s).
+    zeroshot_cache : zero-shot label sets kept ready (label vectors computed once; default 64).
+    max_labels : most labels in one zero-shot request (default 100).
+    max_image_pixels : largest decoded image, width x height (default 40 million).
+    encoders : encoder specs a client may name when it fits a model or creates an index (``text``,
+        ``image``, ``conse`` by default; CLIP checkpoints only when the operator lists them, since a spec
+        names files on the server).
+    api_keys : SHA-256 hex digest of each accepted key -> its scope (``read`` or ``write``); empty means
+        no authentication (the CLI then allows loopback addresses only).
+    preload : load the default text encoder at start-up (``/ready`` answers 503 until it is loaded).
+    """
+
+    root: Path
+    max_batch_size: int = 32
+    max_wait_ms: float = 10.0
+    batch_gap_ms: float = 2.0
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_inputs: int = 256
+    max_queue: int = 256
+    retry_after_s: int = 1
+    request_timeout_s: float = 30.0
+    threads: int = 64
+    lock_timeout_s: float = 2.0
+    refresh_s: float = 1.0
+    zeroshot_cache: int = 64
+    max_labels: int = 100
+    max_image_pixels: int = 40_000_000
+    encoders: tuple[str, ...] = DEFAULT_ENCODERS
+    api_keys: dict[str, str] = field(default_factory=dict)
+    preload: bool = True
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        for name in ("max_batch_size", "max_body_bytes", "max_inputs", "max_queue", "threads", "zeroshot_cache"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_wait_ms", "batch_gap_ms", "request_timeout_s", "lock_timeout_s", "refresh_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InputError(f"{name} must be a non-negative number, got {value!r}")
+        for scope in self.api_keys.values():
+            if scope not in ("read", "write"):
+                raise InputError(f"an API key's scope must be read or write, got {scope!r}")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.root / "indexes"

@@ -1,0 +1,768 @@
+"""The HTTP service: every route through FastAPI's test client with the real bundled MiniLM and real data,
+its limits, errors, keys and coalescing, and a real uvicorn process for durability under SIGKILL and for two
+servers on one root."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from eval.bench_service import ServerProcess, check_index, request  # noqa: E402
+from eval.datasets import load, sample_per_class  # noqa: E402
+from fewshot import EmbeddingIndex, FewShotClassifier, ZeroShotClassifier  # noqa: E402
+from fewshot.errors import InputError  # noqa: E402
+from fewshot.serve import ServeSettings, create_app  # noqa: E402
+from fewshot.serve.auth import digest, read_key_file  # noqa: E402
+from fewshot.serve.batching import CoalescingEncoder, GroupCommit  # noqa: E402
+
+
+def wait_ready(client: TestClient, timeout: float = 180.0) -> None:
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if client.get("/ready").status_code == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the service never became ready")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """A running app (lifespan and all) for ``ServeSettings(root=tmp_path / 'root', **overrides)``."""
+    clients = []
+
+    def make(**overrides) -> TestClient:
+        root = overrides.pop("root", tmp_path / "root")
+        client = TestClient(create_app(ServeSettings(root=root, **overrides)))
+        client.__enter__()
+        clients.append(client)
+        wait_ready(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def agnews(data_root):
+    ds = load("ag_news")
+    tr = sample_per_class(ds.train_labels, 6, seed=0)
+    te = sample_per_class(ds.test_labels, 10, seed=1)
+    names = ds.label_names
+    return (
+        [ds.train_texts[i] for i in tr],
+        [names[ds.train_labels[i]] for i in tr],
+        [ds.test_texts[i] for i in te],
+        [names[ds.test_labels[i]] for i in te],
+    )
+
+
+def error(r) -> dict:
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
+# -- models ---------------------------------------------------------------------------------------------------
+def test_fit_predict_add_examples_and_delete_match_the_library(serve, agnews, tmp_path):
+    client = serve()
+    Xtr, ytr, Xte, yte = agnews
+    r = client.post("/v1/models/news", json={"inputs": Xtr, "labels": ytr})
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["classes"]) == sorted(set(ytr)) and r.json()["examples"] == len(Xtr)
+
+    r = client.post("/v1/models/news/predict", json={"inputs": Xte})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    accuracy = np.mean([p["label"] == t for p, t in zip(preds, yte)])
+    assert accuracy >= 0.6, accuracy  # 4 classes: chance is 0.25
+    # the same answers as the library on the saved model, read from disk (the fit was durable)
+    clf = FewShotClassifier.load(tmp_path / "root" / "models" / "news")
+    labels, best, proba = clf.predict_with_scores(Xte)
+    assert [p["label"] for p in preds] == labels.tolist()
+    for p, row, b in zip(preds, proba, best):
+        assert list(p["scores"]) == [str(c) for c in clf.classes_]
+        np.testing.assert_allclose(list(p["scores"].values()), row, atol=1e-5)
+        assert p["score"] == pytest.approx(row.max(), abs=1e-5) and p["class_score"] == pytest.approx(b, abs=1e-5)
+
+    new = ["is there a student discount on the plan?", "how much does the premium tier cost per month?"]
+    r = client.post("/v1/models/news/examples", json={"inputs": new, "labels": ["pricing", "pricing"]})
+    assert r.status_code == 200 and "pricing" in r.json()["classes"]
+    assert "pricing" in FewShotClassifier.load(tmp_path / "root" / "models" / "news").classes_.tolist()
+    r = client.post("/v1/models/news/predict", json={"inputs": ["what is the price of the premium plan"]})
+    assert r.json()["predictions"][0]["label"] == "pricing"
+
+    info = client.get("/v1/models/news").json()
+    assert info["type"] == "classifier" and info["head"] == "prototype" and "pricing" in info["classes"]
+    assert info["encoder"]["family"] == "sentence-transformers"
+    assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["news"]
+
+    assert client.delete("/v1/models/news").json() == {"name": "news", "deleted": True}
+    assert not (tmp_path / "root" / "models" / "news").exists()
+    assert not list((tmp_path / "root" / "models").iterdir())
+    assert error(client.post("/v1/models/news/predict", json={"inputs": ["x"]}))["code"] == "not_found"
+
+
+def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews, tmp_path):
+    client = serve()
+    Xtr, ytr, Xte, _ = agnews
+    r = client.post("/v1/models/strict", json={"inputs": Xtr, "labels": ytr, "abstain": 0.99, "head": "knn"})
+    assert r.status_code == 200, r.text
+    preds = client.post("/v1/models/strict/predict", json={"inputs": Xte[:5]}).json()["predictions"]
+    assert all(p["label"] is None for p in preds)  # no cosine reaches 0.99
+    assert all(abs(sum(p["scores"].values()) - 1) < 1e-5 for p in preds)
+    # another writer (the library, the CLI) replaces the model on disk: the server serves the new one
+    FewShotClassifier().fit(Xtr, ytr).save(tmp_path / "root" / "models" / "strict")
+    preds = client.post("/v1/models/strict/predict", json={"inputs": Xte[:5]}).json()["predictions"]
+    assert all(p["label"] is not None for p in preds)
+
+
+def test_zeroshot_labels_and_tags_match_the_library(serve, agnews):
+    client = serve()
+    texts = agnews[2][:8]
+    labels = {"sport": "sports, a match, a team", "business": "markets, companies, money", "world": "world politics"}
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": labels})
+    assert r.status_code == 200, r.text
+    zs = ZeroShotClassifier(labels)
+    got, _, proba = zs.predict_with_scores(texts)
+    out = r.json()["predictions"]
+    assert [p["label"] for p in out] == got.tolist()
+    np.testing.assert_allclose([list(p["scores"].values()) for p in out], proba, atol=1e-5)
+
+    r = client.post(
+        "/v1/zeroshot",
+        json={"inputs": texts, "labels": list(labels), "multi_label": True, "threshold": 0.1, "top_k": 2},
+    )
+    tags = ZeroShotClassifier(list(labels)).tag(texts, threshold=0.1, top_k=2)
+    assert [[(t["label"], round(t["score"], 5)) for t in p["tags"]] for p in r.json()["predictions"]] == [
+        [(lab, round(s, 5)) for lab, s in row] for row in tags
+    ]
+    r = client.post(
+        "/v1/zeroshot", json={"inputs": ["the striker scored twice"], "labels": ["sport", "politics"], "abstain": 0.99}
+    )
+    assert r.json()["predictions"][0]["label"] is None
+
+
+# -- indexes --------------------------------------------------------------------------------------------------
+def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_path):
+    client = serve()
+    _, _, Xte, yte = agnews
+    r = client.post("/v1/indexes/news", json={"kind": "flat"})
+    assert r.status_code == 201 and r.json()["count"] == 0 and r.json()["writable"] is True
+    items = [
+        {"text": t, "label": y, "metadata": {"n": i, "lang": "en" if i % 2 else "fr"}}
+        for i, (t, y) in enumerate(zip(Xte, yte))
+    ]
+    ids = client.post("/v1/indexes/news/items", json={"items": items}).json()["ids"]
+    assert ids == list(range(len(items)))
+    ids2 = client.post("/v1/indexes/news/items", json={"items": [{"text": "central banks raise rates", "id": 500}]})
+    assert ids2.json() == {"ids": [500]}
+
+    body = {"queries": [Xte[3], "stock markets fell sharply"], "k": 5, "where": {"lang": "en"}}
+    r = client.post("/v1/indexes/news/search", json=body)
+    assert r.status_code == 200, r.text
+    hits = r.json()["results"]
+    assert len(hits) == 2 and all(h["metadata"]["lang"] == "en" for row in hits for h in row)
+    assert hits[0][0]["id"] == 3 and hits[0][0]["text"] == Xte[3] and hits[0][0]["score"] == pytest.approx(1, abs=1e-4)
+    # the same hits as the library on the folder (save plus journal: every add is on disk)
+    lib = EmbeddingIndex.load(tmp_path / "root" / "indexes" / "news").batch_search(
+        body["queries"], k=5, where={"lang": "en"}
+    )
+    assert [[h["id"] for h in row] for row in hits] == [[h.id for h in row] for row in lib]
+
+    assert client.request("DELETE", "/v1/indexes/news/items", json={"ids": [3, 999]}).json() == {"removed": 1}
+    r = client.post("/v1/indexes/news/search", json={"queries": [Xte[3]], "k": 3})
+    assert 3 not in [h["id"] for h in r.json()["results"][0]]
+    info = client.get("/v1/indexes/news").json()
+    assert info["count"] == len(items) and info["fields"] == {"lang": ["string"], "n": ["number"]}
+    assert client.get("/v1/indexes").json()["indexes"] == [{"name": "news", "loaded": True, "count": len(items)}]
+
+    assert error(client.post("/v1/indexes/news", json={}))["code"] == "exists"
+    assert client.delete("/v1/indexes/news").json()["deleted"] is True
+    assert not (tmp_path / "root" / "indexes" / "news").exists()
+    assert client.get("/v1/indexes/news").status_code == 404
+
+
+# -- images as base64 -----------------------------------------------------------------------------------------
+def b64png(array: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_images_travel_as_base64_for_image_models_and_indexes(serve, data_root, tmp_path):
+    from eval.datasets import load_images
+
+    ds = load_images("eurosat", data_root)
+    keep = [0, 1, 2]
+    tr = [i for i in sample_per_class(ds.train_labels, 3, seed=0) if ds.train_labels[i] in keep]
+    te = [i for i in sample_per_class(ds.test_labels, 2, seed=0) if ds.test_labels[i] in keep]
+    client = serve()
+    inputs = [b64png(ds.train_images[i]) for i in tr]
+    labels = [ds.label_names[ds.train_labels[i]] for i in tr]
+    r = client.post("/v1/models/land", json={"inputs": inputs, "labels": labels, "encoder": "image"})
+    assert r.status_code == 200, r.text
+    queries = ["data:image/png;base64," + b64png(ds.test_images[i]) for i in te]
+    preds = client.post("/v1/models/land/predict", json={"inputs": queries}).json()["predictions"]
+    clf = FewShotClassifier.load(tmp_path / "root" / "models" / "land")
+    assert [p["label"] for p in preds] == clf.predict([ds.test_images[i] for i in te]).tolist()
+
+    assert client.post("/v1/indexes/photos", json={"encoder": "image"}).status_code == 201
+    r = client.post(
+        "/v1/indexes/photos/items", json={"items": [{"text": x, "label": y} for x, y in zip(inputs, labels)]}
+    )
+    assert r.status_code == 200, r.text
+    hits = client.post("/v1/indexes/photos/search", json={"queries": [inputs[4]], "k": 2}).json()["results"][0]
+    assert hits[0]["id"] == 4 and hits[0]["text"] is None and hits[0]["label"] == labels[4]
+
+    bad = client.post("/v1/models/land/predict", json={"inputs": [inputs[0], "not base64!"]})
+    assert bad.status_code == 400 and error(bad)["field"] == "inputs[1]" and error(bad)["code"] == "bad_image"
+    bad = client.post("/v1/indexes/photos/items", json={"items": [{"text": base64.b64encode(b"hello").decode()}]})
+    assert (
+        bad.status_code == 400 and error(bad)["field"] == "items[0]" and "not a readable image" in error(bad)["message"]
+    )
+    r = client.post("/v1/indexes/photos/search", json={"queries": ["a field"], "query_type": "text"})
+    assert r.status_code == 400  # MobileNetV2 has no text side (CLIP and ConSE do)
+
+
+# -- bad input, limits, names ---------------------------------------------------------------------------------
+BAD = [
+    # (method, path, body, status, code, field)
+    ("POST", "/v1/models/m/predict", b'{"inputs": [', 400, "malformed_json", None),
+    ("POST", "/v1/models/m/predict", {"inputs": []}, 422, "invalid_field", "inputs"),
+    ("POST", "/v1/models/m/predict", {"inputs": [""]}, 400, "bad_input", "inputs[0]"),
+    ("POST", "/v1/models/m/predict", {"inputs": ["a", 3]}, 422, "invalid_field", "inputs[1]"),
+    ("POST", "/v1/models/m/predict", {"input": ["a"]}, 422, "missing_field", "inputs"),
+    ("POST", "/v1/models/m/predict", [1, 2], 422, "invalid_field", None),
+    ("POST", "/v1/models/nope/predict", {"inputs": ["a"]}, 404, "not_found", "name"),
+    ("POST", "/v1/models/m/examples", {"inputs": ["a"], "labels": [3]}, 400, "bad_input", "labels"),
+    ("POST", "/v1/models/m/examples", {"inputs": ["a", "b"], "labels": ["x"]}, 400, "bad_input", "labels"),
+    (
+        "POST",
+        "/v1/models/m2",
+        {"inputs": ["a", "b"], "labels": ["x", "y"], "head": "bogus"},
+        422,
+        "invalid_field",
+        "head",
+    ),
+    (
+        "POST",
+        "/v1/models/m2",
+        {"inputs": ["a", "b"], "labels": ["x", "y"], "encoder": "clip:x:/etc/passwd"},
+        400,
+        "bad_encoder",
+        "encoder",
+    ),
+    ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": []}, 400, "bad_input", "labels"),
+    ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x"] * 101}, 413, "too_many_labels", "labels"),
+    (
+        "POST",
+        "/v1/zeroshot",
+        {"inputs": ["a"], "labels": ["x", "y"], "multi_label": True, "top_k": 0},
+        422,
+        "invalid_field",
+        "top_k",
+    ),
+    ("POST", "/v1/indexes/i/search", {"queries": ["a"], "where": {"nofield": 1}}, 400, "bad_input", "where"),
+    ("POST", "/v1/indexes/i/search", {"queries": ["a"], "where": {"label": 3}}, 400, "bad_input", "where.label"),
+    ("POST", "/v1/indexes/i/search", {"queries": ["a"], "where": {"label": []}}, 400, "bad_input", "where.label"),
+    ("POST", "/v1/indexes/i/search", {"queries": ["a"], "k": 0}, 422, "invalid_field", "k"),
+    ("POST", "/v1/indexes/i/search", {"queries": ["a"], "query_type": "image"}, 400, "bad_input", "query_type"),
+    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "id": 0}]}, 400, "bad_input", "ids"),
+    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "id": 7}, {"text": "b"}]}, 400, "bad_input", "items"),
+    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "label": ""}]}, 400, "bad_input", "labels[0]"),
+    ("DELETE", "/v1/indexes/i/items", {"ids": ["a"]}, 422, "invalid_field", "ids[0]"),
+    ("POST", "/v1/indexes/nope/search", {"queries": ["a"]}, 404, "not_found", "name"),
+    ("POST", "/v1/indexes/.hidden/search", {"queries": ["a"]}, 400, "bad_name", "name"),
+    ("POST", "/v1/models/-rf/predict", {"inputs": ["a"]}, 400, "bad_name", "name"),
+    ("POST", "/v1/models/" + "a" * 65 + "/predict", {"inputs": ["a"]}, 400, "bad_name", "name"),
+    ("GET", "/v1/nothing", None, 404, "not_found", None),
+    ("PUT", "/v1/models/m/predict", None, 405, "method_not_allowed", None),
+]
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory, agnews):
+    """One service with a model ``m`` and an index ``i``, shared by the bad-input tests (none changes them)."""
+    client = TestClient(create_app(ServeSettings(root=tmp_path_factory.mktemp("bad") / "root")))
+    client.__enter__()
+    wait_ready(client)
+    Xtr, ytr, _, _ = agnews
+    assert client.post("/v1/models/m", json={"inputs": Xtr, "labels": ytr}).status_code == 200
+    assert client.post("/v1/indexes/i", json={}).status_code == 201
+    items = [
+        {"text": "rates rise", "label": "economy", "metadata": {"lang": "en"}},
+        {"text": "a goal", "label": "sport"},
+    ]
+    assert client.post("/v1/indexes/i/items", json={"items": items}).status_code == 200
+    yield client
+    client.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("method,path,body,status,code,field", BAD, ids=[f"{b[0]} {b[1][:40]} {b[4]}" for b in BAD])
+def test_client_mistakes_are_4xx_naming_the_field(populated, method, path, body, status, code, field):
+    kw = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
+    r = populated.request(method, path, **kw)
+    err = error(r)
+    assert (r.status_code, err["code"], err["field"]) == (status, code, field), err
+
+
+def test_body_size_input_count_and_content_type_limits(serve):
+    client = serve(max_body_bytes=10_000, max_inputs=5)
+    r = client.post("/v1/zeroshot", content=b"x" * 10_001, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and error(r)["code"] == "body_too_large"
+
+    def chunks():  # no Content-Length: counted as it streams
+        for _ in range(20):
+            yield b"x" * 1000
+
+    r = client.post("/v1/zeroshot", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and error(r)["code"] == "body_too_large"
+    r = client.post("/v1/zeroshot", json={"inputs": ["a"] * 6, "labels": ["x", "y"]})
+    assert r.status_code == 413 and error(r) == {
+        "code": "too_many_inputs",
+        "field": "inputs",
+        "message": "inputs has 6 entries; this server takes at most 5 per request",
+    }
+    r = client.post(
+        "/v1/zeroshot", content=b'{"inputs": ["a"], "labels": ["x"]}', headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 400 and error(r)["code"] == "not_json"
+
+
+def test_names_never_reach_outside_the_root(serve, tmp_path):
+    client = serve()
+    outside = tmp_path / "outside"
+    for name in ["..", "../outside", "..%2Foutside", "%2e%2e", ".x", "a/b", "a\\b", "a b", "ü", "x" * 65, "-x"]:
+        for method, path, body in [
+            ("POST", f"/v1/models/{name}", {"inputs": ["a", "b"], "labels": ["x", "y"]}),
+            ("POST", f"/v1/indexes/{name}", {}),
+            ("DELETE", f"/v1/models/{name}", None),
+        ]:
+            r = client.request(method, path, json=body)
+            assert r.status_code in (400, 404, 405), (name, r.status_code)
+            error(r)
+    assert not outside.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(
+        [
+            "/v1/models/m/predict",
+            "/v1/zeroshot",
+            "/v1/indexes/i/search",
+            "/v1/indexes/i/items",
+            "/v1/models/m/examples",
+            "/v1/models/fit-me",
+        ]
+    ),
+    body=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "inputs",
+                        "labels",
+                        "items",
+                        "queries",
+                        "k",
+                        "where",
+                        "ids",
+                        "text",
+                        "head",
+                        "multi_label",
+                        "threshold",
+                        "id",
+                    ]
+                )
+                | st.text(max_size=5),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    ),
+)
+def test_random_json_never_gets_a_5xx(populated, path, body):
+    # Python's JSON writes NaN and Infinity, and the server's parser reads them: they must be refused as input
+    r = populated.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert r.status_code < 500, (path, body, r.text)
+    if r.status_code >= 400:
+        error(r)
+
+
+# -- keys -----------------------------------------------------------------------------------------------------
+def test_api_keys_read_write_401_403_and_only_hashes_kept(serve, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# comment\nreader-key-0123456789 read\n\nwriter-key-0123456789 write\n")
+    hashed = read_key_file(keys)
+    assert hashed == {digest("reader-key-0123456789"): "read", digest("writer-key-0123456789"): "write"}
+    client = serve(api_keys=hashed)
+    assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+    body = {"inputs": ["a"], "labels": ["x", "y"]}
+    assert error(client.post("/v1/zeroshot", json=body))["code"] == "unauthorized"
+    r = client.post("/v1/zeroshot", json=body, headers={"Authorization": "Bearer wrong-key-0123456789"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/zeroshot", json=body, headers={"X-API-Key": "reader-key-0123456789"}).status_code == 200
+    read = {"Authorization": "Bearer reader-key-0123456789"}
+    r = client.post("/v1/indexes/k", json={}, headers=read)
+    assert r.status_code == 403 and error(r)["code"] == "forbidden"
+    assert (
+        client.post("/v1/indexes/k", json={}, headers={"Authorization": "Bearer writer-key-0123456789"}).status_code
+        == 201
+    )
+    assert client.get("/metrics").status_code == 401 and client.get("/metrics", headers=read).status_code == 200
+    for bad in ["short read\n", "key-0123456789abcdef admin\n", "\n# nothing\n"]:
+        keys.write_text(bad)
+        with pytest.raises(InputError):
+            read_key_file(keys)
+
+
+def test_cli_refuses_an_open_host_without_keys(tmp_path):
+    import argparse
+
+    from fewshot.cli.serve import add_arguments, settings_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    root = str(tmp_path / "r")
+    with pytest.raises(InputError, match="--insecure-open"):
+        settings_from_args(p.parse_args(["--root", root, "--host", "0.0.0.0"]))
+    assert settings_from_args(p.parse_args(["--root", root, "--host", "0.0.0.0", "--insecure-open"])).api_keys == {}
+    for loopback in ["127.0.0.1", "localhost", "::1", "127.0.0.5"]:
+        settings_from_args(p.parse_args(["--root", root, "--host", loopback]))
+    keys = tmp_path / "k"
+    keys.write_text("writer-key-0123456789 write\n")
+    s = settings_from_args(
+        p.parse_args(["--root", root, "--host", "0.0.0.0", "--api-keys", str(keys), "--max-inputs", "9"])
+    )
+    assert s.max_inputs == 9 and "writer-key-0123456789" not in json.dumps(s.api_keys)
+
+
+# -- concurrency: coalescing, group commit, overload, timeouts, a free event loop ------------------------------
+def test_coalescing_encoder_merges_threads_and_keeps_each_callers_rows(text_encoder, agnews, tmp_path):
+    calls = []
+    enc = CoalescingEncoder(
+        text_encoder, max_batch_size=64, max_wait_ms=200, gap_ms=200, observer=lambda e, n, q: calls.append(n)
+    )
+    assert enc.identity == text_encoder.identity and enc.dim == 384 and enc.modality == "text"
+    texts = agnews[2][:24]
+    with ThreadPoolExecutor(24) as pool:
+        rows = list(pool.map(lambda t: enc.encode([t]), texts))
+    np.testing.assert_allclose(np.vstack(rows), text_encoder.encode(texts), atol=1e-5)
+    assert sum(calls) == 24 and len(calls) < 24  # fewer model calls than callers
+    # a saved model or index records the wrapped encoder, and loads with or without the wrapper
+    clf = FewShotClassifier(encoder=enc).fit(agnews[0], agnews[1])
+    saved = clf.save(tmp_path / "m")
+    assert FewShotClassifier.load(saved).encoder_.identity == text_encoder.identity
+    assert (
+        FewShotClassifier.load(saved, encoder=enc).predict(agnews[2][:3]).tolist()
+        == clf.predict(agnews[2][:3]).tolist()
+    )
+    enc.close()
+
+
+def test_group_commit_merges_concurrent_writes_and_isolates_a_bad_one():
+    seen = []
+    gate = threading.Event()
+
+    def one(value):
+        seen.append([value])
+        if value == "bad":
+            raise InputError("bad value")
+        gate.wait(5)
+        return value.upper()
+
+    def many(batch):
+        seen.append([b["value"] for b in batch])
+        if any(b["value"] == "bad" for b in batch):
+            raise InputError("bad value in a merged write")
+        return [b["value"].upper() for b in batch]
+
+    commit = GroupCommit(one, many, lambda args: True)
+    values = ["first"] + [f"v{i}" for i in range(8)] + ["bad"]
+    results = {}
+
+    def submit(v):
+        try:
+            results[v] = commit.submit(value=v)
+        except InputError as exc:
+            results[v] = exc
+
+    first = threading.Thread(target=submit, args=("first",))
+    first.start()
+    time.sleep(0.2)  # the first write is running (held by the gate): the others queue behind it
+    others = [threading.Thread(target=submit, args=(v,)) for v in values[1:]]
+    for t in others:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert results["first"] == "FIRST" and all(results[f"v{i}"] == f"V{i}" for i in range(8))
+    assert isinstance(results["bad"], InputError)
+    merged = [s for s in seen if len(s) > 1]
+    assert merged and len(seen) < 2 * len(values)  # one merged try, then one by one only because of "bad"
+
+
+def test_concurrent_adds_to_one_index_are_all_durable_with_unique_ids(serve, tmp_path):
+    client = serve()
+    assert client.post("/v1/indexes/log", json={}).status_code == 201
+
+    def add(i):
+        r = client.post(
+            "/v1/indexes/log/items", json={"items": [{"text": f"note {i} {j}", "label": f"b{i}"} for j in range(3)]}
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["ids"]
+
+    def search(i):  # a search never sees part of a batch: all three items of "b{i}", or none
+        r = client.post("/v1/indexes/log/search", json={"queries": [f"note {i}"], "k": 10, "where": {"label": f"b{i}"}})
+        return len(r.json()["results"][0]) if r.status_code == 200 else r.status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        added = pool.map(add, range(24))
+        seen = list(pool.map(search, list(range(24)) * 3))
+        ids = [i for batch in added for i in batch]
+    assert sorted(ids) == list(range(72)) and set(seen) <= {0, 3}, seen
+    disk = EmbeddingIndex.load(tmp_path / "root" / "indexes" / "log")
+    assert len(disk) == 72 and {h.item for h in disk.get(ids)} == {f"note {i} {j}" for i in range(24) for j in range(3)}
+
+
+def test_concurrent_predictions_share_model_calls(serve, agnews):
+    client = serve(max_wait_ms=200, batch_gap_ms=200)
+    Xtr, ytr, Xte, _ = agnews
+    client.post("/v1/models/m", json={"inputs": Xtr, "labels": ytr})
+    expected = client.post("/v1/models/m/predict", json={"inputs": Xte[:20]}).json()["predictions"]
+    before = _metric(client, "fewshot_batch_size_count")
+    with ThreadPoolExecutor(20) as pool:
+        got = list(pool.map(lambda t: client.post("/v1/models/m/predict", json={"inputs": [t]}).json(), Xte[:20]))
+    calls = _metric(client, "fewshot_batch_size_count") - before
+    assert [g["predictions"][0]["label"] for g in got] == [e["label"] for e in expected]
+    assert calls < 20, calls
+
+
+def _metric(client: TestClient, name: str) -> float:
+    text = client.get("/metrics").text
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def test_overload_is_429_with_retry_after(serve):
+    client = serve(max_queue=1, max_wait_ms=1500, batch_gap_ms=1500)
+    body = {"inputs": ["a slow one"], "labels": ["x", "y"]}
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(client.post, "/v1/zeroshot", json=body)
+        time.sleep(0.4)
+        r = client.post("/v1/zeroshot", json=body)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1" and error(r)["code"] == "overloaded"
+        assert slow.result().status_code == 200
+    assert _metric(client, "fewshot_rejected_total") >= 1
+
+
+def test_a_request_past_its_timeout_is_answered_and_its_work_dropped(serve, tmp_path, text_encoder):
+    folder = tmp_path / "root" / "indexes" / "notes"
+    with EmbeddingIndex.update(folder, text_encoder, create=True):
+        pass
+    client = serve(request_timeout_s=0.3, max_wait_ms=1500, batch_gap_ms=1500)
+    batches = _metric(client, "fewshot_batch_size_count")
+    t = time.monotonic()
+    r = client.post("/v1/zeroshot", json={"inputs": ["too late"], "labels": ["x", "y"]})
+    assert r.status_code == 503 and error(r)["code"] == "timeout" and time.monotonic() - t < 1.4
+    r = client.post("/v1/indexes/notes/items", json={"items": [{"text": "never acknowledged"}]})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    time.sleep(2.0)  # the batcher's wait is over: the expired requests were dropped, not encoded, not written
+    assert _metric(client, "fewshot_batch_size_count") == batches
+    assert len(EmbeddingIndex.load(folder)) == 0
+
+
+def test_health_answers_while_the_model_runs(serve, agnews):
+    client = serve(request_timeout_s=300)
+    texts = [" ".join(agnews[2])[:1000] + f" {i}" for i in range(96)]
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        big = pool.submit(client.post, "/v1/zeroshot", json={"inputs": texts, "labels": ["a", "b"]})
+        time.sleep(0.3)
+        waits = []
+        while not big.done() and len(waits) < 20:
+            t = time.monotonic()
+            assert client.get("/health").json() == {"status": "ok"}
+            waits.append(time.monotonic() - t)
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+        assert big.result().status_code == 200
+    assert waits and max(waits) < 0.5 < took, (waits, took)
+
+
+# -- probes, OpenAPI, metrics, page ---------------------------------------------------------------------------
+def test_openapi_documents_every_field_and_metrics_speak_prometheus(serve):
+    client = serve()
+    spec = client.get("/openapi.json").json()
+    assert client.get("/docs").status_code == 200
+    paths = spec["paths"]
+    for path in ["/v1/models/{name}/predict", "/v1/zeroshot", "/v1/indexes/{name}/search", "/v1/indexes/{name}/items"]:
+        assert path in paths
+    undocumented = [
+        f"{name}.{field}"
+        for name, schema in spec["components"]["schemas"].items()
+        if name not in ("HTTPValidationError", "ValidationError") and not name.startswith("ValidationError")
+        for field, prop in schema.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert not undocumented, undocumented
+    client.post("/v1/zeroshot", json={"inputs": ["a"], "labels": ["x", "y"]})
+    client.post("/v1/zeroshot", json={"inputs": []})
+    text = client.get("/metrics").text
+    assert 'fewshot_requests_total{route="/v1/zeroshot",method="POST",status="200"} 1' in text
+    assert 'fewshot_requests_total{route="/v1/zeroshot",method="POST",status="422"} 1' in text
+    assert re.search(r'fewshot_request_duration_seconds_bucket\{route="/v1/zeroshot",le="\+Inf"\} 2', text)
+    assert "# TYPE fewshot_batch_size histogram" in text and "fewshot_queue_depth{encoder=" in text
+    assert "fewshot_inflight_requests 0" in text
+
+
+def test_the_page_is_served_with_nothing_from_the_internet(serve):
+    client = serve()
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="zs-go"' in page.text and 'id="search-go"' in page.text
+    for asset in ["/static/app.js", "/static/style.css"]:
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.text) > 100
+        assert not re.search(r"https?://", r.text), asset
+    assert not re.search(r"(src|href)=\"https?://", page.text)
+
+
+# -- a real uvicorn process: SIGKILL, restart, and a second server on the same root ---------------------------
+def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tmp_path):
+    import random
+
+    from eval.bench_service import crash_round
+
+    root = tmp_path / "root"
+    root.mkdir()
+    a = ServerProcess(root)
+    a.start()
+    assert request(a.url, "POST", "/v1/indexes/crash", {})[0] == 201
+    log = {"acked": {}, "removed": set(), "errors": []}
+    rng = random.Random(3)
+    try:
+        for k in range(3):
+            crash_round(a, 4, 3, k, log, rng.uniform(0.2, 1.5))
+            result = check_index(root / "indexes" / "crash", log)
+            assert result["lost"] == 0 and result["resurrected"] == 0, result
+            a.start()
+        assert len(log["acked"]) >= 3 and not log["errors"]
+        # the restarted server serves every acknowledged item
+        some = sorted(log["acked"])[:10]
+        status, body = request(
+            a.url,
+            "POST",
+            "/v1/indexes/crash/search",
+            {"queries": [log["acked"][some[0]]], "k": 1, "where": {"id": some}},
+        )
+        assert status == 200 and body["results"][0][0]["id"] == some[0]
+
+        # a second server on the same root: reads yes, writes refused (409) while the first holds the folder
+        b = ServerProcess(root, args=("--lock-timeout", "0.2"))
+        b.start()
+        try:
+            status, body = request(b.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "from b"}]})
+            assert status == 409 and body["error"]["code"] == "locked", body
+            assert request(b.url, "GET", "/v1/indexes/crash")[1]["writable"] is False
+            status, body = request(a.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "late news from a"}]})
+            assert status == 200
+            time.sleep(1.2)  # b notices the folder changed and reloads
+            status, body = request(b.url, "POST", "/v1/indexes/crash/search", {"queries": ["late news from a"], "k": 1})
+            assert body["results"][0][0]["text"] == "late news from a"
+            a.kill()  # the lock goes with the process: b may write now
+            status, body = request(b.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "from b"}]})
+            assert status == 200, body
+        finally:
+            b.stop()
+    finally:
+        a.kill()
+    final = check_index(root / "indexes" / "crash", log)
+    assert final["lost"] == 0 and final["resurrected"] == 0
+
+
+def test_text_queries_over_a_clip_image_index_work_as_in_the_library(serve, tmp_path):
+    pytest.importorskip("open_clip")
+    from tests.test_images import tiny_clip_folder
+
+    spec = "clip:local-dir:" + str(tiny_clip_folder(tmp_path / "clip", seed=0))
+    client = serve(encoders=("text", spec))
+    rng = np.random.default_rng(0)
+    images = [b64png(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(4)]
+    assert client.post("/v1/indexes/pics", json={"encoder": spec}).status_code == 201
+    assert client.post("/v1/indexes/pics/items", json={"items": [{"text": x} for x in images]}).json()["ids"] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    r = client.post("/v1/indexes/pics/search", json={"queries": ["a red car", images[2]], "k": 4})
+    assert r.status_code == 200, r.text
+    text_hits, image_hits = r.json()["results"]
+    assert image_hits[0]["id"] == 2 and image_hits[0]["score"] == pytest.approx(1, abs=1e-4)
+    lib = EmbeddingIndex.load(tmp_path / "root" / "indexes" / "pics").search("a red car", k=4)
+    assert [(h["id"], round(h["score"], 4)) for h in text_hits] == [(h.id, round(h.score, 4)) for h in lib]
+    assert (
+        error(client.post("/v1/indexes/other", json={"encoder": "clip:ViT-B-32:/etc/passwd"}))["code"] == "bad_encoder"
+    )
+
+
+def test_a_contrastively_tuned_model_is_served_with_its_own_body(serve, agnews, tmp_path):
+    Xtr, ytr, Xte, _ = agnews
+    clf = FewShotClassifier(tune={"steps": 2, "seed": 0}).fit(Xtr[:8], ytr[:8])
+    clf.save(tmp_path / "root" / "models" / "tuned")
+    client = serve()
+    r = client.post("/v1/models/tuned/predict", json={"inputs": Xte[:6]})
+    assert r.status_code == 200, r.text
+    _, _, proba = clf.predict_with_scores(Xte[:6])
+    np.testing.assert_allclose([list(p["scores"].values()) for p in r.json()["predictions"]], proba, atol=1e-5)
+    assert client.get("/v1/models/tuned").json()["encoder"]["tuned_from"] == clf.encoder_.identity["tuned_from"]
+    # examples added to a tuned model are saved with its tuned body
+    r = client.post("/v1/models/tuned/examples", json={"inputs": ["a brand new topic"], "labels": ["new"]})
+    assert r.status_code == 200, r.text
+    again = FewShotClassifier.load(tmp_path / "root" / "models" / "tuned")
+    assert "new" in again.classes_.tolist() and again.encoder_.identity == clf.encoder_.identity
+
+
+def test_the_serve_command_registers_its_options():
+    import argparse
+
+    from fewshot.cli.serve import cmd_serve, register
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command"))
+    a = p.parse_args(["serve", "--root", "r", "--port", "9000", "--max-wait-ms", "5", "--encoder", "clip:m:/w.pt"])
+    assert a.func is cmd_serve and a.port == 9000 and a.max_wait_ms == 5 and a.encoder == ["clip:m:/w.pt"]
+    assert a.host == "127.0.0.1" and a.insecure_open is False and a.api_keys is None

@@ -1,0 +1,146 @@
+"""The page at ``/`` in a real browser: Debian's headless Chromium driven by Playwright loads it from a uvicorn
+server on 127.0.0.1, types a text, labels and queries, and reads what the page renders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from fewshot import EmbeddingIndex, FewShotClassifier  # noqa: E402
+from fewshot.serve import ServeSettings, create_app  # noqa: E402
+
+EXTERNAL: list[str] = []  # requests the page made to anything but the server
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+if CHROMIUM is None and shutil.which("chromium"):
+    CHROMIUM = shutil.which("chromium")
+# CI installs Chromium (.ci/run), so there a missing browser fails the tests instead of skipping them
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (apt-get install chromium)",
+)
+
+SUPPORT = {
+    "shipping": ["my parcel never arrived", "where is my package", "the delivery is two weeks late"],
+    "billing": ["I was charged twice this month", "please refund my payment", "my invoice shows the wrong amount"],
+}
+DOCS = [
+    ("The central bank raised interest rates by half a point", "economy"),
+    ("The striker scored twice as the home team won the final", "sport"),
+    ("A new smartphone chip promises longer battery life", "technology"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, text_encoder):
+    root = tmp_path_factory.mktemp("page")
+    texts = [t for ts in SUPPORT.values() for t in ts]
+    labels = [lab for lab, ts in SUPPORT.items() for _ in ts]
+    FewShotClassifier(encoder=text_encoder).fit(texts, labels).save(root / "models" / "support")
+    with EmbeddingIndex.update(root / "indexes" / "news", text_encoder, create=True) as index:
+        index.add([d for d, _ in DOCS], labels=[lab for _, lab in DOCS])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = uvicorn.Config(create_app(ServeSettings(root=root)), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    t = time.monotonic()
+    while time.monotonic() - t < 180:
+        try:
+            with urllib.request.urlopen(url + "/ready", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.2)
+    yield url
+    srv.should_exit = True
+    thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
+        )
+        context = browser.new_context()
+        context.on("request", lambda req: None if req.url.startswith(server) else EXTERNAL.append(req.url))
+        page = context.new_page()
+        page.goto(server + "/")
+        page.wait_for_function("document.querySelectorAll('#clf-model option').length > 0")
+        yield page
+        browser.close()
+
+
+def click(page, panel: str) -> None:
+    """Press a panel's button and wait until the page has rendered the answer (or the error)."""
+    page.click(f"#{panel}-go")
+    page.wait_for_selector(f'#{panel}-out[data-state="done"]')
+
+
+def rows(page, panel: str) -> list[tuple[str, float, float]]:
+    """(label, score shown, bar width in %) of each bar in a panel, top to bottom."""
+    return page.eval_on_selector_all(
+        f"#{panel} .row",
+        "rows => rows.map(r => [r.dataset.label, parseFloat(r.querySelector('.value').textContent), "
+        "parseFloat(r.querySelector('.bar').style.width)])",
+    )
+
+
+def test_zero_shot_tags_render_as_bars(page, tmp_path):
+    page.fill("#zs-text", "The team won the championship final last night")
+    page.fill("#zs-labels", "sport, politics, cooking")
+    click(page, "zs")
+    shown = rows(page, "zs-out")
+    assert [r[0] for r in shown][0] == "sport" and len(shown) == 3
+    assert abs(sum(r[1] for r in shown) - 1) < 0.01  # probabilities
+    assert all(abs(width - 100 * score) < 0.2 for _, score, width in shown)  # bars as long as the scores
+    assert page.is_visible("#zs-out .row.best") and page.inner_text("#zs-out .row.best .name") == "sport"
+    page.screenshot(path=str(tmp_path / "zeroshot.png"), full_page=True)
+
+    page.check("#zs-multi")  # several tags: cosines per label, only those over the threshold
+    click(page, "zs")
+    tags = rows(page, "zs-out")
+    assert tags and tags[0][0] == "sport" and tags[0][1] < 0.9
+
+
+def test_classify_with_a_saved_model(page):
+    assert page.eval_on_selector_all("#clf-model option", "os => os.map(o => o.value)") == ["support"]
+    page.fill("#clf-text", "I was billed two times for one order")
+    click(page, "clf")
+    shown = rows(page, "clf-out")
+    assert {r[0] for r in shown} == {"billing", "shipping"}
+    assert page.inner_text("#clf-out .row.best .name") == "billing" and shown[0][0] == "billing"
+
+
+def test_search_an_index_and_errors_are_shown(page):
+    page.fill("#search-query", "interest rates and inflation")
+    page.press("#search-query", "Enter")
+    page.wait_for_selector('#search-out[data-state="done"]')
+    first = page.inner_text("#search-out .hit .text")
+    assert first == DOCS[0][0]
+    assert page.inner_text("#search-out .hit .name").startswith("economy")
+    assert len(page.query_selector_all("#search-out .hit")) == 3
+
+    page.fill("#search-k", "0")  # the server's 422 is shown, naming the field
+    click(page, "search")
+    assert "(k)" in page.inner_text("#search-out .error")
+    page.fill("#zs-labels", "")
+    click(page, "zs")
+    assert "label" in page.inner_text("#zs-out .error")
+    assert EXTERNAL == []  # nothing but the server itself was asked for anything
