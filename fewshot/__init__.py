@@ -5,7 +5,15 @@ from __future__ import annotations
 __version__ = "0.2.0"
 
 from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier  # noqa: E402
-from fewshot.encoders import ClipEncoder, ConSEEncoder, Encoder, ImageEncoder, TextEncoder  # noqa: E402
+from fewshot.encoders import (  # noqa: E402
+    ClipEncoder,
+    ConSEEncoder,
+    Encoder,
+    ImageEncoder,
+    OnnxImageEncoder,
+    StaticEncoder,
+    TextEncoder,
+)
 from fewshot.errors import (  # noqa: E402
     ConcurrentWriteError,
     CorruptFileError,
@@ -55,7 +63,9 @@ __all__ = [
     "MissingDependencyError",
     "ModelLoadError",
     "NotFittedError",
+    "OnnxImageEncoder",
     "PrototypeHead",
+    "StaticEncoder",
     "TextEncoder",
     "ZeroShotClassifier",
     "ZeroShotHead",

@@ -13,8 +13,11 @@ from fewshot.cli.records import decode
 from fewshot.errors import InputError
 
 ENCODER_HELP = (
-    "text (bundled MiniLM), image (bundled MobileNetV2), conse (MobileNetV2 in MiniLM's text space), "
-    "clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER; default: text for records, image for image folders"
+    "text (bundled MiniLM on torch), text:onnx (the same on ONNX Runtime), text:onnx-int8 (ONNX, int8: faster, "
+    "slightly different vectors), static (a static model distilled from MiniLM: far faster, less accurate) or "
+    "static:FOLDER (a local model2vec model), image (bundled MobileNetV2; image:onnx on ONNX Runtime), conse "
+    "(MobileNetV2 in MiniLM's text space; conse:onnx), clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER; default: "
+    "text for records, image for image folders"
 )
 
 
@@ -79,20 +82,42 @@ def is_image_input(path: str | None) -> bool:
 
 
 def make_encoder(spec: str | None, images: bool) -> Any:
-    """An encoder from ``--encoder``: text, image, conse, or clip:MODEL:CHECKPOINT / clip:local-dir:FOLDER.
+    """An encoder from ``--encoder``: text, text:onnx, text:onnx-int8, static, static:FOLDER, image, image:onnx,
+    conse, conse:onnx, or clip:MODEL:CHECKPOINT / clip:local-dir:FOLDER.
 
     Without ``--encoder`` the data decides: the bundled text model for records, the bundled image model
     for image folders and files.
     """
-    from fewshot.encoders import ClipEncoder, ConSEEncoder, ImageEncoder, TextEncoder
+    from fewshot.encoders import (
+        ClipEncoder,
+        ConSEEncoder,
+        ImageEncoder,
+        OnnxImageEncoder,
+        StaticEncoder,
+        TextEncoder,
+    )
 
+    text_specs = {
+        "text": {},
+        "text:torch": {},
+        "text:onnx": {"backend": "onnx"},
+        "text:onnx-int8": {"backend": "onnx", "quantize": "int8"},
+    }
     spec = spec or ("image" if images else "text")
-    if spec == "text":
-        return TextEncoder()
+    if spec in text_specs:
+        return TextEncoder(**text_specs[spec])
+    if spec == "static":
+        return StaticEncoder()
+    if spec.startswith("static:"):
+        return StaticEncoder(spec[len("static:") :])
     if spec == "image":
         return ImageEncoder()
+    if spec == "image:onnx":
+        return OnnxImageEncoder()
     if spec == "conse":
         return ConSEEncoder()
+    if spec == "conse:onnx":
+        return ConSEEncoder(OnnxImageEncoder(), TextEncoder(backend="onnx"))
     if spec.startswith("clip:"):
         rest = spec[len("clip:") :]
         if rest.startswith("local-dir:"):
@@ -101,7 +126,10 @@ def make_encoder(spec: str | None, images: bool) -> Any:
         if not sep or not model or not checkpoint:
             raise InputError("--encoder clip takes clip:MODEL:CHECKPOINT (e.g. clip:ViT-B-32:/path/model.pt)")
         return ClipEncoder(model, checkpoint)
-    raise InputError(f"unknown --encoder {spec!r}; use text, image, conse, clip:MODEL:CHECKPOINT or clip:local-dir:DIR")
+    raise InputError(
+        f"unknown --encoder {spec!r}; use text, text:onnx, text:onnx-int8, static, static:FOLDER, image, image:onnx, "
+        "conse, conse:onnx, clip:MODEL:CHECKPOINT or clip:local-dir:DIR"
+    )
 
 
 def image_rows(path: str, labelled: bool) -> tuple[list[dict[str, Any]], list[str], list[str] | None]:

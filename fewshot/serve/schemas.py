@@ -75,8 +75,8 @@ class FitRequest(Body):
     calibrate: StrictBool = Field(True, description="Temperature-scale the probabilities on held-out examples.")
     encoder: StrictStr = Field(
         "text",
-        description="Encoder spec: text (bundled MiniLM), image (bundled MobileNetV2), conse, or one the "
-        "operator allowed with --encoder.",
+        description="Encoder spec: text (bundled MiniLM), text:onnx, text:onnx-int8 or static (faster CPU "
+        "variants of it), image (bundled MobileNetV2), image:onnx, conse, or one the operator allowed with --encoder.",
     )
 
 
@@ -125,7 +125,10 @@ class ZeroShotRequest(Body):
     abstain: Number | None = Field(
         None, description="Single-label only: abstain (label null) when the best cosine is below this."
     )
-    encoder: StrictStr = Field("text", description="Encoder spec: text, or image/conse for base64 images.")
+    encoder: StrictStr = Field(
+        "text",
+        description="Encoder spec: text (or text:onnx, text:onnx-int8, static), or image/conse for base64 images.",
+    )
 
 
 class Tag(BaseModel):
@@ -147,7 +150,10 @@ class ZeroShotResponse(BaseModel):
 
 # -- indexes ----------------------------------------------------------------------------------------------
 class IndexCreateRequest(Body):
-    encoder: StrictStr = Field("text", description="Encoder spec: text, image, conse, or an operator-allowed one.")
+    encoder: StrictStr = Field(
+        "text",
+        description="Encoder spec: text, text:onnx, text:onnx-int8, static, image, conse, or an operator-allowed one.",
+    )
     kind: Literal["auto", "flat", "hnsw"] = Field("auto", description="FAISS structure (auto: flat, then HNSW).")
 
 

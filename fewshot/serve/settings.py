@@ -13,7 +13,8 @@ from fewshot.errors import InputError
 NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 NAME_RE = re.compile(NAME_PATTERN)
 
-DEFAULT_ENCODERS = ("text", "image", "conse")
+# files in the package or made from them (ONNX exports, the distilled static model), so any client may name them
+DEFAULT_ENCODERS = ("text", "text:onnx", "text:onnx-int8", "static", "image", "image:onnx", "conse", "conse:onnx")
 
 
 @dataclass
@@ -44,9 +45,10 @@ class ServeSettings:
     zeroshot_cache : zero-shot label sets kept ready (label vectors computed once; default 64).
     max_labels : most labels in one zero-shot request (default 100).
     max_image_pixels : largest decoded image, width x height (default 40 million).
-    encoders : encoder specs a client may name when it fits a model or creates an index (``text``,
-        ``image``, ``conse`` by default; CLIP checkpoints only when the operator lists them, since a spec
-        names files on the server).
+    encoders : encoder specs a client may name when it fits a model or creates an index (by default the
+        bundled models on each backend: ``text``, ``text:onnx``, ``text:onnx-int8``, ``static``, ``image``,
+        ``image:onnx``, ``conse``, ``conse:onnx``; CLIP checkpoints and local model2vec folders only when the
+        operator lists them, since such a spec names files on the server).
     api_keys : SHA-256 hex digest of each accepted key -> its scope (``read`` or ``write``); empty means
         no authentication (the CLI then allows loopback addresses only).
     preload : load the default text encoder at start-up (``/ready`` answers 503 until it is loaded).

@@ -1,0 +1,172 @@
+"""Models derived from a source model (ONNX exports, distilled static models), built once and cached on disk.
+
+Layout under ``$FEWSHOT_HOME`` (default ``~/.cache/fewshot``)::
+
+    onnx/<weights_sha256>-<variant>-v<N>/     an ONNX export: model.onnx, tokenizer.json, manifest.json
+    static/<weights_sha256>-<variant>-v<N>/   a static model distilled with model2vec
+    sources/<fingerprint>.json                a local model folder's content hash -> its weights_sha256
+
+Folders are keyed by the SHA-256 of the source's loaded weights (:func:`fewshot.encoders.weights_sha256`), so a
+tuned or replaced model never picks up another's export. Finding that hash needs the torch model loaded; the
+``sources`` map remembers it for a local folder (keyed by a hash of the folder's files), so an encoder whose
+export exists starts without importing torch at all.
+
+Each folder is built in a temporary folder beside it and renamed into place, under a lock, so a process
+killed midway leaves nothing half-written and two processes never build the same folder at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fewshot.errors import CorruptFileError
+
+BUILD_TIMEOUT = 1800.0  # seconds a process waits for another one building the same folder
+_FINGERPRINTS: dict[tuple, str] = {}
+_MANIFESTS: dict[tuple, dict[str, Any]] = {}
+_FINGERPRINT_LOCK = threading.Lock()
+
+
+def fewshot_home() -> Path:
+    """The cache root: ``$FEWSHOT_HOME``, or ``~/.cache/fewshot``."""
+    return Path(os.environ.get("FEWSHOT_HOME") or Path.home() / ".cache" / "fewshot").expanduser()
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """SHA-256 over the relative names and bytes of every file under ``folder``, or of one file (remembered per
+    process while no file's size or modification time changes)."""
+    root = Path(folder).resolve()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    stat_key = (str(root), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    with _FINGERPRINT_LOCK:
+        if stat_key in _FINGERPRINTS:
+            return _FINGERPRINTS[stat_key]
+    h = hashlib.sha256()
+    for p in files:
+        h.update((p.name if p == root else p.relative_to(root).as_posix()).encode("utf-8") + b"\0")
+        h.update(sha256_file(p).encode("ascii"))
+    digest = h.hexdigest()
+    with _FINGERPRINT_LOCK:
+        _FINGERPRINTS[stat_key] = digest
+    return digest
+
+
+def _sources_file(folder: str | Path) -> Path:
+    return fewshot_home() / "sources" / f"{folder_fingerprint(folder)}.json"
+
+
+def known_weights_sha(folder: str | Path) -> str | None:
+    """The weights hash recorded for a local model folder (or weights file) with exactly these bytes, or None."""
+    try:
+        data = json.loads(_sources_file(folder).read_text(encoding="utf-8"))
+        sha = data["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sha if isinstance(sha, str) and len(sha) == 64 else None
+
+
+def remember_weights_sha(folder: str | Path, sha: str) -> None:
+    """Record ``sha`` as the weights hash of the local model folder ``folder`` (as its files are now)."""
+    target = _sources_file(folder)
+    write_text_atomic(target, json.dumps({"folder": str(Path(folder).resolve()), "weights_sha256": sha}) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The ``manifest.json`` of a derived-model folder whose files all match their recorded hashes, else None.
+
+    Files are hashed once per process while their size, modification time and inode stay the same.
+    """
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        files = manifest["files"]
+        stats = {name: (folder / name).stat() for name in files}
+        key = (str(folder), tuple((n, st.st_size, st.st_mtime_ns, st.st_ino) for n, st in sorted(stats.items())))
+        with _FINGERPRINT_LOCK:
+            if _MANIFESTS.get(key) == manifest:
+                return manifest
+        for name, meta in files.items():
+            if stats[name].st_size != meta["size"] or sha256_file(folder / name) != meta["sha256"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with _FINGERPRINT_LOCK:
+        _MANIFESTS[key] = manifest
+    return manifest
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    """Write ``manifest.json`` into ``folder`` with the size and SHA-256 of each of ``files``."""
+    manifest = {
+        **manifest,
+        "files": {n: {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in files},
+    }
+    write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
+    """The manifest of the derived-model folder ``target``, building it first if it is missing or damaged.
+
+    ``build(tmp)`` fills an empty temporary folder and writes its manifest (:func:`write_manifest`); the
+    folder is then renamed to ``target``. A lock on ``target`` makes a second process wait for the first
+    one's build instead of repeating it; a damaged folder (a file that no longer matches the manifest) is
+    moved aside and built again.
+    """
+    from fewshot.storage.lock import FolderLock
+
+    manifest = read_manifest(target)
+    if manifest is not None:
+        return manifest
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_folder = target.parent / ".locks" / target.name
+    with FolderLock(lock_folder, timeout=BUILD_TIMEOUT):
+        manifest = read_manifest(target)  # built by another process while this one waited
+        if manifest is not None:
+            return manifest
+        if target.exists():  # damaged: set aside (only a folder this cache made), then build anew
+            trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged-"))
+            os.replace(target, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+        try:
+            build(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    manifest = read_manifest(target)
+    if manifest is None:  # pragma: no cover - the build wrote an inconsistent folder
+        raise CorruptFileError(f"{target}: the folder just built does not match its manifest")
+    return manifest

@@ -1,0 +1,455 @@
+"""Sentence-transformers models on ONNX Runtime: exported once from the torch model, cached, run without torch.
+
+The export is the whole sentence-transformers pipeline (transformer, pooling and any dense or normalising
+module after it) traced by ``torch.onnx.export``, so the ONNX model returns the vector the torch model
+returns. The transformer is traced with eager attention, which onnxruntime's transformer optimizer fuses
+(attention, LayerNorm with the residual, GELU with its bias). Each fp32 export is checked against the torch
+model on probe sentences when it is made and refused below a cosine of 0.999 (:data:`FP32_MIN_COSINE`), so
+an ONNX fp32 encoder and the torch encoder it came from are interchangeable (see
+:func:`fewshot.encoders.identity.same_encoder`).
+
+``quantize="int8"`` adds onnxruntime's dynamic quantisation: weights int8 per output channel, activations
+uint8 with one scale per batch and matrix, computed at run time. Measured on the bundled MiniLM, the
+down-projection of the feed-forward block (its input is the GELU output, with a few large values) of the
+first layer loses the most of any one matrix product, so it stays fp32 (3% of the int8 speed). The cosine of
+an int8 vector to the fp32 one averages about 0.994 whatever the length, but its spread grows as texts get
+shorter, since a mean over few tokens averages out little rounding: on 4,000 real texts the lowest was 0.981
+for texts of more than 10 tokens and 0.955-0.973 for texts of 3-10 tokens (one to eight words). No other
+choice of matrix products kept in fp32 brought short texts above 0.98 (all of them but the first
+feed-forward projection in fp32 reached 0.978); 8-bit weight-only quantisation with per-block activations
+(``MatMulNBits``) reached 0.9987 but ran at about the fp32 speed. Because activation scales are computed per
+batch, an int8 vector also depends slightly on the texts batched with it (a cosine of 0.987 at worst to the
+same text encoded alone, on 20 banking queries). Int8 vectors are therefore never mixed with fp32 ones.
+
+Sessions run with ``intra_op_num_threads`` threads that sleep rather than spin while they wait for work: on
+a 2-core machine shared with other work, spinning threads took 10-20% of the throughput in a measurement
+(the same model with spinning off ran 1.07-1.2x faster).
+
+Files live under ``$FEWSHOT_HOME/onnx/`` (see :mod:`fewshot.encoders.derived`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fewshot.encoders.derived import cached_build, fewshot_home, read_manifest, write_manifest
+from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
+
+EXPORT_VERSION = 1  # part of every export folder's name: a change of recipe makes new folders
+OPSET = 17
+FP32_MIN_COSINE = 0.999  # an fp32 export further than this from torch on the probes is refused
+INT8_MIN_COSINE = 0.95  # a sanity floor for the int8 model against fp32 on the probes (it reaches ~0.99)
+QUANTIZATIONS = (None, "int8")
+TOKEN_CHUNK = 4096  # texts tokenized and sorted by length together (bounds the memory of a large input)
+
+# sentences the export is checked on: short, long, punctuation, digits, non-ASCII, one past the length limit
+PROBES = [
+    "hi",
+    "How do I reset my password?",
+    "The central bank raised interest rates by half a point on Thursday, surprising most analysts.",
+    "my card payment was declined twice at the supermarket even though I have money in the account",
+    "Ce film était magnifique, je le recommande vivement à tout le monde !",
+    "¿Dónde está la estación de tren más cercana?",
+    "ERROR 404: page not found (code=0x1F; retry in 30s)",
+    "I loved it.",
+    "Subject: meeting moved to 3pm\n\nHi all, the weekly sync is now at 3pm in room 2.14. Thanks!",
+    "Stocks fell sharply as investors weighed new tariffs against strong earnings from technology firms. " * 40,
+    "   leading and trailing spaces   ",
+    "emoji 🙂 and accents: naïve café, Zürich, São Paulo",
+]
+
+
+def onnxruntime_module() -> Any:
+    """``onnxruntime``, or a :class:`MissingDependencyError` naming the extra."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "backend='onnx' needs onnxruntime (and onnx to export): pip install 'fewshot[fast]'"
+        ) from exc
+    return onnxruntime
+
+
+def default_threads() -> int:
+    """Intra-op threads for an ONNX session: ``$FEWSHOT_ONNX_THREADS``, else the cores this process may use,
+    at most 8 (a 2-core machine gets 2)."""
+    env = os.environ.get("FEWSHOT_ONNX_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise InputError(f"FEWSHOT_ONNX_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise InputError(f"FEWSHOT_ONNX_THREADS must be a positive integer, got {env!r}")
+        return n
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def export_folder(weights_sha: str, quantize: str | None) -> Path:
+    """The cache folder of the export of the model with weights hash ``weights_sha``."""
+    variant = quantize or "fp32"
+    return fewshot_home() / "onnx" / f"{weights_sha}-{variant}-v{EXPORT_VERSION}"
+
+
+def ensure_export(weights_sha: str, quantize: str | None, load_model: Callable[[], Any]) -> tuple[Path, dict]:
+    """The export folder and manifest for these weights, exporting first if needed.
+
+    ``load_model()`` returns the ``SentenceTransformer`` to export; it is called only when an export is made.
+    """
+    fp32 = export_folder(weights_sha, None)
+
+    def build_fp32(tmp: Path) -> None:
+        export_fp32(load_model(), tmp, weights_sha)
+
+    if quantize is None:
+        return fp32, cached_build(fp32, build_fp32)
+    target = export_folder(weights_sha, quantize)
+    manifest = read_manifest(target)
+    if manifest is not None:
+        return target, manifest
+
+    def build_int8(tmp: Path) -> None:
+        source = cached_build(fp32, build_fp32)
+        quantize_int8(fp32, source, tmp)
+
+    return target, cached_build(target, build_int8)
+
+
+# -- export -----------------------------------------------------------------------------------------
+def _st_features(model: Any, texts: list[str]) -> dict[str, Any]:
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+    return dict(prepare(texts))
+
+
+def _fast_tokenizer_json(model: Any) -> str:
+    tok = getattr(model, "tokenizer", None)
+    backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        raise ModelLoadError(
+            "backend='onnx' needs a model with a fast (Rust) tokenizer, so texts are tokenized without "
+            f"transformers; {type(tok).__name__} is not one"
+        )
+    return backend.to_str()
+
+
+def _tokenizer(json_text: str, max_length: int) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(json_text)
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_length)
+    return tok
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def export_fp32(model: Any, folder: Path, weights_sha: str) -> None:
+    """Export the ``SentenceTransformer`` ``model`` into ``folder`` (model.onnx, tokenizer.json, manifest).
+
+    Raises :class:`ModelLoadError` when the model cannot be exported or the export does not reproduce it.
+    """
+    import copy
+
+    import torch
+
+    ort = onnxruntime_module()
+    try:
+        import onnx  # noqa: F401  (the optimizer needs it)
+    except ImportError as exc:
+        raise MissingDependencyError("exporting to ONNX needs onnx: pip install 'fewshot[fast]'") from exc
+    original = model
+    with torch.no_grad():  # what the torch encoder gives, from the model as it is shared
+        reference = original.encode(PROBES, convert_to_numpy=True, normalize_embeddings=False, batch_size=4)
+    reference = np.asarray(reference, dtype=np.float32)
+    model = copy.deepcopy(original).to("cpu").eval()  # the shared model is left as it is
+    transformer = getattr(model[0], "auto_model", None)
+    config = getattr(transformer, "config", None)
+    if transformer is not None and hasattr(transformer, "set_attn_implementation"):
+        try:  # eager attention traces into the pattern onnxruntime's optimizer fuses
+            transformer.set_attn_implementation("eager")
+        except Exception:  # pragma: no cover - a model that only supports one implementation
+            pass
+    max_length = int(getattr(model, "max_seq_length", None) or 512)
+    tokenizer_json = _fast_tokenizer_json(model)
+    tokenizer = _tokenizer(tokenizer_json, max_length)
+    pad_id = int(getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0)
+    sample = _st_features(model, PROBES[1:3])  # two lengths, so the padding mask is traced
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    if names[:2] != ["input_ids", "attention_mask"]:
+        raise ModelLoadError(f"cannot export: the model's tokenizer gives {sorted(sample)}, not input_ids and a mask")
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.st = model
+
+        def forward(self, *tensors: Any) -> Any:
+            features = dict(zip(names, tensors))
+            features["modality"] = "text"
+            return self.st(features)["sentence_embedding"]
+
+    raw = folder / "raw.onnx"
+    axes = {k: {0: "batch", 1: "tokens"} for k in names} | {"embedding": {0: "batch"}}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                Pipeline().eval(),
+                tuple(sample[k] for k in names),
+                str(raw),
+                dynamo=False,
+                input_names=names,
+                output_names=["embedding"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"cannot export the model to ONNX ({type(exc).__name__}: {exc})") from exc
+    # the tokenizer run without transformers must give the ids the model was given
+    st_ids = _st_features(model, PROBES)
+    for i, enc in enumerate(tokenizer.encode_batch(PROBES)):
+        mask = st_ids["attention_mask"][i].bool()
+        if st_ids["input_ids"][i][mask].tolist() != enc.ids:
+            raise ModelLoadError(
+                f"cannot export: the fast tokenizer does not reproduce the model's tokens on {PROBES[i][:60]!r}"
+            )
+    optimized = folder / "model.onnx"
+    fusion: dict[str, int] = {}
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opt = optimize_model(
+                str(raw),
+                model_type="bert",
+                num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+            )
+            fusion = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+            opt.save_model_to_file(str(optimized))
+        cos = _cosines(OnnxTextRuntime.run_once(optimized, tokenizer, names, PROBES, pad_id), reference)
+    except Exception:  # the optimizer does not know this architecture: keep the plain export
+        cos = np.array([-1.0])
+    if cos.min() < FP32_MIN_COSINE:
+        os.replace(raw, optimized)
+        fusion = {}
+        cos = _cosines(OnnxTextRuntime.run_once(optimized, tokenizer, names, PROBES, pad_id), reference)
+        if cos.min() < FP32_MIN_COSINE:
+            raise ModelLoadError(
+                f"the ONNX export does not reproduce the torch model (cosine {cos.min():.5f} on a probe sentence, "
+                f"below {FP32_MIN_COSINE}); use backend='torch' for this model"
+            )
+    raw.unlink(missing_ok=True)
+    (folder / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
+    write_manifest(
+        folder,
+        {
+            "format": "fewshot-onnx-text",
+            "export_version": EXPORT_VERSION,
+            "weights_sha256": weights_sha,
+            "dim": int(reference.shape[1]),
+            "max_seq_length": max_length,
+            "inputs": names,
+            "pad_id": pad_id,
+            "quantization": None,
+            "opset": OPSET,
+            "fused_operators": fusion,
+            "probe_min_cosine_to_torch": round(float(cos.min()), 7),
+            "versions": _versions(ort),
+        },
+        ["model.onnx", "tokenizer.json"],
+    )
+
+
+def _ffn_down_projections(graph: Any) -> list[str]:
+    """Names of the MatMul nodes that take a GELU's output (the down-projection of each feed-forward block),
+    in graph order."""
+    producers = {out: node for node in graph.node for out in node.output}
+    names = []
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        src = producers.get(node.input[0])
+        if src is not None and ("Gelu" in src.op_type or "act_fn" in src.name or "intermediate_act" in src.name):
+            names.append(node.name)
+    return names
+
+
+def quantize_int8(source: Path, source_manifest: dict[str, Any], folder: Path) -> None:
+    """Quantise the fp32 export in ``source`` into ``folder`` (dynamic int8, per-channel weights)."""
+    import shutil
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    ort = onnxruntime_module()
+    graph = onnx.load(str(source / "model.onnx"), load_external_data=False).graph
+    keep_fp32 = _ffn_down_projections(graph)[:1]  # the first layer's: see the module docstring
+    root = logging.getLogger()
+    advice = _DropRecords("pre-processing before quantization")  # onnxruntime's advice for image models
+    root.addFilter(advice)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(
+                str(source / "model.onnx"),
+                str(folder / "model.onnx"),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                nodes_to_exclude=keep_fp32,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    finally:
+        root.removeFilter(advice)
+    shutil.copyfile(source / "tokenizer.json", folder / "tokenizer.json")
+    names = list(source_manifest["inputs"])
+    tokenizer = _tokenizer((folder / "tokenizer.json").read_text(encoding="utf-8"), source_manifest["max_seq_length"])
+    pad_id = int(source_manifest.get("pad_id", 0))
+    fp32 = OnnxTextRuntime.run_once(source / "model.onnx", tokenizer, names, PROBES, pad_id)
+    cos = _cosines(OnnxTextRuntime.run_once(folder / "model.onnx", tokenizer, names, PROBES, pad_id), fp32)
+    if cos.min() < INT8_MIN_COSINE:
+        raise ModelLoadError(
+            f"the int8 model is too far from fp32 (cosine {cos.min():.4f} on a probe sentence); use quantize=None"
+        )
+    fields = {k: v for k, v in source_manifest.items() if k not in ("files", "probe_min_cosine_to_torch")}
+    write_manifest(
+        folder,
+        {
+            **fields,
+            "quantization": "int8",
+            "quantization_recipe": {
+                "method": "onnxruntime quantize_dynamic",
+                "weights": "int8, symmetric, per output channel",
+                "activations": "uint8, asymmetric, per tensor, scale computed per batch at run time",
+                "kept_fp32": keep_fp32,
+            },
+            "probe_min_cosine_to_fp32": round(float(cos.min()), 6),
+            "versions": _versions(ort),
+        },
+        ["model.onnx", "tokenizer.json"],
+    )
+
+
+class _DropRecords(logging.Filter):
+    """A logging filter that drops records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _versions(ort: Any) -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"onnxruntime": ort.__version__}
+    for name in ("onnx", "torch", "sentence-transformers", "transformers"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:  # pragma: no cover
+            pass
+    return out
+
+
+def make_session(path: Path, threads: int) -> Any:
+    """An onnxruntime CPU session for the model at ``path`` with ``threads`` intra-op threads (not spinning)."""
+    ort = onnxruntime_module()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see the module docstring
+    try:
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"onnxruntime cannot load {path} ({type(exc).__name__}: {exc})") from exc
+
+
+# -- inference --------------------------------------------------------------------------------------
+class OnnxTextRuntime:
+    """An export loaded for inference: one onnxruntime session and the tokenizer, shared by every thread.
+
+    Parameters
+    ----------
+    folder : an export folder (see :func:`ensure_export`), with its manifest.
+    threads : intra-op threads of the session.
+    """
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.threads = threads
+        self.inputs: list[str] = list(manifest["inputs"])
+        self.pad_id = int(manifest.get("pad_id", 0))
+        self.dim = int(manifest["dim"])
+        self.tokenizer = _tokenizer((folder / "tokenizer.json").read_text(encoding="utf-8"), manifest["max_seq_length"])
+        self.session = make_session(folder / "model.onnx", threads)
+
+    @classmethod
+    def run_once(cls, path: Path, tokenizer: Any, names: list[str], texts: list[str], pad_id: int) -> np.ndarray:
+        """Embed ``texts`` with the model at ``path`` in one batch (checks at export time)."""
+        session = make_session(path, threads=1)
+        feeds = _feeds(tokenizer.encode_batch(texts), names, pad_id)
+        return np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+
+    def encode(self, texts: list[str], batch_size: int, show_progress: bool = False) -> np.ndarray:
+        """Embed ``texts``: shape (n, dim), float32, as the model returns them (not normalised again).
+
+        Texts are tokenized in chunks, sorted by token count and batched, so a batch carries little padding.
+        """
+        from tqdm.auto import tqdm
+
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress)
+        try:
+            for start in range(0, len(texts), TOKEN_CHUNK):
+                encodings = self.tokenizer.encode_batch(texts[start : start + TOKEN_CHUNK])
+                lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+                order = np.argsort(-lengths, kind="stable")
+                for b in range(0, len(order), batch_size):
+                    idx = order[b : b + batch_size]
+                    feeds = _feeds([encodings[i] for i in idx], self.inputs, self.pad_id)
+                    out[start + idx] = self.session.run(None, feeds)[0]
+                    bar.update(len(idx))
+        finally:
+            bar.close()
+        return out
+
+
+def _feeds(encodings: list[Any], names: list[str], pad_id: int) -> dict[str, np.ndarray]:
+    """Padded int64 arrays of shape (batch, longest) for the model's inputs."""
+    longest = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), longest), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    types = np.zeros_like(ids) if "token_type_ids" in names else None
+    for row, e in enumerate(encodings):
+        n = len(e.ids)
+        ids[row, :n] = e.ids
+        mask[row, :n] = 1
+        if types is not None:
+            types[row, :n] = e.type_ids
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        feeds["token_type_ids"] = types
+    return feeds

@@ -1,0 +1,466 @@
+"""Fast CPU encoders: the bundled MiniLM on ONNX Runtime (fp32 and int8) and a static model distilled from it.
+
+Everything runs on the real model and real texts. The exports and the distilled model are made once per test
+session in a temporary ``$FEWSHOT_HOME``, so the first test that needs one pays for it (about a minute on two
+cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+pytest.importorskip("model2vec")
+
+from fewshot import EmbeddingIndex, FewShotClassifier, StaticEncoder, TextEncoder  # noqa: E402
+from fewshot.cli.common import make_encoder  # noqa: E402
+from fewshot.encoders import check_same_encoder, encoder_from_identity, numerics, same_encoder  # noqa: E402
+from fewshot.errors import EncoderMismatchError, InputError, MissingDependencyError, ModelLoadError  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh ``$FEWSHOT_HOME`` for this module: every export and distillation happens here once."""
+    root = tmp_path_factory.mktemp("fewshot_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWSHOT_HOME", str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def texts(data_root: Path) -> list[str]:
+    """Real texts of every length: banking queries, news, movie reviews, e-mails past the 256-token limit."""
+    from eval.datasets import load
+
+    out = load("banking77", data_root).test_texts[:120]
+    out += load("ag_news", data_root).test_texts[:40]
+    out += load("sst5", data_root).test_texts[:30]
+    out += load("enron_spam", data_root).test_texts[:10]
+    return out + ["ok", "¿Dónde está mi tarjeta? 🙂", "  spaces  around  ", "x" * 3000]
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(texts: list[str]) -> np.ndarray:
+    return TextEncoder().encode(texts)
+
+
+@pytest.fixture(scope="module")
+def onnx_fp32(home: Path) -> TextEncoder:
+    return TextEncoder(backend="onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_int8(home: Path) -> TextEncoder:
+    return TextEncoder(backend="onnx", quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def static(home: Path) -> StaticEncoder:
+    return StaticEncoder()
+
+
+@pytest.fixture(scope="module")
+def few_shot(data_root: Path):
+    """8 examples of each of 5 AG News / banking-like classes and 100 test texts (AG News: 4 topics)."""
+    from eval.datasets import load, sample_per_class
+
+    ds = load("ag_news", data_root)
+    support = sample_per_class(ds.train_labels, 8, seed=0)
+    names = ds.label_names
+    rng = np.random.default_rng(0)
+    test = rng.choice(len(ds.test_texts), size=100, replace=False)
+    return (
+        [ds.train_texts[i] for i in support],
+        [names[c] for c in ds.train_labels[support]],
+        [ds.test_texts[i] for i in test],
+        [names[c] for c in ds.test_labels[test]],
+    )
+
+
+# -- vectors --------------------------------------------------------------------------------------------
+def test_onnx_fp32_matches_torch_on_every_text(onnx_fp32, texts, torch_vectors):
+    E = onnx_fp32.encode(texts)
+    assert E.dtype == np.float32 and E.flags.c_contiguous and E.shape == torch_vectors.shape
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    cos = (E * torch_vectors).sum(axis=1)
+    assert cos.min() >= 0.999, f"lowest cosine {cos.min():.6f} on {texts[int(cos.argmin())][:80]!r}"
+
+
+def test_onnx_int8_stays_close_to_torch(onnx_int8, texts, torch_vectors):
+    E = onnx_int8.encode(texts)
+    cos = (E * torch_vectors).sum(axis=1)
+    tokens = np.array([len(e.ids) for e in onnx_int8.onnx_runtime.tokenizer.encode_batch(texts)])
+    longer = cos[tokens > 10]  # a mean over few tokens averages out little rounding (see fewshot.encoders.onnx)
+    assert len(longer) > 100
+    assert longer.min() >= 0.98, f"lowest cosine {longer.min():.4f} for a text of more than 10 tokens"
+    assert cos.min() >= 0.95, f"lowest cosine {cos.min():.4f} on {texts[int(cos.argmin())][:80]!r}"
+    assert cos.mean() >= 0.99
+    assert cos.mean() < 0.99999  # it is really quantised, not the fp32 model under another name
+
+
+def test_int8_vector_depends_only_slightly_on_its_batch(onnx_int8, texts):
+    # activation scales are computed per batch: the same text alone and in a batch differ a little
+    alone = np.vstack([onnx_int8.encode([t]) for t in texts[:20]])
+    batched = onnx_int8.encode(texts[:20])
+    cos = (alone * batched).sum(axis=1)
+    assert cos.min() >= 0.98 and cos.mean() >= 0.99
+    assert cos.min() < 0.99999  # they do differ: why int8 vectors are never mixed with anything else
+
+
+def test_batches_are_sorted_and_restored_in_input_order(onnx_fp32, texts):
+    order = np.random.default_rng(1).permutation(len(texts))
+    shuffled = onnx_fp32.encode([texts[i] for i in order], batch_size=7)
+    np.testing.assert_allclose(shuffled, onnx_fp32.encode(texts)[order], atol=2e-6)
+
+
+def test_static_encoder_contract_and_neighbours(static, texts, torch_vectors):
+    E = static.encode(texts)
+    assert E.dtype == np.float32 and E.flags.c_contiguous and E.shape == (len(texts), 256)
+    norms = np.linalg.norm(E, axis=1)
+    assert texts[-1] == "x" * 3000 and norms[-1] == 0.0  # no token it knows: the zero vector (documented)
+    np.testing.assert_allclose(norms[:-1], 1.0, atol=1e-5)
+    # a different space from MiniLM's (256-d after PCA), but the same neighbours more often than chance
+    S_static, S_torch = E @ E.T, torch_vectors @ torch_vectors.T
+    np.fill_diagonal(S_static, -1)
+    np.fill_diagonal(S_torch, -1)
+    agree = np.mean(S_static.argmax(1) == S_torch.argmax(1))
+    assert agree > 0.2
+
+
+def test_concurrent_encodes_give_the_serial_answer(onnx_int8, texts):
+    expected = onnx_int8.encode(texts[:64], batch_size=16)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            results.append(onnx_int8.encode(texts[:64], batch_size=16))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+# -- the export cache -----------------------------------------------------------------------------------
+def test_export_is_cached_and_reused_without_torch(onnx_fp32, onnx_int8, home, texts, monkeypatch):
+    from fewshot.encoders import onnx as onnx_module
+
+    onnx_int8.encode(texts[:2])  # both exports exist
+    folders = sorted((home / "onnx").glob("*-v*"))
+    assert [f.name.split("-")[1] for f in folders] == ["fp32", "int8"]
+    model_files = [f / "model.onnx" for f in folders]
+    before = [(p.stat().st_mtime_ns, p.stat().st_ino) for p in model_files]
+    manifest = json.loads((folders[1] / "manifest.json").read_text())
+    assert manifest["quantization"] == "int8" and manifest["weights_sha256"] == onnx_fp32.identity["weights_sha256"]
+    assert manifest["fused_operators"].get("Attention", 0) == 6  # the optimizer fused every attention block
+
+    # in this process: a new encoder finds the export and never calls the exporter
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported a second time")
+
+    monkeypatch.setattr(onnx_module, "export_fp32", no_export)
+    monkeypatch.setattr(onnx_module, "quantize_int8", no_export)
+    again = TextEncoder(backend="onnx", quantize="int8")
+    assert again.identity == onnx_int8.identity
+
+    # in a new process: no export and no torch at all (the weights hash comes from the sources record)
+    script = (
+        "import json, sys\n"
+        "from fewshot import TextEncoder\n"
+        "e = TextEncoder(backend='onnx', quantize='int8')\n"
+        "E = e.encode(json.loads(sys.argv[1]))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'transformers': 'transformers' in sys.modules,\n"
+        "                  'identity': e.identity, 'first': E[0].tolist()}))\n"
+    )
+    env = {**os.environ, "FEWSHOT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(texts[:3])], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["torch"] is False and seen["transformers"] is False
+    assert seen["identity"] == onnx_int8.identity
+    np.testing.assert_allclose(seen["first"], onnx_int8.encode(texts[:3])[0], atol=1e-6)
+    assert [(p.stat().st_mtime_ns, p.stat().st_ino) for p in model_files] == before
+
+
+def test_a_damaged_export_is_rebuilt(onnx_int8, home, texts):
+    folder = next((home / "onnx").glob("*-int8-v*"))
+    good = onnx_int8.encode(texts[:5])
+    with open(folder / "model.onnx", "r+b") as f:  # flip bytes in the middle of the file
+        f.seek(1_000_000)
+        f.write(b"\0" * 64)
+    fresh = TextEncoder(backend="onnx", quantize="int8")
+    np.testing.assert_allclose(fresh.encode(texts[:5]), good, atol=1e-6)
+    from fewshot.encoders.derived import read_manifest
+
+    assert read_manifest(folder) is not None  # rebuilt whole
+
+
+def test_threads_setting(home, texts, monkeypatch):
+    from fewshot.encoders.onnx import default_threads
+
+    one = TextEncoder(backend="onnx", threads=1)
+    assert one.onnx_runtime.threads == 1
+    assert one.onnx_runtime.session.get_session_options().intra_op_num_threads == 1
+    np.testing.assert_allclose(one.encode(texts[:8]), TextEncoder(backend="onnx").encode(texts[:8]), atol=1e-5)
+    monkeypatch.setenv("FEWSHOT_ONNX_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("FEWSHOT_ONNX_THREADS", "zero")
+    with pytest.raises(InputError, match="FEWSHOT_ONNX_THREADS"):
+        default_threads()
+    monkeypatch.delenv("FEWSHOT_ONNX_THREADS")
+    assert 1 <= default_threads() <= 8
+
+
+def test_encoders_pickle_without_weights(onnx_int8, static, texts):
+    for enc in (onnx_int8, static):
+        expected = enc.encode(texts[:4])
+        blob = pickle.dumps(enc)
+        assert len(blob) < 50_000, f"{type(enc).__name__} pickled {len(blob)} bytes"
+        back = pickle.loads(blob)
+        assert back.identity == enc.identity
+        np.testing.assert_allclose(back.encode(texts[:4]), expected, atol=1e-6)
+
+
+# -- identities and the interchangeability rule ---------------------------------------------------------
+def test_identities_record_backend_and_quantization(onnx_fp32, onnx_int8, static):
+    torch_id = TextEncoder().identity
+    assert "backend" not in torch_id and "quantization" not in torch_id  # torch fp32, as saved before
+    assert onnx_fp32.identity["backend"] == "onnx" and "quantization" not in onnx_fp32.identity
+    assert onnx_int8.identity["quantization"] == "int8"
+    assert static.identity["backend"] == "static" and static.identity["family"] == "model2vec"
+    assert static.identity["distilled_from"]["weights_sha256"] == torch_id["weights_sha256"]
+    assert [numerics(i.identity) for i in (onnx_fp32, onnx_int8, static)] == ["fp32", "onnx/int8", "static/none"]
+
+
+def test_interchangeability_rule(onnx_fp32, onnx_int8, static):
+    torch_id = TextEncoder().identity
+    # torch fp32 and ONNX fp32 of the same weights: one encoder (the export is checked at cosine 0.999)
+    assert same_encoder(torch_id, onnx_fp32.identity) and same_encoder(onnx_fp32.identity, torch_id)
+    # int8 and static are never mixed with fp32, nor with each other
+    for a, b in [(torch_id, onnx_int8.identity), (onnx_fp32.identity, onnx_int8.identity)]:
+        assert not same_encoder(a, b) and not same_encoder(b, a)
+    for other in (torch_id, onnx_fp32.identity, onnx_int8.identity):
+        assert not same_encoder(static.identity, other)
+    # int8 matches int8 of the same weights only
+    assert same_encoder(onnx_int8.identity, dict(onnx_int8.identity))
+    assert not same_encoder(onnx_int8.identity, {**onnx_int8.identity, "weights_sha256": "0" * 64})
+    with pytest.raises(EncoderMismatchError, match="quantised vectors are never mixed"):
+        check_same_encoder(torch_id, onnx_int8, "the index")
+
+
+def test_encoder_from_identity_recreates_each_backend(onnx_fp32, onnx_int8, static):
+    for enc in (onnx_fp32, onnx_int8, static):
+        back = encoder_from_identity(enc.identity)
+        assert type(back) is type(enc)
+        assert back.identity == enc.identity
+
+
+# -- saves and loads ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["text:onnx", "text:onnx-int8", "static"])
+def test_classifier_saves_and_loads_on_each_backend(spec, home, few_shot, tmp_path):
+    X, y, X_test, y_test = few_shot
+    encoder = make_encoder(spec, images=False)
+    clf = FewShotClassifier(encoder, head="prototype").fit(X, y)
+    pred = clf.predict(X_test)
+    assert np.mean(pred == np.asarray(y_test, dtype=object)) > 0.55  # AG News, 4 classes, 8 shots
+    clf.save(tmp_path / "m")
+    back = FewShotClassifier.load(tmp_path / "m")  # the encoder comes back from the saved identity
+    assert type(back.encoder) is type(encoder) and back.encoder.identity == encoder.identity
+    np.testing.assert_array_equal(back.predict(X_test), pred)
+    np.testing.assert_allclose(back.predict_proba(X_test), clf.predict_proba(X_test), atol=1e-6)
+    if spec == "text:onnx":  # fp32: the torch encoder may read it, and the answers agree
+        torch_clf = FewShotClassifier.load(tmp_path / "m", encoder=TextEncoder())
+        assert np.mean(torch_clf.predict(X_test) == pred) >= 0.99
+    else:  # int8 and static: refused with the torch encoder
+        with pytest.raises(EncoderMismatchError):
+            FewShotClassifier.load(tmp_path / "m", encoder=TextEncoder())
+
+
+def test_torch_model_loads_with_onnx_fp32_but_not_int8(home, few_shot, tmp_path):
+    X, y, X_test, _ = few_shot
+    clf = FewShotClassifier(TextEncoder(), head="cache").fit(X, y)
+    clf.save(tmp_path / "torch")
+    fast = FewShotClassifier.load(tmp_path / "torch", encoder=TextEncoder(backend="onnx"))
+    assert np.mean(fast.predict(X_test) == clf.predict(X_test)) >= 0.99
+    with pytest.raises(EncoderMismatchError, match="int8"):
+        FewShotClassifier.load(tmp_path / "torch", encoder=TextEncoder(backend="onnx", quantize="int8"))
+    with pytest.raises(EncoderMismatchError):
+        FewShotClassifier.load(tmp_path / "torch", encoder=StaticEncoder())
+
+
+@pytest.mark.parametrize("spec", ["text:onnx", "text:onnx-int8", "static"])
+def test_index_saves_and_loads_on_each_backend(spec, home, texts, tmp_path):
+    encoder = make_encoder(spec, images=False)
+    docs = texts[:150]
+    index = EmbeddingIndex(encoder, name="docs")
+    index.add(docs, labels=["q"] * 120 + ["news"] * 30)
+    hits = index.search("my card was declined", k=5)
+    assert "card" in hits[0].item.lower() or "declin" in hits[0].item.lower()
+    index.save(tmp_path / "idx")
+    back = EmbeddingIndex.load(tmp_path / "idx")
+    assert type(back.encoder) is type(encoder)
+    again = back.search("my card was declined", k=5)
+    assert [h.id for h in again] == [h.id for h in hits]
+    np.testing.assert_allclose([h.score for h in again], [h.score for h in hits], atol=1e-5)
+    if spec == "text:onnx":
+        assert EmbeddingIndex.load(tmp_path / "idx", encoder=TextEncoder()).search("my card was declined", k=1)
+    else:
+        with pytest.raises(EncoderMismatchError):
+            EmbeddingIndex.load(tmp_path / "idx", encoder=TextEncoder())
+    with pytest.raises(EncoderMismatchError):  # and never the other fast one
+        other = StaticEncoder() if spec != "static" else TextEncoder(backend="onnx", quantize="int8")
+        EmbeddingIndex.load(tmp_path / "idx", encoder=other)
+
+
+def test_static_encoder_from_a_local_model2vec_folder(static, texts, tmp_path):
+    from fewshot.encoders.static import distilled_folder
+
+    folder = distilled_folder(static.identity["distilled_from"]["weights_sha256"], 256)
+    local = StaticEncoder(folder)
+    assert local.identity["model"] == str(folder.resolve())
+    assert same_encoder(local.identity, static.identity)  # the same vectors, whatever the path
+    np.testing.assert_allclose(local.encode(texts[:10]), static.encode(texts[:10]), atol=1e-6)
+    assert encoder_from_identity(local.identity).identity == local.identity
+
+
+# -- images ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cifar_split(data_root: Path):
+    pytest.importorskip("torchvision")
+    from eval.datasets import load_images, sample_per_class
+
+    ds = load_images("cifar10", data_root)
+    tr, te = sample_per_class(ds.train_labels, 4, 0), sample_per_class(ds.test_labels, 3, 0)
+    names = np.asarray(ds.label_names, dtype=object)
+    return list(ds.train_images[tr]), names[ds.train_labels[tr]], list(ds.test_images[te]), names[ds.test_labels[te]]
+
+
+def test_onnx_image_encoder_matches_torch_and_saves(home, cifar_split, tmp_path):
+    from fewshot import ImageEncoder, OnnxImageEncoder, ZeroShotClassifier
+
+    X, y, Xq, yq = cifar_split
+    torch_enc, fast = ImageEncoder(), make_encoder("image:onnx", images=True)
+    assert isinstance(fast, OnnxImageEncoder)
+    F_torch, Z_torch = torch_enc.features_and_logits(Xq)
+    F_fast, Z_fast = fast.features_and_logits(Xq)
+    cos = (F_fast * F_torch).sum(1) / (np.linalg.norm(F_fast, axis=1) * np.linalg.norm(F_torch, axis=1))
+    assert cos.min() >= 0.9999
+    np.testing.assert_array_equal(Z_fast.argmax(1), Z_torch.argmax(1))
+    assert fast.identity["backend"] == "onnx" and same_encoder(fast.identity, torch_enc.identity)
+    assert type(encoder_from_identity(fast.identity)) is OnnxImageEncoder
+    assert len(pickle.dumps(fast)) < 50_000
+    clf = FewShotClassifier(fast).fit(X, y)
+    clf.save(tmp_path / "img")
+    back = FewShotClassifier.load(tmp_path / "img")
+    assert isinstance(back.encoder, OnnxImageEncoder)
+    np.testing.assert_array_equal(back.predict(Xq), clf.predict(Xq))
+    # fp32 on either runtime: the torch encoder reads it too, with the same answers
+    np.testing.assert_array_equal(
+        FewShotClassifier.load(tmp_path / "img", encoder=torch_enc).predict(Xq), clf.predict(Xq)
+    )
+    # ConSE zero-shot on the ONNX backbone and the ONNX text model gives the torch pipeline's answers
+    conse = make_encoder("conse:onnx", images=True)
+    fast_zs = ZeroShotClassifier(list(dict.fromkeys(yq)), encoder=conse).predict(Xq)
+    torch_zs = ZeroShotClassifier(list(dict.fromkeys(yq)), encoder=make_encoder("conse", images=True)).predict(Xq)
+    assert np.mean(fast_zs == torch_zs) >= 0.95
+
+
+# -- the command line -----------------------------------------------------------------------------------
+def test_cli_fit_predict_and_index_with_fast_encoders(home, few_shot, tmp_path, capsys):
+    from fewshot.cli import main
+
+    X, y, X_test, _ = few_shot
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in zip(X, y)))
+    new = tmp_path / "new.txt"
+    new.write_text("\n".join(t.replace("\n", " ") for t in X_test[:10]) + "\n")
+    assert main(["fit", str(train), "--encoder", "text:onnx-int8", "-o", str(tmp_path / "m")]) == 0
+    saved = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert saved["encoder"]["backend"] == "onnx" and saved["encoder"]["quantization"] == "int8"
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "m"), str(new)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 10 and all(r["prediction"] in set(y) for r in rows)
+    assert main(["index", "build", str(tmp_path / "idx"), str(train), "--encoder", "static"]) == 0
+    capsys.readouterr()
+    assert main(["index", "search", str(tmp_path / "idx"), "stock markets", "-k", "2", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["fit", str(train), "--encoder", "text:onnx-fp16", "-o", str(tmp_path / "x")]) == 1
+    assert "unknown --encoder" in capsys.readouterr().err
+
+
+def test_service_fits_and_searches_with_fast_encoders(home, few_shot, tmp_path):
+    """The service offers the fast encoders by name; what it saves records them and answers like the library."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from fewshot.serve import ServeSettings, create_app
+
+    X, y, X_test, _ = few_shot
+    root = tmp_path / "root"
+    with TestClient(create_app(ServeSettings(root=root))) as client:
+        r = client.post("/v1/models/fast", json={"inputs": X, "labels": y, "encoder": "text:onnx-int8"})
+        assert r.status_code in (200, 201), r.text
+        r = client.post("/v1/models/fast/predict", json={"inputs": X_test[:20]})
+        assert r.status_code == 200, r.text
+        served = [p["label"] for p in r.json()["predictions"]]
+        r = client.post("/v1/indexes/quick", json={"encoder": "static"})
+        assert r.status_code in (200, 201), r.text
+        r = client.post("/v1/indexes/quick/items", json={"items": [{"text": t} for t in X[:12]]})
+        assert r.status_code in (200, 201), r.text
+        r = client.post("/v1/indexes/quick/search", json={"queries": [X[3]], "k": 1})
+        assert r.status_code == 200 and r.json()["results"][0][0]["text"] == X[3], r.text
+    saved = json.loads((root / "models" / "fast" / "manifest.json").read_text())
+    assert saved["encoder"]["backend"] == "onnx" and saved["encoder"]["quantization"] == "int8"
+    library = FewShotClassifier.load(root / "models" / "fast").predict(X_test[:20])
+    assert served == list(library)
+
+
+# -- errors ---------------------------------------------------------------------------------------------
+def test_bad_settings_are_named():
+    with pytest.raises(InputError, match="backend must be"):
+        TextEncoder(backend="tensorflow")
+    with pytest.raises(InputError, match="backend='onnx', quantize='int8'"):
+        TextEncoder(quantize="int8")
+    with pytest.raises(InputError, match="quantize must be"):
+        TextEncoder(backend="onnx", quantize="int4")
+    with pytest.raises(InputError, match="threads"):
+        TextEncoder(backend="onnx", threads=0)
+    with pytest.raises(InputError, match="CPU"):
+        TextEncoder(backend="onnx", device="cuda")
+    with pytest.raises(InputError, match="pca_dims"):
+        StaticEncoder(pca_dims=1)
+    with pytest.raises(ModelLoadError, match="no such model2vec folder"):
+        StaticEncoder("/nonexistent/static-model")
+    with pytest.raises(InputError, match="runs on torch"):
+        TextEncoder().onnx_runtime  # noqa: B018
+
+
+def test_missing_packages_name_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingDependencyError, match=r"fewshot\[fast\]"):
+        TextEncoder(backend="onnx").encode(["hello"])
+    monkeypatch.setitem(sys.modules, "model2vec", None)
+    with pytest.raises(MissingDependencyError, match=r"fewshot\[fast\]"):
+        StaticEncoder("/tmp").encode(["hello"])
