@@ -1,4 +1,4 @@
-"""The ``fewshot`` command line: fit, predict, zeroshot, index build|add|search|info, serve, demo.
+"""The ``fewshot`` command line: fit, predict, zeroshot, index build|add|search|info, batch, serve, demo.
 
 A bad input or path prints one line (``fewshot: error: ...``) on stderr and exits with status 1.
 """
@@ -17,7 +17,7 @@ from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cm
 from fewshot.errors import FewShotError
 
 # modules that each define ``register(subparsers)``; they import heavy optional packages only when run
-COMMAND_MODULES: tuple[str, ...] = ("fewshot.cli.serve",)
+COMMAND_MODULES: tuple[str, ...] = ("fewshot.cli.serve", "fewshot.cli.batch")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -37,11 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    def data_args(sp, data_optional=False, label=True):
+    def data_args(sp, data_optional=False, label=True, data_needed=True):
         if data_optional:
             sp.add_argument(
                 "data", nargs="?", default="-", help="CSV/JSONL/TXT file, an image file or folder, or - for stdin"
             )
+        elif not data_needed:
+            sp.add_argument("data", nargs="?", help="CSV, JSONL or TXT file, or an image folder")
         else:
             sp.add_argument("data", help="CSV, JSONL or TXT file, or an image folder (one subfolder per class)")
         sp.add_argument("--text-col", default="text", help="column holding the text (default: text)")
@@ -114,7 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         sp = isub.add_parser(name, help=helptext)
         sp.add_argument("name", help="index name (saved under indexes/NAME) or a folder path")
-        data_args(sp, label=False)
+        data_args(sp, label=False, data_needed=name != "build")
+        if name == "build":  # the data file may give way to a batch job's vectors
+            sp.add_argument(
+                "--from-embeddings",
+                metavar="OUTPUT",
+                help="the output folder of 'fewshot batch embed': index its vectors without encoding again "
+                "(the encoder recorded there must match --encoder when both are given)",
+            )
         sp.add_argument("--label-col", help="column holding a label to store and filter on")
         sp.add_argument("--id-col", help="column holding integer ids (default: numbered automatically)")
         sp.add_argument("--meta-cols", help="comma-separated columns to keep as metadata")

@@ -47,12 +47,50 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     if target.exists() and read_manifest(target) is not None and not a.overwrite:
         raise InputError(f"an index already exists at {target}; use 'fewshot index add' or --overwrite")
     check_target(target, "index", FILES)  # before any encoding
+    if getattr(a, "from_embeddings", None):
+        return _build_from_embeddings(a, target)
+    if getattr(a, "data", None) is None:
+        raise InputError("index build takes a data file (or --from-embeddings OUTPUT, a batch embed job's folder)")
     items, ids, labels, metadata = _index_rows(a)
     index = EmbeddingIndex(make_encoder(a.encoder, is_image_input(a.data)), kind=a.kind, name=target.name)
     index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=True)
     index.save(target)
     print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
     return 0
+
+
+def _build_from_embeddings(a: argparse.Namespace, target: Path) -> int:
+    """``index build NAME --from-embeddings OUTPUT``: the vectors of a batch embed job, not encoded again."""
+    from fewshot.index import EmbeddingIndex
+
+    if getattr(a, "data", None) not in (None, "-"):
+        raise InputError("give either a data file or --from-embeddings, not both")
+    meta_cols = [c for c in (a.meta_cols or "").split(",") if c]
+    text_col = getattr(a, "text_col", None)
+    options = dict(
+        id_col=a.id_col or "auto",
+        label_col=a.label_col,
+        meta_cols=meta_cols,
+        item_col=text_col if text_col in _output_columns(a.from_embeddings) else None,
+    )
+    if a.encoder:  # an encoder given as well: the vectors must have come from it (checked when adding)
+        index = EmbeddingIndex(make_encoder(a.encoder, False), kind=a.kind, name=target.name)
+        index.add_batch_output(a.from_embeddings, **options)
+    else:  # the encoder the batch job recorded
+        index = EmbeddingIndex.from_batch_output(a.from_embeddings, kind=a.kind, name=target.name, **options)
+    added = len(index)
+    index.save(target)
+    print(f"indexed {added} vectors from {a.from_embeddings} ({index.structure}) -> {target}", file=sys.stderr)
+    return 0
+
+
+def _output_columns(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from fewshot.batch import output_shards
+
+    shards = output_shards(path)
+    return pq.read_schema(shards[0]).names if shards else []
 
 
 def cmd_index_add(a: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ and queries, and saves to a checked folder."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,15 +20,19 @@ from fewshot.errors import CorruptFileError, InputError
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import index_dir, resolve_index_path
-from fewshot.index.vectors import HNSWSettings, VectorStore
+from fewshot.index.rawvectors import RawVectors, stale_segments
+from fewshot.index.vectors import HNSWSettings, IVFPQSettings, VectorStore
 from fewshot.maths import l2_normalize
 from fewshot.storage import FolderLock, read_bundle, read_manifest, write_bundle
 from fewshot.storage.bundle import check_target
 
-KINDS = ("auto", "flat", "hnsw")
-FILES = ("index.faiss", "meta.sqlite")
+KINDS = ("auto", "flat", "hnsw", "ivfpq")
+FILES = ("index.faiss", "meta.sqlite", "positions.npy")  # positions.npy: the row order of IVF-PQ vectors on disk
 OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
 CHECKPOINT_BYTES = 64 << 20  # a durable index writes a new save when its journal grows past this
+# kind="auto" goes from flat to HNSW past ``auto_threshold`` vectors and from either to IVF-PQ past this
+# many (eval/bench_scale.py measures the sizes where HNSW's float32 copy and build time stop paying)
+IVFPQ_THRESHOLD = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,17 @@ class EmbeddingIndex:
         :class:`~fewshot.TextEncoder` (bundled all-MiniLM-L6-v2), unless ``dim`` is given, which makes an
         index of precomputed vectors only (``add_embeddings`` and vector queries).
     dim : dimension of an encoder-less index.
-    kind : ``"flat"`` (exact), ``"hnsw"`` (approximate, fast on large collections) or ``"auto"`` (flat, then
-        HNSW once the index holds more than ``auto_threshold`` vectors).
+    kind : ``"flat"`` (exact), ``"hnsw"`` (approximate, fast on large collections), ``"ivfpq"`` (compressed
+        codes in memory, exact vectors on disk for re-ranking: for collections that do not fit in memory as
+        float32; exact until ``train_size`` vectors are in) or ``"auto"`` (flat, HNSW once the index holds
+        more than ``auto_threshold`` vectors, IVF-PQ past ``ivfpq_threshold``).
     name : the index's name; ``save()`` without a path writes to ``indexes/<name>/``.
     hnsw_m, ef_construction, ef_search : HNSW graph degree, build beam and search beam
         (:class:`~fewshot.index.vectors.HNSWSettings`).
+    ivfpq : IVF-PQ settings, a dict or :class:`~fewshot.index.vectors.IVFPQSettings` (``nlist``, ``m``,
+        ``nbits``, ``nprobe``, ``refine``, ``train_size``, ``seed``); ``index.ivfpq.nprobe = 64`` changes
+        a setting that applies at search time.
+    ivfpq_threshold : the size past which ``kind="auto"`` moves to IVF-PQ.
 
     Threads: searches run concurrently; ``add``, ``remove`` and ``compact`` are exclusive (readers wait for
     them, and never see half a batch). Encoding happens outside the lock. Processes: a save holds the
@@ -75,6 +86,8 @@ class EmbeddingIndex:
         ef_construction: int = 200,
         ef_search: int = 256,
         auto_threshold: int = 50_000,
+        ivfpq: dict[str, Any] | IVFPQSettings | None = None,
+        ivfpq_threshold: int = IVFPQ_THRESHOLD,
     ) -> None:
         if kind not in KINDS:
             raise InputError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -91,7 +104,12 @@ class EmbeddingIndex:
         self.kind = kind
         self.name = name
         self.hnsw = HNSWSettings(hnsw_m, ef_construction, ef_search)
+        self.ivfpq = ivfpq if isinstance(ivfpq, IVFPQSettings) else IVFPQSettings.from_dict(ivfpq)
+        for param, value in (("auto_threshold", auto_threshold), ("ivfpq_threshold", ivfpq_threshold)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{param} must be a positive integer, got {value!r}")
         self.auto_threshold = auto_threshold
+        self.ivfpq_threshold = ivfpq_threshold
         self._dim = dim
         self._vectors: VectorStore | None = None  # made on first add, when the dimension is known
         self._table = MetadataTable()
@@ -110,10 +128,14 @@ class EmbeddingIndex:
 
     @property
     def structure(self) -> str:
-        """The FAISS structure in use now: ``"flat"`` or ``"hnsw"``."""
+        """The FAISS structure in use now: ``"flat"``, ``"hnsw"`` or ``"ivfpq"`` (an ``ivfpq`` index is
+        ``"flat"`` until it holds enough vectors to train on)."""
         if self._vectors is None:
             return "hnsw" if self.kind == "hnsw" else "flat"
         return self._vectors.structure
+
+    def _new_store(self) -> VectorStore:
+        return VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw, self.ivfpq)
 
     def __len__(self) -> int:
         return self._table.count()
@@ -165,7 +187,7 @@ class EmbeddingIndex:
     def _apply_add(self, E: np.ndarray, ids_arr: np.ndarray, records: list, rows_meta: list, rows_label: list) -> None:
         """Store prepared rows and their vectors in memory (the caller holds the write lock)."""
         if self._vectors is None:
-            self._vectors = VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw)
+            self._vectors = self._new_store()
         self._table.insert(records, rows_meta, rows_label)
         try:
             self._vectors.add(E, ids_arr)
@@ -173,8 +195,99 @@ class EmbeddingIndex:
             self._table.delete(ids_arr.tolist())
             raise
         self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
-        if self.kind == "auto" and self._vectors.structure == "flat" and self._vectors.ntotal > self.auto_threshold:
-            self._vectors.rebuild("hnsw")
+        self._grow(self._vectors.ntotal)
+
+    def _grow(self, n: int, expected: int | None = None) -> None:
+        """Move to the structure ``kind`` calls for at ``n`` vectors (``expected``: the size being built to)."""
+        structure = self._vectors.structure
+        if self.kind == "auto":
+            if structure != "ivfpq" and n > self.ivfpq_threshold:
+                self._vectors.rebuild("ivfpq", expected)
+            elif structure == "flat" and n > self.auto_threshold:
+                self._vectors.rebuild("hnsw")
+        elif self.kind == "ivfpq" and structure != "ivfpq" and n >= self.ivfpq.train_size:
+            self._vectors.rebuild("ivfpq", expected)
+
+    def add_batch_output(
+        self,
+        path: str | Path,
+        *,
+        id_col: str | None = "auto",
+        label_col: str | None = None,
+        meta_cols: list[str] | tuple[str, ...] = (),
+        item_col: str | None = None,
+        batch_rows: int = 50_000,
+    ) -> int:
+        """Add the vectors a batch ``embed`` job wrote (:func:`fewshot.batch.embed`), encoding nothing again;
+        return how many were added.
+
+        Parameters
+        ----------
+        path : the job's output folder. Its encoder (recorded in every shard) must be this index's
+            (:class:`~fewshot.errors.EncoderMismatchError` otherwise); an index of raw vectors with no
+            encoder takes vectors of its dimension.
+        id_col : ``"auto"`` uses the output's id column (the input's ids, or row numbers) when it holds
+            integers, and otherwise numbers the items and keeps the ids as metadata; a column name; or None
+            to number the items.
+        label_col, meta_cols, item_col : output columns (kept from the input with ``keep_cols``) to store as
+            the label, as metadata fields, and as the item's text.
+        batch_rows : rows added at a time (memory stays bounded by it).
+
+        For ``kind="auto"`` the structure is chosen for the size the index will have, and an IVF-PQ
+        structure is trained on a seeded sample of the whole output before the first vector is added.
+        """
+        from fewshot.index.from_batch import add_batch_output
+
+        return add_batch_output(
+            self,
+            path,
+            id_col=id_col,
+            label_col=label_col,
+            meta_cols=tuple(meta_cols),
+            item_col=item_col,
+            batch_rows=batch_rows,
+        )
+
+    @classmethod
+    def from_batch_output(cls, path: str | Path, *, kind: str = "auto", name: str = "default", **kwargs: Any):
+        """A new index with the encoder a batch ``embed`` output records (its weights load, and are checked
+        against the record, when a text or image query first needs them), filled from that output.
+        ``kwargs`` go to :meth:`add_batch_output`."""
+        from fewshot.index.from_batch import describe_output
+
+        identity = describe_output(path)[1]["encoder"]
+        index = cls(encoder_from_identity(identity), kind=kind, name=name)
+        index._saved_identity = identity
+        index.add_batch_output(path, **kwargs)
+        return index
+
+    def _plan_for(self, adding: int) -> None:
+        """Before a bulk add of ``adding`` vectors to an empty ``auto`` index, start in the structure its
+        final size calls for (HNSW past ``auto_threshold``) instead of moving there midway."""
+        with self._lock.write():
+            if self._vectors is None:
+                self._vectors = self._new_store()
+            if (
+                self.kind == "auto"
+                and self._vectors.ntotal == 0
+                and self._vectors.structure == "flat"
+                and self.auto_threshold < adding <= self.ivfpq_threshold
+            ):
+                self._vectors = VectorStore(self.dim, "hnsw", self.hnsw, self.ivfpq)
+
+    def _wants_ivfpq(self, adding: int) -> bool:
+        final = len(self) + adding
+        return (self.kind == "ivfpq" and final >= self.ivfpq.train_size) or (
+            self.kind == "auto" and final > self.ivfpq_threshold
+        )
+
+    def _train_for(self, sample: np.ndarray, expected: int) -> None:
+        """Become IVF-PQ trained on ``sample`` for a collection of about ``expected`` vectors."""
+        with self._lock.write():
+            if self._vectors.ntotal == 0:
+                self._vectors.train(l2_normalize(sample), expected)
+            else:
+                self._vectors.rebuild("ivfpq", expected)
 
     def _prepare_rows(self, n: int, ids: Any, labels: Any, metadata: Any, items: Any):
         ids_arr = self._check_new_ids(ids, n)
@@ -227,10 +340,25 @@ class EmbeddingIndex:
         return len(present)
 
     def compact(self) -> None:
-        """Rebuild the HNSW graph without removed vectors (searches already skip them)."""
+        """Rebuild the HNSW graph without removed vectors (searches already skip them); for IVF-PQ, drop
+        removed rows from the vectors on disk (the next save writes the smaller files)."""
         with self._lock.write():
             if self._vectors is not None and self._vectors.removed:
                 self._vectors.rebuild(self._vectors.structure)
+            raw = self._vectors.raw if self._vectors is not None else None
+            if raw is not None and raw.live < raw.rows:
+                fresh = RawVectors(raw.dim)
+                for ids, vecs in raw.iter_live():
+                    fresh.add(vecs, ids)
+                self._vectors.raw = fresh
+
+    def retrain(self) -> None:
+        """Train an IVF-PQ index's lists and codes again on a fresh sample of its vectors (from disk), e.g.
+        after it has grown far past the collection it was trained on."""
+        with self._lock.write():
+            if self._vectors is None or self._vectors.structure != "ivfpq":
+                raise InputError(f"retrain() is for a trained IVF-PQ index; this one is {self.structure}")
+            self._vectors.rebuild("ivfpq")
 
     # -- searching ----------------------------------------------------------------------------------
     def search(self, query: Any, k: int = 10, where: dict[str, Any] | None = None) -> list[Hit]:
@@ -326,40 +454,79 @@ class EmbeddingIndex:
         return self._save(resolve_index_path(path) if path is not None else index_dir() / self.name, None)
 
     def _save(self, target: Path, lock: FolderLock | None) -> Path:
-        with self._lock.read():
-            if self._vectors is None:
-                self._vectors = VectorStore(self.dim, "hnsw" if self.kind == "hnsw" else "flat", self.hnsw)
-            vectors, removed = self._vectors.to_bytes(), set(self._vectors.removed)
-            table = self._table.to_bytes(removed)
-            meta = {
-                "name": self.name,
-                "encoder": None if self.encoder is None else (self._saved_identity or self.encoder.identity),
-                "dim": self.dim,
-                "metric": "inner_product",
-                "kind": self.kind,
-                "structure": self.structure,
-                "count": len(self),
-                "vectors": self._vectors.ntotal,
-                "next_id": self._next_id,
-                "hnsw": {
-                    "m": self.hnsw.m,
-                    "ef_construction": self.hnsw.ef_construction,
-                    "ef_search": self.hnsw.ef_search,
-                },
-                "auto_threshold": self.auto_threshold,
-            }
-        expect = self._saved_at[1] if self._saved_at and self._saved_at[0] == str(target.resolve()) else None
-        manifest = write_bundle(
-            target,
-            "index",
-            meta,
-            {"index.faiss": lambda p: p.write_bytes(vectors), "meta.sqlite": lambda p: p.write_bytes(table)},
-            expect_save_id=expect,
-            lock=lock,
-            owned=OWNED,
-        )
-        self._saved_at = (str(target.resolve()), manifest["save_id"])
+        raw = self._vectors.raw if self._vectors is not None else None
+        if raw is None:
+            with self._lock.read():
+                meta, files = self._save_parts()
+            manifest = write_bundle(
+                target, "index", meta, files, expect_save_id=self._expected(target), lock=lock, owned=OWNED
+            )
+            self._saved_at = (str(target.resolve()), manifest["save_id"])
+            return target
+        # IVF-PQ with its vectors on disk: the segment files go into the folder (linked, or written) before
+        # the manifest that lists them, all under the folder's lock and with writers to this index held off
+        own = lock is None or not lock.held
+        if own:
+            check_target(target, "index", FILES + OWNED)
+            lock = FolderLock(target).acquire()
+        try:
+            with self._lock.write():
+                expect = self._expected(target)
+                if read_manifest(target) is None:  # a first save: the folder becomes an (empty) index first,
+                    empty = EmbeddingIndex(None, dim=self.dim, kind=self.kind, name=self.name)  # so that a
+                    meta, files = empty._save_parts()  # killed save leaves a folder the next one takes over
+                    meta["encoder"] = None if self.encoder is None else self._identity()
+                    expect = write_bundle(target, "index", meta, files, lock=lock, owned=OWNED)["save_id"]
+                segments = raw.save_into(target)
+                meta, files = self._save_parts()
+                meta["raw"] = segments
+            manifest = write_bundle(target, "index", meta, files, expect_save_id=expect, lock=lock, owned=OWNED)
+            self._saved_at = (str(target.resolve()), manifest["save_id"])
+            for p in stale_segments(target, {d["name"] for d in segments}):  # killed saves, compactions
+                p.unlink(missing_ok=True)
+        finally:
+            if own:
+                lock.release()
         return target
+
+    def _expected(self, target: Path) -> str | None:
+        return self._saved_at[1] if self._saved_at and self._saved_at[0] == str(target.resolve()) else None
+
+    def _identity(self) -> dict[str, Any]:
+        return self._saved_identity or self.encoder.identity
+
+    def _save_parts(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The manifest fields and file writers of a save (the caller holds this index's lock)."""
+        if self._vectors is None:
+            self._vectors = self._new_store()
+        vectors, removed = self._vectors.to_bytes(), set(self._vectors.removed)
+        table = self._table.to_bytes(removed)
+        meta = {
+            "name": self.name,
+            "encoder": None if self.encoder is None else self._identity(),
+            "dim": self.dim,
+            "metric": "inner_product",
+            "kind": self.kind,
+            "structure": self.structure,
+            "count": len(self),
+            "vectors": self._vectors.ntotal,
+            "next_id": self._next_id,
+            "hnsw": {
+                "m": self.hnsw.m,
+                "ef_construction": self.hnsw.ef_construction,
+                "ef_search": self.hnsw.ef_search,
+            },
+            "auto_threshold": self.auto_threshold,
+            "ivfpq": self.ivfpq.to_dict(),
+            "ivfpq_threshold": self.ivfpq_threshold,
+            "raw": None,
+        }
+        files = {"index.faiss": lambda p: p.write_bytes(vectors), "meta.sqlite": lambda p: p.write_bytes(table)}
+        raw = self._vectors.raw
+        if raw is not None:
+            positions = raw.pos_ids.copy()
+            files["positions.npy"] = lambda p: np.save(p, positions, allow_pickle=False)
+        return meta, files
 
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> EmbeddingIndex:
@@ -394,13 +561,26 @@ class EmbeddingIndex:
                 ef_construction=hnsw["ef_construction"],
                 ef_search=hnsw["ef_search"],
                 auto_threshold=manifest.get("auto_threshold", 50_000),
+                ivfpq=manifest.get("ivfpq"),
+                ivfpq_threshold=manifest.get("ivfpq_threshold", IVFPQ_THRESHOLD),
             )
             expected = (int(manifest["count"]), int(manifest["vectors"]), int(manifest["next_id"]))
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise CorruptFileError(f"{folder}: the manifest lacks or garbles a field ({exc})") from exc
         self._saved_identity = deferred
         self._table, removed = MetadataTable.from_bytes(files["meta.sqlite"], str(folder))
-        self._vectors = VectorStore.from_bytes(files["index.faiss"], self.dim, self.hnsw, removed, str(folder))
+        raw = None
+        if manifest.get("raw") is not None:
+            if "positions.npy" not in files:
+                raise CorruptFileError(f"{folder}: the manifest lists vector files but no positions.npy")
+            try:
+                positions = np.load(io.BytesIO(files["positions.npy"]), allow_pickle=False)
+                raw = RawVectors.load(folder, manifest["raw"], positions, self.dim)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{folder}: the vector files cannot be read ({exc})") from exc
+        self._vectors = VectorStore.from_bytes(
+            files["index.faiss"], self.dim, self.hnsw, removed, str(folder), self.ivfpq, raw
+        )
         count = len(self)
         ntotal = self._vectors.ntotal
         if count != expected[0] or ntotal != expected[1] or ntotal != count + len(removed):
@@ -546,7 +726,7 @@ class EmbeddingIndex:
         if self.encoder is not None:
             enc = self._saved_identity or self.encoder.identity
         removed = self._vectors.removed if self._vectors is not None else set()
-        return {
+        out = {
             "name": self.name,
             "kind": self.kind,
             "structure": self.structure,
@@ -557,6 +737,18 @@ class EmbeddingIndex:
             "removed_pending_compaction": len(removed),
             "encoder": enc,
         }
+        if self.kind in ("ivfpq", "auto"):
+            v = self._vectors
+            ivf = v._index if v is not None and v.is_ivf else None
+            out["ivfpq"] = {
+                **self.ivfpq.to_dict(),
+                "trained": ivf is not None,
+                "nlist": int(ivf.nlist) if ivf is not None else self.ivfpq.nlist,
+                "nprobe_used": self.ivfpq.probes(int(ivf.nlist)) if ivf is not None else None,
+                "m": int(ivf.pq.M) if ivf is not None else self.ivfpq.m,
+                "vectors_on_disk": 0 if v is None or v.raw is None else v.raw.rows,
+            }
+        return out
 
     def field_kinds(self) -> dict[str, set[str]]:
         """Metadata field -> the JSON kinds it holds (string, number, boolean, null, array, object);
@@ -578,7 +770,12 @@ class EmbeddingIndex:
         state["_lock"] = None
         state["_durable"] = None  # a pickled copy is an ordinary index: the folder stays with its owner
         if self._vectors is not None:
-            state["_vectors"] = (self._vectors.to_bytes(), set(self._vectors.removed))
+            raw = self._vectors.raw
+            state["_vectors"] = (
+                self._vectors.to_bytes(),
+                set(self._vectors.removed),
+                None if raw is None else raw.to_state(),
+            )
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -586,7 +783,10 @@ class EmbeddingIndex:
         self.__dict__.update(state)
         self._lock = RWLock()
         if isinstance(vectors, tuple):
-            self._vectors = VectorStore.from_bytes(vectors[0], self._dim, self.hnsw, vectors[1], "a pickled index")
+            raw = RawVectors.from_state(vectors[2]) if len(vectors) > 2 and vectors[2] is not None else None
+            self._vectors = VectorStore.from_bytes(
+                vectors[0], self._dim, self.hnsw, vectors[1], "a pickled index", self.ivfpq, raw
+            )
 
 
 def _read_with_journal(folder: Path) -> tuple[dict[str, Any], dict[str, bytes], list]:

@@ -1,0 +1,99 @@
+"""What a batch job computes: the task, the model or labels, the encoder, the columns, and its settings.
+
+A :class:`BatchJob` is plain data (it travels to Ray actors as a dict) and :meth:`BatchJob.fingerprint` is
+what a run records in its output folder, so that a rerun with other arguments is told apart from a resume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fewshot.batch.sources import Columns
+from fewshot.errors import InputError
+
+TASKS = ("predict", "tag", "embed")
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One batch job.
+
+    Parameters
+    ----------
+    task : ``"predict"`` (a saved classifier's labels, scores and probabilities, or zero-shot labels),
+        ``"tag"`` (zero-shot multi-label tags) or ``"embed"`` (the encoder's vectors).
+    model : folder of a saved :class:`~fewshot.FewShotClassifier` or :class:`~fewshot.ZeroShotClassifier`
+        (``predict``).
+    labels : zero-shot labels, a list or a dict name -> description (``tag``; ``predict`` without a model).
+    encoder : an ``--encoder`` spec (:func:`fewshot.cli.common.make_encoder`): ``text``, ``image``, ``conse``,
+        ``clip:MODEL:CHECKPOINT``; None is the bundled text model (a saved model uses its own).
+    templates : zero-shot template set or template.
+    threshold, top_k : ``tag`` settings (:meth:`~fewshot.ZeroShotClassifier.tag`).
+    probabilities : ``predict`` writes every class's probability as a list column.
+    columns : the input columns (:class:`~fewshot.batch.sources.Columns`).
+    model_save_id : the saved model's ``save_id`` (set by the planner: a re-saved model is another job).
+    identity : the encoder identity every worker must have (set by the planner).
+    """
+
+    task: str
+    model: str | None = None
+    labels: Any = None
+    encoder: str | None = None
+    templates: Any = None
+    threshold: float | None = None
+    top_k: int | None = None
+    probabilities: bool = True
+    columns: Columns = field(default_factory=Columns)
+    model_save_id: str | None = None
+    identity: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise InputError(f"unknown batch task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task == "predict" and (self.model is None) == (self.labels is None):
+            raise InputError("predict needs a saved model (--model DIR) or zero-shot labels (--labels), one of them")
+        if self.task == "tag" and self.labels is None:
+            raise InputError("tag needs labels (--labels 'a,b,c' or --labels-file FILE)")
+        if self.task != "predict" and self.model is not None:
+            raise InputError(f"{self.task} takes no --model; it uses the encoder (--encoder) and labels")
+        if self.task == "embed" and self.labels is not None:
+            raise InputError("embed takes no labels")
+        if self.threshold is not None and (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, (int, float))
+            or not math.isfinite(self.threshold)
+        ):
+            raise InputError(f"threshold must be a number, got {self.threshold!r}")
+        if self.top_k is not None and (
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+        ):
+            raise InputError(f"top_k must be a positive integer, got {self.top_k!r}")
+        if self.model is not None and not Path(self.model).is_dir():
+            raise InputError(f"--model {self.model}: no such folder (give a folder written by 'fewshot fit')")
+        for name in (self.columns.text, self.columns.id, *self.columns.keep):
+            if name is not None and (not isinstance(name, str) or not name or name.startswith("__")):
+                raise InputError(f"column name {name!r} is not usable (empty, or starting with '__')")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["columns"]["keep"] = list(self.columns.keep)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BatchJob:
+        cols = dict(d["columns"])
+        cols["keep"] = tuple(cols.get("keep", ()))
+        return cls(**{**d, "columns": Columns(**cols)})
+
+    def with_(self, **changes: Any) -> BatchJob:
+        return replace(self, **changes)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two runs the same job (the engine, batch size and actors do not change the output)."""
+        d = self.to_dict()
+        d["model"] = None if self.model is None else str(Path(self.model).resolve())
+        return d

@@ -1,0 +1,212 @@
+"""The Ray Data engine: read chunks, ``map_batches`` through an actor pool of :class:`BatchWorker`, write Parquet.
+
+- Reading is a Ray :class:`~ray.data.Datasource` with one read task per pending chunk, which runs the same
+  readers as the local engine (:func:`fewshot.batch.sources.read_chunk`). Ray's built-in ``read_parquet``,
+  ``read_json`` and ``read_csv`` split files into blocks whose position in the file is lost, so they could
+  give neither row numbers nor the shard boundaries a resumable run needs.
+- ``map_batches(BatchWorker, compute=ActorPoolStrategy(size=N))`` makes a pool of N actors; each loads the
+  model once (the driver ships a saved model's files, so nodes need no copy of the folder) and maps batch
+  after batch.
+- Writing is a Ray :class:`~ray.data.Datasink`: write tasks stage each block's rows under
+  ``OUTPUT/_staging/<shard>/`` as Parquet pieces (renamed when whole), and the driver merges a shard's pieces
+  into ``OUTPUT/<shard>.parquet`` as soon as they cover every row of it (:mod:`fewshot.batch.output`).
+
+Without ``address`` a Ray instance is started on this machine for the job and stopped after it; with one,
+the job joins that cluster (``"auto"``, or ``"ray://host:10001"`` through Ray Client is not supported: the
+workers write to the output folder, which every node must see at the same path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from fewshot.batch.job import BatchJob
+from fewshot.batch.output import RunFolder, shard_metadata, write_pieces
+from fewshot.batch.progress import Progress
+from fewshot.batch.sources import Chunk, Columns, Plan, read_chunk
+from fewshot.batch.worker import BatchWorker
+from fewshot.errors import FewShotError, MissingDependencyError
+
+try:
+    import ray
+    from ray.data import Datasink, Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError(
+        "the Ray engine needs Ray Data: pip install 'fewshot[scale]' (or pip install 'ray[data]')"
+    ) from exc
+
+FINALIZE_EVERY = 1.0  # seconds between the driver's looks at the staged pieces
+NICENESS = "RAY_worker_niceness"  # the raylet setting for the priority of worker processes
+
+
+class ChunkSource(Datasource):
+    """A Ray datasource with one read task per chunk, each yielding Arrow tables of ``batch_rows`` rows."""
+
+    def __init__(self, plan: Plan, chunks: list[Chunk], columns: Columns, batch_rows: int) -> None:
+        super().__init__()
+        self.plan, self.chunks, self.columns, self.batch_rows = plan, chunks, columns, batch_rows
+        self._file_rows: dict[int, int] = {}
+        for c in plan.chunks:
+            self._file_rows[c.file] = self._file_rows.get(c.file, 0) + c.rows
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return sum(self._bytes(c) for c in self.chunks)
+
+    def _bytes(self, chunk: Chunk) -> int:
+        """An estimate: the file's bytes per row times the chunk's rows."""
+        return int(self.plan.files[chunk.file].size * chunk.rows / max(1, self._file_rows.get(chunk.file, 1)))
+
+    def get_read_tasks(self, parallelism: int, **kwargs: Any) -> list[ReadTask]:
+        tasks = []
+        for chunk in self.chunks:
+            f = self.plan.files[chunk.file]
+            meta = BlockMetadata(
+                num_rows=chunk.rows, size_bytes=self._bytes(chunk), input_files=[f.path], exec_stats=None
+            )
+
+            def read(chunk: Chunk = chunk) -> Iterable[Any]:
+                return read_chunk(self.plan, chunk, self.columns, self.batch_rows)
+
+            tasks.append(ReadTask(read, meta))
+        return tasks
+
+
+class StagingSink(Datasink):
+    """Stages output blocks as per-shard Parquet pieces under ``OUTPUT/_staging``."""
+
+    def __init__(self, folder: str, chunks: list[Chunk]) -> None:
+        self.folder = folder
+        order = sorted(chunks, key=lambda c: c.first_row)
+        self.firsts = [c.first_row for c in order]
+        self.names = [c.name for c in order]
+
+    def write(self, blocks: Iterable[Any], ctx: Any) -> int:
+        from ray.data.block import BlockAccessor
+
+        rows = 0
+        for block in blocks:
+            table = BlockAccessor.for_block(block).to_arrow()
+            if table.num_rows:
+                rows += write_pieces(self.folder, table, self.firsts, self.names)
+        return rows
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The first fewshot error in an exception's chain (Ray wraps the worker's error)."""
+    seen = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, FewShotError):
+            return e
+        for nxt in (getattr(e, "cause", None), e.__cause__, e.__context__):
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+    return exc
+
+
+def connect(address: str | None, num_cpus: int) -> bool:
+    """Join the cluster at ``address``, or start a local Ray instance; return whether one was started."""
+    if ray.is_initialized():
+        return False
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
+    if address:
+        ray.init(address=address, **quiet)
+        return False
+    # Ray runs its workers at nice 15 unless told otherwise; on a machine shared with other work that starves
+    # the model actors (measured: a 4x slower encode), so an instance started for the job runs them at 0
+    saved = os.environ.get(NICENESS)
+    os.environ.setdefault(NICENESS, "0")
+    try:
+        ray.init(num_cpus=num_cpus, **quiet)
+    finally:
+        if saved is None:
+            os.environ.pop(NICENESS, None)
+    return True
+
+
+def run_ray(
+    job: BatchJob,
+    folder: RunFolder,
+    plan: Plan,
+    pending: list[Chunk],
+    base: dict[str, Any],
+    progress: Progress,
+    *,
+    batch_size: int,
+    actors: int,
+    cpus_per_actor: int | None,
+    address: str | None,
+    model_files: dict[str, bytes] | None,
+) -> None:
+    """Run ``pending`` chunks on Ray Data (see the module docstring)."""
+    local = address is None and not ray.is_initialized()
+    cpus = cpus_per_actor or (max(1, (os.cpu_count() or 1) // actors) if local else 1)
+    started = connect(address, actors * cpus)
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+        todo = pending  # the runner already kept the whole shards a killed run left staged
+        ds = ray.data.read_datasource(ChunkSource(plan, todo, job.columns, batch_size), num_cpus=0)
+        ds = ds.map_batches(
+            BatchWorker,
+            fn_constructor_kwargs={"job": job.to_dict(), "model_files": model_files, "threads": cpus},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=cpus,
+        )
+        stop = threading.Event()
+        done: set[str] = set()
+        errors: list[BaseException] = []
+
+        def finalizer() -> None:
+            while True:
+                last = stop.wait(FINALIZE_EVERY)
+                try:
+                    staged = 0
+                    for c in todo:
+                        if c.name in done:
+                            staged += c.rows
+                            continue
+                        if folder.finalize(c, shard_metadata(base, plan, c)):
+                            done.add(c.name)
+                            staged += c.rows
+                        else:
+                            staged += folder.staged_rows(c)
+                    progress.set(staged)
+                except BaseException as exc:  # reported by the driver after the run
+                    errors.append(exc)
+                    return
+                if last:
+                    return
+
+        thread = threading.Thread(target=finalizer, name="fewshot-batch-finalizer", daemon=True)
+        thread.start()
+        try:
+            ds.write_datasink(StagingSink(str(folder.folder), todo), ray_remote_args={"num_cpus": 0})
+        except Exception as exc:
+            raise _cause(exc) from exc
+        finally:
+            stop.set()
+            thread.join()
+        if errors:
+            raise errors[0]
+        missing = [c.name for c in todo if c.name not in done and not folder.finished(c)]
+        if missing:
+            raise FewShotError(f"the Ray job ended with shards missing rows: {', '.join(missing[:5])}; run it again")
+    finally:
+        if started:
+            ray.shutdown()
