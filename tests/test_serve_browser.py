@@ -144,3 +144,13 @@ def test_search_an_index_and_errors_are_shown(page):
     click(page, "zs")
     assert "label" in page.inner_text("#zs-out .error")
     assert EXTERNAL == []  # nothing but the server itself was asked for anything
+
+
+def test_the_api_docs_render_offline(page, server):
+    """/docs is Swagger UI from the package's own files: the operations render and nothing else is fetched."""
+    before = len(EXTERNAL)
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+    paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
+    assert "/v1/models/{name}/predict" in [p.replace("\u200b", "") for p in paths]
+    assert EXTERNAL[before:] == []

@@ -389,6 +389,18 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(422, code, f"{field or 'body'}: {message}{more}", field or None)
 
 
+def _swagger_ui_folder() -> Path | None:
+    """Swagger UI 5's files as the ``fastapi-offline`` package ships them (in the ``serve`` extra; only its
+    files are used), if it is installed."""
+    from importlib.util import find_spec
+
+    spec = find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
     """The service for ``settings`` (see :class:`~fewshot.serve.settings.ServeSettings`)."""
     service = Service(settings)
@@ -410,6 +422,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         description="Few-shot and zero-shot classification and semantic search on frozen encoders. Names of "
         f"models and indexes match `{NAME_PATTERN}`. Images travel as base64 strings.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own copy of Swagger UI, so /docs works offline
     )
     app.state.service = service
     app.add_middleware(BodyLimitAndMetrics, service=service)
@@ -457,6 +470,23 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     # -- page and probes -----------------------------------------------------------------------------------
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    swagger = _swagger_ui_folder()
+    if swagger is not None:
+        app.mount("/docs-assets", StaticFiles(directory=swagger), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        if swagger is None:  # without fastapi-offline the browser fetches FastAPI's default copy from a CDN
+            return get_swagger_ui_html(openapi_url=app.openapi_url, title="fewshot - API")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="fewshot - API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
