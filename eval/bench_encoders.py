@@ -359,6 +359,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         "",
         f"Measured {result['date']} on {result['machine']}. Command: `{result['command']}`.",
     ]
+    if result.get("earlier_commands"):
+        earlier = ", ".join(f"`{c}`" for c in result["earlier_commands"] if c)
+        lines += ["", f"The parts this command did not run are kept from earlier runs: {earlier}."]
     if result.get("note"):
         lines += ["", f"Conditions: {result['note']}"]
     lines += [""]
@@ -540,6 +543,13 @@ def main() -> None:
     }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if set(a.part) != {"speed", "startup", "accuracy", "images"} and out.with_suffix(".json").exists():
+        # a subset reruns its parts and keeps the others' figures, each with the command that measured it
+        kept = json.loads(out.with_suffix(".json").read_text())
+        for part in ("speed", "startup", "accuracy", "accuracy_summary", "images"):
+            if part in kept and part.split("_")[0] not in a.part:
+                result[part] = kept[part]
+        result["earlier_commands"] = [*kept.get("earlier_commands", []), kept.get("command")]
 
     def save() -> None:
         result["targets"] = targets(result)
