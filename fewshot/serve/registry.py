@@ -127,6 +127,22 @@ class ModelEntry:
     signature: tuple[int, int, int] | None
 
 
+def _saved_folders(folder: Path, unreadable: dict[str, Any] | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each well-named subfolder of ``folder`` that holds a save, with its manifest, in name order; a folder
+    whose manifest cannot be read gives ``unreadable`` (skipped when None)."""
+    if not folder.is_dir():
+        return
+    for sub in sorted(folder.iterdir()):
+        if not sub.is_dir() or not NAME_RE.fullmatch(sub.name):
+            continue
+        try:
+            manifest = read_manifest(sub)
+        except FewShotError:
+            manifest = unreadable
+        if manifest is not None:
+            yield sub, manifest
+
+
 class Registry:
     """Encoders, models and indexes of one root folder (see the module docstring)."""
 
@@ -209,17 +225,8 @@ class Registry:
 
     def list_models(self) -> list[dict[str, Any]]:
         out = []
-        folder = self.settings.models_dir
-        if not folder.is_dir():
-            return out
-        for sub in sorted(folder.iterdir()):
-            if not sub.is_dir() or not NAME_RE.fullmatch(sub.name):
-                continue
-            try:
-                manifest = read_manifest(sub)
-            except FewShotError:
-                manifest = {"type": "unreadable"}
-            if manifest is None or manifest.get("type") not in ("classifier", "zeroshot", "unreadable"):
+        for sub, manifest in _saved_folders(self.settings.models_dir, unreadable={"type": "unreadable"}):
+            if manifest.get("type") not in ("classifier", "zeroshot", "unreadable"):
                 continue
             with self._lock:
                 loaded = sub.name in self._models
@@ -365,17 +372,8 @@ class Registry:
 
     def list_indexes(self) -> list[dict[str, Any]]:
         out = []
-        folder = self.settings.indexes_dir
-        if not folder.is_dir():
-            return out
-        for sub in sorted(folder.iterdir()):
-            if not sub.is_dir() or not NAME_RE.fullmatch(sub.name):
-                continue
-            try:
-                manifest = read_manifest(sub)
-            except FewShotError:
-                continue
-            if manifest is None or manifest.get("type") != "index":
+        for sub, manifest in _saved_folders(self.settings.indexes_dir):
+            if manifest.get("type") != "index":
                 continue
             with self._lock:
                 entry = self._indexes.get(sub.name)
