@@ -620,7 +620,10 @@ def test_health_answers_while_the_model_runs(serve, agnews):
             time.sleep(0.05)
         took = time.monotonic() - t0
         assert big.result().status_code == 200
-    assert waits and max(waits) < 0.5 < took, (waits, took)
+    # a blocked event loop would hold the first /health until the model finished: one answer, as slow as the
+    # model; here several come back while it runs, each a small fraction of its time (no absolute bound: the
+    # machine may be busy)
+    assert len(waits) >= 3 and sorted(waits)[len(waits) // 2] < took / 10, (waits, took)
 
 
 # -- probes, OpenAPI, metrics, page ---------------------------------------------------------------------------
