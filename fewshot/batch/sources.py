@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fewshot.cli.records import json_record
 from fewshot.errors import InputError
 
 FORMATS = ("parquet", "jsonl", "csv")
@@ -391,13 +392,7 @@ def _jsonl_records(path: str, offset: int, encoding: str) -> Iterator[tuple[dict
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise InputError(f"{path} line {lines.line}: not valid JSON ({getattr(exc, 'msg', exc)})") from exc
-            if not isinstance(rec, dict):
-                raise InputError(f"{path} line {lines.line}: expected a JSON object, got {type(rec).__name__}")
-            yield rec, lines.line, lines.pos
+            yield json_record(line, f"{path} line {lines.line}"), lines.line, lines.pos
     finally:
         lines.close()
 

@@ -53,6 +53,17 @@ def decode(data: bytes, where: str, encoding: str = "utf-8") -> str:
         ) from None
 
 
+def json_record(line: str, where: str) -> dict[str, Any]:
+    """One JSON-lines record: a JSON object, or an :class:`InputError` naming ``where`` (file and line)."""
+    try:
+        rec = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from exc
+    if not isinstance(rec, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
 def parse_records(text: str, fmt: str, where: str, delimiter: str = ",") -> list[dict[str, Any]]:
     """Rows of ``text`` in ``fmt`` as dicts; a .txt line becomes ``{"text": line}``."""
     if "\x00" in text:
@@ -78,13 +89,7 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",") -> list
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise InputError(f"{where} line {n}: not valid JSON ({getattr(exc, 'msg', exc)})") from exc
-            if not isinstance(row, dict):
-                raise InputError(f"{where} line {n}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append(json_record(line, f"{where} line {n}"))
     if not rows:
         raise InputError(f"{where} holds no records")
     return rows
