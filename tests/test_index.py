@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -529,6 +530,11 @@ def _started(script: str, path: Path, seed: int) -> subprocess.Popen:
     return proc
 
 
+def _acked(out: str) -> list[int]:
+    """The counts a killed child acknowledged: whole "acked N" lines only, since the kill may cut the last one."""
+    return [int(m.group(1)) for m in re.finditer(r"^acked (\d+)\n", out, flags=re.MULTILINE)]
+
+
 def test_random_sigkills_during_saves_never_lose_an_acknowledged_batch(tmp_path):
     """20 children save in a loop (the very first save included) and are killed at random moments."""
     path = tmp_path / "crash"
@@ -540,8 +546,7 @@ def test_random_sigkills_during_saves_never_lose_an_acknowledged_batch(tmp_path)
         time.sleep(float(rng.uniform(0.0, 0.4)))  # from the first save on: early kills hit the very first one
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        lines = [int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]
-        acked = max([acked, *lines])
+        acked = max([acked, *_acked(out)])
         if not Path(path, "manifest.json").exists():
             assert acked == 0  # killed before its first save finished: nothing was acknowledged
             continue
@@ -699,7 +704,7 @@ def test_sigkill_of_a_durable_writer_loses_no_acknowledged_write(tmp_path):
         time.sleep(float(rng.uniform(0.0, 0.6)))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        acked = max([acked, *[int(line.split()[1]) for line in out.splitlines() if line.startswith("acked")]])
+        acked = max([acked, *_acked(out)])
         if not Path(path, "manifest.json").exists():
             assert acked == 0
             continue
