@@ -1,21 +1,35 @@
-"""The training-free cache adapter, head="auto" and contrastive tuning against SetFit.
+"""Fine-tuning and the training-free heads against SetFit, through the library's own code path.
 
-    python -m eval.run_tuning                      # MiniLM, the six SetFit datasets, N=8, seeds 0-2
-    python -m eval.run_tuning --body mpnet --no-tune   # the same with all-mpnet-base-v2 (frozen methods)
+    python -m eval.run_tuning                      # the report group (SetFit's six datasets), N=8, seeds 0-2
+    python -m eval.run_tuning --shots 64 --tag _n64
+    python -m eval.run_tuning --group dev --shots 8 64 --seeds 2 --tag _dev   # the development group
     python -m eval.report
 
-Same protocol, splits and seeds as `python -m eval.run_text --protocol setfit` (N examples a class drawn
-with `sample_per_class(train_labels, N, seed)`; the test split capped at 2,000 rows by a fixed stratified
-subsample), and SetFit's stored per-seed runs (eval/results/setfit/) for seeds 0..S-1, so every number in a
-row of the table comes from the same support sets. Fit time is what a user waits for: encoding the support
-set (at the body's uncached speed on that dataset), plus the head's fit, plus, for the tuned rows, the
-contrastive tuning itself.
+Every row is a :class:`fewshot.FewShotClassifier` fitted on label names (``names[y]``) and asked to
+``predict`` the test texts, so the table measures what ships: the label prior the library builds, its
+templates and temperature, its calibration, ``tune="auto"``'s schedule and ``head="auto"``'s choice. Each row
+records the classifier's parameters, the tuning settings it ran with and the head ``auto`` picked.
+
+Datasets come in two groups (:data:`GROUPS`): the tuning schedule and the heads were chosen on the
+development group (``eval/tune_dev.py``), and the report group is measured with those choices fixed.
+
+Same protocol, splits and seeds as ``python -m eval.run_text --protocol setfit`` (N examples a class drawn
+with ``sample_per_class(train_labels, N, seed)``; the test split capped at 2,000 rows by a fixed stratified
+subsample), and SetFit's stored per-seed runs (``eval/results/setfit/``) on the same support sets.
+
+Fit time is what a user waits for. Tuned rows: the wall time of ``fit`` (tune, encode, head, calibration);
+the variants with another head on the same tuned body add their head's fit to the tune's share of that
+time. Frozen rows use the embedding cache, so their time is the head's fit plus the support set's encoding
+at the body's measured uncached speed on that dataset. Each row records the torch thread count and the
+load average when its fit started; results are written after every support set, and a rerun of the same
+command resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -26,134 +40,215 @@ from eval.datasets import load, sample_per_class
 from eval.peers import SETFIT_DATASETS, scores, setfit_cached
 from eval.run_text import CACHE, RESULTS, machine
 from eval.sampling import capped_subsample
-from fewshot import TextEncoder
+from fewshot import FewShotClassifier, TextEncoder
 from fewshot.encoders.text import BUNDLED_MPNET
-from fewshot.heads import AutoHead, CacheAdapterHead, LinearHead, PrototypeHead, ZeroShotHead
-from fewshot.prompts import label_prompts, parse_labels, resolve_templates
-from fewshot.tuning import contrastive_tune
 
 BODIES = {"minilm": None, "mpnet": BUNDLED_MPNET}
+GROUPS = {
+    "report": SETFIT_DATASETS,
+    "dev": ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups"],
+}
+# rows of the table: (method name, FewShotClassifier settings); the tuned ones share one tune per support set
+FROZEN = [
+    ("prototype (centred)", {"head": "prototype", "head_params": {"center": True}}),
+    ("linear", {"head": "linear"}),
+    ("cache + label prior", {"head": "cache"}),
+    ("auto", {"head": "auto"}),
+]
+SHIPPED = ("tuned (auto schedule) + auto", {"head": "auto", "tune": "auto"})
+TUNED_VARIANTS = [
+    ("tuned (auto schedule) + linear", {"head": "linear"}),
+    ("tuned (auto schedule) + cache", {"head": "cache"}),
+    ("tuned (auto schedule) + prototype", {"head": "prototype"}),
+]
 
 
-def label_vectors(encoder: TextEncoder, names: list[str]) -> ZeroShotHead:
-    """The zero-shot head over the label names with the default template, as FewShotClassifier builds it."""
-    parsed = parse_labels(names)
-    texts, owners, weights = label_prompts(parsed, resolve_templates(None))
-    codes = [names.index(o) for o in owners]
-    return ZeroShotHead().fit(encoder.encode(texts), codes, sample_weight=weights, classes=list(range(len(names))))
+def settings(clf: FewShotClassifier) -> dict:
+    """Everything a row depends on: the classifier's parameters, its tune and its head's choice."""
+    from fewshot.classifiers.few_shot import PRIOR_TEMPERATURE, PRIOR_TEMPLATES
+
+    params = {k: v for k, v in clf.get_params().items() if k != "encoder"}
+    out = {"params": params, "tuning": clf.tuning_, "temperature": clf.temperature_}
+    if getattr(clf, "prior_", None) is not None:
+        out["label_prior"] = {"templates": PRIOR_TEMPLATES, "temperature": PRIOR_TEMPERATURE}
+    selection = getattr(clf.head_, "selection_", None)
+    if selection is not None:
+        out["auto_choice"] = clf.head_.choice_
+        out["auto_cv"] = selection.get("scores")
+    return json.loads(json.dumps(out, default=str))
 
 
-def heads_on(Es, ys, Et, prior_s, prior_t) -> dict[str, tuple[np.ndarray, float]]:
-    """Predictions and fit seconds of each head on one support set."""
-    out = {}
-    for name, make, with_prior in [
-        ("prototype (centred)", lambda: PrototypeHead(center=True), False),
-        ("linear", lambda: LinearHead(), False),
-        ("cache + label prior", lambda: CacheAdapterHead(), True),
-        ("auto", lambda: AutoHead(), True),
-        ("cache + label prior, trained keys (50 epochs)", lambda: CacheAdapterHead(train_epochs=50), True),
-    ]:
-        t = time.perf_counter()
-        head = make()
-        if with_prior:
-            head.fit(Es, ys, prior=prior_s)
-            fit_s = time.perf_counter() - t
-            pred = head.predict(Et, prior=prior_t)
-        else:
-            head.fit(Es, ys)
-            fit_s = time.perf_counter() - t
-            pred = head.predict(Et)
-        out[name] = (pred, fit_s)
+def predicted(clf: FewShotClassifier, texts: list[str], E: np.ndarray) -> np.ndarray:
+    """``clf.predict(texts)`` given the texts' embeddings ``E`` under ``clf.encoder_``: the same steps after
+    the encoding (checked against ``predict`` on the first rows), so that heads sharing one tuned body
+    share one encoding of the test set."""
+    out = clf._labels(clf.head_.class_scores(E, **clf._prior_kw(texts, E)))
+    k = min(32, len(texts))
+    assert (clf.predict(texts[:k]) == out[:k]).all(), "predicted() departs from predict()"
     return out
 
 
-def run(body: str, names: list[str], shots: int, seeds: int, test_cap: int, tune: bool, steps: int) -> list[dict]:
+def conditions() -> dict:
+    import torch
+
+    return {"threads": torch.get_num_threads(), "load_average_at_start": round(os.getloadavg()[0], 2)}
+
+
+def timed_fit(clf: FewShotClassifier, texts: list[str], labels: np.ndarray) -> tuple[FewShotClassifier, float, dict]:
+    cond = conditions()
+    t = time.perf_counter()
+    clf.fit(texts, labels)
+    return clf, time.perf_counter() - t, cond
+
+
+def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune) -> list[dict]:
+    C = len(names)
+    support = sample_per_class(ds.train_labels, shots, seed)
+    texts, labels = [ds.train_texts[i] for i in support], names[ds.train_labels[support]]
+    base = {"dataset": ds.name, "shots": shots, "seed": seed, "test_size": len(yt), "support_size": len(texts)}
+    encode_s = len(texts) / rate
+    rows = []
+    for method, kw in FROZEN:
+        clf, fit_s, cond = timed_fit(FewShotClassifier(cached, **kw), texts, labels)
+        pred = clf.predict(test_texts)
+        rows.append(
+            {
+                **base,
+                "method": f"fewshot {method}",
+                **scores(yt, pred, C),
+                "fit_s": encode_s + fit_s,
+                "encode_s_estimated": encode_s,
+                **cond,
+                **settings(clf),
+            }
+        )
+    if tune:
+        method, kw = SHIPPED
+        clf, fit_s, cond = timed_fit(FewShotClassifier(frozen, **kw), texts, labels)
+        tuned = clf.encoder_
+        t = time.perf_counter()
+        Et = tuned.encode(test_texts, batch_size=128)
+        predict_s = time.perf_counter() - t
+        pred = predicted(clf, test_texts, Et)
+        # the head and calibration share of the fit, measured by refitting them on the tuned body
+        again, head_s, _ = timed_fit(FewShotClassifier(tuned, head=kw["head"]), texts, labels)
+        tune_s = max(fit_s - head_s, 0.0)
+        rows.append(
+            {
+                **base,
+                "method": f"fewshot {method}",
+                **scores(yt, pred, C),
+                "fit_s": fit_s,
+                "tune_s": tune_s,
+                "predict_items_per_s": len(yt) / predict_s,
+                **cond,
+                **settings(clf),
+            }
+        )
+        for variant, vkw in TUNED_VARIANTS:
+            v, v_s, vcond = timed_fit(FewShotClassifier(tuned, **vkw), texts, labels)
+            vpred = predicted(v, test_texts, Et)
+            rows.append(
+                {
+                    **base,
+                    "method": f"fewshot {variant}",
+                    **scores(yt, vpred, C),
+                    "fit_s": tune_s + v_s,
+                    "tune_s": tune_s,
+                    **vcond,
+                    **settings(v),
+                    "tuning": clf.tuning_,
+                }
+            )
+    return rows
+
+
+def run(
+    body: str, names_: list[str], shots_list: list[int], seeds: int, test_cap: int, tune: bool, done: set, save
+) -> None:
     frozen = TextEncoder(BODIES[body])
     cached = TextEncoder(BODIES[body], cache_dir=CACHE)
-    rows = []
-    for name in names:
+    for name in names_:
         ds = load(name)
         test_idx = capped_subsample(ds.test_labels, test_cap)
         test_texts = [ds.test_texts[i] for i in test_idx]
+        names = np.asarray(ds.label_names, dtype=object)
         yt = ds.test_labels[test_idx]
-        Et = cached.encode(test_texts, show_progress=True)
         probe = test_texts[:128]
-        t = time.perf_counter()
-        frozen.encode(probe)
-        rate = len(probe) / (time.perf_counter() - t)
-        zs = label_vectors(cached, ds.label_names)
-        prior_t = zs.class_scores(Et)
-        C = len(ds.label_names)
-        for seed in range(seeds):
-            support = sample_per_class(ds.train_labels, shots, seed)
-            texts, ys = [ds.train_texts[i] for i in support], ds.train_labels[support]
-            base = {"dataset": name, "shots": shots, "seed": seed, "test_size": len(test_idx), "body": body}
-            encode_s = len(texts) / rate
-            Es = cached.encode(texts)
-            for head_name, (pred, fit_s) in heads_on(Es, ys, Et, zs.class_scores(Es), prior_t).items():
-                rows.append(
-                    {**base, "method": f"fewshot {head_name}", **scores(yt, pred, C), "fit_s": encode_s + fit_s}
-                )
-            if tune:
-                t = time.perf_counter()
-                tuned = contrastive_tune(frozen, texts, ys, steps=steps, seed=seed)
-                tune_s = time.perf_counter() - t
-                Es2 = tuned.encode(texts)
-                Et2 = tuned.encode(test_texts, batch_size=128, show_progress=True)
-                zs2 = label_vectors(tuned, ds.label_names)
-                tuned_heads = heads_on(Es2, ys, Et2, zs2.class_scores(Es2), zs2.class_scores(Et2))
-                for head_name, (pred, fit_s) in tuned_heads.items():
+        rate = None
+        for shots in shots_list:
+            for seed in range(seeds):
+                if (name, shots, seed) in done:
+                    continue
+                if rate is None:
+                    cached.encode(test_texts, show_progress=True)  # fill the cache before anything is timed
+                    t = time.perf_counter()
+                    frozen.encode(probe)
+                    rate = len(probe) / (time.perf_counter() - t)
+                rows = support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune)
+                r = setfit_cached(name, shots, seed) if body == "minilm" else None
+                if r is not None:
                     rows.append(
                         {
-                            **base,
-                            "method": f"fewshot tuned ({steps} steps) + {head_name}",
-                            **scores(yt, pred, C),
-                            "fit_s": encode_s + tune_s + fit_s,
-                            "tune_s": tune_s,
+                            "dataset": name,
+                            "shots": shots,
+                            "seed": seed,
+                            "test_size": len(yt),
+                            "method": "SetFit (MiniLM)",
+                            **{k: r[k] for k in ("accuracy", "macro_f1", "mcc")},
+                            "fit_s": r["fit_s"],
+                            "training_args": r.get("training_args", {}),
                         }
                     )
-            r = setfit_cached(name, shots, seed) if body == "minilm" else None
-            if r is not None:
-                rows.append(
-                    {
-                        **base,
-                        "method": "SetFit (MiniLM)",
-                        **{k: r[k] for k in ("accuracy", "macro_f1", "mcc")},
-                        "fit_s": r["fit_s"],
-                    }
-                )
-            print(f"{name} seed {seed} done", flush=True)
-    return rows
+                save(rows)
+                print(f"{name} N={shots} seed {seed} done", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", choices=sorted(BODIES), default="minilm")
-    ap.add_argument("--datasets", nargs="+", default=SETFIT_DATASETS)
-    ap.add_argument("--shots", type=int, default=8)
+    ap.add_argument("--group", choices=sorted(GROUPS), default="report")
+    ap.add_argument("--datasets", nargs="+", help="a subset of the group's datasets")
+    ap.add_argument("--shots", nargs="+", type=int, default=[8])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--test-cap", type=int, default=2000)
-    ap.add_argument("--steps", type=int, default=10, help="contrastive tuning steps")
-    ap.add_argument("--no-tune", action="store_true", help="only the training-free methods")
+    ap.add_argument("--no-tune", action="store_true", help="only the frozen (training-free) rows")
     ap.add_argument("--note", default="")
     ap.add_argument("--tag", default="", help="suffix of the results file (text_tuning_<body><tag>.json)")
     a = ap.parse_args()
-    started = time.perf_counter()
-    rows = run(a.body, a.datasets, a.shots, a.seeds, a.test_cap, not a.no_tune, a.steps)
-    out = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": " ".join(["python -m eval.run_tuning"] + sys.argv[1:]),
-        "body": a.body,
-        "shots": a.shots,
-        "seeds": a.seeds,
-        "wall_s": round(time.perf_counter() - started, 1),
-        "note": a.note,
-        "rows": rows,
-    }
+    datasets = a.datasets or GROUPS[a.group]
+    outside = sorted(set(datasets) - set(GROUPS[a.group]))
+    if outside:
+        ap.error(f"{outside} are not in the {a.group} group ({', '.join(GROUPS[a.group])})")
     path = RESULTS / f"text_tuning_{a.body}{a.tag}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path} in {out['wall_s']} s")
+    command = " ".join(["python -m eval.run_tuning"] + sys.argv[1:])
+    out = json.loads(path.read_text()) if path.exists() else {}
+    if out.get("command") != command:
+        out = {"rows": [], "wall_s": 0.0}  # another command's results: start afresh
+    out.update(
+        command=command,
+        body=a.body,
+        group=a.group,
+        groups=GROUPS,
+        shots=a.shots if len(a.shots) > 1 else a.shots[0],
+        seeds=a.seeds,
+        machine=machine(),
+        note=a.note,
+    )
+    done = {(r["dataset"], r["shots"], r["seed"]) for r in out["rows"]}
+    started = time.perf_counter()
+    wall0 = out["wall_s"]
+
+    def save(rows: list[dict]) -> None:
+        out["rows"] += rows
+        out["date"] = datetime.now(UTC).strftime("%Y-%m-%d")
+        out["wall_s"] = round(wall0 + time.perf_counter() - started, 1)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        os.replace(tmp, path)  # a run stopped mid-write leaves the previous file whole
+
+    run(a.body, datasets, a.shots, a.seeds, a.test_cap, not a.no_tune, done, save)
+    print(f"wrote {path} ({out['wall_s']} s in all)")
 
 
 if __name__ == "__main__":

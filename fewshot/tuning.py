@@ -6,11 +6,17 @@ and uses the supervised contrastive loss (Khosla et al., "Supervised Contrastive
 each example is pulled towards every other example of its class and pushed from the rest of the batch, so
 one forward pass carries all the pairs of the batch rather than one per row. The tuned body is a copy; the
 encoder it came from is untouched.
+
+How long to tune follows the support set (:func:`auto_schedule`, what ``tune="auto"`` uses): a fixed number
+of passes over the examples, with a floor of optimiser steps so that a tiny support set is still trained
+and a ceiling so that a large one stays a light fine-tune. Its constants were chosen on the development
+datasets of ``eval/tune_dev.py`` and reported on others (``eval/run_tuning.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +26,27 @@ from fewshot.encoders.base import weights_sha256
 from fewshot.encoders.text import TextEncoder
 from fewshot.errors import InputError
 from fewshot.labels import encode_labels
+
+AUTO_EPOCHS = 10  # passes over the support set
+AUTO_MIN_STEPS = 20
+AUTO_MAX_STEPS = 400
+AUTO_BATCH = 64
+AUTO_LR = 5e-5
+AUTO_TEMPERATURE = 0.1
+
+
+def auto_schedule(n_examples: int, n_classes: int) -> dict[str, Any]:
+    """The tuning settings ``tune="auto"`` uses for ``n_examples`` examples of ``n_classes`` classes.
+
+    ``AUTO_EPOCHS`` passes over the examples in batches of ``AUTO_BATCH`` (the whole set when it fits), at
+    least ``AUTO_MIN_STEPS`` and at most ``AUTO_MAX_STEPS`` optimiser steps.
+    """
+    if n_examples < 2 or n_classes < 2:
+        raise InputError(f"tuning needs at least two classes and two examples (got {n_examples}, {n_classes})")
+    batch = min(AUTO_BATCH, n_examples)
+    steps = math.ceil(AUTO_EPOCHS * n_examples / batch)
+    steps = int(min(max(steps, AUTO_MIN_STEPS), AUTO_MAX_STEPS))
+    return {"steps": steps, "batch_size": batch, "lr": AUTO_LR, "temperature": AUTO_TEMPERATURE}
 
 
 def supcon_loss(Z: Any, codes: Any, temperature: float) -> Any:
@@ -44,19 +71,22 @@ def supcon_loss(Z: Any, codes: Any, temperature: float) -> Any:
 
 
 def _batches(codes: np.ndarray, batch_size: int, steps: int, rng: np.random.Generator):
-    """Class-balanced index batches: every class with two or more examples, as evenly as the size allows."""
-    classes = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    """Class-balanced index batches in which every example has a positive (another of its class).
+
+    The whole support set when it fits; otherwise as many examples of each class as the size allows (at
+    least two), and when even two of every class do not fit, two each of a random subset of the classes.
+    """
+    classes = [idx for idx in (np.flatnonzero(codes == c) for c in np.unique(codes)) if len(idx) >= 2]
     if len(codes) <= batch_size:
         for _ in range(steps):
             yield np.arange(len(codes))
         return
     per_class = max(2, batch_size // len(classes))
+    n_classes = min(len(classes), max(2, batch_size // per_class))
     for _ in range(steps):
-        picked = [rng.choice(idx, size=min(per_class, len(idx)), replace=False) for idx in classes]
-        batch = np.concatenate(picked)
-        if len(batch) > batch_size:
-            batch = rng.choice(batch, size=batch_size, replace=False)
-        yield batch
+        chosen = rng.choice(len(classes), size=n_classes, replace=False)
+        picked = [rng.choice(classes[c], size=min(per_class, len(classes[c])), replace=False) for c in chosen]
+        yield np.concatenate(picked)
 
 
 def contrastive_tune(

@@ -269,3 +269,15 @@ def test_a_folder_that_cannot_take_the_save_is_reported_before_any_encoding(tmp_
         capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", tmp_path / "half"
     )
     assert code == 0, err
+
+
+def test_fit_tune_without_steps_asks_for_the_auto_schedule(capsys):
+    from fewshot.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["fit", "x.csv", "--tune", "-o", "m"]).tune == "auto"
+    assert parser.parse_args(["fit", "x.csv", "--tune", "7", "-o", "m"]).tune == 7
+    assert parser.parse_args(["fit", "x.csv", "-o", "m"]).tune is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["fit", "x.csv", "--tune", "0", "-o", "m"])
+    assert "positive number of steps" in capsys.readouterr().err

@@ -75,3 +75,47 @@ def test_tuning_refuses_what_it_cannot_tune(text_encoder):
         contrastive_tune(text_encoder, ["a cat", "a dog"], ["cat", "dog"], steps=1)
     with pytest.raises(InputError, match="steps"):
         contrastive_tune(text_encoder, ["a", "b", "c"], [0, 0, 1], steps=0)
+
+
+def test_batches_give_every_example_a_positive_however_many_classes():
+    from fewshot.tuning import _batches
+
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(77), 8)  # banking77 at N=8: 616 examples, 77 classes
+    for batch in _batches(codes, 64, 20, rng):
+        counts = np.bincount(codes[batch])
+        assert len(batch) == 64 and len(set(batch.tolist())) == 64
+        assert counts[counts > 0].min() >= 2  # no anchor without a positive
+    codes = np.repeat([0, 1], 64)  # binary at N=64: 32 of each class a batch
+    for batch in _batches(codes, 64, 5, rng):
+        assert np.bincount(codes[batch]).tolist() == [32, 32]
+    codes = np.array([0, 0, 0, 1, 1, 2])  # a class with one example is left out of larger sets' batches
+    assert all(len(b) == 6 for b in _batches(codes, 64, 2, rng))  # the whole set fits: taken as it is
+
+
+def test_auto_schedule_follows_the_support_set():
+    from fewshot.tuning import AUTO_MAX_STEPS, AUTO_MIN_STEPS, auto_schedule
+
+    small, large = auto_schedule(16, 2), auto_schedule(384, 6)
+    assert small["steps"] == AUTO_MIN_STEPS and small["batch_size"] == 16  # the whole support set a step
+    assert large["batch_size"] == 64 and AUTO_MIN_STEPS < large["steps"] <= AUTO_MAX_STEPS
+    assert auto_schedule(64 * 77, 77)["steps"] == AUTO_MAX_STEPS  # a ceiling keeps the tune light
+    assert auto_schedule(768, 6)["steps"] > large["steps"]  # more examples, more steps
+    with pytest.raises(InputError, match="two classes"):
+        auto_schedule(8, 1)
+
+
+def test_tune_auto_records_its_choice_and_keeps_given_settings(text_encoder, emotion, tmp_path):
+    X, y, _, _ = emotion
+    X, y = X[:16], y[:16]  # two classes of emotion's support, 8 each
+    clf = FewShotClassifier(text_encoder, tune={"steps": 2, "seed": 3}).fit(X, y)
+    assert clf.tuning_["steps"] == 2 and clf.tuning_["seed"] == 3 and clf.tuning_["examples"] == 16
+    assert set(clf.tuning_["auto"]) == {"batch_size", "lr", "temperature"}  # what the schedule filled in
+    assert clf.encoder_.identity["tuning"]["lr"] == clf.tuning_["lr"]
+    again = FewShotClassifier.load(clf.save(tmp_path / "m"))
+    assert again.tuning_ == clf.tuning_
+    assert FewShotClassifier(text_encoder).fit(X, y).tuning_ is None
+    with pytest.raises(InputError, match="unknown settings"):
+        FewShotClassifier(text_encoder, tune={"epochs": 3}).fit(X, y)
+    with pytest.raises(InputError, match="tune"):
+        FewShotClassifier(text_encoder, tune="always").fit(X, y)

@@ -49,9 +49,11 @@ class FewShotClassifier(CalibratedClassifier):
         the head weigh that against the examples. ``"auto"`` (default) does so when every label is text
         that is not a number; images get their label scores through ConSE (or CLIP's text tower).
     tune : contrastive tuning of a text encoder on the examples before the head is fitted
-        (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), True (the
-        default settings), or a dict of its keyword arguments (``{"steps": 30, "seed": 0}``). The tuned
-        body is saved with the classifier, and its identity records what it was tuned from.
+        (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), ``"auto"`` or
+        True (a schedule that follows the support set, :func:`fewshot.tuning.auto_schedule`: how many steps,
+        the batch and the learning rate from the number of examples), or a dict of its keyword arguments
+        (``{"steps": 30, "seed": 0}``; settings left out are the schedule's). The tuned body is saved with
+        the classifier, and its identity records what it was tuned from.
     calibrate : temperature-scale the probabilities (default True): one scalar fitted on held-out scores
         of the examples themselves (leave-one-out for class means, k-fold for other heads), so that a
         0.8 means right 8 times in 10. Needs two examples in every class; otherwise left at 1.
@@ -70,6 +72,8 @@ class FewShotClassifier(CalibratedClassifier):
     temperature_ : the calibration temperature (1.0 when not calibrated); ``calibration_`` says how it was
         fitted and the calibration error before and after on the held-out scores.
     threshold_ : the abstention threshold in use, or None.
+    tuning_ : with ``tune``, the settings the tune ran with, which of them the schedule chose (``"auto"``),
+        and the numbers of examples and classes it saw; None for a frozen body.
 
     Examples
     --------
@@ -83,7 +87,7 @@ class FewShotClassifier(CalibratedClassifier):
         "head": [Options(FEW_SHOT_HEADS), BaseHead],
         "head_params": [None, dict],
         "label_prior": [Options((True, False, "auto"))],
-        "tune": [bool, None, dict],
+        "tune": [bool, None, dict, Options(("auto",))],
         "calibrate": [bool],
         "abstain": ABSTAIN,
     }
@@ -94,7 +98,7 @@ class FewShotClassifier(CalibratedClassifier):
         head: str | BaseHead = "prototype",
         head_params: dict | None = None,
         label_prior: bool | str = "auto",
-        tune: bool | dict | None = False,
+        tune: bool | str | dict | None = False,
         calibrate: bool = True,
         abstain: float | str | None = None,
         abstain_label: Any = None,
@@ -139,16 +143,17 @@ class FewShotClassifier(CalibratedClassifier):
         y = as_labels(y, len(items))
         warn_conflicting_labels(items, y)
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
-        tune_params = self._tune_params()
+        tuning = self._tuning(len(items), len(np.unique(y)))
+        if tuning is not None and not isinstance(base, TextEncoder):
+            raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
         with self._rw.write():
             encoder = base
-            if tune_params is not None:
+            if tuning is not None:
                 from fewshot.tuning import contrastive_tune
 
-                if not isinstance(base, TextEncoder):
-                    raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
-                encoder = contrastive_tune(base, items, y, show_progress=show_progress, **tune_params)
-            self._encoder = encoder
+                settings = {k: tuning[k] for k in tuning if k not in ("auto", "examples", "classes")}
+                encoder = contrastive_tune(base, items, y, show_progress=show_progress, **settings)
+            self._encoder, self.tuning_ = encoder, tuning
             E = encoder.encode(items, show_progress=show_progress)
             self.prior_ = self._make_prior(head, np.unique(y).tolist(), y)
             kw = self._prior_kw(items, E)
@@ -156,17 +161,20 @@ class FewShotClassifier(CalibratedClassifier):
             self._calibrate_on_support(E, y, kw, abstain)
         return self
 
-    def _tune_params(self) -> dict[str, Any] | None:
-        if not self.tune:
+    def _tuning(self, n_examples: int, n_classes: int) -> dict[str, Any] | None:
+        """The settings of the tune ``tune`` asks for: the given ones, the rest from the auto schedule."""
+        if self.tune is None or self.tune is False:
             return None
-        params = {} if self.tune is True else dict(self.tune)
-        from fewshot.tuning import contrastive_tune
+        from fewshot.tuning import auto_schedule, contrastive_tune
 
+        given = {} if self.tune is True or self.tune == "auto" else dict(self.tune)
         allowed = set(inspect.signature(contrastive_tune).parameters) - {"encoder", "texts", "labels", "show_progress"}
-        unknown = sorted(set(params) - allowed)
+        unknown = sorted(set(given) - allowed)
         if unknown:
             raise InputError(f"tune has unknown settings {unknown}; it takes {', '.join(sorted(allowed))}")
-        return params
+        chosen = {**auto_schedule(n_examples, n_classes), "seed": 0}
+        auto = sorted(k for k in chosen if k not in given)
+        return {**chosen, **given, "auto": auto, "examples": n_examples, "classes": n_classes}
 
     def _make_prior(self, head: BaseHead, labels: list[Any], y: np.ndarray) -> ZeroShotClassifier | None:
         if not (head.accepts_prior and self._wants_prior(y)):
@@ -271,6 +279,7 @@ class FewShotClassifier(CalibratedClassifier):
             extra = {
                 "label_prior": self.label_prior,
                 "tune": self.tune,
+                "tuning": getattr(self, "tuning_", None),
                 "calibrate": self.calibrate,
                 "abstain": self.abstain,
                 "abstain_label": json_label(self.abstain_label) if self.abstain_label is not None else None,
@@ -310,6 +319,7 @@ class FewShotClassifier(CalibratedClassifier):
         except TypeError as exc:
             raise CorruptFileError(f"{path}: the saved settings cannot be read ({exc})") from exc
         self._encoder, self.head_ = encoder, head
+        self.tuning_ = manifest.get("tuning")
         self._set_calibration_state(manifest.get("calibration"), path)
         self.prior_ = None
         if "prior" in manifest:

@@ -27,6 +27,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _steps_or_auto(v: str) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        steps = int(v)
+    except ValueError:
+        steps = 0
+    if steps < 1:
+        raise argparse.ArgumentTypeError(f"--tune takes a positive number of steps or nothing, got {v!r}")
+    return steps
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fewshot.classifiers.adaptation import ADAPT_METHODS
     from fewshot.heads import FEW_SHOT_HEADS
@@ -59,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--head-params", help="JSON keyword arguments for the head, e.g. '{\"k\": 5}'")
     sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.add_argument(
-        "--tune", type=int, metavar="STEPS", help="contrastively tune the text model for STEPS steps first (e.g. 10)"
+        "--tune",
+        nargs="?",
+        const="auto",
+        type=_steps_or_auto,
+        metavar="STEPS",
+        help="contrastively tune the text model first: for as long as the examples call for (no value), or for "
+        "STEPS optimiser steps",
     )
     sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
     sp.add_argument(

@@ -40,14 +40,14 @@ def cmd_fit(a: argparse.Namespace) -> int:
     check_target(a.output, "classifier", FILES)  # before any encoding
     _, texts, labels = _records(a, a.data, a.label_col)
     encoder = make_encoder(a.encoder, is_image_input(a.data))
-    tune = {"steps": a.tune, "seed": a.seed} if a.tune else False
+    tune = False if a.tune is None else {"seed": a.seed} if a.tune == "auto" else {"steps": a.tune, "seed": a.seed}
     clf = FewShotClassifier(
         encoder, head=a.head, head_params=head_params(a.head_params), tune=tune, abstain=abstain_setting(a.abstain)
     )
     clf.fit(texts, labels, show_progress=True)
     clf.save(a.output)
     picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
-    tuned = f", body tuned for {a.tune} steps" if a.tune else ""
+    tuned = f", body tuned for {clf.tuning_['steps']} steps" if clf.tuning_ else ""
     print(
         f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned} "
         f"-> {a.output}",
