@@ -71,10 +71,9 @@ def settings(clf: FewShotClassifier) -> dict:
     out = {"params": params, "tuning": clf.tuning_, "temperature": clf.temperature_}
     if getattr(clf, "prior_", None) is not None:
         out["label_prior"] = {"templates": PRIOR_TEMPLATES, "temperature": PRIOR_TEMPERATURE}
-    selection = getattr(clf.head_, "selection_", None)
-    if selection is not None:
+    if hasattr(clf.head_, "choice_"):  # head="auto": what it picked and every candidate's CV accuracy
         out["auto_choice"] = clf.head_.choice_
-        out["auto_cv"] = selection.get("scores")
+        out["auto_selection"] = clf.head_.selection_
     return json.loads(json.dumps(out, default=str))
 
 
@@ -103,6 +102,11 @@ def timed_fit(clf: FewShotClassifier, texts: list[str], labels: np.ndarray) -> t
 
 def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune) -> list[dict]:
     C = len(names)
+    code = {n: i for i, n in enumerate(names)}
+
+    def metrics(pred: np.ndarray) -> dict:
+        return scores(yt, np.array([code[v] for v in pred]), C)
+
     support = sample_per_class(ds.train_labels, shots, seed)
     texts, labels = [ds.train_texts[i] for i in support], names[ds.train_labels[support]]
     base = {"dataset": ds.name, "shots": shots, "seed": seed, "test_size": len(yt), "support_size": len(texts)}
@@ -115,7 +119,7 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
             {
                 **base,
                 "method": f"fewshot {method}",
-                **scores(yt, pred, C),
+                **metrics(pred),
                 "fit_s": encode_s + fit_s,
                 "encode_s_estimated": encode_s,
                 **cond,
@@ -137,7 +141,7 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
             {
                 **base,
                 "method": f"fewshot {method}",
-                **scores(yt, pred, C),
+                **metrics(pred),
                 "fit_s": fit_s,
                 "tune_s": tune_s,
                 "predict_items_per_s": len(yt) / predict_s,
@@ -152,7 +156,7 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
                 {
                     **base,
                     "method": f"fewshot {variant}",
-                    **scores(yt, vpred, C),
+                    **metrics(vpred),
                     "fit_s": tune_s + v_s,
                     "tune_s": tune_s,
                     **vcond,

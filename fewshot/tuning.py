@@ -27,8 +27,8 @@ from fewshot.encoders.text import TextEncoder
 from fewshot.errors import InputError
 from fewshot.labels import encode_labels
 
-AUTO_EPOCHS = 10  # passes over the support set
-AUTO_MIN_STEPS = 20
+AUTO_EPOCHS = 5  # passes over the support set
+AUTO_MIN_STEPS = 10
 AUTO_MAX_STEPS = 400
 AUTO_BATCH = 64
 AUTO_LR = 5e-5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,13 +18,16 @@ from fewshot.classifiers.zero_shot import ZeroShotClassifier
 from fewshot.encoders import Encoder, TextEncoder, same_encoder
 from fewshot.encoders.image_inputs import image_folder
 from fewshot.errors import CorruptFileError, InputError
-from fewshot.heads import FEW_SHOT_HEADS, BaseHead, make_head
+from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, make_head
+from fewshot.heads.base import describe_head
 from fewshot.labels import check_label_type, encode_labels
 from fewshot.params import Check, Options, validate_params
 
 PRIOR = "prior__"  # prefix of the zero-shot prior's arrays inside a classifier's arrays.npz
 PRIOR_TEMPLATES = "plain"  # the template the cache adapter's label prior fills the label names into
 PRIOR_TEMPERATURE = 0.05
+TUNE_FOLDS = 2  # halves of the examples, each scored by a body tuned on the other (see _cross_fitted)
+CROSS_FITTED = f"on {TUNE_FOLDS} held-out folds of the support set, each scored by a body tuned without it"
 
 
 def _finite_number(v: Any) -> bool:
@@ -147,19 +151,78 @@ class FewShotClassifier(CalibratedClassifier):
         if tuning is not None and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
         with self._rw.write():
-            encoder = base
+            encoder, held_out = base, None
             if tuning is not None:
                 from fewshot.tuning import contrastive_tune
 
-                settings = {k: tuning[k] for k in tuning if k not in ("auto", "examples", "classes")}
-                encoder = contrastive_tune(base, items, y, show_progress=show_progress, **settings)
+                if isinstance(head, AutoHead) or self.calibrate or abstain == "auto":
+                    held_out = self._cross_fitted(base, items, y, head, tuning, show_progress)
+                encoder = contrastive_tune(base, items, y, show_progress=show_progress, **_tune_settings(tuning))
             self._encoder, self.tuning_ = encoder, tuning
             E = encoder.encode(items, show_progress=show_progress)
             self.prior_ = self._make_prior(head, np.unique(y).tolist(), y)
             kw = self._prior_kw(items, E)
-            self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
-            self._calibrate_on_support(E, y, kw, abstain)
+            S = None
+            if held_out is not None:
+                folds, accuracy = held_out
+                if isinstance(head, AutoHead):
+                    kw["held_out"] = (accuracy, CROSS_FITTED)
+                self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
+                kw.pop("held_out", None)
+                chosen = self.head_.head_ if isinstance(head, AutoHead) else self.head_
+                S = _fold_scores(chosen, folds, len(items))
+            else:
+                self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
+            self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S)
         return self
+
+    def _cross_fitted(
+        self, base: TextEncoder, items: list[Any], y: np.ndarray, head: BaseHead, tuning: dict, show_progress: bool
+    ) -> tuple[list[tuple], dict[str, float]] | None:
+        """Folds of the examples, each embedded by a body tuned without it, and every candidate head's
+        accuracy on them.
+
+        A body tuned on the examples maps each of them close to its class, so scores of the examples under
+        it say nothing about new inputs: every candidate of ``head="auto"`` looks perfect and a temperature
+        fitted on them is far too confident. Here the examples are split in ``TUNE_FOLDS`` stratified
+        parts; for each, a body is tuned on the rest (the same settings, steps in proportion to its share)
+        and the candidates fitted on the rest score the held-out part. Returns ([(train, test, E_train,
+        E_test, prior_train, prior_test)] per fold, {candidate: accuracy}), or None when a class has too few
+        examples to split.
+        """
+        from sklearn.model_selection import StratifiedKFold
+
+        from fewshot.tuning import contrastive_tune
+
+        classes = np.unique(y)
+        codes = encode_labels(y, classes)
+        counts = np.bincount(codes)
+        if counts.min() < TUNE_FOLDS or counts.max() < 2 * TUNE_FOLDS:
+            return None  # each fold must hold every class and leave a class with a pair to tune on
+        candidates = head._heads() if isinstance(head, AutoHead) else [head]
+        names = [describe_head(c) for c in candidates]
+        hits = dict.fromkeys(names, 0)
+        wants_prior = any(c.accepts_prior for c in candidates) and self._wants_prior(y)
+        splitter = StratifiedKFold(n_splits=TUNE_FOLDS, shuffle=True, random_state=tuning.get("seed", 0))
+        folds = []
+        for train, test in splitter.split(np.zeros(len(codes)), codes):
+            part = [items[i] for i in train]
+            settings = _tune_settings(tuning)  # as many passes over its share as the full tune makes
+            settings["steps"] = max(1, math.ceil(tuning["steps"] * len(train) / len(items)))
+            settings["batch_size"] = min(tuning["batch_size"], len(train))
+            body = contrastive_tune(base, part, y[train], show_progress=show_progress, **settings)
+            E_train, E_test = body.encode(part), body.encode([items[i] for i in test])
+            P_train = P_test = None
+            if wants_prior:
+                prior = ZeroShotClassifier(
+                    classes.tolist(), encoder=body, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE
+                ).fit()
+                P_train, P_test = prior.label_scores(E_train), prior.label_scores(E_test)
+            folds.append((train, test, codes, E_train, E_test, P_train, P_test))
+            for candidate, name in zip(candidates, names):
+                fitted = AutoHead._fit_one(candidate, E_train, codes[train], None, P_train)
+                hits[name] += int((fitted.predict(E_test, **AutoHead._kw(fitted, P_test)) == codes[test]).sum())
+        return folds, {name: round(h / len(items), 4) for name, h in hits.items()}
 
     def _tuning(self, n_examples: int, n_classes: int) -> dict[str, Any] | None:
         """The settings of the tune ``tune`` asks for: the given ones, the rest from the auto schedule."""
@@ -183,15 +246,26 @@ class FewShotClassifier(CalibratedClassifier):
             labels, encoder=self.encoder_, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE
         ).fit()
 
-    def _calibrate_on_support(self, E: np.ndarray, y: np.ndarray, kw: dict, abstain: float | str | None) -> None:
-        """Temperature and abstention threshold from held-out scores of the examples (never test data)."""
+    def _calibrate_on_support(
+        self,
+        E: np.ndarray,
+        y: np.ndarray,
+        kw: dict,
+        abstain: float | str | None,
+        held_out_scores: np.ndarray | None = None,
+    ) -> None:
+        """Temperature and abstention threshold from held-out scores of the examples (never test data):
+        ``held_out_scores`` when given (a tuned body's cross-fitted scores), else the head's own folds."""
         self.temperature_, self.threshold_ = 1.0, None
         self.calibration_: dict[str, Any] = {"method": "none"}
         needs_scores = self.calibrate or abstain == "auto"
-        S = self.head_.held_out_scores(E, y, **kw) if needs_scores else None
+        S = held_out_scores
+        if S is None and needs_scores:
+            S = self.head_.held_out_scores(E, y, **kw)
         codes = encode_labels(y, self.classes_)
         if self.calibrate and S is not None:
-            self._fit_temperature(S, codes, "held-out support")
+            how = "held-out support" if held_out_scores is None else f"held-out support ({CROSS_FITTED})"
+            self._fit_temperature(S, codes, how)
         elif self.calibrate:
             self.calibration_ = {"method": "none", "why": "a class has a single example: nothing to hold out"}
         if abstain == "auto":
@@ -329,6 +403,22 @@ class FewShotClassifier(CalibratedClassifier):
                 raise CorruptFileError(f"{path}: the saved zero-shot prior cannot be read ({exc})") from exc
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         return self
+
+
+def _fold_scores(head: BaseHead, folds: list[tuple], n: int) -> np.ndarray:
+    """Held-out class scores of every example from copies of the fitted ``head`` (its settings chosen on
+    all examples held fixed, as in its own ``held_out_scores``) fitted on the other folds' embeddings."""
+    S = np.zeros((n, len(head.classes_)))
+    template = head._held_out_template()
+    for train, test, codes, E_train, E_test, P_train, P_test in folds:
+        fitted = AutoHead._fit_one(template, E_train, codes[train], None, P_train)
+        S[test] = fitted.class_scores(E_test, **AutoHead._kw(fitted, P_test))
+    return S
+
+
+def _tune_settings(tuning: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of contrastive_tune in a recorded tuning."""
+    return {k: v for k, v in tuning.items() if k not in ("auto", "examples", "classes")}
 
 
 def _expected(estimator: Any, path: str | Path) -> str | None:

@@ -63,14 +63,29 @@ class AutoHead(BaseHead):
         self.folds = folds
         self.seed = seed
 
-    def fit(self, E: Any, y: Any, sample_weight: Any = None, classes: Any = None, prior: Any = None):
+    def fit(
+        self,
+        E: Any,
+        y: Any,
+        sample_weight: Any = None,
+        classes: Any = None,
+        prior: Any = None,
+        held_out: tuple[dict[str, float], str] | None = None,
+    ):
         """Fit on embeddings ``E`` (n, dim) and labels ``y``; ``prior`` (n, n_classes), the zero-shot scores
-        of the examples in ``classes_`` order, reaches the candidates that take one."""
+        of the examples in ``classes_`` order, reaches the candidates that take one.
+
+        ``held_out``: the candidates' accuracies measured elsewhere and how (``({name: accuracy}, how)``,
+        names as :func:`describe_head` gives them), used instead of cross-validating on ``E``. A classifier
+        whose body was tuned on these very examples passes the accuracies of bodies tuned without the
+        held-out ones, since on ``E`` itself every candidate looks perfect.
+        """
         self._prior_in = None if prior is None else np.asarray(prior, dtype=np.float64)
+        self._held_out_in = held_out
         try:
             return super().fit(E, y, sample_weight, classes)
         finally:
-            del self._prior_in
+            del self._prior_in, self._held_out_in
 
     def _heads(self) -> list[BaseHead]:
         from fewshot.heads.registry import make_head
@@ -105,7 +120,15 @@ class AutoHead(BaseHead):
         folds = min(self.folds, int(np.bincount(codes).min()))
         weights = np.ones(len(codes)) if w is None else w
         scores: dict[str, float] = {}
-        if folds >= 2:
+        held_out = getattr(self, "_held_out_in", None)
+        if held_out is not None:
+            scores, how = held_out
+            missing = sorted(set(names) - set(scores))
+            if missing:
+                raise InputError(f"held-out accuracies lack the candidates {missing}")
+            best = max(range(len(heads)), key=lambda i: (scores[names[i]], -i))
+            why = f"best accuracy {how} ({scores[names[best]]:.4f})"
+        elif folds >= 2:
             splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
             splits = list(splitter.split(E, codes))
             for head, name in zip(heads, names):
