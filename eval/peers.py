@@ -204,6 +204,73 @@ def setfit_run(ds: TextDataset, shots: int, seed: int, test_idx: np.ndarray) -> 
     return result
 
 
+TIMING = RESULTS / "setfit_timing.json"
+PROBE_STEPS = (10, 40)
+
+
+def setfit_total_steps(labels: np.ndarray, training_args: dict, batch_size: int = 16) -> int:
+    """Optimiser steps of a full SetFit 1.2.0 fit: its pairs (every pair by default, or R positive and R
+    negative pairs per example with ``num_iterations=R``) in batches of 16, one epoch."""
+    R = training_args.get("num_iterations")
+    pairs = default_pair_count(labels) if R is None else 2 * R * len(labels)
+    return -(-pairs // batch_size)
+
+
+def setfit_timing(ds: TextDataset, shots: int, seed: int) -> dict:
+    """SetFit's fit time on this support set, projected from two short fits timed now.
+
+    A full N=64 fit is 20-90 minutes here, too long to repeat beside every table, and the stored fits were
+    timed under whatever else ran then. This fits the same support set with the same arguments, stopped at
+    ``PROBE_STEPS[0]`` and then ``PROBE_STEPS[1]`` steps (``max_steps``), each timed whole (model load, pair
+    sampling, the body's steps, the head's fit): the difference gives seconds a step, the rest is the fixed
+    cost, and the projection is fixed + steps x (seconds a step) for the full fit's step count.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from datasets import Dataset
+
+    support = sample_per_class(ds.train_labels, shots, seed)
+    labels = ds.train_labels[support]
+    train = Dataset.from_dict({"text": [ds.train_texts[i] for i in support], "label": [int(v) for v in labels]})
+    training_args = setfit_training_args(labels)
+    total = setfit_total_steps(labels, training_args)
+    load = round(os.getloadavg()[0], 2)
+    seconds = []
+    for steps in PROBE_STEPS:
+        t = time.perf_counter()
+        _fit_only(train, seed, max_steps=steps, **training_args)
+        seconds.append(time.perf_counter() - t)
+    per_step = (seconds[1] - seconds[0]) / (PROBE_STEPS[1] - PROBE_STEPS[0])
+    fixed = max(seconds[0] - PROBE_STEPS[0] * per_step, 0.0)
+    return {
+        "dataset": ds.name,
+        "shots": shots,
+        "seed": seed,
+        "training_args": training_args,
+        "total_steps": total,
+        "probe_steps": list(PROBE_STEPS),
+        "probe_seconds": seconds,
+        "seconds_per_step": per_step,
+        "fixed_seconds": fixed,
+        "projected_fit_s": fixed + total * per_step,
+        "threads": torch.get_num_threads(),
+        "load_average_at_start": load,
+    }
+
+
+def _fit_only(train, seed: int, **training_args) -> None:
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from fewshot.encoders.text import bundled_model_path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = SetFitModel.from_pretrained(str(bundled_model_path()))
+        args = TrainingArguments(
+            seed=seed, show_progress_bar=False, output_dir=tmp, save_strategy="no", **training_args
+        )
+        Trainer(model=model, args=args, train_dataset=train).train()
+
+
 def setfit_zeroshot_path(dataset: str, seed: int) -> Path:
     return SETFIT_DIR / f"{dataset}_zeroshot_seed{seed}.json"
 
@@ -248,8 +315,21 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=2000)
     ap.add_argument("--redo", action="store_true")
     ap.add_argument("--zeroshot", action="store_true", help="SetFit's templated zero-shot recipe instead")
+    ap.add_argument("--timing", action="store_true", help="project fit times from short timed fits (setfit_timing)")
     a = ap.parse_args()
     seeds = a.seed if a.seed is not None else list(range(a.seeds))
+    if a.timing:
+        stored = json.loads(TIMING.read_text()) if TIMING.exists() else []
+        for shots in a.shots:
+            for seed in seeds:
+                for name in a.datasets:
+                    if any((r["dataset"], r["shots"], r["seed"]) == (name, shots, seed) for r in stored):
+                        continue
+                    r = setfit_timing(load(name, a.data), shots, seed)
+                    stored.append(r)
+                    TIMING.write_text(json.dumps(stored, indent=1) + "\n")
+                    print(f"{name} n={shots} seed={seed}: projected {r['projected_fit_s']:.0f}s", flush=True)
+        return
     if a.zeroshot:
         for seed in seeds:
             for name in a.datasets:
