@@ -21,8 +21,8 @@ Fit time is what a user waits for. Tuned rows: the wall time of ``fit`` (tune, e
 the variants with another head on the same tuned body add their head's fit to the tune's share of that
 time. Frozen rows use the embedding cache, so their time is the head's fit plus the support set's encoding
 at the body's measured uncached speed on that dataset. Each row records the torch thread count and the
-load average when its fit started; results are written after every support set, and a rerun of the same
-command resumes where it stopped.
+load average when its fit started; results are written after every support set, and a rerun with the same
+body, N, test cap and tuning resumes where it stopped (seeds and datasets may be added).
 """
 
 from __future__ import annotations
@@ -172,23 +172,30 @@ def run(
 ) -> None:
     frozen = TextEncoder(BODIES[body])
     cached = TextEncoder(BODIES[body], cache_dir=CACHE)
-    for name in names_:
-        ds = load(name)
-        test_idx = capped_subsample(ds.test_labels, test_cap)
-        test_texts = [ds.test_texts[i] for i in test_idx]
-        names = np.asarray(ds.label_names, dtype=object)
-        yt = ds.test_labels[test_idx]
-        probe = test_texts[:128]
-        rate = None
-        for shots in shots_list:
-            for seed in range(seeds):
+    prepared: dict[str, tuple] = {}
+
+    def prepare(name: str) -> tuple:
+        """The dataset, its capped test split and the body's uncached speed on it (measured once)."""
+        if name not in prepared:
+            ds = load(name)
+            test_idx = capped_subsample(ds.test_labels, test_cap)
+            test_texts = [ds.test_texts[i] for i in test_idx]
+            cached.encode(test_texts, show_progress=True)  # fill the cache before anything is timed
+            probe = test_texts[:128]
+            t = time.perf_counter()
+            frozen.encode(probe)
+            rate = len(probe) / (time.perf_counter() - t)
+            names = np.asarray(ds.label_names, dtype=object)
+            prepared[name] = (ds, test_texts, ds.test_labels[test_idx], names, rate)
+        return prepared[name]
+
+    # seed by seed across the datasets, so that a run stopped early has every dataset for the seeds it did
+    for shots in shots_list:
+        for seed in range(seeds):
+            for name in names_:
                 if (name, shots, seed) in done:
                     continue
-                if rate is None:
-                    cached.encode(test_texts, show_progress=True)  # fill the cache before anything is timed
-                    t = time.perf_counter()
-                    frozen.encode(probe)
-                    rate = len(probe) / (time.perf_counter() - t)
+                ds, test_texts, yt, names, rate = prepare(name)
                 rows = support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune)
                 r = setfit_cached(name, shots, seed) if body == "minilm" else None
                 if r is not None:
@@ -227,8 +234,9 @@ def main() -> None:
     path = RESULTS / f"text_tuning_{a.body}{a.tag}.json"
     command = " ".join(["python -m eval.run_tuning"] + sys.argv[1:])
     out = json.loads(path.read_text()) if path.exists() else {}
-    if out.get("command") != command:
-        out = {"rows": [], "wall_s": 0.0}  # another command's results: start afresh
+    setup = {"body": a.body, "shots": a.shots, "test_cap": a.test_cap, "tune": not a.no_tune}
+    if out.get("setup") != setup:
+        out = {"rows": [], "wall_s": 0.0, "setup": setup}  # measured another way: start afresh
     out.update(
         command=command,
         body=a.body,

@@ -1,6 +1,6 @@
 """The development sweep that ``tune="auto"`` was chosen on: learning curves of the contrastive tune.
 
-    python -m eval.tune_dev                      # the development group, N=8 and N=64, seeds 0-1
+    python -m eval.tune_dev                      # the development group, N=8 and N=64, seeds 0-1 (hours)
     python -m eval.tune_dev --datasets sst2 --shots 8 --seeds 1
 
 Only development datasets (``DEV_DATASETS``; the report group of ``eval/run_finetune.py`` is never read
@@ -107,6 +107,8 @@ def curve(ds, shots, seed, lr, batch_size, checkpoints, test_texts, yt, max_seq)
             }
         )
         print(json.dumps(rows[-1]), flush=True)
+        with OUT.open("a") as f:  # each point as it is measured: a stopped sweep keeps what it measured
+            f.write(json.dumps({**rows[-1], "machine": machine(), "test_size": len(yt)}) + "\n")
     return rows
 
 
@@ -137,10 +139,7 @@ def main() -> None:
                     key = (name, shots, seed, lr, a.batch_size, a.max_seq)
                     if all((*key, e) in seen for e in [0, *a.checkpoints]):
                         continue
-                    rows = curve(ds, shots, seed, lr, a.batch_size, a.checkpoints, test_texts, yt, a.max_seq)
-                    with OUT.open("a") as f:
-                        for r in rows:
-                            f.write(json.dumps({**r, "machine": machine(), "test_size": len(test_idx)}) + "\n")
+                    curve(ds, shots, seed, lr, a.batch_size, a.checkpoints, test_texts, yt, a.max_seq)
 
 
 if __name__ == "__main__":
