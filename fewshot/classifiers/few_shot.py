@@ -56,8 +56,12 @@ class FewShotClassifier(CalibratedClassifier):
         (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), ``"auto"`` or
         True (a schedule that follows the support set, :func:`fewshot.tuning.auto_schedule`: how many steps,
         the batch and the learning rate from the number of examples), or a dict of its keyword arguments
-        (``{"steps": 30, "seed": 0}``; settings left out are the schedule's). The tuned body is saved with
-        the classifier, and its identity records what it was tuned from.
+        (``{"steps": 30, "seed": 0}``; settings left out are the schedule's). ``head="auto"``'s choice and
+        the calibration then come from two more tunes, each on half of the examples and scoring the other
+        half (a tuned body's own examples say nothing about new inputs), which about doubles the fit time;
+        when some class has a single example, or no class has four, they fall back to the examples
+        themselves. The tuned body is saved with the classifier, and its identity records what it was
+        tuned from.
     calibrate : temperature-scale the probabilities (default True): one scalar fitted on held-out scores
         of the examples themselves (leave-one-out for class means, k-fold for other heads), so that a
         0.8 means right 8 times in 10. Needs two examples in every class; otherwise left at 1.
