@@ -13,6 +13,7 @@ split and every head is fitted on it: so one tune gives the whole curve. Rows ar
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -28,7 +29,7 @@ from fewshot.classifiers.few_shot import PRIOR_TEMPERATURE, PRIOR_TEMPLATES
 from fewshot.encoders.base import weights_sha256
 from fewshot.heads import AutoHead, CacheAdapterHead, LinearHead, PrototypeHead
 from fewshot.labels import encode_labels
-from fewshot.tuning import _batches, supcon_loss
+from fewshot.tuning import AUTO_TEMPERATURE, _batches, train_step
 
 # the development group: tuning schedules and heads are chosen here and only here
 DEV_DATASETS = ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups"]
@@ -58,7 +59,7 @@ def curve(ds, shots, seed, lr, batch_size, checkpoints, test_texts, yt, max_seq)
     support = sample_per_class(ds.train_labels, shots, seed)
     texts, ys = [ds.train_texts[i] for i in support], ds.train_labels[support]
     codes = encode_labels(ys, np.unique(ys))
-    model = __import__("copy").deepcopy(base.model)
+    model = copy.deepcopy(base.model)
     if max_seq:
         model.max_seq_length = max_seq
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -71,12 +72,7 @@ def curve(ds, shots, seed, lr, batch_size, checkpoints, test_texts, yt, max_seq)
         t = time.perf_counter()
         model.train()
         for batch in _batches(codes, batch_size, steps, rng):
-            features = model.tokenize([texts[i] for i in batch])
-            Z = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
-            loss = supcon_loss(Z, torch.as_tensor(codes[batch]), 0.1)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            train_step(model, optimiser, [texts[i] for i in batch], codes[batch], AUTO_TEMPERATURE)
         model.eval()
         tune_s += time.perf_counter() - t
         done += steps

@@ -89,6 +89,21 @@ def _batches(codes: np.ndarray, batch_size: int, steps: int, rng: np.random.Gene
         yield np.concatenate(picked)
 
 
+def train_step(model: Any, optimiser: Any, texts: list[str], codes: np.ndarray, temperature: float) -> float:
+    """One optimiser step of the supervised contrastive loss on one batch; returns the loss."""
+    import torch
+
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+    features = prepare(texts)
+    features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+    Z = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
+    loss = supcon_loss(Z, torch.as_tensor(codes, device=Z.device), temperature)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return float(loss.item())
+
+
 def contrastive_tune(
     encoder: TextEncoder,
     texts: Any,
@@ -139,16 +154,9 @@ def contrastive_tune(
         model.train()
         try:
             for batch in _batches(codes, batch_size, steps, rng):
-                prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
-                features = prepare([texts[i] for i in batch])
-                features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
-                Z = torch.nn.functional.normalize(model(features)["sentence_embedding"], dim=1)
-                loss = supcon_loss(Z, torch.as_tensor(codes[batch], device=Z.device), temperature)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
+                loss = train_step(model, optimiser, [texts[i] for i in batch], codes[batch], temperature)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
         finally:
             bar.close()
             model.eval()
