@@ -135,7 +135,7 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
         predict_s = time.perf_counter() - t
         pred = predicted(clf, test_texts, Et)
         # the head and calibration share of the fit, measured by refitting them on the tuned body
-        again, head_s, _ = timed_fit(FewShotClassifier(tuned, head=kw["head"]), texts, labels)
+        _, head_s, _ = timed_fit(FewShotClassifier(tuned, head=kw["head"]), texts, labels)
         tune_s = max(fit_s - head_s, 0.0)
         rows.append(
             {
