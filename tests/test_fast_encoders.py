@@ -232,6 +232,23 @@ def test_threads_setting(home, texts, monkeypatch):
     assert 1 <= default_threads() <= 8
 
 
+def test_batches_run_side_by_side_give_the_vectors_of_one_session(home, onnx_int8, texts):
+    # several batches run in lanes (one-thread session, a thread each); a single batch runs on the main session
+    two = TextEncoder(backend="onnx", quantize="int8", threads=2)
+    one = TextEncoder(backend="onnx", quantize="int8", threads=1)
+    lanes = two.encode(texts, batch_size=16)
+    assert two.onnx_runtime._lanes is not None and one.onnx_runtime._lanes is None
+    lane_session, pool = two.onnx_runtime._lanes
+    assert lane_session.get_session_options().intra_op_num_threads == 1 and pool._max_workers == 2
+    np.testing.assert_allclose(lanes, one.encode(texts, batch_size=16), atol=1e-6)
+    # (int8 activation scales are per batch: equal vectors also show that every batch kept its own texts)
+    from fewshot.encoders.onnx import OnnxTextRuntime
+
+    fresh = OnnxTextRuntime(two.onnx_runtime.folder, two.onnx_runtime.manifest, threads=2)  # runtimes are shared
+    fresh.encode(texts[:16], batch_size=16)
+    assert fresh._lanes is None  # one batch: the two-thread session
+
+
 def test_encoders_pickle_without_weights(onnx_int8, static, texts):
     for enc in (onnx_int8, static):
         expected = enc.encode(texts[:4])
