@@ -445,7 +445,7 @@ class OnnxTextRuntime:
 
                 if self.threads > 1 and len(batches) > 1:  # lanes: see the module docstring
                     session, pool = self._lane_pool()
-                    for done in pool.map(lambda idx, s=session: run(s, idx), batches):
+                    for _ in pool.map(lambda idx, s=session: run(s, idx), batches):
                         pass  # map re-raises a lane's exception here
                 else:
                     for idx in batches:
