@@ -156,6 +156,8 @@ def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
+    from fewshot.batch import ray_engine
+
     ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -179,7 +181,9 @@ def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
             import ray._private.state as ray_state
 
             nodes = {
-                a["Address"]["NodeID"] for a in ray_state.actors().values() if "BatchWorker" in a["ActorClassName"]
+                a["Address"]["NodeID"]
+                for a in ray_state.actors().values()
+                if f"({ray_engine.StagingWorker.__name__})" in a["ActorClassName"]
             }
         except (ImportError, AttributeError, KeyError):  # pragma: no cover - a Ray without that table
             nodes = {n["NodeID"] for n in alive}

@@ -94,3 +94,46 @@ def test_a_loaded_model_is_recognised_and_a_bad_path_is_named(text_encoder):
     assert TextEncoder(text_encoder.model).source == BUNDLED  # so saves made with it reload offline
     with pytest.raises(ModelLoadError, match="/no/such/model"):
         TextEncoder("/no/such/model").encode(["text"])
+
+
+IDENTITY_IN_A_NEW_PROCESS = """
+import json, sys
+from fewshot import TextEncoder
+enc = TextEncoder(sys.argv[1]) if len(sys.argv) > 1 else TextEncoder()
+print(json.dumps({"identity": enc.identity, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_identity_of_a_hashed_folder_is_known_without_loading_the_model(tmp_path, text_encoder):
+    # a batch driver describes its job by the encoder identity; once a folder's weights were hashed, that
+    # identity comes from the record under $FEWSHOT_HOME/sources, and torch is not even imported
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from fewshot.encoders.text import bundled_model_path
+
+    env = {**os.environ, "FEWSHOT_HOME": str(tmp_path / "home")}
+
+    def identity(*args: str) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-c", IDENTITY_IN_A_NEW_PROCESS, *args], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = identity(), identity()
+    assert first["torch"] is True and second["torch"] is False  # the first hashed the loaded weights
+    assert first["identity"] == second["identity"] == text_encoder.identity
+    # a copy whose weights differ by one byte is another model: hashed again, not taken from the record
+    copy = tmp_path / "copy"
+    shutil.copytree(bundled_model_path(), copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    changed = identity(str(copy))
+    assert changed["torch"] is True
+    assert changed["identity"]["weights_sha256"] != first["identity"]["weights_sha256"]

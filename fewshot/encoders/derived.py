@@ -72,20 +72,29 @@ def _sources_file(folder: str | Path) -> Path:
     return fewshot_home() / "sources" / f"{folder_fingerprint(folder)}.json"
 
 
-def known_weights_sha(folder: str | Path) -> str | None:
-    """The weights hash recorded for a local model folder (or weights file) with exactly these bytes, or None."""
+def known_source(folder: str | Path) -> dict[str, Any] | None:
+    """What was recorded for a local model folder (or weights file) with exactly these bytes: its
+    ``weights_sha256`` and any facts stored beside it (``dim``), or None."""
     try:
         data = json.loads(_sources_file(folder).read_text(encoding="utf-8"))
         sha = data["weights_sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return sha if isinstance(sha, str) and len(sha) == 64 else None
+    return data if isinstance(sha, str) and len(sha) == 64 else None
 
 
-def remember_weights_sha(folder: str | Path, sha: str) -> None:
-    """Record ``sha`` as the weights hash of the local model folder ``folder`` (as its files are now)."""
+def known_weights_sha(folder: str | Path) -> str | None:
+    """The weights hash recorded for a local model folder (or weights file) with exactly these bytes, or None."""
+    record = known_source(folder)
+    return None if record is None else record["weights_sha256"]
+
+
+def remember_weights_sha(folder: str | Path, sha: str, **facts: Any) -> None:
+    """Record ``sha`` (and ``facts``, such as the vector size) for the local model folder ``folder`` as its
+    files are now."""
     target = _sources_file(folder)
-    write_text_atomic(target, json.dumps({"folder": str(Path(folder).resolve()), "weights_sha256": sha}) + "\n")
+    record = {"folder": str(Path(folder).resolve()), "weights_sha256": sha, **facts}
+    write_text_atomic(target, json.dumps(record) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

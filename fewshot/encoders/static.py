@@ -144,7 +144,7 @@ class StaticEncoder(Encoder):
         """The folder the static model loads from: the given one, or the distilled one (distilled first)."""
         if self._teacher is None:
             return Path(self.source)
-        source_sha = self._teacher._weights_sha(lookup=True)
+        source_sha = self._teacher._weights_sha()
         self._source_sha = source_sha
         folder = distilled_folder(source_sha, self.pca_dims)
         teacher, pca_dims = self._teacher, self.pca_dims

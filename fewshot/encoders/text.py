@@ -209,25 +209,29 @@ class TextEncoder(Encoder):
         p = Path(self.source)
         return p if p.is_dir() else None
 
-    def _weights_sha(self, lookup: bool | None = None) -> str:
-        """SHA-256 of the model's weights. With ``lookup`` (the default for ONNX, which may never load the
-        torch model), a local folder whose files were hashed before is answered from the record in
-        ``$FEWSHOT_HOME/sources`` without loading the model."""
-        if lookup is None:
-            lookup = self.backend == "onnx"
+    def _weights_sha(self) -> str:
+        """SHA-256 of the model's weights. A local folder (the bundled models, a model on disk) whose files were
+        hashed before is answered from the record in ``$FEWSHOT_HOME/sources`` without loading the model, so
+        an ONNX encoder never loads torch and a batch driver can describe its job without loading a model."""
         if self._sha is None:
-            folder = self._local_folder() if lookup and self._model is None else None
-            if folder is not None:
-                from fewshot.encoders.derived import known_weights_sha, remember_weights_sha
-
-                sha = known_weights_sha(folder)
-                if sha is None:
-                    sha = weights_sha256(self.model)
-                    remember_weights_sha(folder, sha)
-                self._sha = sha
+            folder = self._local_folder()
+            record = self._source_record(folder)
+            if record is not None:
+                self._sha = record["weights_sha256"]
             else:
                 self._sha = weights_sha256(self.model)
+                if folder is not None:
+                    from fewshot.encoders.derived import remember_weights_sha
+
+                    remember_weights_sha(folder, self._sha, dim=self._model_dim())
         return self._sha
+
+    def _source_record(self, folder: Path | None) -> dict[str, Any] | None:
+        if folder is None:
+            return None
+        from fewshot.encoders.derived import known_source
+
+        return known_source(folder)
 
     @property
     def onnx_runtime(self) -> Any:
@@ -252,6 +256,18 @@ class TextEncoder(Encoder):
     def dim(self) -> int:
         if self.backend == "onnx":
             return self.onnx_runtime.dim
+        folder = self._local_folder()
+        record = self._source_record(folder)
+        if record is not None and isinstance(record.get("dim"), int):
+            return record["dim"]
+        dim = self._model_dim()
+        if record is not None and folder is not None:  # a record made before sizes were kept: complete it
+            from fewshot.encoders.derived import remember_weights_sha
+
+            remember_weights_sha(folder, record["weights_sha256"], dim=dim)
+        return dim
+
+    def _model_dim(self) -> int:
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
