@@ -238,7 +238,7 @@ def test_batches_run_side_by_side_give_the_vectors_of_one_session(home, onnx_int
     one = TextEncoder(backend="onnx", quantize="int8", threads=1)
     lanes = two.encode(texts, batch_size=16)
     assert two.onnx_runtime._lanes is not None and one.onnx_runtime._lanes is None
-    lane_session, pool = two.onnx_runtime._lanes
+    lane_session, pool, _ = two.onnx_runtime._lanes
     assert lane_session.get_session_options().intra_op_num_threads == 1 and pool._max_workers == 2
     np.testing.assert_allclose(lanes, one.encode(texts, batch_size=16), atol=1e-6)
     # (int8 activation scales are per batch: equal vectors also show that every batch kept its own texts)

@@ -412,7 +412,7 @@ class OnnxTextRuntime:
         self.dim = int(manifest["dim"])
         self.tokenizer = _tokenizer((folder / "tokenizer.json").read_text(encoding="utf-8"), manifest["max_seq_length"])
         self.session = make_session(folder / "model.onnx", threads)
-        self._lanes: tuple[Any, Any] | None = None  # (one-thread session, thread pool), made when first needed
+        self._lanes: tuple[Any, Any, int] | None = None  # (one-thread session, thread pool, pid), made when needed
         self._lanes_lock = threading.Lock()
 
     @classmethod
@@ -457,12 +457,12 @@ class OnnxTextRuntime:
     def _lane_pool(self) -> tuple[Any, Any]:
         """The one-thread session and the pool of ``threads`` threads that run batches side by side."""
         with self._lanes_lock:
-            if self._lanes is None:
+            if self._lanes is None or self._lanes[2] != os.getpid():  # a forked child has none of the threads
                 from concurrent.futures import ThreadPoolExecutor
 
                 pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fewshot-onnx-lane")
-                self._lanes = (make_session(self.folder / "model.onnx", threads=1), pool)
-            return self._lanes
+                self._lanes = (make_session(self.folder / "model.onnx", threads=1), pool, os.getpid())
+            return self._lanes[0], self._lanes[1]
 
 
 def _feeds(encodings: list[Any], names: list[str], pad_id: int) -> dict[str, np.ndarray]:
