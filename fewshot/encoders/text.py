@@ -118,7 +118,7 @@ class TextEncoder(Encoder):
     """
 
     modality = "text"
-    _loaded_attrs = ("_model", "_sha", "_onnx")
+    _loaded_attrs = ("_model", "_sha", "_dim", "_onnx")
     # class defaults, so an encoder pickled before these settings existed unpickles as torch fp32
     backend: str = "torch"
     quantize: str | None = None
@@ -154,6 +154,7 @@ class TextEncoder(Encoder):
         self.threads = threads
         self._model = None
         self._sha: str | None = None
+        self._dim: int | None = None  # the torch model's vector size, once known
         self._onnx: Any = None
         # set by fewshot.tuning.contrastive_tune: the hash of the weights a tuned copy started from
         self.tuned_from: str | None = None
@@ -256,16 +257,18 @@ class TextEncoder(Encoder):
     def dim(self) -> int:
         if self.backend == "onnx":
             return self.onnx_runtime.dim
-        folder = self._local_folder()
-        record = self._source_record(folder)
-        if record is not None and isinstance(record.get("dim"), int):
-            return record["dim"]
-        dim = self._model_dim()
-        if record is not None and folder is not None:  # a record made before sizes were kept: complete it
-            from fewshot.encoders.derived import remember_weights_sha
+        if self._dim is None:  # encode asks on every cached call: look it up once
+            folder = self._local_folder()
+            record = self._source_record(folder)
+            if record is not None and isinstance(record.get("dim"), int):
+                self._dim = record["dim"]
+            else:
+                self._dim = self._model_dim()
+                if record is not None and folder is not None:  # a record made before sizes were kept
+                    from fewshot.encoders.derived import remember_weights_sha
 
-            remember_weights_sha(folder, record["weights_sha256"], dim=dim)
-        return dim
+                    remember_weights_sha(folder, record["weights_sha256"], dim=self._dim)
+        return self._dim
 
     def _model_dim(self) -> int:
         m = self.model
