@@ -215,6 +215,13 @@ def run(
                 print(f"{name} N={shots} seed {seed} done", flush=True)
 
 
+def schedule() -> dict:
+    """The constants of ``tune="auto"``'s schedule: results measured under other ones are not resumed."""
+    import fewshot.tuning as tuning
+
+    return {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--body", choices=sorted(BODIES), default="minilm")
@@ -234,7 +241,7 @@ def main() -> None:
     path = RESULTS / f"text_tuning_{a.body}{a.tag}.json"
     command = " ".join(["python -m eval.run_tuning"] + sys.argv[1:])
     out = json.loads(path.read_text()) if path.exists() else {}
-    setup = {"body": a.body, "shots": a.shots, "test_cap": a.test_cap, "tune": not a.no_tune}
+    setup = {"body": a.body, "shots": a.shots, "test_cap": a.test_cap, "tune": not a.no_tune, "schedule": schedule()}
     if out.get("setup") != setup:
         out = {"rows": [], "wall_s": 0.0, "setup": setup}  # measured another way: start afresh
     out.update(

@@ -94,9 +94,14 @@ def test_batches_give_every_example_a_positive_however_many_classes():
 
 
 def test_auto_schedule_follows_the_support_set():
-    from fewshot.tuning import AUTO_MAX_STEPS, AUTO_MIN_STEPS, auto_schedule
+    from fewshot.tuning import AUTO_LR, AUTO_MAX_STEPS, AUTO_MIN_STEPS, FULL_LR, auto_schedule
 
     small, large = auto_schedule(16, 2), auto_schedule(384, 6)
+    assert small["layers"] is None and small["lr"] == FULL_LR  # a body whose layers are not known: all of them
+    assert auto_schedule(16, 2, depth=6)["layers"] == 2 and auto_schedule(16, 2, depth=12)["layers"] == 4
+    assert auto_schedule(16, 2, depth=6)["lr"] == AUTO_LR
+    assert auto_schedule(32, 2, depth=6)["layers"] is None  # 16 a class: every layer
+    assert auto_schedule(32, 2, depth=6)["lr"] == FULL_LR
     assert small["steps"] == AUTO_MIN_STEPS and small["batch_size"] == 16  # the whole support set a step
     assert large["batch_size"] == 64 and AUTO_MIN_STEPS < large["steps"] <= AUTO_MAX_STEPS
     assert auto_schedule(200 * 77, 77)["steps"] == AUTO_MAX_STEPS  # a ceiling keeps the tune light
@@ -110,7 +115,8 @@ def test_tune_auto_records_its_choice_and_keeps_given_settings(text_encoder, emo
     X, y = X[:16], y[:16]  # two classes of emotion's support, 8 each
     clf = FewShotClassifier(text_encoder, tune={"steps": 2, "seed": 3}).fit(X, y)
     assert clf.tuning_["steps"] == 2 and clf.tuning_["seed"] == 3 and clf.tuning_["examples"] == 16
-    assert set(clf.tuning_["auto"]) == {"batch_size", "lr", "temperature"}  # what the schedule filled in
+    assert set(clf.tuning_["auto"]) == {"batch_size", "layers", "lr", "temperature"}  # what the schedule filled in
+    assert clf.tuning_["layers"] == 2  # the top third of MiniLM's six layers
     assert clf.encoder_.identity["tuning"]["lr"] == clf.tuning_["lr"]
     again = FewShotClassifier.load(clf.save(tmp_path / "m"))
     assert again.tuning_ == clf.tuning_
@@ -141,3 +147,64 @@ def test_a_tuned_body_is_judged_on_examples_it_was_not_tuned_on(text_encoder, em
     # measured: test accuracy 0.56, mean top probability 0.77 cross-fitted against 0.86 on the tuned examples
     gap, naive_gap = P.max(axis=1).mean() - accuracy, naive.predict_proba(Xt).max(axis=1).mean() - accuracy
     assert abs(gap) < naive_gap - 0.03
+
+
+def _without_dropout(encoder):
+    """A copy of ``encoder`` whose model has no dropout, so that two ways of running a step can be compared."""
+    import copy
+
+    import torch
+
+    from fewshot import TextEncoder
+
+    model = copy.deepcopy(encoder.model)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return TextEncoder(model)
+
+
+def test_a_step_on_the_top_layers_from_stored_outputs_equals_a_full_pass_with_the_rest_frozen(text_encoder):
+    import copy
+
+    import torch
+
+    from fewshot.tuning import _FrozenBottom, train_step
+
+    encoder = _without_dropout(text_encoder)
+    # lengths differ, so the stored outputs are padded to each batch as the tokenizer pads the batch
+    texts = ["I lost my card yesterday", "card gone", "how do I change my PIN code at the cash machine", "new PIN"]
+    codes = np.array([0, 0, 1, 1])
+
+    def one_step(stored: bool) -> dict:
+        model = copy.deepcopy(encoder.model)
+        model.train()
+        bottom = _FrozenBottom(model, texts, trained=2) if stored else None
+        if not stored:  # the reference: every layer runs, only the top two learn
+            for name, p in model.named_parameters():
+                p.requires_grad_(".layer.4." in name or ".layer.5." in name)
+        optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        losses = [train_step(model, optimiser, texts[i : i + 4], codes, 0.1, bottom) for i in (0, 0)]
+        return {"losses": losses, "params": {n: p.detach().clone() for n, p in model.named_parameters()}}
+
+    full, cached = one_step(False), one_step(True)
+    assert np.allclose(full["losses"], cached["losses"], atol=1e-5)
+    moved = [n for n, p in cached["params"].items() if not torch.equal(p, encoder.model.state_dict()[n])]
+    assert moved and all(".layer.4." in n or ".layer.5." in n for n in moved)
+    for name, p in full["params"].items():
+        assert torch.allclose(p, cached["params"][name], atol=1e-5), name
+
+
+def test_tuning_the_top_layers_leaves_the_rest_as_they_were(text_encoder, emotion):
+    import torch
+
+    X, y, _, _ = emotion
+    tuned = contrastive_tune(text_encoder, X[:16], y[:16], steps=2, lr=1e-4, layers=2)
+    before, after = text_encoder.model.state_dict(), tuned.model.state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(".layer.4." in n or ".layer.5." in n for n in changed)
+    assert all(p.requires_grad for p in tuned.model.parameters())  # an ordinary model again
+    assert tuned.identity["tuning"]["layers"] == 2
+    assert len(tuned.model[0].auto_model.encoder.layer) == 6  # the layer list is whole again
+    with pytest.raises(InputError, match="from 1 to 6"):
+        contrastive_tune(text_encoder, X[:16], y[:16], steps=1, layers=7)

@@ -55,7 +55,8 @@ class FewShotClassifier(CalibratedClassifier):
     tune : contrastive tuning of a text encoder on the examples before the head is fitted
         (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), ``"auto"`` or
         True (a schedule that follows the support set, :func:`fewshot.tuning.auto_schedule`: how many steps,
-        the batch and the learning rate from the number of examples), or a dict of its keyword arguments
+        the batch and the learning rate from the number of examples; below 16 examples a class only the
+        top third of the body's layers is trained), or a dict of its keyword arguments
         (``{"steps": 30, "seed": 0}``; settings left out are the schedule's). ``head="auto"``'s choice and
         the calibration then come from two more tunes, each on half of the examples and scoring the other
         half (a tuned body's own examples say nothing about new inputs), which about doubles the fit time;
@@ -151,9 +152,9 @@ class FewShotClassifier(CalibratedClassifier):
         y = as_labels(y, len(items))
         warn_conflicting_labels(items, y)
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
-        tuning = self._tuning(len(items), len(np.unique(y)))
-        if tuning is not None and not isinstance(base, TextEncoder):
+        if self.tune not in (None, False) and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
+        tuning = self._tuning(len(items), len(np.unique(y)), base)
         with self._rw.write():
             encoder, held_out = base, None
             if tuning is not None:
@@ -228,18 +229,21 @@ class FewShotClassifier(CalibratedClassifier):
                 hits[name] += int((fitted.predict(E_test, **AutoHead._kw(fitted, P_test)) == codes[test]).sum())
         return folds, {name: round(h / len(items), 4) for name, h in hits.items()}
 
-    def _tuning(self, n_examples: int, n_classes: int) -> dict[str, Any] | None:
+    def _tuning(self, n_examples: int, n_classes: int, base: Any) -> dict[str, Any] | None:
         """The settings of the tune ``tune`` asks for: the given ones, the rest from the auto schedule."""
         if self.tune is None or self.tune is False:
             return None
-        from fewshot.tuning import auto_schedule, contrastive_tune
+        from fewshot.tuning import AUTO_LR, FULL_LR, auto_schedule, contrastive_tune, transformer_layers
 
         given = {} if self.tune is True or self.tune == "auto" else dict(self.tune)
         allowed = set(inspect.signature(contrastive_tune).parameters) - {"encoder", "texts", "labels", "show_progress"}
         unknown = sorted(set(given) - allowed)
         if unknown:
             raise InputError(f"tune has unknown settings {unknown}; it takes {', '.join(sorted(allowed))}")
-        chosen = {**auto_schedule(n_examples, n_classes), "seed": 0}
+        found = transformer_layers(base.model)
+        chosen = {**auto_schedule(n_examples, n_classes, None if found is None else len(found[2])), "seed": 0}
+        if "layers" in given and "lr" not in given:  # the schedule's rate is for the layers it would train
+            chosen["lr"] = FULL_LR if given["layers"] is None else AUTO_LR
         auto = sorted(k for k in chosen if k not in given)
         return {**chosen, **given, "auto": auto, "examples": n_examples, "classes": n_classes}
 
