@@ -462,6 +462,31 @@ def tune_dev_section(path: Path) -> list[str]:
     return lines + [""]
 
 
+def tune_layers_section(path: Path) -> list[str]:
+    """The development sweep behind how many layers ``tune="auto"`` trains: accuracy and fit time."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["shots"], r["dataset"], r["variant"])].append(r)
+    lines = [
+        "## Training every layer or the top ones (development group)",
+        "",
+        "`python -m eval.tune_layers` (and `--shots 16 32 --datasets sst2 mr`, `--shots 64 --datasets sst2 mr`) "
+        "on development datasets only. Each row: `FewShotClassifier(head=\"auto\", tune={...})`, the rest of "
+        "the schedule `tune=\"auto\"`'s, fitted on seeded support sets and scored on the test split capped at "
+        "1,000 rows; mean over the seeds run. `all` trains every layer of MiniLM; `topK` the top K of its six, "
+        "the layers below frozen and run once per text; `xP` runs P times the schedule's steps. Fit seconds: "
+        "wall time of `fit` (the tune, its two cross-fitted halves, the head), one job on the machine.",
+        "",
+        "| N | dataset | variant | seeds | accuracy | fit s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (n, d, v), rs in sorted(groups.items()):
+        acc = _pct(float(np.mean([r["accuracy"] for r in rs])))
+        lines.append(f"| {n} | {d} | {v} | {len(rs)} | {acc} | {np.mean([r['fit_s'] for r in rs]):.1f} |")
+    return lines + [""]
+
+
 def per_seed_lines(rows: list[dict], shipped: str, datasets: list[str], projected: dict[str, float]) -> list[str]:
     """The shipped configuration against SetFit on every support set: score, fit time, what auto chose."""
     lines = [
@@ -647,6 +672,8 @@ def main() -> None:
             lines += section(part)
     if (RESULTS / "tune_dev.jsonl").exists():
         lines += tune_dev_section(RESULTS / "tune_dev.jsonl")
+    if (RESULTS / "tune_layers.jsonl").exists():
+        lines += tune_layers_section(RESULTS / "tune_layers.jsonl")
     for name in ("minilm", "minilm_n64", "mpnet"):  # mpnet: python -m eval.run_tuning --body mpnet --no-tune
         tu = _load(f"text_tuning_{name}.json")
         if tu:
