@@ -359,8 +359,10 @@ def tuning_section(res: dict) -> list[str]:
                     len(rs),
                 )
     body = "MiniLM (all-MiniLM-L6-v2)" if res["body"] == "minilm" else "MPNet (all-mpnet-base-v2)"
+    given = res.get("tune_settings")
     lines = [
-        f"## Adapters and tuning against SetFit: {body}, N = {n}",
+        f"## Adapters and tuning against SetFit: {body}, N = {n}"
+        + (f", tuned with {json.dumps(given)} given to the schedule" if given else ""),
         "",
         f"Accuracy (Matthews correlation for amazon_counterfactual), mean ± std over seeds "
         f"{', '.join(str(v) for v in sorted({r['seed'] for r in rows}))} "
@@ -472,8 +474,8 @@ def tune_layers_section(path: Path) -> list[str]:
         "## Training every layer or the top ones (development group)",
         "",
         "`python -m eval.tune_layers` (and `--shots 16 32 --datasets sst2 mr`, `--shots 64 --datasets sst2 mr`) "
-        "on development datasets only. Each row: `FewShotClassifier(head=\"auto\", tune={...})`, the rest of "
-        "the schedule `tune=\"auto\"`'s, fitted on seeded support sets and scored on the test split capped at "
+        'on development datasets only. Each row: `FewShotClassifier(head="auto", tune={...})`, the rest of '
+        'the schedule `tune="auto"`\'s, fitted on seeded support sets and scored on the test split capped at '
         "1,000 rows; mean over the seeds run. `all` trains every layer of MiniLM; `topK` the top K of its six, "
         "the layers below frozen and run once per text; `xP` runs P times the schedule's steps. Fit seconds: "
         "wall time of `fit` (the tune, its two cross-fitted halves, the head), one job on the machine.",
@@ -674,7 +676,8 @@ def main() -> None:
         lines += tune_dev_section(RESULTS / "tune_dev.jsonl")
     if (RESULTS / "tune_layers.jsonl").exists():
         lines += tune_layers_section(RESULTS / "tune_layers.jsonl")
-    for name in ("minilm", "minilm_n64", "mpnet"):  # mpnet: python -m eval.run_tuning --body mpnet --no-tune
+    # mpnet: python -m eval.run_tuning --body mpnet --no-tune
+    for name in ("minilm", "minilm_all_layers", "minilm_n64", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)

@@ -2,6 +2,7 @@
 
     python -m eval.run_tuning                      # the report group (SetFit's six datasets), N=8, seeds 0-2
     python -m eval.run_tuning --shots 64 --tag _n64
+    python -m eval.run_tuning --tune-settings '{"layers": null}' --tag _all_layers   # every layer tuned at N=8
     python -m eval.run_tuning --group dev --shots 8 64 --seeds 2 --tag _dev   # the development group
     python -m eval.report
 
@@ -100,7 +101,7 @@ def timed_fit(clf: FewShotClassifier, texts: list[str], labels: np.ndarray) -> t
     return clf, time.perf_counter() - t, cond
 
 
-def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune) -> list[dict]:
+def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune, tune_settings=None) -> list[dict]:
     C = len(names)
     code = {n: i for i, n in enumerate(names)}
 
@@ -128,6 +129,8 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
         )
     if tune:
         method, kw = SHIPPED
+        if tune_settings:  # the shipped fit with some of the schedule's settings given (--tune-settings)
+            kw = {**kw, "tune": dict(tune_settings)}
         clf, fit_s, cond = timed_fit(FewShotClassifier(frozen, **kw), texts, labels)
         tuned = clf.encoder_
         t = time.perf_counter()
@@ -168,7 +171,15 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
 
 
 def run(
-    body: str, names_: list[str], shots_list: list[int], seeds: int, test_cap: int, tune: bool, done: set, save
+    body: str,
+    names_: list[str],
+    shots_list: list[int],
+    seeds: int,
+    test_cap: int,
+    tune: bool,
+    done: set,
+    save,
+    tune_settings: dict | None = None,
 ) -> None:
     frozen = TextEncoder(BODIES[body])
     cached = TextEncoder(BODIES[body], cache_dir=CACHE)
@@ -196,7 +207,7 @@ def run(
                 if (name, shots, seed) in done:
                     continue
                 ds, test_texts, yt, names, rate = prepare(name)
-                rows = support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune)
+                rows = support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, tune, tune_settings)
                 r = setfit_cached(name, shots, seed) if body == "minilm" else None
                 if r is not None:
                     rows.append(
@@ -231,6 +242,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--test-cap", type=int, default=2000)
     ap.add_argument("--no-tune", action="store_true", help="only the frozen (training-free) rows")
+    ap.add_argument(
+        "--tune-settings",
+        type=json.loads,
+        default=None,
+        help="JSON of tuning settings given to the shipped fit in place of the schedule's, e.g. '{\"layers\": null}'",
+    )
     ap.add_argument("--note", default="")
     ap.add_argument("--tag", default="", help="suffix of the results file (text_tuning_<body><tag>.json)")
     a = ap.parse_args()
@@ -242,6 +259,8 @@ def main() -> None:
     command = " ".join(["python -m eval.run_tuning"] + sys.argv[1:])
     out = json.loads(path.read_text()) if path.exists() else {}
     setup = {"body": a.body, "shots": a.shots, "test_cap": a.test_cap, "tune": not a.no_tune, "schedule": schedule()}
+    if a.tune_settings:
+        setup["tune_settings"] = a.tune_settings
     if out.get("setup") != setup:
         out = {"rows": [], "wall_s": 0.0, "setup": setup}  # measured another way: start afresh
     out.update(
@@ -253,6 +272,7 @@ def main() -> None:
         seeds=a.seeds,
         machine=machine(),
         note=a.note,
+        tune_settings=a.tune_settings,
     )
     done = {(r["dataset"], r["shots"], r["seed"]) for r in out["rows"]}
     started = time.perf_counter()
@@ -266,7 +286,7 @@ def main() -> None:
         tmp.write_text(json.dumps(out, indent=1) + "\n")
         os.replace(tmp, path)  # a run stopped mid-write leaves the previous file whole
 
-    run(a.body, datasets, a.shots, a.seeds, a.test_cap, not a.no_tune, done, save)
+    run(a.body, datasets, a.shots, a.seeds, a.test_cap, not a.no_tune, done, save, a.tune_settings)
     print(f"wrote {path} ({out['wall_s']} s in all)")
 
 
