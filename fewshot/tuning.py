@@ -123,7 +123,7 @@ def train_step(
     if bottom is None:
         out = model(features)
     else:
-        with bottom.feeding(texts, features["attention_mask"].shape[1]):
+        with bottom.feeding(texts, features["attention_mask"]):
             out = model(features)
     Z = torch.nn.functional.normalize(out["sentence_embedding"], dim=1)
     loss = supcon_loss(Z, torch.as_tensor(codes, device=Z.device), temperature)
@@ -180,9 +180,8 @@ class _FrozenBottom:
                     features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
                     captured.clear()
                     model(features)
-                    lengths = features["attention_mask"].sum(dim=1).tolist()
-                    for text, h, n in zip(chunk, captured[0], lengths):
-                        self.stored[text] = h[: int(n)].clone()
+                    for text, h, m in zip(chunk, captured[0], features["attention_mask"].bool()):
+                        self.stored[text] = h[m].clone()  # the text's own tokens, wherever the padding went
         finally:
             self.encoder.layer = self.layers
             hook.remove()
@@ -193,8 +192,9 @@ class _FrozenBottom:
             for p in layer.parameters():
                 p.requires_grad_(True)
 
-    def feeding(self, texts: list[str], length: int) -> Any:
-        """A context in which the body's forward pass starts from the stored outputs of ``texts``."""
+    def feeding(self, texts: list[str], mask: Any) -> Any:
+        """A context in which the body's forward pass starts from the stored outputs of ``texts``, placed at
+        the token positions of the batch's attention ``mask`` (shape (batch, length))."""
         import contextlib
 
         import torch
@@ -202,10 +202,12 @@ class _FrozenBottom:
         @contextlib.contextmanager
         def context():
             first = self.stored[texts[0]]
-            H = first.new_zeros((len(texts), length, first.shape[-1]))
+            H = first.new_zeros((len(texts), mask.shape[1], first.shape[-1]))
             for i, text in enumerate(texts):
-                h = self.stored[text]
-                H[i, : len(h)] = h
+                where = mask[i].bool()
+                if int(where.sum()) != len(self.stored[text]):
+                    raise InputError(f"the tokenizer gave {text[:40]!r} another length than when it was stored")
+                H[i, where] = self.stored[text]
             hook = self.embeddings.register_forward_hook(lambda _m, _a, _out: H)
             self.encoder.layer = torch.nn.ModuleList(list(self.layers[self.keep :]))
             try:
