@@ -489,6 +489,41 @@ def tune_layers_section(path: Path) -> list[str]:
     return lines + [""]
 
 
+def select_dev_section(path: Path) -> list[str]:
+    """The development sweep behind how ``head="auto"`` chooses on a tuned body: each rule's accuracy."""
+    from eval.select_dev import pick
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [
+        "## Choosing a head on a tuned body (development group)",
+        "",
+        "`python -m eval.select_dev` (and `--shots 64 --datasets sst2 mr subj --seeds 2`) on development datasets "
+        'only. Each support set is fitted once with `FewShotClassifier(head="auto", tune="auto")`; the row keeps '
+        "every candidate head's accuracy on the two cross-fitted halves (what the choice sees) and on the test "
+        "split capped at 1,000 rows, each candidate refitted on the tuned body as `fit` fits it. A rule is then "
+        "scored by the test accuracy of the candidate it picks: `best` takes the best held-out accuracy (the "
+        "earliest candidate on ties), `NAME+1se` keeps NAME unless another beats it by more than one standard "
+        "error of the difference (`cache+1se` ships), a name alone always takes that head. Mean over the seeds, "
+        "then over the datasets.",
+        "",
+    ]
+    for shots in sorted({r["shots"] for r in rows}):
+        rs = [r for r in rows if r["shots"] == shots]
+        datasets = sorted({r["dataset"] for r in rs})
+        seeds = {d: sum(r["dataset"] == d for r in rs) for d in datasets}
+        lines += [
+            f"N = {shots} ({', '.join(f'{d}: {seeds[d]} seeds' for d in datasets)})",
+            "",
+            "| rule | mean | " + " | ".join(datasets) + " |",
+            "|---" * (len(datasets) + 2) + "|",
+        ]
+        for rule in ["best", "cache+1se", "linear+1se", *rs[0]["test"]]:
+            per = [float(np.mean([r["test"][pick(r, rule)] for r in rs if r["dataset"] == d])) for d in datasets]
+            lines.append(f"| {rule} | {_pct(float(np.mean(per)))} | " + " | ".join(_pct(v) for v in per) + " |")
+        lines.append("")
+    return lines
+
+
 def per_seed_lines(rows: list[dict], shipped: str, datasets: list[str], projected: dict[str, float]) -> list[str]:
     """The shipped configuration against SetFit on every support set: score, fit time, what auto chose."""
     lines = [
@@ -676,6 +711,8 @@ def main() -> None:
         lines += tune_dev_section(RESULTS / "tune_dev.jsonl")
     if (RESULTS / "tune_layers.jsonl").exists():
         lines += tune_layers_section(RESULTS / "tune_layers.jsonl")
+    if (RESULTS / "select_dev.jsonl").exists():
+        lines += select_dev_section(RESULTS / "select_dev.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune
     for name in ("minilm", "minilm_all_layers", "minilm_n64", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")

@@ -227,10 +227,13 @@ def run(
 
 
 def schedule() -> dict:
-    """The constants of ``tune="auto"``'s schedule: results measured under other ones are not resumed."""
+    """The constants of ``tune="auto"``'s schedule and of ``head="auto"``'s choice on a tuned body: results
+    measured under other ones are not resumed."""
+    import fewshot.classifiers.few_shot as few_shot
     import fewshot.tuning as tuning
 
-    return {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
+    constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
+    return constants | {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED")}
 
 
 def main() -> None:

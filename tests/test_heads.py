@@ -305,6 +305,22 @@ def test_auto_picks_by_cross_validation_on_the_support_and_records_why():
     assert one_each.choice_ == "prototype" and "single example" in one_each.selection_["why"]
 
 
+def test_auto_keeps_a_preferred_candidate_unless_beaten_by_more_than_one_standard_error():
+    E, y = clusters(n_classes=2, per_class=8, seed=3)
+    names = ["prototype", "linear", "cache"]
+    how = "measured elsewhere"
+    # 16 examples at about 0.7: one standard error of the difference is sqrt(2 * 0.7 * 0.3 / 16) = 0.16
+    close = {"prototype": 0.8125, "linear": 0.75, "cache": 0.625}  # +0.1875 over cache at p = 0.72: 0.159
+    near = {"prototype": 0.75, "linear": 0.6875, "cache": 0.625}  # +0.125: within one standard error
+    kept = AutoHead(candidates=names).fit(E, y, held_out=(near, how), prefer="cache")
+    assert kept.choice_ == "cache" and "one standard error" in kept.selection_["why"]
+    beaten = AutoHead(candidates=names).fit(E, y, held_out=(close, how), prefer="cache")
+    assert beaten.choice_ == "prototype" and "standard error" not in beaten.selection_["why"]
+    assert AutoHead(candidates=names).fit(E, y, held_out=(near, how)).choice_ == "prototype"  # no preference
+    with pytest.raises(InputError, match="knn"):
+        AutoHead(candidates=names).fit(E, y, held_out=(near, how), prefer="knn")
+
+
 def test_cache_trained_mode_lowers_the_leave_one_out_loss_and_round_trips():
     E, y = clusters(n_classes=3, per_class=10, seed=11, spread=1.2)
     prior = np.random.default_rng(1).random((len(E), 3))

@@ -30,6 +30,14 @@ def _candidate_list(v: Any) -> bool:
     )
 
 
+def within_one_standard_error(scores: dict[str, float], best: str, prefer: str, n: int) -> tuple[bool, float]:
+    """Whether ``prefer``'s accuracy is within one standard error of ``best``'s, both measured on the same
+    ``n`` examples, and that standard error: ``sqrt(2 p (1 - p) / n)`` with ``p`` the mean of the two."""
+    p = (scores[best] + scores[prefer]) / 2
+    margin = float(np.sqrt(2 * p * (1 - p) / n))
+    return scores[best] - scores[prefer] <= margin, margin
+
+
 class AutoHead(BaseHead):
     """Fits every candidate head in stratified k-fold cross-validation on the support set, keeps the one
     with the best (weighted) mean accuracy (ties go to the earlier, simpler candidate), and refits it on
@@ -71,6 +79,7 @@ class AutoHead(BaseHead):
         classes: Any = None,
         prior: Any = None,
         held_out: tuple[dict[str, float], str] | None = None,
+        prefer: str | None = None,
     ):
         """Fit on embeddings ``E`` (n, dim) and labels ``y``; ``prior`` (n, n_classes), the zero-shot scores
         of the examples in ``classes_`` order, reaches the candidates that take one.
@@ -79,13 +88,19 @@ class AutoHead(BaseHead):
         names as :func:`describe_head` gives them), used instead of cross-validating on ``E``. A classifier
         whose body was tuned on these very examples passes the accuracies of bodies tuned without the
         held-out ones, since on ``E`` itself every candidate looks perfect.
+
+        ``prefer``: a candidate's name (as :func:`describe_head` gives it) kept unless another's accuracy
+        beats it by more than one standard error of the difference, ``sqrt(2 p (1 - p) / n)`` with ``p``
+        the mean of the two accuracies and ``n`` the examples scored: a one-standard-error rule, for
+        accuracies measured on too few held-out examples to separate close candidates.
         """
         self._prior_in = None if prior is None else np.asarray(prior, dtype=np.float64)
         self._held_out_in = held_out
+        self._prefer_in = prefer
         try:
             return super().fit(E, y, sample_weight, classes)
         finally:
-            del self._prior_in, self._held_out_in
+            del self._prior_in, self._held_out_in, self._prefer_in
 
     def _heads(self) -> list[BaseHead]:
         from fewshot.heads.registry import make_head
@@ -145,6 +160,17 @@ class AutoHead(BaseHead):
         else:
             best = 0
             why = "a class has a single example, so nothing can be held out: the first candidate"
+        prefer = getattr(self, "_prefer_in", None)
+        if prefer is not None and scores:
+            if prefer not in names:
+                raise InputError(f"prefer names {prefer!r}, which is not among the candidates {names}")
+            kept, margin = within_one_standard_error(scores, names[best], prefer, len(codes))
+            if kept and names[best] != prefer:
+                why = (
+                    f"{prefer} is preferred: {names[best]}'s {scores[names[best]]:.4f} beats its "
+                    f"{scores[prefer]:.4f} by no more than one standard error ({margin:.4f}); {why}"
+                )
+            best = names.index(prefer) if kept else best
         self.selection_ = {"scores": {k: round(v, 4) for k, v in scores.items()}, "picked": names[best], "why": why}
         self.head_ = self._fit_one(heads[best], E, codes, w, prior)
         self.choice_ = names[best]
