@@ -6,11 +6,12 @@
 Each support set of a development dataset (``eval.tune_dev.DEV_DATASETS``; the report group of
 ``eval/run_tuning.py`` is never read here) is fitted once with the shipped ``FewShotClassifier(head="auto",
 tune="auto")``. The row keeps what the choice sees, every candidate's accuracy on the held-out halves of
-the cross-fit (``selection_["scores"]``), and what it cannot see, every candidate's accuracy on the capped
-test split: each candidate is refitted on the tuned body's embeddings of the support set, with the label
-prior where it takes one, exactly as the classifier would fit it. A selection rule can then be scored
-offline on these rows (``summary``). Rows are appended to ``eval/results/select_dev.jsonl`` as they are
-measured, and a rerun skips what is there.
+the cross-fit (``held_out``), and what it cannot see, every candidate's accuracy on the capped test split
+(``test``): each candidate is refitted on the tuned body's embeddings of the support set, with the label
+prior where it takes one, exactly as the classifier would fit it. ``picked``, ``shipped`` and ``prefer``
+are what the classifier did under the rule it had then; the rest does not depend on the rule, so any rule
+can be scored offline on these rows (``summary``). Rows are appended to ``eval/results/select_dev.jsonl``
+as they are measured, and a rerun skips what is there.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def main() -> None:
                     "seed": seed,
                     "tuning": {k: v for k, v in clf.tuning_.items() if k != "auto"},
                     "picked": clf.head_.selection_["picked"],
+                    "prefer": clf.head_.selection_.get("prefer"),  # the rule behind "picked" and "shipped"
                     "held_out": clf.head_.selection_["scores"],
                     "test": candidate_accuracies(clf, texts, labels, test, yt),
                     "shipped": round(float(np.mean(clf.predict(test) == np.asarray(yt, dtype=object))), 4),

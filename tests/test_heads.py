@@ -316,6 +316,7 @@ def test_auto_keeps_a_preferred_candidate_unless_beaten_by_more_than_one_standar
     assert kept.choice_ == "cache" and "one standard error" in kept.selection_["why"]
     beaten = AutoHead(candidates=names).fit(E, y, held_out=(close, how), prefer="cache")
     assert beaten.choice_ == "prototype" and "standard error" not in beaten.selection_["why"]
+    assert beaten.selection_["prefer"] == "cache" and beaten.selection_["margin"] == pytest.approx(0.159, abs=1e-3)
     assert AutoHead(candidates=names).fit(E, y, held_out=(near, how)).choice_ == "prototype"  # no preference
     with pytest.raises(InputError, match="knn"):
         AutoHead(candidates=names).fit(E, y, held_out=(near, how), prefer="knn")

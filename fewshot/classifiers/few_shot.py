@@ -63,12 +63,11 @@ class FewShotClassifier(CalibratedClassifier):
         (``{"steps": 30, "seed": 0}``; settings left out are the schedule's). ``head="auto"``'s choice and
         the calibration then come from two more tunes, each on half of the examples and scoring the other
         half (a tuned body's own examples say nothing about new inputs), which about doubles the fit time;
-        ``"auto"`` keeps the cache adapter unless another head beats it there by more than one standard
-        error (half a support set rarely separates close heads; on the development datasets this rule
-        did better than the plain best score at 8 examples a class);
-        when some class has a single example, or no class has four, they fall back to the examples
-        themselves. The tuned body is saved with the classifier, and its identity records what it was
-        tuned from.
+        ``"auto"`` keeps the cache adapter (when it is a candidate, as by default) unless another head beats
+        it there by more than one standard error (half a support set rarely separates close heads; on the
+        development datasets this did better than the best score alone at 8 examples a class). When some
+        class has a single example, or no class has four, they fall back to the examples themselves. The
+        tuned body is saved with the classifier, and its identity records what it was tuned from.
     calibrate : temperature-scale the probabilities (default True): one scalar fitted on held-out scores
         of the examples themselves (leave-one-out for class means, k-fold for other heads), so that a
         0.8 means right 8 times in 10. Needs two examples in every class; otherwise left at 1.

@@ -32,7 +32,9 @@ def _candidate_list(v: Any) -> bool:
 
 def within_one_standard_error(scores: dict[str, float], best: str, prefer: str, n: int) -> tuple[bool, float]:
     """Whether ``prefer``'s accuracy is within one standard error of ``best``'s, both measured on the same
-    ``n`` examples, and that standard error: ``sqrt(2 p (1 - p) / n)`` with ``p`` the mean of the two."""
+    ``n`` examples, and that standard error: ``sqrt(2 p (1 - p) / n)`` with ``p`` the mean of the two (the
+    error of two independent accuracies; two heads scored on the same examples agree on many of them, so
+    this errs on the side of keeping ``prefer``)."""
     p = (scores[best] + scores[prefer]) / 2
     margin = float(np.sqrt(2 * p * (1 - p) / n))
     return scores[best] - scores[prefer] <= margin, margin
@@ -41,7 +43,8 @@ def within_one_standard_error(scores: dict[str, float], best: str, prefer: str, 
 class AutoHead(BaseHead):
     """Fits every candidate head in stratified k-fold cross-validation on the support set, keeps the one
     with the best (weighted) mean accuracy (ties go to the earlier, simpler candidate), and refits it on
-    all examples.
+    all examples. Given ``prefer`` at fit, that candidate is kept unless another beats it by more than one
+    standard error (:func:`within_one_standard_error`).
 
     Parameters
     ----------
@@ -90,9 +93,10 @@ class AutoHead(BaseHead):
         held-out ones, since on ``E`` itself every candidate looks perfect.
 
         ``prefer``: a candidate's name (as :func:`describe_head` gives it) kept unless another's accuracy
-        beats it by more than one standard error of the difference, ``sqrt(2 p (1 - p) / n)`` with ``p``
-        the mean of the two accuracies and ``n`` the examples scored: a one-standard-error rule, for
-        accuracies measured on too few held-out examples to separate close candidates.
+        beats it by more than one standard error, ``sqrt(2 p (1 - p) / n)`` with ``p`` the mean of the two
+        accuracies and ``n`` the examples: a one-standard-error rule, for accuracies measured on too few
+        held-out examples to separate close candidates. ``selection_`` then records it and the margin.
+        With a class of one example nothing is scored and the first candidate is taken as without it.
         """
         self._prior_in = None if prior is None else np.asarray(prior, dtype=np.float64)
         self._held_out_in = held_out
@@ -132,6 +136,9 @@ class AutoHead(BaseHead):
         names = [describe_head(h) for h in heads]
         if len(set(names)) != len(names):
             raise InputError(f"candidates repeat a head: {names}")
+        prefer = getattr(self, "_prefer_in", None)
+        if prefer is not None and prefer not in names:
+            raise InputError(f"prefer names {prefer!r}, which is not among the candidates {names}")
         folds = min(self.folds, int(np.bincount(codes).min()))
         weights = np.ones(len(codes)) if w is None else w
         scores: dict[str, float] = {}
@@ -160,18 +167,22 @@ class AutoHead(BaseHead):
         else:
             best = 0
             why = "a class has a single example, so nothing can be held out: the first candidate"
-        prefer = getattr(self, "_prefer_in", None)
+        selection: dict[str, Any] = {}
         if prefer is not None and scores:
-            if prefer not in names:
-                raise InputError(f"prefer names {prefer!r}, which is not among the candidates {names}")
             kept, margin = within_one_standard_error(scores, names[best], prefer, len(codes))
+            selection = {"prefer": prefer, "margin": round(margin, 4)}
             if kept and names[best] != prefer:
                 why = (
                     f"{prefer} is preferred: {names[best]}'s {scores[names[best]]:.4f} beats its "
                     f"{scores[prefer]:.4f} by no more than one standard error ({margin:.4f}); {why}"
                 )
             best = names.index(prefer) if kept else best
-        self.selection_ = {"scores": {k: round(v, 4) for k, v in scores.items()}, "picked": names[best], "why": why}
+        self.selection_ = {
+            "scores": {k: round(v, 4) for k, v in scores.items()},
+            "picked": names[best],
+            "why": why,
+            **selection,
+        }
         self.head_ = self._fit_one(heads[best], E, codes, w, prior)
         self.choice_ = names[best]
 
