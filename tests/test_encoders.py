@@ -61,6 +61,13 @@ def test_bad_inputs_are_named(text_encoder, bad, message):
         text_encoder.encode(bad)
 
 
+@pytest.mark.parametrize("size", [0, -3, 2.5, True])
+def test_a_bad_batch_size_is_named(size):
+    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+        FakeEncoder().encode(["a text"], batch_size=size)
+    assert FakeEncoder().encode(["a text"], batch_size=np.int64(1)).shape == (1, FakeEncoder().dim)
+
+
 def test_cache_serves_repeats_without_the_model(tmp_path):
     enc = FakeEncoder(cache_dir=tmp_path)
     first = enc.encode(["alpha beta", "gamma", "alpha beta"])

@@ -9,6 +9,7 @@ Ray) without their weights where the weights can be loaded again from where they
 from __future__ import annotations
 
 import copy
+import numbers
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -88,8 +89,9 @@ class Encoder(ABC):
     def __init__(self, *, normalize: bool = True, batch_size: int = 64, cache_dir: str | Path | None = None):
         if not isinstance(normalize, bool):
             raise InputError(f"normalize must be True or False, got {normalize!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)
         self.normalize = normalize
         self.batch_size = batch_size
         self.cache_dir = cache_dir
@@ -138,7 +140,10 @@ class Encoder(ABC):
         made with ``normalize=False``.
         """
         items = self.validate(inputs)
-        batch_size = batch_size or self.batch_size
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = int(batch_size)
         cache = self._get_cache()
         if cache is None:
             out = self._encode(items, batch_size, show_progress)
