@@ -714,7 +714,7 @@ def main() -> None:
     if (RESULTS / "select_dev.jsonl").exists():
         lines += select_dev_section(RESULTS / "select_dev.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune
-    for name in ("minilm", "minilm_all_layers", "minilm_n64", "mpnet"):
+    for name in ("minilm", "minilm_n64", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)

@@ -125,6 +125,19 @@ def test_batches_are_sorted_and_restored_in_input_order(onnx_fp32, texts):
     np.testing.assert_allclose(shuffled, onnx_fp32.encode(texts)[order], atol=2e-6)
 
 
+def test_batches_are_bounded_by_texts_and_by_padded_tokens():
+    from fewshot.encoders.onnx import token_batches
+
+    lengths = np.array([30, 256, 12, 256, 100, 5, 40, 300])
+    order = np.argsort(-lengths, kind="stable")
+    batches = token_batches(order, lengths, batch_size=4, max_tokens=512)
+    np.testing.assert_array_equal(np.concatenate(batches), order)  # every text once, in order
+    for b in batches:
+        assert len(b) <= 4 and (len(b) == 1 or len(b) * lengths[b[0]] <= 512)
+    assert [len(b) for b in batches] == [1, 2, 4, 1]  # 300 alone (over the budget), 256 twice, 100 with three
+    assert [len(b) for b in token_batches(order, lengths, batch_size=3, max_tokens=10**6)] == [3, 3, 2]
+
+
 def test_static_encoder_contract_and_neighbours(static, texts, torch_vectors):
     E = static.encode(texts)
     assert E.dtype == np.float32 and E.flags.c_contiguous and E.shape == (len(texts), 256)

@@ -26,8 +26,11 @@ a 2-core machine shared with other work, spinning threads took 10-20% of the thr
 (the same model with spinning off ran 1.07-1.2x faster). A call of several batches runs them side by side
 instead, one batch a thread on a second session of one intra-op thread ("lanes"): the matrices of a batch of
 short texts are too small for two threads to share one without waiting on each other, and on 1,024 banking
-queries at batch 32 lanes ran 1.14-1.15x faster than one two-thread session (int8 and fp32 alike; 128 long
-e-mails: within 4%). A single batch, a service's one text, still gets every thread. Lanes hold a second copy
+queries at batch 32 lanes ran 1.14-1.15x faster than one two-thread session (int8 and fp32 alike). Long
+texts run in batches of at most :data:`BATCH_TOKENS` padded tokens rather than 32 texts: on 128 long e-mails
+(177 tokens on average) that ran 1.29x faster for int8 and 1.33x for fp32 on two threads, 1.17-1.18x on one
+(``python -m eval.bench_batch_tokens``; caps of 2,048 and 4,096 tokens gained less). A single batch, a
+service's one text, still gets every thread. Lanes hold a second copy
 of the model (23 MB int8, 90 MB fp32 for the bundled MiniLM), made on the first call that needs it. A lane
 computes exactly what the main session computes: the vectors do not depend on the mode.
 
@@ -55,6 +58,7 @@ FP32_MIN_COSINE = 0.999  # an fp32 export further than this from torch on the pr
 INT8_MIN_COSINE = 0.95  # a sanity floor for the int8 model against fp32 on the probes (it reaches ~0.99)
 QUANTIZATIONS = (None, "int8")
 TOKEN_CHUNK = 4096  # texts tokenized and sorted by length together (bounds the memory of a large input)
+BATCH_TOKENS = 1024  # padded tokens a batch holds at most (long texts run in smaller batches; see encode)
 
 # sentences the export is checked on: short, long, punctuation, digits, non-ASCII, one past the length limit
 PROBES = [
@@ -426,6 +430,10 @@ class OnnxTextRuntime:
         """Embed ``texts``: shape (n, dim), float32, as the model returns them (not normalised again).
 
         Texts are tokenized in chunks, sorted by token count and batched, so a batch carries little padding.
+        A batch holds at most ``batch_size`` texts and at most :data:`BATCH_TOKENS` tokens padded (one text
+        at least), so long texts run in smaller batches: a batch of that many tokens still fills the matrix
+        products, and batches of even cost keep the lanes busy to the end. The batches depend on the texts
+        and ``batch_size`` only, never on the threads (an int8 vector depends slightly on its batch).
         """
         from tqdm.auto import tqdm
 
@@ -436,7 +444,7 @@ class OnnxTextRuntime:
                 encodings = self.tokenizer.encode_batch(texts[start : start + TOKEN_CHUNK])
                 lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
                 order = np.argsort(-lengths, kind="stable")
-                batches = [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+                batches = token_batches(order, lengths, batch_size, BATCH_TOKENS)
 
                 def run(session: Any, idx: np.ndarray, encodings: list[Any] = encodings, start: int = start) -> None:
                     feeds = _feeds([encodings[i] for i in idx], self.inputs, self.pad_id)
@@ -463,6 +471,18 @@ class OnnxTextRuntime:
                 pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fewshot-onnx-lane")
                 self._lanes = (make_session(self.folder / "model.onnx", threads=1), pool, os.getpid())
             return self._lanes[0], self._lanes[1]
+
+
+def token_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Consecutive runs of ``order`` (indices sorted by decreasing ``lengths``) of at most ``batch_size``
+    indices whose padded size, count times the first (longest) length, stays within ``max_tokens``; a text
+    longer than that alone makes a batch."""
+    batches, start = [], 0
+    while start < len(order):
+        fits = max(1, min(batch_size, max_tokens // max(int(lengths[order[start]]), 1)))
+        batches.append(order[start : start + fits])
+        start += fits
+    return batches
 
 
 def _feeds(encodings: list[Any], names: list[str], pad_id: int) -> dict[str, np.ndarray]:

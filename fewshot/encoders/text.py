@@ -99,7 +99,8 @@ class TextEncoder(Encoder):
         a local model folder; or a ``SentenceTransformer`` instance.
     device : torch device, ``"cpu"`` by default.
     normalize : L2-normalise the output (default True).
-    batch_size : texts per model call.
+    batch_size : texts per model call (at most: the ONNX backend also caps a call's padded tokens, so long
+        texts run in smaller calls).
     cache_dir : if given, embeddings are cached on disk there, keyed by encoder identity and text.
     backend : ``"torch"`` (default) runs the model with sentence-transformers; ``"onnx"`` runs it on ONNX
         Runtime (``pip install 'fewshot[fast]'``): the model is exported once (transformer and pooling, so
