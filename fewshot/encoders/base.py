@@ -71,6 +71,12 @@ def weights_sha256(module: Any) -> str:
     return sha
 
 
+def _batch_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"batch_size must be a positive integer, got {value!r}")
+    return int(value)
+
+
 class Encoder(ABC):
     """Base class of every encoder.
 
@@ -89,9 +95,7 @@ class Encoder(ABC):
     def __init__(self, *, normalize: bool = True, batch_size: int = 64, cache_dir: str | Path | None = None):
         if not isinstance(normalize, bool):
             raise InputError(f"normalize must be True or False, got {normalize!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        batch_size = int(batch_size)
+        batch_size = _batch_size(batch_size)
         self.normalize = normalize
         self.batch_size = batch_size
         self.cache_dir = cache_dir
@@ -140,10 +144,7 @@ class Encoder(ABC):
         made with ``normalize=False``.
         """
         items = self.validate(inputs)
-        batch_size = self.batch_size if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        batch_size = int(batch_size)
+        batch_size = self.batch_size if batch_size is None else _batch_size(batch_size)
         cache = self._get_cache()
         if cache is None:
             out = self._encode(items, batch_size, show_progress)
