@@ -25,8 +25,8 @@ import numpy as np
 from eval.datasets import load, sample_per_class
 from eval.run_text import RESULTS, machine
 from eval.sampling import capped_subsample
-from eval.tune_dev import DEV_DATASETS
-from fewshot import FewShotClassifier, TextEncoder
+from eval.tune_dev import dev_encoder
+from fewshot import FewShotClassifier
 from fewshot.heads.auto import AutoHead, within_one_standard_error
 from fewshot.heads.base import describe_head
 from fewshot.labels import encode_labels
@@ -63,12 +63,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--test-cap", type=int, default=1000)
     a = ap.parse_args()
-    for name in a.datasets:
-        if name not in DEV_DATASETS:
-            raise SystemExit(f"{name} is not in the development group {DEV_DATASETS}")
+    base = dev_encoder(a.datasets)
     done = done_keys()
-    base = TextEncoder()
-    base.encode(["warm up"])
     for name in a.datasets:
         ds = load(name)
         test_idx = capped_subsample(ds.test_labels, a.test_cap)

@@ -33,6 +33,18 @@ from fewshot.tuning import AUTO_TEMPERATURE, _batches, train_step
 
 # the development group: tuning schedules and heads are chosen here and only here
 DEV_DATASETS = ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups"]
+
+
+def dev_encoder(names: list[str]) -> TextEncoder:
+    """The bundled encoder, warmed up, once every name in ``names`` is checked to be a development dataset."""
+    for name in names:
+        if name not in DEV_DATASETS:
+            raise SystemExit(f"{name} is not in the development group {DEV_DATASETS}")
+    base = TextEncoder()
+    base.encode(["warm up"])
+    return base
+
+
 OUT = RESULTS / "tune_dev.jsonl"
 
 
