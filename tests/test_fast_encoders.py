@@ -102,11 +102,11 @@ def test_onnx_int8_stays_close_to_torch(onnx_int8, texts, torch_vectors):
     E = onnx_int8.encode(texts)
     cos = (E * torch_vectors).sum(axis=1)
     tokens = np.array([len(e.ids) for e in onnx_int8.onnx_runtime.tokenizer.encode_batch(texts)])
-    longer = cos[tokens > 10]  # a mean over few tokens averages out little rounding (see fewshot.encoders.onnx)
+    longer = cos[tokens > 10]  # a mean over few tokens averages out little rounding
     assert len(longer) > 100
-    assert longer.min() >= 0.98, f"lowest cosine {longer.min():.4f} for a text of more than 10 tokens"
-    assert cos.min() >= 0.95, f"lowest cosine {cos.min():.4f} on {texts[int(cos.argmin())][:80]!r}"
-    assert cos.mean() >= 0.99
+    assert longer.min() >= 0.99, f"lowest cosine {longer.min():.4f} for a text of more than 10 tokens"
+    assert cos.min() >= 0.98, f"lowest cosine {cos.min():.4f} on {texts[int(cos.argmin())][:80]!r}"
+    assert cos.mean() >= 0.995
     assert cos.mean() < 0.99999  # it is really quantised, not the fp32 model under another name
 
 
@@ -115,8 +115,41 @@ def test_int8_vector_depends_only_slightly_on_its_batch(onnx_int8, texts):
     alone = np.vstack([onnx_int8.encode([t]) for t in texts[:20]])
     batched = onnx_int8.encode(texts[:20])
     cos = (alone * batched).sum(axis=1)
-    assert cos.min() >= 0.98 and cos.mean() >= 0.99
+    assert cos.min() >= 0.99 and cos.mean() >= 0.995
     assert cos.min() < 0.99999  # they do differ: why int8 vectors are never mixed with anything else
+
+
+def test_smoothing_keeps_the_fp32_model_and_halves_the_int8_error(onnx_fp32, onnx_int8, home, texts, tmp_path):
+    import onnx
+
+    from fewshot.encoders import onnx as fo
+    from fewshot.encoders.derived import read_manifest
+
+    source = next((home / "onnx").glob("*-fp32-v*"))
+    manifest = read_manifest(source)
+    rt = onnx_fp32.onnx_runtime
+    fp32 = onnx_fp32.encode(texts)
+    # in fp32 the smoothed model computes what the model did: a Mul before each product, its inverse in the weight
+    model = onnx.load(str(source / "model.onnx"))
+    inputs = sorted({node.input[0] for node in fo._smoothable(model.graph)})
+    ranges = fo.activation_ranges(model, inputs, rt.tokenizer, rt.inputs, texts[:20], rt.pad_id)
+    assert len(ranges) == 18 and all(r.shape == (384,) for r in ranges.values())
+    assert max(r.max() / np.median(r) for r in ranges.values()) > 10  # a few channels run far larger: outliers
+    smoothed = fo.smooth_activations(model, ranges, 0.5)
+    assert len(smoothed) == 18  # attention, its output and the feed-forward input of six layers
+    assert not set(smoothed) & set(fo._ffn_down_projections(model.graph))
+    (tmp_path / "smoothed").mkdir()
+    onnx.save(model, str(tmp_path / "smoothed" / "model.onnx"))
+    again = fo.OnnxTextRuntime.run_once(tmp_path / "smoothed" / "model.onnx", rt.tokenizer, rt.inputs, texts[:40], 0)
+    np.testing.assert_allclose(again, fp32[:40], atol=2e-5)
+    # the shipped int8 model against one quantised the same way without smoothing
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    fo.quantize_int8(source, manifest, plain, smooth_alpha=None)
+    without = fo.OnnxTextRuntime(plain, read_manifest(plain), threads=1).encode(texts, batch_size=32)
+    err_with = 1 - (onnx_int8.encode(texts) * fp32).sum(axis=1)
+    err_without = 1 - (without * fp32).sum(axis=1)
+    assert err_with.mean() < 0.75 * err_without.mean(), (err_with.mean(), err_without.mean())
 
 
 def test_batches_are_sorted_and_restored_in_input_order(onnx_fp32, texts):
@@ -297,6 +330,11 @@ def test_interchangeability_rule(onnx_fp32, onnx_int8, static):
     assert not same_encoder(onnx_int8.identity, {**onnx_int8.identity, "weights_sha256": "0" * 64})
     with pytest.raises(EncoderMismatchError, match="quantised vectors are never mixed"):
         check_same_encoder(torch_id, onnx_int8, "the index")
+    # an int8 save of another recipe (the first had no recipe field) is refused too, and says why
+    older = {k: v for k, v in onnx_int8.identity.items() if k != "quantization_recipe"}
+    assert onnx_int8.identity["quantization_recipe"] >= 2 and not same_encoder(older, onnx_int8.identity)
+    with pytest.raises(EncoderMismatchError, match="another int8 recipe"):
+        check_same_encoder(older, onnx_int8, "the index")
 
 
 def test_encoder_from_identity_recreates_each_backend(onnx_fp32, onnx_int8, static):

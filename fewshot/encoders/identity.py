@@ -4,11 +4,13 @@ An identity is a JSON dict: ``family`` (sentence-transformers, torchvision, open
 ``model`` (where it came from), ``weights_sha256`` (a hash of the loaded weights), ``dim``, ``normalize``,
 and for image pipelines ``preprocess``; family-specific fields say how to load it again. Text encoders that
 do not run on torch in fp32 also record ``backend`` (``"onnx"``, ``"static"``) and ``quantization``
-(``"int8"``). Two identities are interchangeable when the fields in :data:`IDENTITY_KEYS` agree, with one
-rule for the numerics (:func:`numerics`): torch fp32 and ONNX fp32 runs of the same weights count as the
-same encoder, because every ONNX fp32 export is checked against torch when it is made (cosine at least
-0.999 on probe sentences, else it is refused) and the tests check it on real texts; anything quantised or
-static matches only the same backend and quantisation, so int8 or static vectors are never mixed with fp32.
+(``"int8"``, with the version of its recipe in ``quantization_recipe``). Two identities are
+interchangeable when the fields in :data:`IDENTITY_KEYS` agree, with one rule for the numerics
+(:func:`numerics`): torch fp32 and ONNX fp32 runs of the same weights count as the same encoder, because
+every ONNX fp32 export is checked against torch when it is made (cosine at least 0.999 on probe sentences,
+else it is refused) and the tests check it on real texts; anything quantised or static matches only the
+same backend, quantisation and recipe, so int8 or static vectors are never mixed with fp32, nor int8
+vectors of two recipes.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ from typing import Any
 from fewshot.errors import EncoderMismatchError
 
 # keys of an identity that decide whether two encoders produce the same vectors (``preprocess`` is absent
-# for text encoders, so it only tells image pipelines apart; ``backend`` and ``quantization`` are absent
-# for torch fp32 models)
-IDENTITY_KEYS = ("family", "weights_sha256", "dim", "normalize", "preprocess", "backend", "quantization")
+# for text encoders, so it only tells image pipelines apart; ``backend``, ``quantization`` and
+# ``quantization_recipe`` are absent for torch fp32 models)
+IDENTITY_KEYS = (
+    "family",
+    "weights_sha256",
+    "dim",
+    "normalize",
+    "preprocess",
+    "backend",
+    "quantization",
+    "quantization_recipe",
+)
 
 
 # backends whose fp32 vectors are interchangeable (an ONNX fp32 export is verified against torch when made)
@@ -54,6 +65,8 @@ def describe(identity: dict[str, Any]) -> str:
     """A one-line description of an identity for error messages."""
     sha = str(identity.get("weights_sha256", ""))[:12]
     extra = "".join(f", {k} {identity[k]}" for k in ("backend", "quantization") if identity.get(k))
+    if identity.get("quantization"):
+        extra += f" (recipe {identity.get('quantization_recipe', 1)})"
     return f"{identity.get('family')} '{identity.get('model')}' (dim {identity.get('dim')}, weights {sha}{extra})"
 
 
@@ -75,6 +88,10 @@ def check_same_encoder(saved: dict[str, Any], encoder: Any, what: str) -> None:
                 f" (same weights, but {numerics(saved)} vectors and {numerics(current)} ones differ: quantised "
                 "vectors are never mixed with others)"
             )
+        elif saved.get("quantization_recipe") != current.get("quantization_recipe") and all(
+            saved.get(k) == current.get(k) for k in ("family", "weights_sha256")
+        ):
+            hint = " (same weights, but another int8 recipe: its vectors differ slightly and are not mixed)"
         raise EncoderMismatchError(
             f"{what} was built with {describe(saved)}, but the encoder given is {describe(current)}{hint}; "
             "embeddings from different encoders are not comparable: use the original encoder or rebuild"

@@ -288,7 +288,10 @@ class TextEncoder(Encoder):
         if self.backend != "torch":  # absent means torch fp32, so older saves keep their identity
             identity["backend"] = self.backend
         if self.quantize is not None:
+            from fewshot.encoders.onnx import INT8_RECIPE
+
             identity["quantization"] = self.quantize
+            identity["quantization_recipe"] = INT8_RECIPE
         if self.tuned_from is not None:
             identity["tuned_from"] = self.tuned_from
             identity["tuning"] = self.tuning
