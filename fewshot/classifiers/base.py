@@ -72,10 +72,9 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         """The head's score for every class, array of shape (n_samples, n_classes), columns in ``classes_``
         order: cosine similarities for the prototype and zero-shot heads. Abstention thresholds apply to
         the best of these."""
-        head = self._fitted_head()  # outside the read lock: a lazy zero-shot fit takes the write lock
+        self._fitted_head()  # outside the read lock: a lazy zero-shot fit takes the write lock
         with self._rw.read():
-            E, kw = self._head_inputs(X, show_progress)
-            return head.class_scores(E, **kw)
+            return self._scores(X, show_progress)
 
     def decision_function(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Scikit-learn's decision function: :meth:`class_scores`, or for two classes a vector of shape
@@ -86,10 +85,9 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Calibrated class probabilities, array of shape (n_samples, n_classes), columns in ``classes_``
         order. An abstaining classifier still gives every class a probability here."""
-        head = self._fitted_head()
+        self._fitted_head()
         with self._rw.read():
-            E, kw = self._head_inputs(X, show_progress)
-            return self._proba(head.class_scores(E, **kw))
+            return self._proba(self._scores(X, show_progress))
 
     def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Predicted labels, an object array of shape (n_samples,) whether or not the classifier abstains;
@@ -99,15 +97,22 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
     def predict_with_scores(self, X: Any, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``predict``, the best class score each decision used (shape (n_samples,)), and ``predict_proba``,
         from one encoding pass."""
-        head = self._fitted_head()
+        self._fitted_head()
         with self._rw.read():
-            E, kw = self._head_inputs(X, show_progress)
-            S = head.class_scores(E, **kw)
+            S = self._scores(X, show_progress)
             return self._labels(S), S.max(axis=1), self._proba(S)
 
+    def _scores(self, X: Any, show_progress: bool) -> np.ndarray:
+        """Class scores of ``X`` (the caller holds the read lock)."""
+        E, kw = self._head_inputs(X, show_progress)
+        return self._fitted_head().class_scores(E, **kw)
+
+    def _log_proba(self, S: np.ndarray) -> np.ndarray:
+        """Log-probabilities, before the calibration temperature, from class scores ``S``."""
+        return self._fitted_head().log_proba(S)
+
     def _proba(self, S: np.ndarray) -> np.ndarray:
-        logp = self._fitted_head().log_proba(S)
-        return softmax(logp, getattr(self, "temperature_", 1.0))
+        return softmax(self._log_proba(S), getattr(self, "temperature_", 1.0))
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
         labels = self.classes_[np.argmax(S, axis=1)].astype(object)
@@ -118,7 +123,7 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
 
     # -- calibration --------------------------------------------------------------------------------
     def _fit_temperature(self, S: np.ndarray, codes: np.ndarray, method: str) -> None:
-        T, report = cal.calibrate_temperature(self._fitted_head().log_proba(S), codes)
+        T, report = cal.calibrate_temperature(self._log_proba(S), codes)
         self.temperature_ = T
         self.calibration_ = {"method": method, **report}
 
@@ -137,8 +142,7 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
                 raise InputError("every validation row is out of scope; the temperature needs in-scope rows")
             codes = np.full(len(y), -1, dtype=np.int64)
             codes[~oos] = encode_labels(list(y[~oos]), self.classes_)
-            E, kw = self._head_inputs(items, show_progress)
-            S = self._fitted_head().class_scores(E, **kw)
+            S = self._scores(items, show_progress)
             if self.calibrate:
                 self._fit_temperature(S[~oos], codes[~oos], "validation split")
             if oos.any():

@@ -24,6 +24,8 @@ from fewshot.labels import check_label_type, encode_labels
 from fewshot.params import Check, Options, validate_params
 
 PRIOR = "prior__"  # prefix of the zero-shot prior's arrays inside a classifier's arrays.npz
+LEXICAL = "lexical__"  # prefix of the lexical channel's arrays
+LEXICAL_FOLDS = 5  # folds of the lexical channel's held-out scores on a frozen body (fewer for a small class)
 PRIOR_TEMPLATES = "plain"  # the template the cache adapter's label prior fills the label names into
 PRIOR_TEMPERATURE = 0.05
 TUNE_FOLDS = 2  # halves of the examples, each scored by a body tuned on the other (see _cross_fitted)
@@ -78,6 +80,11 @@ class FewShotClassifier(CalibratedClassifier):
         (:meth:`class_scores`; a cosine for the prototype head).
     abstain_label : what ``predict`` returns for an abstention (default None; the CLI writes it as an
         empty label).
+    lexical : text only. False (default): the head alone. ``"auto"``: a lexical channel as well, TF-IDF
+        features of the words and word pairs with a logistic regression (:mod:`fewshot.lexical`), pooled
+        with the head's log-probabilities at a weight chosen on held-out scores of the examples (0 when the
+        words add nothing there, and then the classifier is exactly the head alone). With the channel on,
+        :meth:`class_scores` are the pooled log-probabilities, and an abstention threshold applies to them.
 
     Attributes
     ----------
@@ -88,6 +95,8 @@ class FewShotClassifier(CalibratedClassifier):
     threshold_ : the abstention threshold in use, or None.
     tuning_ : with ``tune``, the settings the tune ran with, which of them the schedule chose (``"auto"``),
         and the numbers of examples and classes it saw; None for a frozen body.
+    lexical_ : with ``lexical``, the held-out accuracy of every weight and the one picked (or why none
+        could be scored); None without. ``lexical_channel_`` : the channel in use, or None.
 
     Examples
     --------
@@ -104,6 +113,7 @@ class FewShotClassifier(CalibratedClassifier):
         "tune": [bool, None, dict, Options(("auto",))],
         "calibrate": [bool],
         "abstain": ABSTAIN,
+        "lexical": [Options((False, "auto"))],
     }
 
     def __init__(
@@ -116,6 +126,7 @@ class FewShotClassifier(CalibratedClassifier):
         calibrate: bool = True,
         abstain: float | str | None = None,
         abstain_label: Any = None,
+        lexical: bool | str = False,
     ):
         self.encoder = encoder
         self.head = head
@@ -125,6 +136,7 @@ class FewShotClassifier(CalibratedClassifier):
         self.calibrate = calibrate
         self.abstain = abstain
         self.abstain_label = abstain_label
+        self.lexical = lexical
 
     @property
     def encoder_(self) -> Encoder:
@@ -159,6 +171,8 @@ class FewShotClassifier(CalibratedClassifier):
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
+        if self.lexical and base.modality != "text":
+            raise InputError(f"lexical='auto' reads the words of text examples; this encoder takes {base.modality}")
         tuning = self._tuning(len(items), len(np.unique(y)), base)
         with self._rw.write():
             encoder, held_out = base, None
@@ -185,8 +199,48 @@ class FewShotClassifier(CalibratedClassifier):
                 S = _fold_scores(chosen, folds, len(items))
             else:
                 self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
-            self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S)
+            self.lexical_, self.lexical_channel_ = None, None
+            how = None if held_out is None else f"held-out support ({CROSS_FITTED})"
+            if self.lexical:
+                S, how = self._fit_lexical(items, y, E, kw, S, held_out, how)
+            self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S, how=how)
         return self
+
+    def _fit_lexical(
+        self, items: list[str], y: np.ndarray, E: np.ndarray, kw: dict, S: np.ndarray | None, held_out: Any, how: Any
+    ) -> tuple[np.ndarray | None, str | None]:
+        """Choose the lexical channel's weight on held-out scores of the examples and fit it if the weight is
+        above 0. The held-out scores are the cross-fitted ones on a tuned body (the lexical model is fitted
+        on the same folds), else the head's own and :data:`LEXICAL_FOLDS` folds for the lexical model.
+        Returns the held-out scores calibration should use (pooled when the channel is on) and how they were
+        made."""
+        from sklearn.model_selection import StratifiedKFold
+
+        from fewshot.lexical import LexicalChannel, LexicalModel, choose, held_out_log_proba, pool
+
+        codes = encode_labels(y, self.classes_)
+        n_classes = len(self.classes_)
+        if held_out is not None:
+            folds = [(fold[0], fold[1]) for fold in held_out[0]]
+        else:
+            k = min(LEXICAL_FOLDS, int(np.bincount(codes, minlength=n_classes).min()))
+            if k < 2:
+                self.lexical_ = {"picked": 0.0, "why": "a class has a single example: nothing to hold out"}
+                return S, how
+            folds = list(StratifiedKFold(n_splits=k, shuffle=True, random_state=0).split(np.zeros(len(codes)), codes))
+            S = self.head_.held_out_scores(E, y, **kw)
+            how = "held-out support"
+        if S is None:
+            self.lexical_ = {"picked": 0.0, "why": "the head gave no held-out scores"}
+            return S, how
+        head_logp = self.head_.log_proba(S)
+        lexical_logp = held_out_log_proba(items, codes, n_classes, folds)
+        weight, t_head, t_lexical, self.lexical_ = choose(head_logp, lexical_logp, codes)
+        if weight == 0.0:
+            return S, how
+        model = LexicalModel().fit(items, codes, n_classes)
+        self.lexical_channel_ = LexicalChannel(model, weight, t_head, t_lexical, list(items), codes)
+        return pool(head_logp, lexical_logp, weight, t_head, t_lexical), f"{how}, pooled with the lexical channel"
 
     def _cross_fitted(
         self, base: TextEncoder, items: list[Any], y: np.ndarray, head: BaseHead, tuning: dict, show_progress: bool
@@ -268,9 +322,10 @@ class FewShotClassifier(CalibratedClassifier):
         kw: dict,
         abstain: float | str | None,
         held_out_scores: np.ndarray | None = None,
+        how: str | None = None,
     ) -> None:
         """Temperature and abstention threshold from held-out scores of the examples (never test data):
-        ``held_out_scores`` when given (a tuned body's cross-fitted scores), else the head's own folds."""
+        ``held_out_scores`` when given (made as ``how`` says), else the head's own folds."""
         self.temperature_, self.threshold_ = 1.0, None
         self.calibration_: dict[str, Any] = {"method": "none"}
         needs_scores = self.calibrate or abstain == "auto"
@@ -279,8 +334,7 @@ class FewShotClassifier(CalibratedClassifier):
             S = self.head_.held_out_scores(E, y, **kw)
         codes = encode_labels(y, self.classes_)
         if self.calibrate and S is not None:
-            how = "held-out support" if held_out_scores is None else f"held-out support ({CROSS_FITTED})"
-            self._fit_temperature(S, codes, how)
+            self._fit_temperature(S, codes, how or "held-out support")
         elif self.calibrate:
             self.calibration_ = {"method": "none", "why": "a class has a single example: nothing to hold out"}
         if abstain == "auto":
@@ -348,6 +402,9 @@ class FewShotClassifier(CalibratedClassifier):
                 ).fit()
             self.head_.partial_fit(E, y)
             self.prior_ = prior
+            channel = getattr(self, "lexical_channel_", None)
+            if channel is not None:
+                self.lexical_channel_ = channel.add(items, encode_labels(y, self.classes_), len(self.classes_))
         return self
 
     def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -355,6 +412,20 @@ class FewShotClassifier(CalibratedClassifier):
         items = self.encoder_.validate(X)
         E = self.embed(items, show_progress)
         return E, self._prior_kw(items, E)
+
+    def _scores(self, X: Any, show_progress: bool) -> np.ndarray:
+        channel = getattr(self, "lexical_channel_", None)
+        if channel is None:
+            return super()._scores(X, show_progress)
+        items = self.encoder_.validate(X)
+        E, kw = self._head_inputs(items, show_progress)
+        head = self._fitted_head()
+        return channel.pool(head.log_proba(head.class_scores(E, **kw)), items)
+
+    def _log_proba(self, S: np.ndarray) -> np.ndarray:
+        if getattr(self, "lexical_channel_", None) is not None:
+            return S  # the pooled scores are log-probabilities already
+        return super()._log_proba(S)
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -373,8 +444,15 @@ class FewShotClassifier(CalibratedClassifier):
                 "abstain": self.abstain,
                 "abstain_label": json_label(self.abstain_label) if self.abstain_label is not None else None,
                 "calibration": self._calibration_state(),
+                "lexical": self.lexical,
+                "lexical_selection": getattr(self, "lexical_", None),
             }
             arrays: dict[str, np.ndarray] = {}
+            channel = getattr(self, "lexical_channel_", None)
+            if channel is not None:
+                config, lexical_arrays = channel.get_state()
+                extra["lexical_channel"] = config
+                arrays.update({LEXICAL + k: v for k, v in lexical_arrays.items()})
             prior = getattr(self, "prior_", None)
             if prior is not None:
                 prior_config, prior_arrays = prior.head_.get_state()
@@ -383,7 +461,7 @@ class FewShotClassifier(CalibratedClassifier):
                     "head": prior_config,
                     "templates": prior.templates,
                 }
-                arrays = {PRIOR + k: v for k, v in prior_arrays.items()}
+                arrays.update({PRIOR + k: v for k, v in prior_arrays.items()})
             manifest = save_model(
                 path, "classifier", self.encoder_, head, extra, arrays, expect_save_id=_expected(self, path)
             )
@@ -393,7 +471,7 @@ class FewShotClassifier(CalibratedClassifier):
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> FewShotClassifier:
         """Load a saved classifier. ``encoder`` defaults to the recorded one and must match it."""
-        manifest, arrays, encoder, head = load_model(path, "classifier", encoder, reserved_prefixes=(PRIOR,))
+        manifest, arrays, encoder, head = load_model(path, "classifier", encoder, reserved_prefixes=(PRIOR, LEXICAL))
         try:
             self = cls(
                 encoder=encoder,
@@ -404,6 +482,7 @@ class FewShotClassifier(CalibratedClassifier):
                 calibrate=manifest.get("calibrate", True),
                 abstain=manifest.get("abstain"),
                 abstain_label=manifest.get("abstain_label"),
+                lexical=manifest.get("lexical", False),
             )
         except TypeError as exc:
             raise CorruptFileError(f"{path}: the saved settings cannot be read ({exc})") from exc
@@ -416,6 +495,17 @@ class FewShotClassifier(CalibratedClassifier):
                 self.prior_ = _load_prior(manifest["prior"], prefixed(arrays, PRIOR), encoder)
             except (KeyError, TypeError, ValueError) as exc:
                 raise CorruptFileError(f"{path}: the saved zero-shot prior cannot be read ({exc})") from exc
+        self.lexical_, self.lexical_channel_ = manifest.get("lexical_selection"), None
+        if "lexical_channel" in manifest:
+            from fewshot.lexical import LexicalChannel
+
+            try:
+                saved = prefixed(arrays, LEXICAL)
+                self.lexical_channel_ = LexicalChannel.from_state(manifest["lexical_channel"], saved)
+            except CorruptFileError as exc:
+                raise CorruptFileError(f"{path}: {exc}") from exc
+            if self.lexical_channel_.model.coef_.shape[0] != len(head.classes_):
+                raise CorruptFileError(f"{path}: the lexical channel's classes do not match the head's")
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         return self
 

@@ -1,0 +1,121 @@
+"""Development sweep: does the lexical channel (``FewShotClassifier(lexical="auto")``) help, frozen and tuned?
+
+    python -m eval.lexical_dev                                   # N=8, the development group, seeds 0-2
+    python -m eval.lexical_dev --shots 64 --datasets sst2 mr subj --seeds 2
+
+Each support set of a development dataset (``eval.tune_dev.DEV_DATASETS``; the report group of
+``eval/run_tuning.py`` is never read here) is fitted with ``head="auto"`` and ``lexical="auto"``, on the frozen
+body and with ``tune="auto"``. The channel changes nothing else in a fit (the tune, the head and its choice
+are the same with it off), so one fit gives both accuracies on the capped test split: ``off`` from the head
+alone, ``on`` from the classifier. The row keeps the weight picked and every weight's held-out accuracy.
+Rows are appended to ``eval/results/lexical_dev.jsonl`` as they are measured; a rerun skips what is there.
+Fit times are recorded but are only comparable within a run with nothing else on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from eval.datasets import load, sample_per_class
+from eval.run_text import RESULTS, machine
+from eval.sampling import capped_subsample
+from eval.tune_dev import dev_encoder
+from fewshot import FewShotClassifier
+
+OUT = RESULTS / "lexical_dev.jsonl"
+BODIES = {"frozen": False, "tuned": "auto"}
+
+
+def done_keys() -> set[tuple]:
+    if not OUT.exists():
+        return set()
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    return {(r["dataset"], r["shots"], r["seed"], r["body"]) for r in rows}
+
+
+def predictions(clf: FewShotClassifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions of the fitted head alone and of the classifier (with its lexical channel, if on), from one
+    encoding of ``texts``."""
+    E, kw = clf._head_inputs(texts, show_progress=False)
+    S = clf.head_.class_scores(E, **kw)
+    channel = clf.lexical_channel_
+    pooled = S if channel is None else channel.pool(clf.head_.log_proba(S), texts)
+    return clf.classes_[S.argmax(axis=1)], clf.classes_[pooled.argmax(axis=1)]
+
+
+def summary() -> None:
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["body"], r["shots"], r["dataset"])].append(r)
+    print("body  N  dataset         off    on    change  weights picked")
+    for (body, shots, name), rs in sorted(groups.items()):
+        off, on = np.mean([r["off"] for r in rs]), np.mean([r["on"] for r in rs])
+        picked = [r["lexical"].get("picked") for r in rs]
+        print(f"{body:6}{shots:3}  {name:14} {100 * off:5.1f} {100 * on:5.1f} {100 * (on - off):+6.1f}  {picked}")
+    for body in BODIES:
+        for shots in sorted({r["shots"] for r in rows}):
+            rs = [r for r in rows if r["body"] == body and r["shots"] == shots]
+            if rs:
+                change = 100 * np.mean([r["on"] - r["off"] for r in rs])
+                sets = [g for k, g in groups.items() if k[:2] == (body, shots)]
+                per_set = [np.mean([r["on"] - r["off"] for r in g]) for g in sets]
+                print(
+                    f"{body} N={shots}: mean change {change:+.2f} over {len(rs)} support sets; "
+                    f"worst dataset {100 * min(per_set):+.1f}"
+                )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["sst2", "mr", "subj", "banking77", "20newsgroups"])
+    ap.add_argument("--shots", nargs="+", type=int, default=[8])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--bodies", nargs="+", choices=list(BODIES), default=list(BODIES))
+    ap.add_argument("--test-cap", type=int, default=1000)
+    a = ap.parse_args()
+    base = dev_encoder(a.datasets)
+    done = done_keys()
+    for name in a.datasets:
+        ds = load(name)
+        test_idx = capped_subsample(ds.test_labels, a.test_cap)
+        test = [ds.test_texts[i] for i in test_idx]
+        yt = np.asarray([ds.label_names[i] for i in ds.test_labels[test_idx]], dtype=object)
+        for shots in a.shots:
+            for seed in range(a.seeds):
+                support = sample_per_class(ds.train_labels, shots, seed)
+                texts = [ds.train_texts[i] for i in support]
+                labels = [ds.label_names[i] for i in ds.train_labels[support]]
+                for body in a.bodies:
+                    if (name, shots, seed, body) in done:
+                        continue
+                    t = time.perf_counter()
+                    clf = FewShotClassifier(base, head="auto", tune=BODIES[body], lexical="auto").fit(texts, labels)
+                    fit_s = time.perf_counter() - t
+                    off, on = predictions(clf, test)
+                    row = {
+                        "dataset": name,
+                        "shots": shots,
+                        "seed": seed,
+                        "body": body,
+                        "head": clf.head_.selection_["picked"],
+                        "lexical": clf.lexical_,
+                        "off": round(float(np.mean(off == yt)), 4),
+                        "on": round(float(np.mean(on == yt)), 4),
+                        "fit_s": round(fit_s, 2),
+                        "test_size": len(test),
+                        "machine": machine(),
+                    }
+                    with OUT.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(f"{name} N={shots} seed {seed} {body}: off {row['off']} on {row['on']}", flush=True)
+    summary()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""A lexical channel beside the embedding: TF-IDF word and word-pair features with a logistic regression.
+
+A sentence embedding keeps what a text is about and throws away much of how it is worded, while some tasks
+turn on the words themselves (counterfactual phrasings such as "I wish it had", product codes, a newsgroup's
+jargon). :class:`LexicalModel` scores texts from their words alone; ``FewShotClassifier(lexical="auto")``
+pools its log-probabilities with the head's (:class:`LexicalChannel`), with a weight chosen on held-out
+scores of the support set (:func:`choose`), so it is used only where the support set says it helps.
+
+Everything fitted is plain data: the vocabulary (a list of terms), the inverse document frequencies and the
+regression's coefficients, saved as JSON and arrays. The features are computed here, not by a fitted
+scikit-learn vectorizer, so a loaded model needs nothing unpickled and gives the same features.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from fewshot.errors import CorruptFileError, InputError
+from fewshot.maths import log_softmax
+
+TOKEN = re.compile(r"(?u)\b\w+\b")  # words of one character count too ("I", "a": counterfactuals use them)
+NGRAMS = (1, 2)
+C = 10.0  # inverse L2 strength of the regression: weak, as there are far more features than examples
+WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5)  # the lexical share of the pooled log-probabilities that may be chosen
+MAX_ITER = 1000
+
+
+def terms(text: str) -> list[str]:
+    """The lower-cased words of ``text`` and its pairs of adjacent words."""
+    words = TOKEN.findall(text.lower())
+    out = list(words) if 1 in NGRAMS else []
+    if 2 in NGRAMS:
+        out += [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    return out
+
+
+class LexicalModel:
+    """TF-IDF features (sublinear term frequency, smoothed idf, unit rows) and logistic regressions of each
+    class against the rest over ``n_classes`` integer codes (liblinear's dual solver: with far more features
+    than examples it is about ten times faster than one multinomial fit, at the same accuracy on the
+    development datasets); the log-probabilities are the softmax of the regressions' scores.
+
+    Attributes (after :meth:`fit`): ``vocabulary_`` (terms, in feature order), ``idf_``, ``coef_`` (n_classes,
+    n_features), ``intercept_`` (n_classes,).
+    """
+
+    def fit(self, texts: list[str], codes: np.ndarray, n_classes: int) -> LexicalModel:
+        from sklearn.linear_model import LogisticRegression
+
+        codes = np.asarray(codes, dtype=np.int64)
+        present = np.unique(codes)
+        if len(present) < 2:
+            raise InputError("the lexical channel needs examples of at least two classes")
+        docs = [set(terms(t)) for t in texts]
+        df: dict[str, int] = {}
+        for doc in docs:
+            for term in doc:
+                df[term] = df.get(term, 0) + 1
+        self.vocabulary_ = sorted(df)
+        self._index = {term: i for i, term in enumerate(self.vocabulary_)}
+        n = len(texts)
+        self.idf_ = np.array([math.log((1 + n) / (1 + df[t])) + 1.0 for t in self.vocabulary_])
+        X = self.features(texts)
+        coef = np.zeros((n_classes, X.shape[1]))
+        intercept = np.full(n_classes, -1e4)  # a class without examples here is never predicted
+        for k in present if len(present) > 2 else present[1:]:  # one against the rest (two classes: one fit)
+            lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=MAX_ITER, random_state=0).fit(
+                X, codes == k
+            )
+            coef[k], intercept[k] = lr.coef_[0], lr.intercept_[0]
+        if len(present) == 2:  # the two classes' scores on either side of 0
+            k0, k1 = present
+            coef[k1], intercept[k1] = coef[k1] / 2, intercept[k1] / 2
+            coef[k0], intercept[k0] = -coef[k1], -intercept[k1]
+        self.coef_, self.intercept_ = coef, intercept
+        return self
+
+    def features(self, texts: list[str]) -> Any:
+        """The TF-IDF matrix of ``texts`` (scipy CSR, unit rows; terms outside the vocabulary are dropped)."""
+        from scipy.sparse import csr_matrix
+
+        index = self.__dict__.get("_index")
+        if index is None:
+            index = self._index = {term: i for i, term in enumerate(self.vocabulary_)}
+        rows, cols, vals = [], [], []
+        for r, text in enumerate(texts):
+            counts: dict[int, int] = {}
+            for term in terms(text):
+                j = index.get(term)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            if not counts:
+                continue
+            js = np.fromiter(counts, dtype=np.int64, count=len(counts))
+            w = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * self.idf_[js]
+            rows += [r] * len(js)
+            cols += js.tolist()
+            vals += (w / np.linalg.norm(w)).tolist()
+        return csr_matrix((vals, (rows, cols)), shape=(len(texts), len(self.vocabulary_)))
+
+    def log_proba(self, texts: list[str]) -> np.ndarray:
+        """Log-probabilities of every class for ``texts``, shape (n, n_classes)."""
+        return log_softmax(self.features(texts) @ self.coef_.T + self.intercept_, 1.0)
+
+    # -- persistence --------------------------------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"vocabulary": self.vocabulary_, "ngrams": list(NGRAMS)}, {
+            "idf": self.idf_,
+            "coef": self.coef_,
+            "intercept": self.intercept_,
+        }
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> LexicalModel:
+        self = cls()
+        try:
+            self.vocabulary_ = [str(t) for t in config["vocabulary"]]
+            self.idf_ = np.asarray(arrays["idf"], dtype=np.float64)
+            self.coef_ = np.asarray(arrays["coef"], dtype=np.float64)
+            self.intercept_ = np.asarray(arrays["intercept"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"the saved lexical channel cannot be read ({exc})") from exc
+        n = len(self.vocabulary_)
+        if self.idf_.shape != (n,) or self.coef_.ndim != 2 or self.coef_.shape[1] != n:
+            raise CorruptFileError(
+                f"the saved lexical channel is inconsistent: {n} terms, idf {self.idf_.shape}, "
+                f"coefficients {self.coef_.shape}"
+            )
+        if self.intercept_.shape != (self.coef_.shape[0],):
+            raise CorruptFileError("the saved lexical channel's intercepts do not match its classes")
+        return self
+
+
+def held_out_log_proba(texts: list[str], codes: np.ndarray, n_classes: int, folds: list[tuple]) -> np.ndarray:
+    """Log-probabilities of every example from a model fitted on the other folds (``folds``: (train, test)
+    index pairs covering every example once)."""
+    out = np.zeros((len(texts), n_classes))
+    for train, test in folds:
+        model = LexicalModel().fit([texts[i] for i in train], codes[train], n_classes)
+        out[test] = model.log_proba([texts[i] for i in test])
+    return out
+
+
+class LexicalChannel:
+    """A fitted :class:`LexicalModel` and how its log-probabilities are pooled with a head's.
+
+    Each channel's log-probabilities are first put on a common footing by a temperature fitted on its
+    held-out scores of the support set (``head_temperature``, ``lexical_temperature``); the pool is then
+    ``(1 - weight)`` of the head's and ``weight`` of the lexical channel's, renormalised (a log-linear pool).
+    The channel keeps the examples' texts and class codes, so examples added later refit the regression on
+    all of them (the weight and temperatures stay as chosen).
+    """
+
+    def __init__(
+        self,
+        model: LexicalModel,
+        weight: float,
+        head_temperature: float,
+        lexical_temperature: float,
+        texts: list[str],
+        codes: np.ndarray,
+    ):
+        self.model = model
+        self.weight = float(weight)
+        self.head_temperature = float(head_temperature)
+        self.lexical_temperature = float(lexical_temperature)
+        self.texts = list(texts)
+        self.codes = np.asarray(codes, dtype=np.int64)
+
+    def pool(self, head_logp: np.ndarray, texts: list[str]) -> np.ndarray:
+        """Pooled log-probabilities of ``texts`` given the head's log-probabilities of them."""
+        lexical_logp = self.model.log_proba(texts)
+        return pool(head_logp, lexical_logp, self.weight, self.head_temperature, self.lexical_temperature)
+
+    def add(self, texts: list[str], codes: np.ndarray, n_classes: int) -> LexicalChannel:
+        """A channel refitted with more examples (codes of new classes after the old ones)."""
+        texts = self.texts + list(texts)
+        codes = np.concatenate([self.codes, np.asarray(codes, dtype=np.int64)])
+        model = LexicalModel().fit(texts, codes, n_classes)
+        return LexicalChannel(model, self.weight, self.head_temperature, self.lexical_temperature, texts, codes)
+
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        config, arrays = self.model.get_state()
+        config = {
+            **config,
+            "weight": self.weight,
+            "head_temperature": self.head_temperature,
+            "lexical_temperature": self.lexical_temperature,
+            "texts": self.texts,
+        }
+        return config, {**arrays, "codes": self.codes}
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> LexicalChannel:
+        try:
+            settings = [float(config[k]) for k in ("weight", "head_temperature", "lexical_temperature")]
+            texts = [str(t) for t in config["texts"]]
+            codes = np.asarray(arrays["codes"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"the saved lexical channel cannot be read ({exc})") from exc
+        if len(texts) != len(codes):
+            raise CorruptFileError(f"the saved lexical channel has {len(texts)} texts and {len(codes)} labels")
+        return cls(LexicalModel.from_state(config, arrays), *settings, texts, codes)
+
+
+def pool(head_logp: np.ndarray, lexical_logp: np.ndarray, weight: float, t_head: float, t_lexical: float):
+    """The log-linear pool of two channels' log-probabilities, each at its own temperature, renormalised."""
+    return log_softmax((1.0 - weight) * head_logp / t_head + weight * lexical_logp / t_lexical, 1.0)
+
+
+def choose(head_logp: np.ndarray, lexical_logp: np.ndarray, codes: np.ndarray) -> tuple[float, float, float, dict]:
+    """From held-out log-probabilities of the support set: each channel's temperature, then the weight of
+    :data:`WEIGHTS` whose pool has the best held-out accuracy (ties to the smaller weight). Returns (weight,
+    head temperature, lexical temperature, a record of every weight's accuracy)."""
+    from fewshot.calibration import calibrate_temperature
+
+    t_head = calibrate_temperature(head_logp, codes)[0]
+    t_lexical = calibrate_temperature(lexical_logp, codes)[0]
+    accuracy = {
+        w: float(np.mean(pool(head_logp, lexical_logp, w, t_head, t_lexical).argmax(axis=1) == codes)) for w in WEIGHTS
+    }
+    best = max(WEIGHTS, key=lambda w: (accuracy[w], -w))
+    record = {"weights": {str(w): round(a, 4) for w, a in accuracy.items()}, "picked": best, "n": int(len(codes))}
+    return best, t_head, t_lexical, record

@@ -1,0 +1,197 @@
+"""The lexical channel: TF-IDF features and a regression on the words, pooled with a head where the support
+set's held-out scores say the words help."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fewshot.lexical as lexical
+from fewshot import FewShotClassifier
+from fewshot.errors import CorruptFileError, InputError
+from fewshot.lexical import LexicalChannel, LexicalModel, choose, held_out_log_proba, terms
+
+WORDY = {
+    "refund": ["I want my money back", "please refund the order", "refund me now", "money back please"],
+    "delivery": ["where is my parcel", "the parcel never came", "parcel tracking says lost", "late parcel again"],
+    "login": ["cannot log in", "password reset fails", "log in page broken", "forgot my password"],
+}
+
+
+def wordy() -> tuple[list[str], np.ndarray]:
+    texts = [t for ts in WORDY.values() for t in ts]
+    codes = np.repeat(np.arange(len(WORDY)), [len(ts) for ts in WORDY.values()])
+    return texts, codes
+
+
+# -- the model ------------------------------------------------------------------------------------------
+def test_terms_are_lower_cased_words_and_adjacent_pairs():
+    assert terms("I wish it HAD, really!") == [
+        "i",
+        "wish",
+        "it",
+        "had",
+        "really",
+        "i wish",
+        "wish it",
+        "it had",
+        "had really",
+    ]
+    assert terms("") == []
+
+
+def test_the_words_decide_and_probabilities_are_normalised():
+    texts, codes = wordy()
+    model = LexicalModel().fit(texts, codes, 3)
+    logp = model.log_proba(["my parcel is late", "reset my password", "refund please", "nothing in common"])
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, atol=1e-9)
+    assert logp[:3].argmax(axis=1).tolist() == [1, 2, 0]
+    assert np.ptp(logp[3]) < np.ptp(logp[0])  # no known word: a flatter answer
+
+
+def test_two_classes_and_a_class_without_examples():
+    texts, codes = wordy()
+    keep = codes < 2
+    model = LexicalModel().fit([t for t, k in zip(texts, keep) if k], codes[keep], 3)
+    logp = model.log_proba(["where is my parcel", "money back"])
+    assert logp.argmax(axis=1).tolist() == [1, 0]
+    np.testing.assert_allclose(model.coef_[0], -model.coef_[1])  # one fit, the two scores either side of 0
+    assert np.exp(logp[:, 2]).max() < 1e-100  # never predicted
+
+
+def test_needs_two_classes():
+    with pytest.raises(InputError, match="at least two classes"):
+        LexicalModel().fit(["a b", "c d"], np.array([0, 0]), 2)
+
+
+def test_state_round_trip_and_corrupt_states():
+    texts, codes = wordy()
+    channel = LexicalChannel(LexicalModel().fit(texts, codes, 3), 0.3, 0.5, 2.0, texts, codes)
+    config, arrays = channel.get_state()
+    import json
+
+    config = json.loads(json.dumps(config))  # what a manifest holds
+    back = LexicalChannel.from_state(config, arrays)
+    head = np.log(np.full((2, 3), 1 / 3))
+    np.testing.assert_array_equal(
+        back.pool(head, ["lost parcel", "refund"]), channel.pool(head, ["lost parcel", "refund"])
+    )
+    assert (back.weight, back.head_temperature, back.lexical_temperature) == (0.3, 0.5, 2.0)
+    with pytest.raises(CorruptFileError, match="inconsistent"):
+        LexicalChannel.from_state(config, {**arrays, "idf": arrays["idf"][:-1]})
+    with pytest.raises(CorruptFileError, match="cannot be read"):
+        LexicalChannel.from_state({k: v for k, v in config.items() if k != "weight"}, arrays)
+    with pytest.raises(CorruptFileError, match="texts and"):
+        LexicalChannel.from_state(config, {**arrays, "codes": arrays["codes"][:-1]})
+
+
+def test_held_out_scores_never_see_their_own_example():
+    texts, codes = wordy()
+    folds = [(np.flatnonzero(np.arange(12) % 4 != f), np.flatnonzero(np.arange(12) % 4 == f)) for f in range(4)]
+    out = held_out_log_proba(texts, codes, 3, folds)
+    for train, test in folds:
+        model = LexicalModel().fit([texts[i] for i in train], codes[train], 3)
+        np.testing.assert_allclose(out[test], model.log_proba([texts[i] for i in test]))
+
+
+def test_choose_follows_the_held_out_accuracy():
+    rng = np.random.default_rng(0)
+    codes = np.repeat(np.arange(3), 20)
+    right = np.log(np.where(np.eye(3)[codes] > 0, 0.8, 0.1))  # always right
+    noise = np.log(rng.dirichlet(np.ones(3), size=len(codes)))  # right a third of the time
+    weight, _, _, record = choose(right, noise, codes)
+    assert weight == 0.0 and record["picked"] == 0.0  # the words add nothing: the head alone
+    weight, t_head, t_lexical, record = choose(noise, right, codes)
+    assert weight > 0 and record["weights"][str(weight)] == 1.0 > record["weights"]["0.0"]
+    assert t_lexical < t_head  # the reliable channel is sharpened, the noisy one flattened
+
+
+# -- in the classifier ------------------------------------------------------------------------------------
+def head_scores(clf: FewShotClassifier, X: list[str]) -> np.ndarray:
+    """The class scores of the classifier's head alone."""
+    E, kw = clf._head_inputs(X, show_progress=False)
+    return clf.head_.class_scores(E, **kw)
+
+
+@pytest.fixture(scope="module")
+def newsgroups(data_root):
+    """8 posts of each of 20 newsgroups (seed 0) and 200 test posts: topics told apart by their jargon."""
+    from eval.datasets import load, sample_per_class
+    from eval.sampling import capped_subsample
+
+    ds = load("20newsgroups", data_root)
+    support = sample_per_class(ds.train_labels, 8, 0)
+    test = capped_subsample(ds.test_labels, 200)
+    return (
+        [ds.train_texts[i] for i in support],
+        [ds.label_names[c] for c in ds.train_labels[support]],
+        [ds.test_texts[i] for i in test],
+        np.asarray([ds.label_names[c] for c in ds.test_labels[test]], dtype=object),
+    )
+
+
+def test_the_channel_is_chosen_where_words_help_and_pools_consistently(newsgroups, text_encoder, tmp_path):
+    X, y, X_test, y_test = newsgroups
+    plain = FewShotClassifier(text_encoder, head="cache").fit(X, y)
+    clf = FewShotClassifier(text_encoder, head="cache", lexical="auto").fit(X, y)
+    assert plain.lexical_ is None and plain.lexical_channel_ is None
+    assert clf.lexical_["picked"] > 0 and clf.lexical_channel_ is not None
+    assert clf.lexical_["weights"][str(clf.lexical_["picked"])] > clf.lexical_["weights"]["0.0"]
+    assert "pooled with the lexical channel" in clf.calibration_["method"]
+    # the head is the same; the channel only adds the words
+    np.testing.assert_array_equal(head_scores(plain, X_test[:5]), head_scores(clf, X_test[:5]))
+    S = clf.class_scores(X_test)
+    np.testing.assert_allclose(np.exp(S).sum(axis=1), 1.0, atol=1e-9)  # pooled log-probabilities
+    pred, best, proba = clf.predict_with_scores(X_test)
+    assert (pred == clf.classes_[S.argmax(axis=1)]).all() and np.allclose(best, S.max(axis=1))
+    np.testing.assert_allclose(proba, clf.predict_proba(X_test))
+    assert np.mean(pred == y_test) > 0.5  # 20 topics, 8 posts each
+    # saved and loaded: the same answers, nothing unpickled
+    clf.save(tmp_path / "m")
+    back = FewShotClassifier.load(tmp_path / "m", encoder=text_encoder)
+    assert back.lexical == "auto" and back.lexical_ == clf.lexical_
+    np.testing.assert_allclose(back.predict_proba(X_test), clf.predict_proba(X_test), atol=1e-9)
+
+
+def test_a_classifier_without_the_channel_is_unchanged_and_add_examples_refits_it(
+    newsgroups, text_encoder, monkeypatch
+):
+    X, y, X_test, _ = newsgroups
+    monkeypatch.setattr(lexical, "WEIGHTS", (0.5,))  # the channel on whatever the held-out scores say
+    clf = FewShotClassifier(text_encoder, head="prototype", lexical="auto").fit(X[:40], y[:40])
+    assert clf.lexical_channel_.weight == 0.5 and clf.lexical_channel_.model.coef_.shape[0] == len(clf.classes_)
+    new = ["my kettle boils the water for tea", "the teapot and the kettle are on the stove"]
+    clf.add_examples(new, ["kitchen", "kitchen"])
+    assert clf.classes_[-1] == "kitchen" and clf.lexical_channel_.model.coef_.shape[0] == len(clf.classes_)
+    assert len(clf.lexical_channel_.texts) == 42
+    assert clf.predict(["the kettle is on the stove"])[0] == "kitchen"
+    np.testing.assert_allclose(np.exp(clf.class_scores(X_test[:3])).sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_the_channel_reads_text_only(fake_encoder):
+    from conftest import FakeEncoder
+
+    class FakeImages(FakeEncoder):
+        modality = "image"
+
+    with pytest.raises(InputError, match="this encoder takes image"):
+        FewShotClassifier(FakeImages(), lexical="auto").fit(["a.png", "b.png", "c.png", "d.png"], [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="lexical"):
+        FewShotClassifier(fake_encoder, lexical="yes").fit(["a", "b"], ["x", "y"])
+
+
+def test_a_single_example_class_leaves_the_channel_off(text_encoder):
+    clf = FewShotClassifier(text_encoder, lexical="auto").fit(
+        ["good film", "great film", "awful"], ["pos", "pos", "neg"]
+    )
+    assert clf.lexical_channel_ is None and "single example" in clf.lexical_["why"]
+
+
+def test_on_a_tuned_body_the_channel_uses_the_cross_fitted_folds(newsgroups, text_encoder):
+    X, y, X_test, _ = newsgroups
+    keep = [i for i, label in enumerate(y) if label in sorted(set(y))[:4]]
+    clf = FewShotClassifier(text_encoder, head="cache", tune={"steps": 2}, lexical="auto")
+    clf.fit([X[i] for i in keep], [y[i] for i in keep])
+    assert clf.lexical_["n"] == 32  # every example scored once, by the cross-fit halves
+    assert "held-out folds" in clf.calibration_["method"]
+    assert clf.predict(X_test[:4]).shape == (4,)
