@@ -185,6 +185,20 @@ def test_fit_with_tuning_and_auto_head(tmp_path, train_csv, capsys):
     assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
 
 
+def test_fit_with_the_lexical_channel(tmp_path, train_csv, capsys):
+    model = tmp_path / "words"
+    code, _, err = run(
+        capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "--lexical", "-o", model
+    )
+    assert code == 0 and "lexical weight" in err
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["lexical"] == "auto" and manifest["lexical_selection"]["n"] > 0
+    queries = tmp_path / "q.txt"
+    queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
+    code, out, _ = run(capsys, "predict", model, queries)
+    assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
+
+
 def test_inputs_that_used_to_slip_through_get_one_clear_line(tmp_path, capsys, train_csv):
     labels_json = tmp_path / "labels.json"
     labels_json.write_text('"just a string"')

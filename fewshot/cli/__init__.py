@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
     sp.add_argument(
+        "--lexical",
+        action="store_true",
+        help="text only: pool the head with TF-IDF features of the words, at a weight chosen on held-out "
+        "examples (0 when the words do not help there)",
+    )
+    sp.add_argument(
         "--abstain",
         help="'none of these': auto (threshold from held-out scores of the examples) or a score threshold; "
         "predict then writes an empty label for inputs below it",

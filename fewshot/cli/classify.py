@@ -42,14 +42,20 @@ def cmd_fit(a: argparse.Namespace) -> int:
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     tune = False if a.tune is None else {"seed": a.seed} if a.tune == "auto" else {"steps": a.tune, "seed": a.seed}
     clf = FewShotClassifier(
-        encoder, head=a.head, head_params=head_params(a.head_params), tune=tune, abstain=abstain_setting(a.abstain)
+        encoder,
+        head=a.head,
+        head_params=head_params(a.head_params),
+        tune=tune,
+        abstain=abstain_setting(a.abstain),
+        lexical="auto" if a.lexical else False,
     )
     clf.fit(texts, labels, show_progress=True)
     clf.save(a.output)
     picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
     tuned = f", body tuned for {clf.tuning_['steps']} steps" if clf.tuning_ else ""
+    words = f", lexical weight {clf.lexical_['picked']}" if clf.lexical_ else ""
     print(
-        f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned} "
+        f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned}{words} "
         f"-> {a.output}",
         file=sys.stderr,
     )

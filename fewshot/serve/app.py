@@ -186,6 +186,7 @@ class Service:
                 head_params=req.head_params,
                 abstain=req.abstain,
                 calibrate=req.calibrate,
+                lexical="auto" if req.lexical else False,
             )
         except (TypeError, ValueError) as exc:  # head_params the head does not take
             if isinstance(exc, FewShotError):

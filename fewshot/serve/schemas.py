@@ -73,6 +73,11 @@ class FitRequest(Body):
         None, description="'none of these': null (always answer), 'auto' (from held-out scores), or a threshold."
     )
     calibrate: StrictBool = Field(True, description="Temperature-scale the probabilities on held-out examples.")
+    lexical: StrictBool = Field(
+        False,
+        description="Text only: pool the head with TF-IDF features of the words, at a weight chosen on held-out "
+        "examples (0 where the words do not help).",
+    )
     encoder: StrictStr = Field(
         "text",
         description="Encoder spec: text (bundled MiniLM), text:onnx, text:onnx-int8 or static (faster CPU "
