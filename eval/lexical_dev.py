@@ -21,10 +21,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from eval.datasets import load, sample_per_class
 from eval.run_text import RESULTS, machine
-from eval.sampling import capped_subsample
-from eval.tune_dev import dev_encoder
+from eval.tune_dev import dev_encoder, dev_support_sets
 from fewshot import FewShotClassifier
 
 OUT = RESULTS / "lexical_dev.jsonl"
@@ -81,39 +79,32 @@ def main() -> None:
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
     done = done_keys()
-    for name in a.datasets:
-        ds = load(name)
-        test_idx = capped_subsample(ds.test_labels, a.test_cap)
+    for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
         test = [ds.test_texts[i] for i in test_idx]
         yt = np.asarray([ds.label_names[i] for i in ds.test_labels[test_idx]], dtype=object)
-        for shots in a.shots:
-            for seed in range(a.seeds):
-                support = sample_per_class(ds.train_labels, shots, seed)
-                texts = [ds.train_texts[i] for i in support]
-                labels = [ds.label_names[i] for i in ds.train_labels[support]]
-                for body in a.bodies:
-                    if (name, shots, seed, body) in done:
-                        continue
-                    t = time.perf_counter()
-                    clf = FewShotClassifier(base, head="auto", tune=BODIES[body], lexical="auto").fit(texts, labels)
-                    fit_s = time.perf_counter() - t
-                    off, on = predictions(clf, test)
-                    row = {
-                        "dataset": name,
-                        "shots": shots,
-                        "seed": seed,
-                        "body": body,
-                        "head": clf.head_.selection_["picked"],
-                        "lexical": clf.lexical_,
-                        "off": round(float(np.mean(off == yt)), 4),
-                        "on": round(float(np.mean(on == yt)), 4),
-                        "fit_s": round(fit_s, 2),
-                        "test_size": len(test),
-                        "machine": machine(),
-                    }
-                    with OUT.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(f"{name} N={shots} seed {seed} {body}: off {row['off']} on {row['on']}", flush=True)
+        for body in a.bodies:
+            if (name, shots, seed, body) in done:
+                continue
+            t = time.perf_counter()
+            clf = FewShotClassifier(base, head="auto", tune=BODIES[body], lexical="auto").fit(texts, labels)
+            fit_s = time.perf_counter() - t
+            off, on = predictions(clf, test)
+            row = {
+                "dataset": name,
+                "shots": shots,
+                "seed": seed,
+                "body": body,
+                "head": clf.head_.selection_["picked"],
+                "lexical": clf.lexical_,
+                "off": round(float(np.mean(off == yt)), 4),
+                "on": round(float(np.mean(on == yt)), 4),
+                "fit_s": round(fit_s, 2),
+                "test_size": len(test),
+                "machine": machine(),
+            }
+            with OUT.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{name} N={shots} seed {seed} {body}: off {row['off']} on {row['on']}", flush=True)
     summary()
 
 

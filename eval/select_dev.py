@@ -22,10 +22,8 @@ import time
 
 import numpy as np
 
-from eval.datasets import load, sample_per_class
 from eval.run_text import RESULTS, machine
-from eval.sampling import capped_subsample
-from eval.tune_dev import dev_encoder
+from eval.tune_dev import dev_encoder, dev_support_sets
 from fewshot import FewShotClassifier
 from fewshot.heads.auto import AutoHead, within_one_standard_error
 from fewshot.heads.base import describe_head
@@ -65,41 +63,34 @@ def main() -> None:
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
     done = done_keys()
-    for name in a.datasets:
-        ds = load(name)
-        test_idx = capped_subsample(ds.test_labels, a.test_cap)
+    for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
+        if (name, shots, seed) in done:
+            continue
         test = [ds.test_texts[i] for i in test_idx]
         yt = [ds.label_names[i] for i in ds.test_labels[test_idx]]
-        for shots in a.shots:
-            for seed in range(a.seeds):
-                if (name, shots, seed) in done:
-                    continue
-                support = sample_per_class(ds.train_labels, shots, seed)
-                texts = [ds.train_texts[i] for i in support]
-                labels = [ds.label_names[i] for i in ds.train_labels[support]]
-                t = time.perf_counter()
-                clf = FewShotClassifier(base, head="auto", tune="auto").fit(texts, labels)
-                fit_s = time.perf_counter() - t
-                row = {
-                    "dataset": name,
-                    "shots": shots,
-                    "seed": seed,
-                    "tuning": {k: v for k, v in clf.tuning_.items() if k != "auto"},
-                    "picked": clf.head_.selection_["picked"],
-                    "prefer": clf.head_.selection_.get("prefer"),  # the rule behind "picked" and "shipped"
-                    "held_out": clf.head_.selection_["scores"],
-                    "test": candidate_accuracies(clf, texts, labels, test, yt),
-                    "shipped": round(float(np.mean(clf.predict(test) == np.asarray(yt, dtype=object))), 4),
-                    "fit_s": round(fit_s, 2),
-                    "test_size": len(test),
-                    "machine": machine(),
-                }
-                refit = row["test"][row["picked"]]
-                if row["shipped"] != refit:  # the refit must be the classifier's own
-                    raise SystemExit(f"refitted {row['picked']} scores {refit}, the fitted classifier {row['shipped']}")
-                with OUT.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(f"{name} N={shots} seed {seed}: picked {row['picked']}, test {row['test']}", flush=True)
+        t = time.perf_counter()
+        clf = FewShotClassifier(base, head="auto", tune="auto").fit(texts, labels)
+        fit_s = time.perf_counter() - t
+        row = {
+            "dataset": name,
+            "shots": shots,
+            "seed": seed,
+            "tuning": {k: v for k, v in clf.tuning_.items() if k != "auto"},
+            "picked": clf.head_.selection_["picked"],
+            "prefer": clf.head_.selection_.get("prefer"),  # the rule behind "picked" and "shipped"
+            "held_out": clf.head_.selection_["scores"],
+            "test": candidate_accuracies(clf, texts, labels, test, yt),
+            "shipped": round(float(np.mean(clf.predict(test) == np.asarray(yt, dtype=object))), 4),
+            "fit_s": round(fit_s, 2),
+            "test_size": len(test),
+            "machine": machine(),
+        }
+        refit = row["test"][row["picked"]]
+        if row["shipped"] != refit:  # the refit must be the classifier's own
+            raise SystemExit(f"refitted {row['picked']} scores {refit}, the fitted classifier {row['shipped']}")
+        with OUT.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{name} N={shots} seed {seed}: picked {row['picked']}, test {row['test']}", flush=True)
     summary()
 
 

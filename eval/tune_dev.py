@@ -35,6 +35,20 @@ from fewshot.tuning import AUTO_TEMPERATURE, _batches, train_step
 DEV_DATASETS = ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups"]
 
 
+def dev_support_sets(names: list[str], shots: list[int], seeds: int, test_cap: int):
+    """Each development dataset's seeded support sets with its capped test split: yields (dataset,
+    TextDataset, test indices, N, seed, support texts, support label names), dataset by dataset."""
+    for name in names:
+        ds = load(name)
+        test_idx = capped_subsample(ds.test_labels, test_cap)
+        for n in shots:
+            for seed in range(seeds):
+                support = sample_per_class(ds.train_labels, n, seed)
+                texts = [ds.train_texts[i] for i in support]
+                labels = [ds.label_names[i] for i in ds.train_labels[support]]
+                yield name, ds, test_idx, n, seed, texts, labels
+
+
 def dev_encoder(names: list[str]) -> TextEncoder:
     """The bundled encoder, warmed up, once every name in ``names`` is checked to be a development dataset."""
     for name in names:

@@ -20,11 +20,9 @@ import time
 
 import numpy as np
 
-from eval.datasets import load, sample_per_class
 from eval.peers import scores
 from eval.run_text import RESULTS, machine
-from eval.sampling import capped_subsample
-from eval.tune_dev import dev_encoder
+from eval.tune_dev import dev_encoder, dev_support_sets
 from fewshot import FewShotClassifier
 from fewshot.tuning import auto_schedule
 
@@ -59,41 +57,34 @@ def main() -> None:
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
     done = done_keys()
-    for name in a.datasets:
-        ds = load(name)
-        test_idx = capped_subsample(ds.test_labels, a.test_cap)
+    for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
         test, yt = [ds.test_texts[i] for i in test_idx], ds.test_labels[test_idx]
-        for shots in a.shots:
-            for seed in range(a.seeds):
-                support = sample_per_class(ds.train_labels, shots, seed)
-                texts = [ds.train_texts[i] for i in support]
-                labels = [ds.label_names[i] for i in ds.train_labels[support]]
-                for variant in a.variants:
-                    if (name, shots, seed, variant) in done:
-                        continue
-                    tune = {**parse_variant(variant, len(texts), len(set(labels))), "seed": seed}
-                    load_avg = os.getloadavg()[0]
-                    t = time.perf_counter()
-                    clf = FewShotClassifier(base, head="auto", tune=tune).fit(texts, labels)
-                    fit_s = time.perf_counter() - t
-                    pred = clf.predict(test)
-                    codes = np.array([ds.label_names.index(p) for p in pred])
-                    row = {
-                        "dataset": name,
-                        "shots": shots,
-                        "seed": seed,
-                        "variant": variant,
-                        "tuning": {k: v for k, v in clf.tuning_.items() if k != "auto"},
-                        "head": clf.head_.selection_.get("picked") if hasattr(clf.head_, "selection_") else None,
-                        "fit_s": round(fit_s, 2),
-                        "load_average_at_start": round(load_avg, 2),
-                        "test_size": len(test),
-                        **scores(yt, codes, len(ds.label_names)),
-                        "machine": machine(),
-                    }
-                    with OUT.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(f"{name} N={shots} seed {seed} {variant}: {row['accuracy']:.3f} in {fit_s:.1f} s", flush=True)
+        for variant in a.variants:
+            if (name, shots, seed, variant) in done:
+                continue
+            tune = {**parse_variant(variant, len(texts), len(set(labels))), "seed": seed}
+            load_avg = os.getloadavg()[0]
+            t = time.perf_counter()
+            clf = FewShotClassifier(base, head="auto", tune=tune).fit(texts, labels)
+            fit_s = time.perf_counter() - t
+            pred = clf.predict(test)
+            codes = np.array([ds.label_names.index(p) for p in pred])
+            row = {
+                "dataset": name,
+                "shots": shots,
+                "seed": seed,
+                "variant": variant,
+                "tuning": {k: v for k, v in clf.tuning_.items() if k != "auto"},
+                "head": clf.head_.selection_.get("picked") if hasattr(clf.head_, "selection_") else None,
+                "fit_s": round(fit_s, 2),
+                "load_average_at_start": round(load_avg, 2),
+                "test_size": len(test),
+                **scores(yt, codes, len(ds.label_names)),
+                "machine": machine(),
+            }
+            with OUT.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{name} N={shots} seed {seed} {variant}: {row['accuracy']:.3f} in {fit_s:.1f} s", flush=True)
     summary()
 
 
