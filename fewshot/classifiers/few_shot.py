@@ -417,10 +417,10 @@ class FewShotClassifier(CalibratedClassifier):
         channel = getattr(self, "lexical_channel_", None)
         if channel is None:
             return super()._scores(X, show_progress)
-        items = self.encoder_.validate(X)
-        E, kw = self._head_inputs(items, show_progress)
         head = self._fitted_head()
-        return channel.pool(head.log_proba(head.class_scores(E, **kw)), items)
+        items = self.encoder_.validate(X)  # once: the texts feed both channels
+        E = self.embed(items, show_progress)
+        return channel.pool(head.log_proba(head.class_scores(E, **self._prior_kw(items, E))), items)
 
     def _log_proba(self, S: np.ndarray) -> np.ndarray:
         if getattr(self, "lexical_channel_", None) is not None:
