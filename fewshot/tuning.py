@@ -14,7 +14,8 @@ the body's layers is trained: the layers below are frozen, run once per text, an
 the trained layers at every step (:class:`_FrozenBottom`), so a step costs about a third of a full one. On
 the development group that matched tuning every layer in mean accuracy at 8 examples a class, in 37% of
 the fit time; on SST-2 and MR at 16, 32 and 64 a class every layer did better, by 1.8 to 5.7 points
-(``eval/tune_layers.py``).
+(``eval/tune_layers.py``). At 64 a class, 10, 15 and 20 passes did no better than 5 on SST-2, MR and
+SUBJ (``eval/tune_dev.py``).
 The constants were chosen on the development datasets of ``eval/tune_dev.py`` and ``eval/tune_layers.py``
 and reported on others (``eval/run_tuning.py``).
 """
