@@ -530,8 +530,10 @@ def lexical_dev_section(path: Path) -> list[str]:
     lines = [
         "## The lexical channel (development group)",
         "",
-        "`python -m eval.lexical_dev` (and `--shots 64 --datasets sst2 mr subj --seeds 2`) on development datasets "
-        'only. Each support set is fitted once with `FewShotClassifier(head="auto", lexical="auto")` on the frozen '
+        "`python -m eval.lexical_dev` (N = 8), and at N = 64 `--shots 64 --datasets sst2 mr subj --seeds 2` "
+        "and `--shots 64 --datasets banking77 20newsgroups clinc150 --seeds 2 --bodies frozen` (a tuned fit "
+        "of these at 64 a class takes the better part of an hour here), on development datasets only. "
+        'Each support set is fitted once with `FewShotClassifier(head="auto", lexical="auto")` on the frozen '
         'body and with `tune="auto"`; the channel changes nothing else in a fit, so the head alone (off) and the '
         "classifier (on) are scored from the same fit, on the test split capped at 1,000 rows. Accuracy %, mean "
         "over the seeds; the last column gives the lexical weight picked on each support set (0: the head alone).",
@@ -754,7 +756,7 @@ def main() -> None:
     if (RESULTS / "lexical_dev.jsonl").exists():
         lines += lexical_dev_section(RESULTS / "lexical_dev.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune
-    for name in ("minilm", "minilm_n64", "mpnet"):
+    for name in ("minilm", "minilm_n64", "minilm_n64_lexical", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)

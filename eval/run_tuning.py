@@ -11,6 +11,11 @@ Every row is a :class:`fewshot.FewShotClassifier` fitted on label names (``names
 templates and temperature, its calibration, ``tune="auto"``'s schedule and ``head="auto"``'s choice. Each row
 records the classifier's parameters, the tuning settings it ran with and the head ``auto`` picked.
 
+The lexical channel (``lexical="auto"``) changes nothing else in a fit, so the shipped tuned fit is made
+once with it: the head alone gives the ``tuned (auto schedule) + auto`` row and the pooled scores the
+``+ lexical`` row (both rows carry that fit's time, the channel's small share included, and the second
+the weight it picked). The other rows set ``lexical`` explicitly.
+
 Datasets come in two groups (:data:`GROUPS`): the tuning schedule and the heads were chosen on the
 development group (``eval/tune_dev.py``), and the report group is measured with those choices fixed.
 
@@ -51,16 +56,20 @@ GROUPS = {
 }
 # rows of the table: (method name, FewShotClassifier settings); the tuned ones share one tune per support set
 FROZEN = [
-    ("prototype (centred)", {"head": "prototype", "head_params": {"center": True}}),
-    ("linear", {"head": "linear"}),
-    ("cache + label prior", {"head": "cache"}),
-    ("auto", {"head": "auto"}),
+    ("prototype (centred)", {"head": "prototype", "head_params": {"center": True}, "lexical": False}),
+    ("linear", {"head": "linear", "lexical": False}),
+    ("cache + label prior", {"head": "cache", "lexical": False}),
+    ("auto", {"head": "auto", "lexical": False}),
+    ("auto + lexical", {"head": "auto", "lexical": "auto"}),
 ]
 SHIPPED = ("tuned (auto schedule) + auto", {"head": "auto", "tune": "auto"})
+# the shipped fit is made with the lexical channel on; its head alone gives the shipped row and the pooled
+# scores this one (the channel changes nothing else in a fit)
+LEXICAL_ROW = "tuned (auto schedule) + auto + lexical"
 TUNED_VARIANTS = [
-    ("tuned (auto schedule) + linear", {"head": "linear"}),
-    ("tuned (auto schedule) + cache", {"head": "cache"}),
-    ("tuned (auto schedule) + prototype", {"head": "prototype"}),
+    ("tuned (auto schedule) + linear", {"head": "linear", "lexical": False}),
+    ("tuned (auto schedule) + cache", {"head": "cache", "lexical": False}),
+    ("tuned (auto schedule) + prototype", {"head": "prototype", "lexical": False}),
 ]
 
 
@@ -75,16 +84,29 @@ def settings(clf: FewShotClassifier) -> dict:
     if hasattr(clf.head_, "choice_"):  # head="auto": what it picked and every candidate's CV accuracy
         out["auto_choice"] = clf.head_.choice_
         out["auto_selection"] = clf.head_.selection_
+    if getattr(clf, "lexical_", None) is not None:  # the weight picked and every weight's held-out accuracy
+        out["lexical_selection"] = clf.lexical_
     return json.loads(json.dumps(out, default=str))
 
 
-def predicted(clf: FewShotClassifier, texts: list[str], E: np.ndarray) -> np.ndarray:
+def head_alone(row: dict) -> dict:
+    """``row`` of a fit with the lexical channel, as the fit without it (what the head alone predicted)."""
+    row = {**row, "params": {**row["params"], "lexical": False}}
+    row.pop("lexical_selection", None)
+    return row
+
+
+def predicted(clf: FewShotClassifier, texts: list[str], E: np.ndarray, channel: bool = True) -> np.ndarray:
     """``clf.predict(texts)`` given the texts' embeddings ``E`` under ``clf.encoder_``: the same steps after
     the encoding (checked against ``predict`` on the first rows), so that heads sharing one tuned body
-    share one encoding of the test set."""
-    out = clf._labels(clf.head_.class_scores(E, **clf._prior_kw(texts, E)))
-    k = min(32, len(texts))
-    assert (clf.predict(texts[:k]) == out[:k]).all(), "predicted() departs from predict()"
+    share one encoding of the test set. ``channel=False``: what the head alone predicts, without the
+    lexical channel."""
+    S = clf.head_.class_scores(E, **clf._prior_kw(texts, E))
+    lexical = getattr(clf, "lexical_channel_", None) if channel else None
+    out = clf._labels(S if lexical is None else lexical.pool(clf.head_.log_proba(S), texts))
+    if channel:
+        k = min(32, len(texts))
+        assert (clf.predict(texts[:k]) == out[:k]).all(), "predicted() departs from predict()"
     return out
 
 
@@ -131,27 +153,30 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
         method, kw = SHIPPED
         if tune_settings:  # the shipped fit with some of the schedule's settings given (--tune-settings)
             kw = {**kw, "tune": dict(tune_settings)}
-        clf, fit_s, cond = timed_fit(FewShotClassifier(frozen, **kw), texts, labels)
+        clf, fit_s, cond = timed_fit(FewShotClassifier(frozen, **kw, lexical="auto"), texts, labels)
         tuned = clf.encoder_
         t = time.perf_counter()
         Et = tuned.encode(test_texts, batch_size=128)
         predict_s = time.perf_counter() - t
-        pred = predicted(clf, test_texts, Et)
         # the head and calibration share of the fit, measured by refitting them on the tuned body
-        _, head_s, _ = timed_fit(FewShotClassifier(tuned, head=kw["head"]), texts, labels)
+        _, head_s, _ = timed_fit(FewShotClassifier(tuned, head=kw["head"], lexical=False), texts, labels)
         tune_s = max(fit_s - head_s, 0.0)
+        shipped = {
+            **base,
+            "fit_s": fit_s,
+            "tune_s": tune_s,
+            "predict_items_per_s": len(yt) / predict_s,
+            **cond,
+            **settings(clf),
+        }
         rows.append(
             {
-                **base,
+                **head_alone(shipped),
                 "method": f"fewshot {method}",
-                **metrics(pred),
-                "fit_s": fit_s,
-                "tune_s": tune_s,
-                "predict_items_per_s": len(yt) / predict_s,
-                **cond,
-                **settings(clf),
+                **metrics(predicted(clf, test_texts, Et, channel=False)),
             }
         )
+        rows.append({**shipped, "method": f"fewshot {LEXICAL_ROW}", **metrics(predicted(clf, test_texts, Et))})
         for variant, vkw in TUNED_VARIANTS:
             v, v_s, vcond = timed_fit(FewShotClassifier(tuned, **vkw), texts, labels)
             vpred = predicted(v, test_texts, Et)
@@ -227,13 +252,21 @@ def run(
 
 
 def schedule() -> dict:
-    """The constants of ``tune="auto"``'s schedule and of ``head="auto"``'s choice on a tuned body: results
-    measured under other ones are not resumed."""
+    """The constants of ``tune="auto"``'s schedule, of ``head="auto"``'s choice on a tuned body and of the
+    lexical channel, and the rows measured: results measured under other ones are not resumed."""
     import fewshot.classifiers.few_shot as few_shot
+    import fewshot.lexical as lexical
     import fewshot.tuning as tuning
 
     constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
-    return constants | {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED")}
+    constants |= {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED", "LEXICAL_FOLDS")}
+    constants |= {
+        f"lexical.{k}": list(v) if isinstance(v, tuple) else v
+        for k, v in vars(lexical).items()
+        if k in ("C", "WEIGHTS", "NGRAMS")
+    }
+    methods = [m for m, _ in FROZEN] + [SHIPPED[0], LEXICAL_ROW] + [m for m, _ in TUNED_VARIANTS]
+    return constants | {"methods": methods}
 
 
 def main() -> None:
