@@ -756,7 +756,7 @@ def main() -> None:
     if (RESULTS / "lexical_dev.jsonl").exists():
         lines += lexical_dev_section(RESULTS / "lexical_dev.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune
-    for name in ("minilm", "minilm_n64", "minilm_n64_lexical", "mpnet"):
+    for name in ("minilm", "minilm_n64_lexical", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)

@@ -1,7 +1,7 @@
 """Fine-tuning and the training-free heads against SetFit, through the library's own code path.
 
     python -m eval.run_tuning                      # the report group (SetFit's six datasets), N=8, seeds 0-2
-    python -m eval.run_tuning --shots 64 --tag _n64
+    python -m eval.run_tuning --shots 64 --tag _n64_lexical
     python -m eval.run_tuning --tune-settings '{"layers": null}' --tag _all_layers   # every layer tuned at N=8
     python -m eval.run_tuning --group dev --shots 8 64 --seeds 2 --tag _dev   # the development group
     python -m eval.report
