@@ -260,13 +260,9 @@ def schedule() -> dict:
 
     constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
     constants |= {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED", "LEXICAL_FOLDS")}
-    constants |= {
-        f"lexical.{k}": list(v) if isinstance(v, tuple) else v
-        for k, v in vars(lexical).items()
-        if k in ("C", "WEIGHTS", "NGRAMS")
-    }
+    constants |= {f"lexical.{k}": getattr(lexical, k) for k in ("C", "WEIGHTS", "NGRAMS")}
     methods = [m for m, _ in FROZEN] + [SHIPPED[0], LEXICAL_ROW] + [m for m, _ in TUNED_VARIANTS]
-    return constants | {"methods": methods}
+    return json.loads(json.dumps(constants | {"methods": methods}))  # as the results file holds it
 
 
 def main() -> None:
