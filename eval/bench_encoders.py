@@ -212,7 +212,7 @@ def run_accuracy(shots: int, seeds: int, test_cap: int, zs_names: list[str], fs_
                 ys = [names[c] for c in ds.train_labels[support]]
                 for arm, enc in encoders.items():
                     for head in ("prototype", "cache"):
-                        clf = FewShotClassifier(enc, head=head).fit(texts, ys)
+                        clf = FewShotClassifier(enc, head=head, lexical=False).fit(texts, ys)  # the encoders alone
                         pred = np.array([names.index(p) for p in clf.predict(test_texts)])
                         few_rows.append(
                             {

@@ -217,7 +217,7 @@ def throughput(work: Path, n_texts: int, rounds: int, concurrency: list[int]) ->
     support = sample_per_class(ds.train_labels, 8, seed=0)
     names = ds.label_names
     encoder = TextEncoder()
-    clf = FewShotClassifier(encoder=encoder).fit(
+    clf = FewShotClassifier(encoder=encoder, lexical=False).fit(
         [ds.train_texts[i] for i in support], [names[ds.train_labels[i]] for i in support]
     )
     root = work / "throughput"

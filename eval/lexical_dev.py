@@ -2,12 +2,14 @@
 
     python -m eval.lexical_dev                                   # N=8, the development group, seeds 0-2
     python -m eval.lexical_dev --shots 64 --datasets sst2 mr subj --seeds 2
+    python -m eval.lexical_dev --heads prototype --bodies frozen --shots 8 64   # the default head
 
 Each support set of a development dataset (``eval.tune_dev.DEV_DATASETS``; the report group of
-``eval/run_tuning.py`` is never read here) is fitted with ``head="auto"`` and ``lexical="auto"``, on the frozen
-body and with ``tune="auto"``. The channel changes nothing else in a fit (the tune, the head and its choice
-are the same with it off), so one fit gives both accuracies on the capped test split: ``off`` from the head
-alone, ``on`` from the classifier. The row keeps the weight picked and every weight's held-out accuracy.
+``eval/run_tuning.py`` is never read here) is fitted with ``lexical="auto"`` and each head asked for
+(``--heads``; ``auto`` by default), on the frozen body and with ``tune="auto"``. The channel changes nothing
+else in a fit (the tune, the head and its choice are the same with it off), so one fit gives both
+accuracies on the capped test split: ``off`` from the head alone, ``on`` from the classifier. The row
+keeps the weight picked and every weight's held-out accuracy.
 Rows are appended to ``eval/results/lexical_dev.jsonl`` as they are measured; a rerun skips what is there.
 Fit times are recorded but are only comparable within a run with nothing else on the machine.
 """
@@ -33,7 +35,7 @@ def done_keys() -> set[tuple]:
     if not OUT.exists():
         return set()
     rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-    return {(r["dataset"], r["shots"], r["seed"], r["body"]) for r in rows}
+    return {(r["dataset"], r["shots"], r["seed"], r["body"], r.get("head_param", "auto")) for r in rows}
 
 
 def predictions(clf: FewShotClassifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -50,23 +52,21 @@ def summary() -> None:
     rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["body"], r["shots"], r["dataset"])].append(r)
-    print("body  N  dataset         off    on    change  weights picked")
-    for (body, shots, name), rs in sorted(groups.items()):
+        groups[(r.get("head_param", "auto"), r["body"], r["shots"], r["dataset"])].append(r)
+    print("head       body  N  dataset         off    on    change  weights picked")
+    for (head, body, shots, name), rs in sorted(groups.items()):
         off, on = np.mean([r["off"] for r in rs]), np.mean([r["on"] for r in rs])
         picked = [r["lexical"].get("picked") for r in rs]
-        print(f"{body:6}{shots:3}  {name:14} {100 * off:5.1f} {100 * on:5.1f} {100 * (on - off):+6.1f}  {picked}")
-    for body in BODIES:
-        for shots in sorted({r["shots"] for r in rows}):
-            rs = [r for r in rows if r["body"] == body and r["shots"] == shots]
-            if rs:
-                change = 100 * np.mean([r["on"] - r["off"] for r in rs])
-                sets = [g for k, g in groups.items() if k[:2] == (body, shots)]
-                per_set = [np.mean([r["on"] - r["off"] for r in g]) for g in sets]
-                print(
-                    f"{body} N={shots}: mean change {change:+.2f} over {len(rs)} support sets; "
-                    f"worst dataset {100 * min(per_set):+.1f}"
-                )
+        change = f"{100 * off:5.1f} {100 * on:5.1f} {100 * (on - off):+6.1f}"
+        print(f"{head:10} {body:6}{shots:3}  {name:14} {change}  {picked}")
+    for head, body, shots in sorted({k[:3] for k in groups}):
+        sets = [g for k, g in groups.items() if k[:3] == (head, body, shots)]
+        change = 100 * np.mean([r["on"] - r["off"] for g in sets for r in g])
+        per_set = [np.mean([r["on"] - r["off"] for r in g]) for g in sets]
+        print(
+            f"{head} {body} N={shots}: mean change {change:+.2f} over {sum(map(len, sets))} support sets; "
+            f"worst dataset {100 * min(per_set):+.1f}"
+        )
 
 
 def main() -> None:
@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--shots", nargs="+", type=int, default=[8])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--bodies", nargs="+", choices=list(BODIES), default=list(BODIES))
+    ap.add_argument("--heads", nargs="+", default=["auto"], help="the head parameters to fit (each its own rows)")
     ap.add_argument("--test-cap", type=int, default=1000)
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
@@ -82,11 +83,11 @@ def main() -> None:
     for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
         test = [ds.test_texts[i] for i in test_idx]
         yt = np.asarray([ds.label_names[i] for i in ds.test_labels[test_idx]], dtype=object)
-        for body in a.bodies:
-            if (name, shots, seed, body) in done:
+        for body, head in ((b, h) for b in a.bodies for h in a.heads):
+            if (name, shots, seed, body, head) in done:
                 continue
             t = time.perf_counter()
-            clf = FewShotClassifier(base, head="auto", tune=BODIES[body], lexical="auto").fit(texts, labels)
+            clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto").fit(texts, labels)
             fit_s = time.perf_counter() - t
             off, on = predictions(clf, test)
             row = {
@@ -94,7 +95,8 @@ def main() -> None:
                 "shots": shots,
                 "seed": seed,
                 "body": body,
-                "head": clf.head_.selection_["picked"],
+                "head_param": head,
+                "head": clf.head_.selection_["picked"] if head == "auto" else head,
                 "lexical": clf.lexical_,
                 "off": round(float(np.mean(off == yt)), 4),
                 "on": round(float(np.mean(on == yt)), 4),
@@ -104,7 +106,7 @@ def main() -> None:
             }
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"{name} N={shots} seed {seed} {body}: off {row['off']} on {row['on']}", flush=True)
+            print(f"{name} N={shots} seed {seed} {body} {head}: off {row['off']} on {row['on']}", flush=True)
     summary()
 
 

@@ -416,7 +416,7 @@ def tuning_section(res: dict) -> list[str]:
             if not group:
                 continue
             best = max(group, key=lambda m: group[m][0])
-            auto = [m for m in group if m.endswith("+ auto") or m == "fewshot auto"]
+            auto = [m for m in group if m.endswith(("+ auto", "+ auto + lexical")) or m == "fewshot auto"]
             line = (
                 f"- {label.capitalize()} (fit-time target 1/{budget} of SetFit's): best row {versus(best, group[best])}"
             )
@@ -427,7 +427,9 @@ def tuning_section(res: dict) -> list[str]:
             "- A best row is picked after seeing the test scores; `auto` picks its head by cross-validation "
             "on each support set, which a user can do."
         )
-    shipped = next((m for m in methods if m.endswith("tuned (auto schedule) + auto")), None)
+    # the shipped fit: with the lexical channel (the default) where the run measured it, else its head alone
+    shipped = next((m for m in methods if m.endswith("tuned (auto schedule) + auto + lexical")), None)
+    shipped = shipped or next((m for m in methods if m.endswith("tuned (auto schedule) + auto")), None)
     if shipped and setfit:
         lines += ["", *per_seed_lines(rows, shipped, datasets, projected_setfit(n))]
     return lines + ["", *_note(res)]
@@ -532,51 +534,92 @@ def lexical_dev_section(path: Path) -> list[str]:
         "",
         "`python -m eval.lexical_dev` (N = 8), and at N = 64 `--shots 64 --datasets sst2 mr subj --seeds 2` "
         "and `--shots 64 --datasets banking77 20newsgroups clinc150 --seeds 2 --bodies frozen` (a tuned fit "
-        "of these at 64 a class takes the better part of an hour here), on development datasets only. "
-        'Each support set is fitted once with `FewShotClassifier(head="auto", lexical="auto")` on the frozen '
-        'body and with `tune="auto"`; the channel changes nothing else in a fit, so the head alone (off) and the '
-        "classifier (on) are scored from the same fit, on the test split capped at 1,000 rows. Accuracy %, mean "
-        "over the seeds; the last column gives the lexical weight picked on each support set (0: the head alone).",
+        "of these at 64 a class takes the better part of an hour here); the default head: `--heads prototype "
+        "--bodies frozen --shots 8 64 --datasets sst2 subj banking77 mr clinc150 20newsgroups`. Development "
+        'datasets only. Each support set is fitted once with `FewShotClassifier(head=..., lexical="auto")` on '
+        'the frozen body and (`head="auto"`) with `tune="auto"`; the channel changes nothing else in a fit, so '
+        "the head alone (off) and the classifier (on) are scored from the same fit, on the test split capped "
+        "at 1,000 rows. Accuracy %, mean over the seeds; the last column gives the lexical weight picked on "
+        "each support set (0: the head alone).",
         "",
     ]
     for shots in sorted({r["shots"] for r in rows}):
         lines += [
             f"N = {shots}",
             "",
-            "| dataset | body | seeds | off | on | change | weights picked |",
-            "|---" * 7 + "|",
+            "| dataset | head | body | seeds | off | on | change | weights picked |",
+            "|---" * 8 + "|",
         ]
         changes = {}
         for name in sorted({r["dataset"] for r in rows if r["shots"] == shots}):
-            for body in ("frozen", "tuned"):
-                rs = [r for r in rows if r["shots"] == shots and r["dataset"] == name and r["body"] == body]
+            for head, body in (("auto", "frozen"), ("auto", "tuned"), ("prototype", "frozen")):
+                rs = [
+                    r
+                    for r in rows
+                    if r["shots"] == shots
+                    and r["dataset"] == name
+                    and r["body"] == body
+                    and r.get("head_param", "auto") == head
+                ]
                 if not rs:
                     continue
                 off, on = float(np.mean([r["off"] for r in rs])), float(np.mean([r["on"] for r in rs]))
-                changes.setdefault(body, []).append(on - off)
+                changes.setdefault((head, body), []).append(on - off)
                 picked = ", ".join(str(r["lexical"].get("picked", 0.0)) for r in rs)
                 lines.append(
-                    f"| {name} | {body} | {len(rs)} | {_pct(off)} | {_pct(on)} | {100 * (on - off):+.1f} | {picked} |"
+                    f"| {name} | {head} | {body} | {len(rs)} | {_pct(off)} | {_pct(on)} | {100 * (on - off):+.1f} "
+                    f"| {picked} |"
                 )
-        for body, ch in changes.items():
-            lines.append(f"| mean over datasets | {body} | | | | {100 * float(np.mean(ch)):+.2f} | |")
+        for (head, body), ch in changes.items():
+            lines.append(f"| mean over datasets | {head} | {body} | | | | {100 * float(np.mean(ch)):+.2f} | |")
         lines.append("")
     return lines
+
+
+def lexical_grid_section(path: Path) -> list[str]:
+    """The development sweep of the weights the lexical channel may choose from."""
+    from eval.lexical_grid import GRIDS
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [
+        "## The lexical channel's weights (development group)",
+        "",
+        "`python -m eval.lexical_grid` on development datasets only: each support set fitted once on the "
+        'frozen body with `lexical="auto"`; each set of weights then picks its weight on the same held-out '
+        "scores, as the library does, and is scored on the test split (capped at 1,000 rows). Change in "
+        "accuracy points over the head alone, mean over datasets (each the mean over its seeds), and the worst "
+        "dataset.",
+        "",
+        "| head | N | support sets | " + " | ".join(f"weights {g}" for g in GRIDS) + " |",
+        "|---" * (3 + len(GRIDS)) + "|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["head_param"], r["body"], r["shots"]), []).append(r)
+    for (head, body, shots), rs in sorted(groups.items()):
+        names = sorted({r["dataset"] for r in rs})
+        cells = []
+        for grid in GRIDS:
+            per = [np.mean([r[grid]["accuracy"] - r["off"] for r in rs if r["dataset"] == d]) for d in names]
+            cells.append(f"{100 * np.mean(per):+.2f} (worst {100 * min(per):+.1f})")
+        lines.append(f"| {head} ({body}) | {shots} | {len(rs)} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def per_seed_lines(rows: list[dict], shipped: str, datasets: list[str], projected: dict[str, float]) -> list[str]:
     """The shipped configuration against SetFit on every support set: score, fit time, what auto chose."""
     lines = [
         f'Per support set, `{shipped.removeprefix("fewshot ")}` (the shipped `FewShotClassifier(head="auto", '
-        'tune="auto")`) against SetFit: score, fit seconds, the head `auto` picked, the tuning steps, and the '
-        "load average when our fit started. SetFit's fit seconds: as stored with its runs (timed under "
-        "whatever else ran then), and projected for a quiet machine from two short fits of the same support set "
+        'tune="auto")`) against SetFit: score, fit seconds, the head `auto` picked, the lexical weight picked '
+        "(blank: the channel off), the tuning steps, and the load average when our fit started. SetFit's fit "
+        "seconds: as stored with its runs (timed under whatever else ran then), and projected for a quiet "
+        "machine from two short fits of the same support set "
         "(`python -m eval.peers --timing`, seed 0's support set; every seed's has the same size and steps); the "
         "ratio uses the projection where there is one.",
         "",
         "| dataset | seed | ours | SetFit | ours fit s | SetFit fit s, stored | projected | ours / SetFit time "
-        "| head picked | steps | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| head picked | lexical weight | steps | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     wins = 0
     for d in datasets:
@@ -594,6 +637,7 @@ def per_seed_lines(rows: list[dict], shipped: str, datasets: list[str], projecte
                 f"| {d} | {r['seed']} | {_pct(r[metric])} | {_pct(sf[metric])} | "
                 f"{r['fit_s']:.0f} | {sf['fit_s']:.0f} | {'' if quiet is None else f'{quiet:.0f}'} | "
                 f"{r['fit_s'] / (quiet or sf['fit_s']):.2f} | {r.get('auto_choice', '')} | "
+                f"{(r.get('lexical_selection') or {}).get('picked', '')} | "
                 f"{(r.get('tuning') or {}).get('steps', '')} | {r.get('load_average_at_start', '')} |"
             )
     n = sum(1 for r in rows if r["method"] == shipped)
@@ -755,6 +799,8 @@ def main() -> None:
         lines += select_dev_section(RESULTS / "select_dev.jsonl")
     if (RESULTS / "lexical_dev.jsonl").exists():
         lines += lexical_dev_section(RESULTS / "lexical_dev.jsonl")
+    if (RESULTS / "lexical_grid.jsonl").exists():
+        lines += lexical_grid_section(RESULTS / "lexical_grid.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune
     for name in ("minilm", "minilm_n64_lexical", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")

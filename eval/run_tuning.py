@@ -11,10 +11,11 @@ Every row is a :class:`fewshot.FewShotClassifier` fitted on label names (``names
 templates and temperature, its calibration, ``tune="auto"``'s schedule and ``head="auto"``'s choice. Each row
 records the classifier's parameters, the tuning settings it ran with and the head ``auto`` picked.
 
-The lexical channel (``lexical="auto"``) changes nothing else in a fit, so the shipped tuned fit is made
-once with it: the head alone gives the ``tuned (auto schedule) + auto`` row and the pooled scores the
-``+ lexical`` row (both rows carry that fit's time, the channel's small share included, and the second
-the weight it picked). The other rows set ``lexical`` explicitly.
+The lexical channel (``lexical="auto"``, the library's default) changes nothing else in a fit, so the shipped
+tuned fit, made with it, also gives its head alone: the pooled scores are the shipped ``tuned (auto
+schedule) + auto + lexical`` row and the head alone the ``tuned (auto schedule) + auto`` row (both carry
+that fit's time, the channel's small share included; the first the weight it picked). The other rows set
+``lexical`` explicitly.
 
 Datasets come in two groups (:data:`GROUPS`): the tuning schedule and the heads were chosen on the
 development group (``eval/tune_dev.py``), and the report group is measured with those choices fixed.
@@ -62,10 +63,9 @@ FROZEN = [
     ("auto", {"head": "auto", "lexical": False}),
     ("auto + lexical", {"head": "auto", "lexical": "auto"}),
 ]
-SHIPPED = ("tuned (auto schedule) + auto", {"head": "auto", "tune": "auto"})
-# the shipped fit is made with the lexical channel on; its head alone gives the shipped row and the pooled
-# scores this one (the channel changes nothing else in a fit)
-LEXICAL_ROW = "tuned (auto schedule) + auto + lexical"
+SHIPPED = ("tuned (auto schedule) + auto + lexical", {"head": "auto", "tune": "auto", "lexical": "auto"})
+# the shipped fit's head alone (the channel changes nothing else in a fit)
+HEAD_ALONE_ROW = "tuned (auto schedule) + auto"
 TUNED_VARIANTS = [
     ("tuned (auto schedule) + linear", {"head": "linear", "lexical": False}),
     ("tuned (auto schedule) + cache", {"head": "cache", "lexical": False}),
@@ -153,7 +153,7 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
         method, kw = SHIPPED
         if tune_settings:  # the shipped fit with some of the schedule's settings given (--tune-settings)
             kw = {**kw, "tune": dict(tune_settings)}
-        clf, fit_s, cond = timed_fit(FewShotClassifier(frozen, **kw, lexical="auto"), texts, labels)
+        clf, fit_s, cond = timed_fit(FewShotClassifier(frozen, **kw), texts, labels)
         tuned = clf.encoder_
         t = time.perf_counter()
         Et = tuned.encode(test_texts, batch_size=128)
@@ -172,11 +172,11 @@ def support_rows(ds, shots, seed, test_texts, yt, names, frozen, cached, rate, t
         rows.append(
             {
                 **head_alone(shipped),
-                "method": f"fewshot {method}",
+                "method": f"fewshot {HEAD_ALONE_ROW}",
                 **metrics(predicted(clf, test_texts, Et, channel=False)),
             }
         )
-        rows.append({**shipped, "method": f"fewshot {LEXICAL_ROW}", **metrics(predicted(clf, test_texts, Et))})
+        rows.append({**shipped, "method": f"fewshot {method}", **metrics(predicted(clf, test_texts, Et))})
         for variant, vkw in TUNED_VARIANTS:
             v, v_s, vcond = timed_fit(FewShotClassifier(tuned, **vkw), texts, labels)
             vpred = predicted(v, test_texts, Et)
@@ -261,7 +261,7 @@ def schedule() -> dict:
     constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
     constants |= {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED", "LEXICAL_FOLDS")}
     constants |= {f"lexical.{k}": getattr(lexical, k) for k in ("C", "WEIGHTS", "NGRAMS")}
-    methods = [m for m, _ in FROZEN] + [SHIPPED[0], LEXICAL_ROW] + [m for m, _ in TUNED_VARIANTS]
+    methods = [m for m, _ in FROZEN] + [HEAD_ALONE_ROW, SHIPPED[0]] + [m for m, _ in TUNED_VARIANTS]
     return json.loads(json.dumps(constants | {"methods": methods}))  # as the results file holds it
 
 

@@ -187,7 +187,7 @@ def calibration(embed: Embedder, seeds: int) -> dict:
                 row = {"dataset": name, "head": head, "seed": seed, "shots": 8}
                 for calibrate in (False, True):
                     t = time.perf_counter()
-                    c = FewShotClassifier(encoder=embed.cached, head=head, calibrate=calibrate).fit(X, y)
+                    c = FewShotClassifier(encoder=embed.cached, head=head, calibrate=calibrate, lexical=False).fit(X, y)
                     fit_s = time.perf_counter() - t  # embeddings cached: the head's fit (+ calibration)
                     P = c.predict_proba(test)
                     codes = np.searchsorted(c.classes_, yt)
@@ -228,31 +228,33 @@ def oos(embed: Embedder, seeds: int) -> list[dict]:
             s = sample_per_class(ds.train_labels, shots, seed)
             X, y = [ds.train_texts[i] for i in s], names[ds.train_labels[s]]
             base = {"shots": shots, "seed": seed, "test_in_scope": len(test_in), "test_oos": len(test_oos)}
-            c = FewShotClassifier(encoder=embed.cached, abstain="auto").fit(X, y)
-            rows.append(
-                {
-                    **base,
-                    "method": "prototype, no abstention",
-                    **_oos_metrics(c.classes_[c.class_scores(test_in).argmax(1)], y_in, [""] * len(test_oos)),
-                }
-            )
-            rows.append(
-                {
-                    **base,
-                    "method": "prototype, threshold from the support set",
-                    "threshold": c.threshold_,
-                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
-                }
-            )
-            c.fit_calibration(val_X, val_lab)
-            rows.append(
-                {
-                    **base,
-                    "method": "prototype, threshold from the validation split",
-                    "threshold": c.threshold_,
-                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
-                }
-            )
+            for lexical, name in ((False, "prototype"), ("auto", "prototype + lexical channel (the default)")):
+                c = FewShotClassifier(encoder=embed.cached, abstain="auto", lexical=lexical).fit(X, y)
+                rows.append(
+                    {
+                        **base,
+                        "method": f"{name}, no abstention",
+                        **_oos_metrics(c.classes_[c.class_scores(test_in).argmax(1)], y_in, [""] * len(test_oos)),
+                    }
+                )
+                rows.append(
+                    {
+                        **base,
+                        "method": f"{name}, threshold from the support set",
+                        "threshold": c.threshold_,
+                        "lexical": c.lexical_,
+                        **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                    }
+                )
+                c.fit_calibration(val_X, val_lab)
+                rows.append(
+                    {
+                        **base,
+                        "method": f"{name}, threshold from the validation split",
+                        "threshold": c.threshold_,
+                        **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                    }
+                )
         print(f"oos {shots}-shot done", flush=True)
     base = {"shots": 0, "seed": 0, "test_in_scope": len(test_in), "test_oos": len(test_oos)}
     z = ZeroShotClassifier(list(names), encoder=embed.cached, adapt="none").fit()
@@ -332,7 +334,7 @@ def multilabel(embed: Embedder, seeds: int) -> list[dict]:
         pairs = [(i, j) for i in chosen for j in np.flatnonzero(ds.train_labels[i])]
         X = [ds.train_texts[i] for i, _ in pairs]
         yl = [ds.label_names[j] for _, j in pairs]
-        c = FewShotClassifier(encoder=embed.cached).fit(X, yl)
+        c = FewShotClassifier(encoder=embed.cached, lexical=False).fit(X, yl)
         order = [c.classes_.tolist().index(n) for n in ds.label_names]
         St = c.class_scores(test)[:, order]
         # threshold from the support alone: leave-one-out scores of each support item against every label

@@ -69,7 +69,7 @@ def main() -> None:
         test = [ds.test_texts[i] for i in test_idx]
         yt = [ds.label_names[i] for i in ds.test_labels[test_idx]]
         t = time.perf_counter()
-        clf = FewShotClassifier(base, head="auto", tune="auto").fit(texts, labels)
+        clf = FewShotClassifier(base, head="auto", tune="auto", lexical=False).fit(texts, labels)
         fit_s = time.perf_counter() - t
         row = {
             "dataset": name,

@@ -65,7 +65,7 @@ def main() -> None:
             tune = {**parse_variant(variant, len(texts), len(set(labels))), "seed": seed}
             load_avg = os.getloadavg()[0]
             t = time.perf_counter()
-            clf = FewShotClassifier(base, head="auto", tune=tune).fit(texts, labels)
+            clf = FewShotClassifier(base, head="auto", tune=tune, lexical=False).fit(texts, labels)
             fit_s = time.perf_counter() - t
             pred = clf.predict(test)
             codes = np.array([ds.label_names.index(p) for p in pred])

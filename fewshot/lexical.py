@@ -48,7 +48,11 @@ class LexicalModel:
     n_features), ``intercept_`` (n_classes,).
     """
 
-    def fit(self, texts: list[str], codes: np.ndarray, n_classes: int) -> LexicalModel:
+    def fit(
+        self, texts: list[str], codes: np.ndarray, n_classes: int, sample_weight: np.ndarray | None = None
+    ) -> LexicalModel:
+        """Fit on ``texts`` with integer class ``codes``; ``sample_weight`` weighs each example in the
+        regressions (the vocabulary and idf count each text once)."""
         from sklearn.linear_model import LogisticRegression
 
         codes = np.asarray(codes, dtype=np.int64)
@@ -69,7 +73,7 @@ class LexicalModel:
         intercept = np.full(n_classes, -1e4)  # a class without examples here is never predicted
         for k in present if len(present) > 2 else present[1:]:  # one against the rest (two classes: one fit)
             lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=MAX_ITER, random_state=0).fit(
-                X, codes == k
+                X, codes == k, sample_weight=sample_weight
             )
             coef[k], intercept[k] = lr.coef_[0], lr.intercept_[0]
         if len(present) == 2:  # the two classes' scores on either side of 0
@@ -135,12 +139,15 @@ class LexicalModel:
         return self
 
 
-def held_out_log_proba(texts: list[str], codes: np.ndarray, n_classes: int, folds: list[tuple]) -> np.ndarray:
+def held_out_log_proba(
+    texts: list[str], codes: np.ndarray, n_classes: int, folds: list[tuple], sample_weight: np.ndarray | None = None
+) -> np.ndarray:
     """Log-probabilities of every example from a model fitted on the other folds (``folds``: (train, test)
     index pairs covering every example once)."""
     out = np.zeros((len(texts), n_classes))
     for train, test in folds:
-        model = LexicalModel().fit([texts[i] for i in train], codes[train], n_classes)
+        w = None if sample_weight is None else sample_weight[train]
+        model = LexicalModel().fit([texts[i] for i in train], codes[train], n_classes, sample_weight=w)
         out[test] = model.log_proba([texts[i] for i in test])
     return out
 
@@ -151,8 +158,8 @@ class LexicalChannel:
     Each channel's log-probabilities are first put on a common footing by a temperature fitted on its
     held-out scores of the support set (``head_temperature``, ``lexical_temperature``); the pool is then
     ``(1 - weight)`` of the head's and ``weight`` of the lexical channel's, renormalised (a log-linear pool).
-    The channel keeps the examples' texts and class codes, so examples added later refit the regression on
-    all of them (the weight and temperatures stay as chosen).
+    The channel keeps the examples' texts, class codes and weights (None: each counts once), so examples
+    added later refit the regression on all of them (the weight and temperatures stay as chosen).
     """
 
     def __init__(
@@ -163,6 +170,7 @@ class LexicalChannel:
         lexical_temperature: float,
         texts: list[str],
         codes: np.ndarray,
+        sample_weight: np.ndarray | None = None,
     ):
         self.model = model
         self.weight = float(weight)
@@ -170,18 +178,28 @@ class LexicalChannel:
         self.lexical_temperature = float(lexical_temperature)
         self.texts = list(texts)
         self.codes = np.asarray(codes, dtype=np.int64)
+        self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
 
     def pool(self, head_logp: np.ndarray, texts: list[str]) -> np.ndarray:
         """Pooled log-probabilities of ``texts`` given the head's log-probabilities of them."""
         lexical_logp = self.model.log_proba(texts)
         return pool(head_logp, lexical_logp, self.weight, self.head_temperature, self.lexical_temperature)
 
-    def add(self, texts: list[str], codes: np.ndarray, n_classes: int) -> LexicalChannel:
-        """A channel refitted with more examples (codes of new classes after the old ones)."""
+    def add(
+        self, texts: list[str], codes: np.ndarray, n_classes: int, sample_weight: np.ndarray | None = None
+    ) -> LexicalChannel:
+        """A channel refitted with more examples (codes of new classes after the old ones; weights of 1 for
+        the side, old or new, that has none)."""
+        new = len(texts)
         texts = self.texts + list(texts)
         codes = np.concatenate([self.codes, np.asarray(codes, dtype=np.int64)])
-        model = LexicalModel().fit(texts, codes, n_classes)
-        return LexicalChannel(model, self.weight, self.head_temperature, self.lexical_temperature, texts, codes)
+        weight = None
+        if self.sample_weight is not None or sample_weight is not None:
+            old = self.sample_weight if self.sample_weight is not None else np.ones(len(self.codes))
+            weight = np.concatenate([old, np.ones(new) if sample_weight is None else np.asarray(sample_weight, float)])
+        model = LexicalModel().fit(texts, codes, n_classes, sample_weight=weight)
+        settings = (self.weight, self.head_temperature, self.lexical_temperature)
+        return LexicalChannel(model, *settings, texts, codes, weight)
 
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config, arrays = self.model.get_state()
@@ -192,7 +210,8 @@ class LexicalChannel:
             "lexical_temperature": self.lexical_temperature,
             "texts": self.texts,
         }
-        return config, {**arrays, "codes": self.codes}
+        weights = {} if self.sample_weight is None else {"sample_weight": self.sample_weight}
+        return config, {**arrays, "codes": self.codes, **weights}
 
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> LexicalChannel:
@@ -200,11 +219,16 @@ class LexicalChannel:
             settings = [float(config[k]) for k in ("weight", "head_temperature", "lexical_temperature")]
             texts = [str(t) for t in config["texts"]]
             codes = np.asarray(arrays["codes"], dtype=np.int64)
+            weight = arrays.get("sample_weight")
+            weight = None if weight is None else np.asarray(weight, dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(f"the saved lexical channel cannot be read ({exc})") from exc
-        if len(texts) != len(codes):
-            raise CorruptFileError(f"the saved lexical channel has {len(texts)} texts and {len(codes)} labels")
-        return cls(LexicalModel.from_state(config, arrays), *settings, texts, codes)
+        if len(texts) != len(codes) or (weight is not None and weight.shape != codes.shape):
+            raise CorruptFileError(
+                f"the saved lexical channel has {len(texts)} texts, {len(codes)} labels"
+                + ("" if weight is None else f" and {len(weight)} weights")
+            )
+        return cls(LexicalModel.from_state(config, arrays), *settings, texts, codes, weight)
 
 
 def pool(head_logp: np.ndarray, lexical_logp: np.ndarray, weight: float, t_head: float, t_lexical: float):
@@ -212,17 +236,20 @@ def pool(head_logp: np.ndarray, lexical_logp: np.ndarray, weight: float, t_head:
     return log_softmax((1.0 - weight) * head_logp / t_head + weight * lexical_logp / t_lexical, 1.0)
 
 
-def choose(head_logp: np.ndarray, lexical_logp: np.ndarray, codes: np.ndarray) -> tuple[float, float, float, dict]:
+def choose(
+    head_logp: np.ndarray, lexical_logp: np.ndarray, codes: np.ndarray, weights: tuple[float, ...] | None = None
+) -> tuple[float, float, float, dict]:
     """From held-out log-probabilities of the support set: each channel's temperature, then the weight of
-    :data:`WEIGHTS` whose pool has the best held-out accuracy (ties to the smaller weight). Returns (weight,
-    head temperature, lexical temperature, a record of every weight's accuracy)."""
+    ``weights`` (default :data:`WEIGHTS`) whose pool has the best held-out accuracy (ties to the smaller
+    weight). Returns (weight, head temperature, lexical temperature, a record of every weight's accuracy)."""
     from fewshot.calibration import calibrate_temperature
 
+    weights = WEIGHTS if weights is None else tuple(weights)
     t_head = calibrate_temperature(head_logp, codes)[0]
     t_lexical = calibrate_temperature(lexical_logp, codes)[0]
     accuracy = {
-        w: float(np.mean(pool(head_logp, lexical_logp, w, t_head, t_lexical).argmax(axis=1) == codes)) for w in WEIGHTS
+        w: float(np.mean(pool(head_logp, lexical_logp, w, t_head, t_lexical).argmax(axis=1) == codes)) for w in weights
     }
-    best = max(WEIGHTS, key=lambda w: (accuracy[w], -w))
+    best = max(weights, key=lambda w: (accuracy[w], -w))
     record = {"weights": {str(w): round(a, 4) for w, a in accuracy.items()}, "picked": best, "n": int(len(codes))}
     return best, t_head, t_lexical, record

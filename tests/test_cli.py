@@ -185,14 +185,19 @@ def test_fit_with_tuning_and_auto_head(tmp_path, train_csv, capsys):
     assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
 
 
-def test_fit_with_the_lexical_channel(tmp_path, train_csv, capsys):
+def test_fit_with_and_without_the_lexical_channel(tmp_path, train_csv, capsys):
     model = tmp_path / "words"
-    code, _, err = run(
-        capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "--lexical", "-o", model
-    )
-    assert code == 0 and "lexical weight" in err
+    code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)
+    assert code == 0 and "lexical weight" in err  # on by default
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["lexical"] == "auto" and manifest["lexical_selection"]["n"] > 0
+    alone = tmp_path / "alone"
+    code, _, err = run(
+        capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "--no-lexical", "-o", alone
+    )
+    assert code == 0 and "lexical weight" not in err
+    manifest = json.loads((alone / "manifest.json").read_text())
+    assert manifest["lexical"] is False and manifest["lexical_selection"] is None
     queries = tmp_path / "q.txt"
     queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries)

@@ -81,7 +81,25 @@ def test_state_round_trip_and_corrupt_states():
         LexicalChannel.from_state(config, {**arrays, "idf": arrays["idf"][:-1]})
     with pytest.raises(CorruptFileError, match="cannot be read"):
         LexicalChannel.from_state({k: v for k, v in config.items() if k != "weight"}, arrays)
-    with pytest.raises(CorruptFileError, match="texts and"):
+    with pytest.raises(CorruptFileError, match="texts, 11 labels"):
+        LexicalChannel.from_state(config, {**arrays, "codes": arrays["codes"][:-1]})
+    assert "sample_weight" not in arrays and back.sample_weight is None
+
+
+def test_sample_weights_weigh_the_regression_and_survive_add_and_save():
+    texts, codes = wordy()
+    ambiguous = ["parcel refund"]  # a word of each class
+    heavy = np.where(codes == 1, 10.0, 1.0)  # the delivery examples count ten times
+    plain = LexicalModel().fit(texts, codes, 3).log_proba(ambiguous)
+    weighted = LexicalModel().fit(texts, codes, 3, sample_weight=heavy).log_proba(ambiguous)
+    assert weighted[0, 1] - weighted[0, 0] > plain[0, 1] - plain[0, 0]
+    channel = LexicalChannel(LexicalModel().fit(texts, codes, 3, heavy), 0.3, 1.0, 1.0, texts, codes, heavy)
+    grown = channel.add(["my screen is dark"], np.array([3]), 4)
+    np.testing.assert_array_equal(grown.sample_weight, np.append(heavy, 1.0))
+    config, arrays = grown.get_state()
+    back = LexicalChannel.from_state(config, arrays)
+    np.testing.assert_array_equal(back.sample_weight, grown.sample_weight)
+    with pytest.raises(CorruptFileError, match="13 weights"):
         LexicalChannel.from_state(config, {**arrays, "codes": arrays["codes"][:-1]})
 
 
@@ -132,8 +150,8 @@ def newsgroups(data_root):
 
 def test_the_channel_is_chosen_where_words_help_and_pools_consistently(newsgroups, text_encoder, tmp_path):
     X, y, X_test, y_test = newsgroups
-    plain = FewShotClassifier(text_encoder, head="cache").fit(X, y)
-    clf = FewShotClassifier(text_encoder, head="cache", lexical="auto").fit(X, y)
+    plain = FewShotClassifier(text_encoder, head="cache", lexical=False).fit(X, y)
+    clf = FewShotClassifier(text_encoder, head="cache").fit(X, y)  # lexical="auto" is the default
     assert plain.lexical_ is None and plain.lexical_channel_ is None
     assert clf.lexical_["picked"] > 0 and clf.lexical_channel_ is not None
     assert clf.lexical_["weights"][str(clf.lexical_["picked"])] > clf.lexical_["weights"]["0.0"]
@@ -174,10 +192,35 @@ def test_the_channel_reads_text_only(fake_encoder):
     class FakeImages(FakeEncoder):
         modality = "image"
 
-    with pytest.raises(InputError, match="this encoder takes image"):
-        FewShotClassifier(FakeImages(), lexical="auto").fit(["a.png", "b.png", "c.png", "d.png"], [0, 0, 1, 1])
+    clf = FewShotClassifier(FakeImages()).fit(["a.png", "b.png", "c.png", "d.png"], [0, 0, 1, 1])
+    assert clf.lexical == "auto" and clf.lexical_ is None and clf.lexical_channel_ is None  # no words to read
     with pytest.raises(ValueError, match="lexical"):
         FewShotClassifier(fake_encoder, lexical="yes").fit(["a", "b"], ["x", "y"])
+
+
+def test_a_numeric_abstain_threshold_keeps_the_head_alone(newsgroups, text_encoder):
+    X, y, X_test, _ = newsgroups
+    clf = FewShotClassifier(text_encoder, abstain=0.3).fit(X, y)
+    assert clf.lexical_channel_ is None and "numeric abstain" in clf.lexical_["why"]
+    S = clf.class_scores(X_test[:20])
+    np.testing.assert_allclose(S, head_scores(clf, X_test[:20]))  # cosines, the threshold's units
+    assert ((clf.predict(X_test[:20]) == None) == (S.max(axis=1) < 0.3)).all()  # noqa: E711
+    auto = FewShotClassifier(text_encoder, abstain="auto").fit(X, y)
+    assert auto.lexical_channel_ is not None  # "auto" sets its threshold on the pooled scores
+    np.testing.assert_allclose(np.exp(auto.class_scores(X_test[:5])).sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_sample_weight_reaches_the_channel(newsgroups, text_encoder, monkeypatch):
+    X, y, X_test, _ = newsgroups
+    monkeypatch.setattr(lexical, "WEIGHTS", (0.5,))  # the channel on whatever the held-out scores say
+    w = np.where(np.asarray(y) == y[0], 5.0, 1.0)
+    clf = FewShotClassifier(text_encoder, head="prototype").fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(clf.lexical_channel_.sample_weight, w)
+    unweighted = FewShotClassifier(text_encoder, head="prototype").fit(X, y)
+    first = list(clf.classes_).index(y[0])
+    lexical_w = clf.lexical_channel_.model.log_proba(X_test)[:, first]
+    lexical_1 = unweighted.lexical_channel_.model.log_proba(X_test)[:, first]
+    assert lexical_w.mean() > lexical_1.mean()  # the heavier class is likelier from its words
 
 
 def test_a_single_example_class_leaves_the_channel_off(text_encoder):

@@ -136,10 +136,12 @@ def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews
 def test_fit_with_the_lexical_channel_matches_the_library(serve, agnews, tmp_path):
     client = serve()
     Xtr, ytr, Xte, _ = agnews
-    r = client.post("/v1/models/words", json={"inputs": Xtr, "labels": ytr, "lexical": True})
+    r = client.post("/v1/models/words", json={"inputs": Xtr, "labels": ytr})  # on by default
     assert r.status_code == 200, r.text
     clf = FewShotClassifier.load(tmp_path / "root" / "models" / "words")
     assert clf.lexical == "auto" and clf.lexical_ is not None
+    r = client.post("/v1/models/alone", json={"inputs": Xtr, "labels": ytr, "lexical": False})
+    assert r.status_code == 200 and FewShotClassifier.load(tmp_path / "root" / "models" / "alone").lexical is False
     preds = client.post("/v1/models/words/predict", json={"inputs": Xte[:10]}).json()["predictions"]
     assert [p["label"] for p in preds] == clf.predict(Xte[:10]).tolist()
     assert client.post("/v1/models/w2", json={"inputs": Xtr, "labels": ytr, "lexical": "yes"}).status_code == 422

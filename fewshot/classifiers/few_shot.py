@@ -19,7 +19,7 @@ from fewshot.encoders import Encoder, TextEncoder, same_encoder
 from fewshot.encoders.image_inputs import image_folder
 from fewshot.errors import CorruptFileError, InputError
 from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, make_head
-from fewshot.heads.base import describe_head
+from fewshot.heads.base import check_sample_weight, describe_head
 from fewshot.labels import check_label_type, encode_labels
 from fewshot.params import Check, Options, validate_params
 
@@ -80,11 +80,13 @@ class FewShotClassifier(CalibratedClassifier):
         (:meth:`class_scores`; a cosine for the prototype head).
     abstain_label : what ``predict`` returns for an abstention (default None; the CLI writes it as an
         empty label).
-    lexical : text only. False (default): the head alone. ``"auto"``: a lexical channel as well, TF-IDF
-        features of the words and word pairs with a logistic regression (:mod:`fewshot.lexical`), pooled
-        with the head's log-probabilities at a weight chosen on held-out scores of the examples (0 when the
-        words add nothing there, and then the classifier is exactly the head alone). With the channel on,
-        :meth:`class_scores` are the pooled log-probabilities, and an abstention threshold applies to them.
+    lexical : ``"auto"`` (default): for a text encoder, a lexical channel beside the head, TF-IDF features
+        of the words and word pairs with a logistic regression (:mod:`fewshot.lexical`), pooled with the
+        head's log-probabilities at a weight chosen on held-out scores of the examples (0 when the words add
+        nothing there, and then the classifier is exactly the head alone). With the channel in use,
+        :meth:`class_scores` are the pooled log-probabilities and ``abstain="auto"`` sets its threshold on
+        them. Images and other inputs without words, and a numeric ``abstain`` (a threshold in the head's own
+        units), keep the head alone. False: always the head alone.
 
     Attributes
     ----------
@@ -95,8 +97,9 @@ class FewShotClassifier(CalibratedClassifier):
     threshold_ : the abstention threshold in use, or None.
     tuning_ : with ``tune``, the settings the tune ran with, which of them the schedule chose (``"auto"``),
         and the numbers of examples and classes it saw; None for a frozen body.
-    lexical_ : with ``lexical``, the held-out accuracy of every weight and the one picked (or why none
-        could be scored); None without. ``lexical_channel_`` : the channel in use, or None.
+    lexical_ : the held-out accuracy of every weight and the one picked, or why the channel is not used
+        (``{"picked": 0.0, "why": ...}``); None with ``lexical=False`` or inputs that are not text.
+        ``lexical_channel_`` : the channel in use, or None.
 
     Examples
     --------
@@ -126,7 +129,7 @@ class FewShotClassifier(CalibratedClassifier):
         calibrate: bool = True,
         abstain: float | str | None = None,
         abstain_label: Any = None,
-        lexical: bool | str = False,
+        lexical: bool | str = "auto",
     ):
         self.encoder = encoder
         self.head = head
@@ -171,8 +174,6 @@ class FewShotClassifier(CalibratedClassifier):
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
-        if self.lexical and base.modality != "text":
-            raise InputError(f"lexical='auto' reads the words of text examples; this encoder takes {base.modality}")
         tuning = self._tuning(len(items), len(np.unique(y)), base)
         with self._rw.write():
             encoder, held_out = base, None
@@ -201,13 +202,25 @@ class FewShotClassifier(CalibratedClassifier):
                 self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
             self.lexical_, self.lexical_channel_ = None, None
             how = None if held_out is None else f"held-out support ({CROSS_FITTED})"
-            if self.lexical:
-                S, how = self._fit_lexical(items, y, E, kw, S, held_out, how)
+            if self.lexical and base.modality == "text":
+                if isinstance(abstain, float):
+                    self.lexical_ = {"picked": 0.0, "why": "a numeric abstain threshold is in the head's units"}
+                else:
+                    weight = check_sample_weight(sample_weight, len(items))
+                    S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
             self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S, how=how)
         return self
 
     def _fit_lexical(
-        self, items: list[str], y: np.ndarray, E: np.ndarray, kw: dict, S: np.ndarray | None, held_out: Any, how: Any
+        self,
+        items: list[str],
+        y: np.ndarray,
+        E: np.ndarray,
+        kw: dict,
+        S: np.ndarray | None,
+        held_out: Any,
+        how: Any,
+        sample_weight: np.ndarray | None,
     ) -> tuple[np.ndarray | None, str | None]:
         """Choose the lexical channel's weight on held-out scores of the examples and fit it if the weight is
         above 0. The held-out scores are the cross-fitted ones on a tuned body (the lexical model is fitted
@@ -234,12 +247,12 @@ class FewShotClassifier(CalibratedClassifier):
             self.lexical_ = {"picked": 0.0, "why": "the head gave no held-out scores"}
             return S, how
         head_logp = self.head_.log_proba(S)
-        lexical_logp = held_out_log_proba(items, codes, n_classes, folds)
+        lexical_logp = held_out_log_proba(items, codes, n_classes, folds, sample_weight)
         weight, t_head, t_lexical, self.lexical_ = choose(head_logp, lexical_logp, codes)
         if weight == 0.0:
             return S, how
-        model = LexicalModel().fit(items, codes, n_classes)
-        self.lexical_channel_ = LexicalChannel(model, weight, t_head, t_lexical, list(items), codes)
+        model = LexicalModel().fit(items, codes, n_classes, sample_weight=sample_weight)
+        self.lexical_channel_ = LexicalChannel(model, weight, t_head, t_lexical, list(items), codes, sample_weight)
         return pool(head_logp, lexical_logp, weight, t_head, t_lexical), f"{how}, pooled with the lexical channel"
 
     def _cross_fitted(
@@ -482,7 +495,7 @@ class FewShotClassifier(CalibratedClassifier):
                 calibrate=manifest.get("calibrate", True),
                 abstain=manifest.get("abstain"),
                 abstain_label=manifest.get("abstain_label"),
-                lexical=manifest.get("lexical", False),
+                lexical=manifest.get("lexical", False),  # a file without the key predates the channel
             )
         except TypeError as exc:
             raise CorruptFileError(f"{path}: the saved settings cannot be read ({exc})") from exc

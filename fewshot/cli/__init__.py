@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
     sp.add_argument(
         "--lexical",
-        action="store_true",
-        help="text only: pool the head with TF-IDF features of the words, at a weight chosen on held-out "
-        "examples (0 when the words do not help there)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="text: pool the head with TF-IDF features of the words, at a weight chosen on held-out examples "
+        "(0 when the words do not help there; on by default, --no-lexical for the head alone)",
     )
     sp.add_argument(
         "--abstain",

@@ -74,9 +74,9 @@ class FitRequest(Body):
     )
     calibrate: StrictBool = Field(True, description="Temperature-scale the probabilities on held-out examples.")
     lexical: StrictBool = Field(
-        False,
-        description="Text only: pool the head with TF-IDF features of the words, at a weight chosen on held-out "
-        "examples (0 where the words do not help).",
+        True,
+        description="Text: pool the head with TF-IDF features of the words, at a weight chosen on held-out "
+        "examples (0 where the words do not help; ignored for images and with a numeric abstain).",
     )
     encoder: StrictStr = Field(
         "text",
