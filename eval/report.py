@@ -252,7 +252,9 @@ def zeroshot_calibration_section(res: dict) -> list[str]:
         "fitted on held-out scores of the 8-shot support set (the default, `calibrate=True`). Accuracy is "
         "unchanged by construction. Fit seconds: the head alone on cached embeddings, without and with the "
         "calibration (leave-one-out in closed form for prototypes, 5-fold refits for the linear head); "
-        "encoding the examples, which both share, is not included.",
+        "encoding the examples, which both share, is not included. The default pools the prototype head with "
+        "the lexical channel: there each channel is put at its held-out temperature before pooling, with or "
+        "without `calibrate`, and `calibrate=True` fits one more temperature on the pool.",
         "",
         "| dataset | head | accuracy | ECE uncalibrated | ECE calibrated | fitted T (mean) | fit s without / with |",
         "|---|---|---|---|---|---|---|",

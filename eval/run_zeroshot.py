@@ -179,15 +179,21 @@ def calibration(embed: Embedder, seeds: int) -> dict:
     for name in TARGETS:
         ds = load(name)
         test, yt, _ = _split(ds, embed)
-        for head in ("prototype", "linear"):
+        # the heads alone, and the default (the prototype head pooled with the lexical channel)
+        for name_, head, lexical in (
+            ("prototype", "prototype", False),
+            ("linear", "linear", False),
+            ("prototype + lexical channel (the default)", "prototype", "auto"),
+        ):
             for seed in range(seeds):
                 s = sample_per_class(ds.train_labels, 8, seed)
                 X = [ds.train_texts[i] for i in s]
                 y = ds.train_labels[s]
-                row = {"dataset": name, "head": head, "seed": seed, "shots": 8}
+                row = {"dataset": name, "head": name_, "seed": seed, "shots": 8}
                 for calibrate in (False, True):
                     t = time.perf_counter()
-                    c = FewShotClassifier(encoder=embed.cached, head=head, calibrate=calibrate, lexical=False).fit(X, y)
+                    c = FewShotClassifier(encoder=embed.cached, head=head, calibrate=calibrate, lexical=lexical)
+                    c.fit(X, y)
                     fit_s = time.perf_counter() - t  # embeddings cached: the head's fit (+ calibration)
                     P = c.predict_proba(test)
                     codes = np.searchsorted(c.classes_, yt)
@@ -198,10 +204,19 @@ def calibration(embed: Embedder, seeds: int) -> dict:
                         "nll": float(-np.log(np.clip(P[np.arange(len(codes)), codes], 1e-12, None)).mean()),
                         "accuracy": accuracy(codes, P.argmax(1)),
                         "fit_s_cached": fit_s,
+                        "lexical": c.lexical_,
                     }
                 out["fewshot"].append(row)
         print(f"calibration {name} done", flush=True)
     return out
+
+
+class PooledAbstention(FewShotClassifier):
+    """A classifier that keeps its lexical channel when abstaining, its threshold on the pooled scores: the
+    library leaves the channel out when ``abstain`` is set, and this measures why."""
+
+    def _without_lexical(self, base, items, abstain):
+        return super()._without_lexical(base, items, None)
 
 
 def _oos_metrics(pred_in, y_in, pred_oos) -> dict:
@@ -228,33 +243,63 @@ def oos(embed: Embedder, seeds: int) -> list[dict]:
             s = sample_per_class(ds.train_labels, shots, seed)
             X, y = [ds.train_texts[i] for i in s], names[ds.train_labels[s]]
             base = {"shots": shots, "seed": seed, "test_in_scope": len(test_in), "test_oos": len(test_oos)}
-            for lexical, name in ((False, "prototype"), ("auto", "prototype + lexical channel (the default)")):
-                c = FewShotClassifier(encoder=embed.cached, abstain="auto", lexical=lexical).fit(X, y)
-                rows.append(
-                    {
-                        **base,
-                        "method": f"{name}, no abstention",
-                        **_oos_metrics(c.classes_[c.class_scores(test_in).argmax(1)], y_in, [""] * len(test_oos)),
-                    }
-                )
-                rows.append(
-                    {
-                        **base,
-                        "method": f"{name}, threshold from the support set",
-                        "threshold": c.threshold_,
-                        "lexical": c.lexical_,
-                        **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
-                    }
-                )
-                c.fit_calibration(val_X, val_lab)
-                rows.append(
-                    {
-                        **base,
-                        "method": f"{name}, threshold from the validation split",
-                        "threshold": c.threshold_,
-                        **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
-                    }
-                )
+            c = FewShotClassifier(encoder=embed.cached, abstain="auto").fit(X, y)  # abstaining: the head alone
+            rows.append(
+                {
+                    **base,
+                    "method": "prototype, no abstention",
+                    **_oos_metrics(c.classes_[c.class_scores(test_in).argmax(1)], y_in, [""] * len(test_oos)),
+                }
+            )
+            rows.append(
+                {
+                    **base,
+                    "method": "prototype, threshold from the support set",
+                    "threshold": c.threshold_,
+                    "lexical": c.lexical_,
+                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                }
+            )
+            c.fit_calibration(val_X, val_lab)
+            rows.append(
+                {
+                    **base,
+                    "method": "prototype, threshold from the validation split",
+                    "threshold": c.threshold_,
+                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                }
+            )
+            # what the library does not do: abstain="auto" on the pooled scores of the lexical channel
+            c = PooledAbstention(encoder=embed.cached, abstain="auto").fit(X, y)
+            rows.append(
+                {
+                    **base,
+                    "method": "prototype + lexical channel, threshold from the support set on the pooled scores "
+                    "(not used by the library)",
+                    "threshold": c.threshold_,
+                    "lexical": c.lexical_,
+                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                }
+            )
+            # without abstain the default pools the head with the lexical channel
+            c = FewShotClassifier(encoder=embed.cached).fit(X, y)
+            rows.append(
+                {
+                    **base,
+                    "method": "prototype + lexical channel (the default without abstain), no abstention",
+                    "lexical": c.lexical_,
+                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                }
+            )
+            c.fit_calibration(val_X, val_lab)
+            rows.append(
+                {
+                    **base,
+                    "method": "prototype + lexical channel, threshold from the validation split",
+                    "threshold": c.threshold_,
+                    **_oos_metrics(c.predict(test_in), y_in, c.predict(test_oos)),
+                }
+            )
         print(f"oos {shots}-shot done", flush=True)
     base = {"shots": 0, "seed": 0, "test_in_scope": len(test_in), "test_oos": len(test_oos)}
     z = ZeroShotClassifier(list(names), encoder=embed.cached, adapt="none").fit()

@@ -185,10 +185,13 @@ def test_fit_with_tuning_and_auto_head(tmp_path, train_csv, capsys):
     assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
 
 
-def test_fit_with_and_without_the_lexical_channel(tmp_path, train_csv, capsys):
+def test_fit_with_and_without_the_lexical_channel(tmp_path, train_csv, capsys, monkeypatch):
+    import fewshot.lexical
+
+    monkeypatch.setattr(fewshot.lexical, "WEIGHTS", (0.5,))  # the channel on whatever the held-out scores say
     model = tmp_path / "words"
     code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)
-    assert code == 0 and "lexical weight" in err  # on by default
+    assert code == 0 and "lexical weight 0.5" in err  # on by default
     manifest = json.loads((model / "manifest.json").read_text())
     assert manifest["lexical"] == "auto" and manifest["lexical_selection"]["n"] > 0
     alone = tmp_path / "alone"
@@ -198,10 +201,28 @@ def test_fit_with_and_without_the_lexical_channel(tmp_path, train_csv, capsys):
     assert code == 0 and "lexical weight" not in err
     manifest = json.loads((alone / "manifest.json").read_text())
     assert manifest["lexical"] is False and manifest["lexical_selection"] is None
+    abstaining = tmp_path / "abstaining"
+    code, _, err = run(
+        capsys,
+        "fit",
+        train_csv,
+        "--text-col",
+        "message",
+        "--label-col",
+        "intent",
+        "--abstain",
+        "auto",
+        "-o",
+        abstaining,
+    )
+    assert code == 0 and "lexical channel off (abstention thresholds work on the head's own scores)" in err
     queries = tmp_path / "q.txt"
     queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries)
     assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
+    # a cosine threshold makes no sense on pooled log-probabilities: refused, not every input abstained
+    code, _, err = run(capsys, "predict", model, queries, "--abstain", "0.3")
+    assert code == 1 and "log-probabilities" in err
 
 
 def test_inputs_that_used_to_slip_through_get_one_clear_line(tmp_path, capsys, train_csv):

@@ -194,20 +194,49 @@ def test_the_channel_reads_text_only(fake_encoder):
 
     clf = FewShotClassifier(FakeImages()).fit(["a.png", "b.png", "c.png", "d.png"], [0, 0, 1, 1])
     assert clf.lexical == "auto" and clf.lexical_ is None and clf.lexical_channel_ is None  # no words to read
+
+    class Vectors(FakeEncoder):  # a user's encoder that leaves modality at "text" but takes other inputs
+        def validate(self, inputs):
+            return list(inputs)
+
+        def _encode(self, items, batch_size, show_progress):
+            return np.asarray(items, dtype=np.float32)
+
+    X = [(1.0, 0.0), (0.9, 0.1), (0.0, 1.0), (0.1, 0.9)]
+    clf = FewShotClassifier(Vectors(dim=2)).fit(X, ["a", "a", "b", "b"])
+    assert clf.lexical_ is None and list(clf.predict([(1.0, 0.2)])) == ["a"]
     with pytest.raises(ValueError, match="lexical"):
         FewShotClassifier(fake_encoder, lexical="yes").fit(["a", "b"], ["x", "y"])
 
 
-def test_a_numeric_abstain_threshold_keeps_the_head_alone(newsgroups, text_encoder):
+def test_a_model_saved_before_the_channel_existed_loads_without_it(fake_encoder, tmp_path):
+    import json
+
+    from fewshot.storage.bundle import manifest_checksum
+
+    X, y = ["red apple", "apple pie", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
+    FewShotClassifier(fake_encoder, lexical=False).fit(X, y).save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    for key in ("lexical", "lexical_selection"):
+        manifest.pop(key)
+    manifest["checksum"] = manifest_checksum(manifest)  # as that version wrote it
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    back = FewShotClassifier.load(tmp_path / "m", encoder=fake_encoder)
+    assert back.lexical is False and back.lexical_channel_ is None
+    assert list(back.predict(["apple"])) == ["fruit"]
+
+
+def test_abstention_keeps_the_head_alone(newsgroups, text_encoder):
     X, y, X_test, _ = newsgroups
     clf = FewShotClassifier(text_encoder, abstain=0.3).fit(X, y)
-    assert clf.lexical_channel_ is None and "numeric abstain" in clf.lexical_["why"]
+    assert clf.lexical_channel_ is None and "abstention" in clf.lexical_["why"]
     S = clf.class_scores(X_test[:20])
     np.testing.assert_allclose(S, head_scores(clf, X_test[:20]))  # cosines, the threshold's units
     assert ((clf.predict(X_test[:20]) == None) == (S.max(axis=1) < 0.3)).all()  # noqa: E711
     auto = FewShotClassifier(text_encoder, abstain="auto").fit(X, y)
-    assert auto.lexical_channel_ is not None  # "auto" sets its threshold on the pooled scores
-    np.testing.assert_allclose(np.exp(auto.class_scores(X_test[:5])).sum(axis=1), 1.0, atol=1e-9)
+    assert auto.lexical_channel_ is None and auto.threshold_ is not None
+    np.testing.assert_allclose(auto.class_scores(X_test[:5]), head_scores(auto, X_test[:5]))
+    assert FewShotClassifier(text_encoder).fit(X, y).lexical_channel_ is not None  # without abstention: pooled
 
 
 def test_sample_weight_reaches_the_channel(newsgroups, text_encoder, monkeypatch):
@@ -216,11 +245,11 @@ def test_sample_weight_reaches_the_channel(newsgroups, text_encoder, monkeypatch
     w = np.where(np.asarray(y) == y[0], 5.0, 1.0)
     clf = FewShotClassifier(text_encoder, head="prototype").fit(X, y, sample_weight=w)
     np.testing.assert_array_equal(clf.lexical_channel_.sample_weight, w)
-    unweighted = FewShotClassifier(text_encoder, head="prototype").fit(X, y)
-    first = list(clf.classes_).index(y[0])
-    lexical_w = clf.lexical_channel_.model.log_proba(X_test)[:, first]
-    lexical_1 = unweighted.lexical_channel_.model.log_proba(X_test)[:, first]
-    assert lexical_w.mean() > lexical_1.mean()  # the heavier class is likelier from its words
+    codes = np.array([list(clf.classes_).index(label) for label in y])
+    weighted = LexicalModel().fit(X, codes, len(clf.classes_), sample_weight=w)
+    np.testing.assert_allclose(clf.lexical_channel_.model.coef_, weighted.coef_)
+    unweighted = LexicalModel().fit(X, codes, len(clf.classes_))
+    assert not np.allclose(weighted.coef_, unweighted.coef_)
 
 
 def test_a_single_example_class_leaves_the_channel_off(text_encoder):
@@ -238,3 +267,25 @@ def test_on_a_tuned_body_the_channel_uses_the_cross_fitted_folds(newsgroups, tex
     assert clf.lexical_["n"] == 32  # every example scored once, by the cross-fit halves
     assert "held-out folds" in clf.calibration_["method"]
     assert clf.predict(X_test[:4]).shape == (4,)
+
+
+def test_a_tuned_body_cross_fits_for_the_channel_even_without_calibration(newsgroups, text_encoder, monkeypatch):
+    X, y, _, _ = newsgroups
+    keep = [i for i, label in enumerate(y) if label in sorted(set(y))[:4]]
+    calls = []
+    cross_fitted = FewShotClassifier._cross_fitted
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return cross_fitted(self, *args, **kwargs)
+
+    monkeypatch.setattr(FewShotClassifier, "_cross_fitted", spy)
+    clf = FewShotClassifier(text_encoder, head="prototype", calibrate=False, tune={"steps": 2})
+    clf.fit([X[i] for i in keep], [y[i] for i in keep])
+    # a body tuned on every example scores them all near perfectly: the weight comes from the halves
+    assert calls == [1] and clf.lexical_["n"] == 32
+    calls.clear()
+    FewShotClassifier(text_encoder, head="prototype", calibrate=False, tune={"steps": 2}, lexical=False).fit(
+        [X[i] for i in keep], [y[i] for i in keep]
+    )
+    assert calls == []  # nothing asks for held-out scores: no extra tunes

@@ -133,13 +133,16 @@ def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews
     assert all(p["label"] is not None for p in preds)
 
 
-def test_fit_with_the_lexical_channel_matches_the_library(serve, agnews, tmp_path):
+def test_fit_with_the_lexical_channel_matches_the_library(serve, agnews, tmp_path, monkeypatch):
+    import fewshot.lexical
+
+    monkeypatch.setattr(fewshot.lexical, "WEIGHTS", (0.5,))  # the channel on whatever the held-out scores say
     client = serve()
     Xtr, ytr, Xte, _ = agnews
     r = client.post("/v1/models/words", json={"inputs": Xtr, "labels": ytr})  # on by default
     assert r.status_code == 200, r.text
     clf = FewShotClassifier.load(tmp_path / "root" / "models" / "words")
-    assert clf.lexical == "auto" and clf.lexical_ is not None
+    assert clf.lexical == "auto" and clf.lexical_channel_ is not None and clf.lexical_channel_.weight == 0.5
     r = client.post("/v1/models/alone", json={"inputs": Xtr, "labels": ytr, "lexical": False})
     assert r.status_code == 200 and FewShotClassifier.load(tmp_path / "root" / "models" / "alone").lexical is False
     preds = client.post("/v1/models/words/predict", json={"inputs": Xte[:10]}).json()["predictions"]

@@ -70,8 +70,9 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
     # -- scores and predictions ---------------------------------------------------------------------
     def class_scores(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """The head's score for every class, array of shape (n_samples, n_classes), columns in ``classes_``
-        order: cosine similarities for the prototype and zero-shot heads. Abstention thresholds apply to
-        the best of these."""
+        order: cosine similarities for the prototype and zero-shot heads (a few-shot classifier that uses its
+        lexical channel gives the pooled log-probabilities instead). Abstention thresholds apply to the best
+        of these."""
         self._fitted_head()  # outside the read lock: a lazy zero-shot fit takes the write lock
         with self._rw.read():
             return self._scores(X, show_progress)

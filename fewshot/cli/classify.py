@@ -53,7 +53,10 @@ def cmd_fit(a: argparse.Namespace) -> int:
     clf.save(a.output)
     picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
     tuned = f", body tuned for {clf.tuning_['steps']} steps" if clf.tuning_ else ""
-    words = f", lexical weight {clf.lexical_['picked']}" if clf.lexical_ else ""
+    words = ""
+    if clf.lexical_:
+        why = clf.lexical_.get("why")
+        words = f", lexical channel off ({why})" if why else f", lexical weight {clf.lexical_['picked']}"
     print(
         f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned}{words} "
         f"-> {a.output}",
@@ -113,6 +116,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
         threshold = abstain_setting(a.abstain)
         if threshold == "auto":
             raise InputError("predict --abstain takes off or a number; 'auto' is set when fitting (fit --abstain auto)")
+        if threshold is not None and getattr(clf, "lexical_channel_", None) is not None:
+            raise InputError(
+                f"{a.model} pools its head with the lexical channel, whose scores are log-probabilities, not the "
+                "head's: a score threshold needs a model fitted with --abstain (or --no-lexical)"
+            )
         clf.threshold_ = threshold
     rows, texts, _ = _records(a, a.data)
     labels, scores, proba = clf.predict_with_scores(texts, show_progress=True)

@@ -76,7 +76,7 @@ class FitRequest(Body):
     lexical: StrictBool = Field(
         True,
         description="Text: pool the head with TF-IDF features of the words, at a weight chosen on held-out "
-        "examples (0 where the words do not help; ignored for images and with a numeric abstain).",
+        "examples (0 where the words do not help; not used for images or with abstain set).",
     )
     encoder: StrictStr = Field(
         "text",
