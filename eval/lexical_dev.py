@@ -31,11 +31,23 @@ OUT = RESULTS / "lexical_dev.jsonl"
 BODIES = {"frozen": False, "tuned": "auto"}
 
 
-def done_keys() -> set[tuple]:
-    if not OUT.exists():
+def done_keys(path=OUT) -> set[tuple]:
+    """(dataset, N, seed, body, head) of the rows already in ``path``."""
+    if not path.exists():
         return set()
-    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {(r["dataset"], r["shots"], r["seed"], r["body"], r.get("head_param", "auto")) for r in rows}
+
+
+def sweep(a: argparse.Namespace, done: set[tuple]):
+    """Every (support set, body, head) of the sweep ``a`` asks for that is not in ``done``: yields (dataset, N,
+    seed, body, head, support texts, support labels, test texts, test labels)."""
+    for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
+        test = [ds.test_texts[i] for i in test_idx]
+        yt = np.asarray([ds.label_names[i] for i in ds.test_labels[test_idx]], dtype=object)
+        for body, head in ((b, h) for b in a.bodies for h in a.heads):
+            if (name, shots, seed, body, head) not in done:
+                yield name, shots, seed, body, head, texts, labels, test, yt
 
 
 def predictions(clf: FewShotClassifier, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -79,34 +91,28 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=1000)
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
-    done = done_keys()
-    for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
-        test = [ds.test_texts[i] for i in test_idx]
-        yt = np.asarray([ds.label_names[i] for i in ds.test_labels[test_idx]], dtype=object)
-        for body, head in ((b, h) for b in a.bodies for h in a.heads):
-            if (name, shots, seed, body, head) in done:
-                continue
-            t = time.perf_counter()
-            clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto").fit(texts, labels)
-            fit_s = time.perf_counter() - t
-            off, on = predictions(clf, test)
-            row = {
-                "dataset": name,
-                "shots": shots,
-                "seed": seed,
-                "body": body,
-                "head_param": head,
-                "head": clf.head_.selection_["picked"] if head == "auto" else head,
-                "lexical": clf.lexical_,
-                "off": round(float(np.mean(off == yt)), 4),
-                "on": round(float(np.mean(on == yt)), 4),
-                "fit_s": round(fit_s, 2),
-                "test_size": len(test),
-                "machine": machine(),
-            }
-            with OUT.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"{name} N={shots} seed {seed} {body} {head}: off {row['off']} on {row['on']}", flush=True)
+    for name, shots, seed, body, head, texts, labels, test, yt in sweep(a, done_keys()):
+        t = time.perf_counter()
+        clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto").fit(texts, labels)
+        fit_s = time.perf_counter() - t
+        off, on = predictions(clf, test)
+        row = {
+            "dataset": name,
+            "shots": shots,
+            "seed": seed,
+            "body": body,
+            "head_param": head,
+            "head": clf.head_.selection_["picked"] if head == "auto" else head,
+            "lexical": clf.lexical_,
+            "off": round(float(np.mean(off == yt)), 4),
+            "on": round(float(np.mean(on == yt)), 4),
+            "fit_s": round(fit_s, 2),
+            "test_size": len(test),
+            "machine": machine(),
+        }
+        with OUT.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{name} N={shots} seed {seed} {body} {head}: off {row['off']} on {row['on']}", flush=True)
     summary()
 
 

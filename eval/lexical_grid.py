@@ -21,13 +21,13 @@ from collections import defaultdict
 import numpy as np
 
 import fewshot.lexical as lexical
+from eval.lexical_dev import BODIES, done_keys, sweep
 from eval.run_text import RESULTS, machine
-from eval.tune_dev import dev_encoder, dev_support_sets
+from eval.tune_dev import dev_encoder
 from fewshot import FewShotClassifier
 from fewshot.labels import encode_labels
 
 OUT = RESULTS / "lexical_grid.jsonl"
-BODIES = {"frozen": False, "tuned": "auto"}
 GRIDS = {
     "0-0.5": (0.0, 0.1, 0.2, 0.3, 0.5),
     "0-0.7": (0.0, 0.1, 0.2, 0.3, 0.5, 0.7),
@@ -96,22 +96,13 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=1000)
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
-    done = set()
-    if OUT.exists():
-        rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
-        done = {(r["dataset"], r["shots"], r["seed"], r["body"], r["head_param"]) for r in rows}
-    for name, ds, test_idx, shots, seed, texts, labels in dev_support_sets(a.datasets, a.shots, a.seeds, a.test_cap):
-        test = [ds.test_texts[i] for i in test_idx]
-        yt = np.asarray([ds.label_names[i] for i in ds.test_labels[test_idx]], dtype=object)
-        for body, head in ((b, h) for b in a.bodies for h in a.heads):
-            if (name, shots, seed, body, head) in done:
-                continue
-            clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto")
-            row = {"dataset": name, "shots": shots, "seed": seed, "body": body, "head_param": head}
-            row |= grid_scores(clf, texts, labels, test, yt) | {"test_size": len(test), "machine": machine()}
-            with OUT.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(name, shots, seed, body, head, {g: row[g] for g in GRIDS}, "off", row["off"], flush=True)
+    for name, shots, seed, body, head, texts, labels, test, yt in sweep(a, done_keys(OUT)):
+        clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto")
+        row = {"dataset": name, "shots": shots, "seed": seed, "body": body, "head_param": head}
+        row |= grid_scores(clf, texts, labels, test, yt) | {"test_size": len(test), "machine": machine()}
+        with OUT.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(name, shots, seed, body, head, {g: row[g] for g in GRIDS}, "off", row["off"], flush=True)
     summary()
 
 
