@@ -250,6 +250,15 @@ def test_sample_weight_reaches_the_channel(newsgroups, text_encoder, monkeypatch
     np.testing.assert_allclose(clf.lexical_channel_.model.coef_, weighted.coef_)
     unweighted = LexicalModel().fit(X, codes, len(clf.classes_))
     assert not np.allclose(weighted.coef_, unweighted.coef_)
+    # added examples carry their own weights into the head and the channel
+    new = ["my kettle boils the water for tea", "the teapot and the kettle are on the stove"]
+    light = FewShotClassifier(text_encoder, head="prototype").fit(X, y).add_examples(new, ["kitchen"] * 2)
+    clf.add_examples(new, ["kitchen"] * 2, sample_weight=[3.0, 1.0])
+    np.testing.assert_array_equal(clf.lexical_channel_.sample_weight, np.append(w, [3.0, 1.0]))
+    kitchen = list(clf.classes_).index("kitchen")
+    assert not np.allclose(clf.head_.centroids_[kitchen], light.head_.centroids_[kitchen])
+    with pytest.raises(InputError, match="sample_weight must have shape"):
+        clf.add_examples(new, ["kitchen"] * 2, sample_weight=[1.0])
 
 
 def test_a_single_example_class_leaves_the_channel_off(text_encoder):

@@ -406,17 +406,20 @@ class FewShotClassifier(CalibratedClassifier):
             return {"prior": prior.label_scores(E)}
         return {"prior": prior.class_scores(items)}
 
-    def add_examples(self, X: Any, y: Any) -> FewShotClassifier:
+    def add_examples(self, X: Any, y: Any, sample_weight: Any = None) -> FewShotClassifier:
         """Add labelled examples, including examples of new classes, without refitting from scratch.
 
         Only the new examples are encoded. New classes are appended to ``classes_``. The calibration
         temperature and the abstention threshold stay as fitted; ``fit`` or :meth:`fit_calibration` refreshes
-        them. Predictions from other threads wait for the update and never see half of it.
+        them. ``sample_weight`` weighs the new examples as in :meth:`fit` (the lexical channel's regression,
+        refitted on every example, counts earlier ones as they were given). Predictions from other threads
+        wait for the update and never see half of it.
         """
         if not hasattr(self, "head_"):
-            return self.fit(X, y)
+            return self.fit(X, y, sample_weight=sample_weight)
         items = self.encoder_.validate(X)
         y = as_labels(y, len(items))
+        weight = check_sample_weight(sample_weight, len(items))
         E = self.embed(items)  # outside the lock: encoding is the slow part and changes nothing
         with self._rw.write():
             old = self.classes_
@@ -431,11 +434,12 @@ class FewShotClassifier(CalibratedClassifier):
                     templates=PRIOR_TEMPLATES,
                     temperature=PRIOR_TEMPERATURE,
                 ).fit()
-            self.head_.partial_fit(E, y)
+            self.head_.partial_fit(E, y, sample_weight=weight)
             self.prior_ = prior
             channel = getattr(self, "lexical_channel_", None)
             if channel is not None:
-                self.lexical_channel_ = channel.add(items, encode_labels(y, self.classes_), len(self.classes_))
+                codes = encode_labels(y, self.classes_)
+                self.lexical_channel_ = channel.add(items, codes, len(self.classes_), weight)
         return self
 
     def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
