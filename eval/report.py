@@ -796,6 +796,9 @@ def main() -> None:
         part = _load(f"text_zeroshot_{name}.json")
         if part:
             lines += section(part)
+    templates = RESULTS / "text_zeroshot_templates.md"
+    if templates.exists():  # written by eval.zeroshot_templates; its title becomes a section heading
+        lines += ["#" + templates.read_text().strip(), ""]
     if (RESULTS / "tune_dev.jsonl").exists():
         lines += tune_dev_section(RESULTS / "tune_dev.jsonl")
     if (RESULTS / "tune_layers.jsonl").exists():
