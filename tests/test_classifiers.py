@@ -228,6 +228,29 @@ def test_pickles_and_clones_carry_no_model(tmp_path, text_encoder, ag_news):
     assert TextEncoder().model is text_encoder.model  # the default model is loaded once per process
 
 
+def test_copies_of_fitted_classifiers_with_a_label_prior_predict(text_encoder, ag_news):
+    """A copy (pickle, deepcopy) of a fitted cache head, auto head or zero-shot classifier predicts as the
+    original, and copying leaves the original usable; a zero-shot copy whose parameters had changed still
+    refuses to predict."""
+    import copy
+    import pickle
+
+    X, y, Xt, _ = ag_news
+    names = sorted(set(y))
+    fitted = {
+        "cache": FewShotClassifier(encoder=text_encoder, head="cache", lexical=False).fit(X, y),
+        "zeroshot": ZeroShotClassifier(names, encoder=text_encoder).fit(Xt[:40]),
+    }
+    for name, clf in fitted.items():
+        for again in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
+            # both copies were made before the original predicts here
+            np.testing.assert_array_equal(again.predict_proba(Xt[:15]), clf.predict_proba(Xt[:15]), err_msg=name)
+    stale = fitted["zeroshot"]
+    stale.set_params(templates="plain")
+    with pytest.raises(InputError, match="changed after fit"):
+        pickle.loads(pickle.dumps(stale)).predict(Xt[:2])
+
+
 def test_grid_search_across_processes(tmp_path, text_encoder, ag_news):
     from sklearn.model_selection import GridSearchCV
 

@@ -64,3 +64,15 @@ def test_background_is_embedded_once_per_encoder_and_saved_with_the_model(tmp_pa
     np.testing.assert_allclose(again.background_["mean"], zs.background_["mean"])
     probe = ["red apple", "fast red car", "quiet evening"]
     assert again.tag(probe) == zs.tag(probe)
+
+
+def test_a_corpus_adapted_model_keeps_its_background_when_saved(tmp_path, text_encoder):
+    """Adapting the label vectors to a corpus adds arrays to the save; the background statistics stay."""
+    corpus = TEXTS + ["Shipping took two weeks.", "The striker scored twice.", "Login fails after the update."]
+    zs = ZeroShotClassifier(LABELS, encoder=text_encoder, adapt="center").fit(corpus)
+    assert zs.adaptation_["method"] != "none" and zs.background_ is not None
+    again = ZeroShotClassifier.load(zs.save(tmp_path / "z"), encoder=text_encoder)
+    assert again.background_ is not None
+    np.testing.assert_allclose(again.background_["std"], zs.background_["std"])
+    probe = TEXTS + ["What's the weather like tomorrow?"]
+    assert again.tag(probe) == zs.tag(probe)

@@ -48,7 +48,7 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         return lock
 
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ hands out the live __dict__
         state.pop("_rwlock", None)
         return state
 

@@ -172,8 +172,24 @@ class ZeroShotClassifier(CalibratedClassifier):
 
     def _params_key(self) -> str:
         params = self.get_params(deep=False)
-        params["encoder"] = id(params["encoder"])
+        params["encoder"] = id(params["encoder"])  # cheap, and checked on every prediction
         return json.dumps(params, default=repr, sort_keys=True)
+
+    # The key holds the encoder's id, which a copy (pickle, deepcopy, another process) does not keep: a copy
+    # carries whether the key matched the parameters and takes its own key when it is made.
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        fitted = state.get("_fitted_with")
+        if fitted is not None:
+            state["_fitted_with"] = (fitted[0] == self._params_key(), fitted[1])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fitted = state.pop("_fitted_with", None)
+        super().__setstate__(state)
+        if fitted is not None:
+            current, lazy = fitted
+            self._fitted_with = (self._params_key() if current else "", lazy)
 
     def _fitted_head(self) -> ZeroShotHead:
         """The fitted head, fitting on the label text first when the classifier was never fitted (or was
@@ -304,7 +320,7 @@ class ZeroShotClassifier(CalibratedClassifier):
             if head is not self.label_head_:
                 config, arrays = self.label_head_.get_state()
                 extra["label_head"] = config
-                more = {LABELS + k: v for k, v in arrays.items()}
+                more.update({LABELS + k: v for k, v in arrays.items()})
                 if self.shift_ is not None:
                     more[SHIFT] = self.shift_
             manifest = save_model(
