@@ -71,12 +71,16 @@ class LexicalModel:
         X = self.features(texts)
         coef = np.zeros((n_classes, X.shape[1]))
         intercept = np.full(n_classes, -1e4)  # a class without examples here is never predicted
-        for k in present if len(present) > 2 else present[1:]:  # one against the rest (two classes: one fit)
+        fitted = present if len(present) > 2 else present[1:]  # one against the rest (two classes: one fit)
+        if X.shape[1] == 0:  # not a word in any text: every present class scores the same
+            intercept[present] = 0.0
+            fitted = []
+        for k in fitted:
             lr = LogisticRegression(C=C, solver="liblinear", dual=True, max_iter=MAX_ITER, random_state=0).fit(
                 X, codes == k, sample_weight=sample_weight
             )
             coef[k], intercept[k] = lr.coef_[0], lr.intercept_[0]
-        if len(present) == 2:  # the two classes' scores on either side of 0
+        if len(present) == 2 and X.shape[1]:  # the two classes' scores on either side of 0
             k0, k1 = present
             coef[k1], intercept[k1] = coef[k1] / 2, intercept[k1] / 2
             coef[k0], intercept[k0] = -coef[k1], -intercept[k1]

@@ -59,6 +59,14 @@ def test_two_classes_and_a_class_without_examples():
     assert np.exp(logp[:, 2]).max() < 1e-100  # never predicted
 
 
+def test_texts_without_words_score_every_class_alike():
+    model = LexicalModel().fit(["!!", "?!", "...", "\u2026"], np.array([0, 0, 1, 1]), 3)
+    assert model.vocabulary_ == []
+    logp = model.log_proba(["any words at all", "!!"])
+    np.testing.assert_allclose(np.exp(logp[:, :2]), 0.5)  # the two classes seen, alike; the third never
+    assert np.exp(logp[:, 2]).max() < 1e-100
+
+
 def test_needs_two_classes():
     with pytest.raises(InputError, match="at least two classes"):
         LexicalModel().fit(["a b", "c d"], np.array([0, 0]), 2)
@@ -266,6 +274,17 @@ def test_a_single_example_class_leaves_the_channel_off(text_encoder):
         ["good film", "great film", "awful"], ["pos", "pos", "neg"]
     )
     assert clf.lexical_channel_ is None and "single example" in clf.lexical_["why"]
+
+
+def test_examples_without_words_leave_the_channel_off(text_encoder):
+    X = ["\U0001f600", "\U0001f600\U0001f600", "\U0001f621", "\U0001f621\U0001f621", "!!", "?!"]
+    y = ["pos", "pos", "neg", "neg", "pos", "neg"]
+    clf = FewShotClassifier(text_encoder, lexical="auto").fit(X, y)
+    assert clf.lexical_channel_ is None and clf.lexical_ == {"picked": 0.0, "why": "the examples have no words"}
+    assert clf.predict(["\U0001f600"])[0] in {"pos", "neg"}
+    # a few examples with words among many without: each fold's model still fits, the weight is chosen
+    clf = FewShotClassifier(text_encoder, lexical="auto").fit(X + ["happy day", "sad day"], y + ["pos", "neg"])
+    assert "weights" in clf.lexical_
 
 
 def test_on_a_tuned_body_the_channel_uses_the_cross_fitted_folds(newsgroups, text_encoder):

@@ -133,6 +133,24 @@ def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews
     assert all(p["label"] is not None for p in preds)
 
 
+def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path):
+    """A model fitted elsewhere (the CLI on a JSONL file) may hold any JSON scalar as labels."""
+    client = serve()
+    Xtr, ytr, Xte, _ = agnews
+    for name, labels in (
+        ("flags", [y == "Sports" for y in ytr]),
+        ("numbers", [1.0 if y == "World" else 2.0 for y in ytr]),
+    ):
+        clf = FewShotClassifier(lexical=False).fit(Xtr, labels)
+        clf.save(tmp_path / "root" / "models" / name)
+        info = client.get(f"/v1/models/{name}")
+        assert info.status_code == 200, info.text
+        assert info.json()["classes"] == clf.classes_.tolist()
+        r = client.post(f"/v1/models/{name}/predict", json={"inputs": Xte[:4]})
+        assert r.status_code == 200, r.text
+        assert [p["label"] for p in r.json()["predictions"]] == clf.predict(Xte[:4]).tolist()
+
+
 def test_fit_with_the_lexical_channel_matches_the_library(serve, agnews, tmp_path, monkeypatch):
     import fewshot.lexical
 

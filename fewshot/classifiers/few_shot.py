@@ -247,8 +247,11 @@ class FewShotClassifier(CalibratedClassifier):
         made."""
         from sklearn.model_selection import StratifiedKFold
 
-        from fewshot.lexical import LexicalChannel, LexicalModel, choose, held_out_log_proba, pool
+        from fewshot.lexical import LexicalChannel, LexicalModel, choose, held_out_log_proba, pool, terms
 
+        if not any(terms(text) for text in items):
+            self.lexical_ = {"picked": 0.0, "why": "the examples have no words"}
+            return S, how
         codes = encode_labels(y, self.classes_)
         n_classes = len(self.classes_)
         if held_out is not None:

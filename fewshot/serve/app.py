@@ -189,7 +189,7 @@ class Service:
                 lexical="auto" if req.lexical else False,
             )
         except (TypeError, ValueError) as exc:  # head_params the head does not take
-            if isinstance(exc, FewShotError):
+            if isinstance(exc, FewShotError) or not req.head_params:
                 raise
             raise ApiError(400, "bad_input", f"the head refused its parameters: {exc}", "head_params") from None
         return {"name": name, "classes": [_plain(c) for c in entry.model.classes_.tolist()], "examples": len(X)}

@@ -7,6 +7,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Label = Annotated[StrictStr | StrictInt, Field(description="A class label: a string or an integer.")]
+# a saved model may hold labels of any JSON scalar type (a JSONL file fitted by the CLI: true/false, 1.5)
+ModelLabel = Annotated[
+    StrictStr | StrictBool | StrictInt | StrictFloat,
+    Field(description="A class label of the model: a string, an integer, a boolean or a number."),
+]
 Number = StrictFloat | StrictInt
 Inputs = Annotated[
     list[StrictStr],
@@ -58,7 +63,7 @@ class ModelList(BaseModel):
 class ModelInfo(BaseModel):
     name: str = Field(description="The model's name.")
     type: str = Field(description="'classifier' or 'zeroshot'.")
-    classes: list[Label] = Field(description="The labels it predicts; probabilities come in this order.")
+    classes: list[ModelLabel] = Field(description="The labels it predicts; probabilities come in this order.")
     head: str = Field(description="The classifier head (prototype, knn, linear, cache, auto, zeroshot).")
     encoder: dict[str, Any] = Field(description="The encoder identity recorded in the save.")
     threshold: float | None = Field(description="The abstention threshold on the class score, or null.")
@@ -92,7 +97,7 @@ class ExamplesRequest(Body):
 
 class FitResponse(BaseModel):
     name: str = Field(description="The model's name.")
-    classes: list[Label] = Field(description="Its classes after the change.")
+    classes: list[ModelLabel] = Field(description="Its classes after the change.")
     examples: int = Field(description="How many examples this request fitted or added.")
 
 
@@ -106,7 +111,7 @@ class PredictRequest(Body):
 
 
 class Prediction(BaseModel):
-    label: Label | None = Field(description="The predicted label; null where the model abstains.")
+    label: ModelLabel | None = Field(description="The predicted label; null where the model abstains.")
     score: float = Field(description="The probability of the best label (also when abstaining).")
     scores: dict[str, float] = Field(description="Every label's probability (labels as strings); they sum to 1.")
     class_score: float = Field(description="The best label's class score, the one the abstention threshold uses.")
