@@ -321,3 +321,17 @@ def test_fit_tune_without_steps_asks_for_the_auto_schedule(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["fit", "x.csv", "--tune", "0", "-o", "m"])
     assert "positive number of steps" in capsys.readouterr().err
+
+
+def test_predict_writes_an_empty_label_for_a_models_abstain_label(tmp_path, capsys):
+    from fewshot import FewShotClassifier
+
+    X, y = zip(*SUPPORT)
+    model = tmp_path / "model"
+    FewShotClassifier(abstain=0.5, abstain_label="other").fit(list(X), list(y)).save(model)
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"text": "money was taken twice from my card"}\n{"text": "the volcano erupted"}\n')
+    code, out, err = run(capsys, "predict", model, queries)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert [r["prediction"] for r in rows] == ["billing", ""] and rows[1]["probability"] is None

@@ -96,9 +96,10 @@ def prediction_rows(
     out = []
     for r, lab, s, p in zip(rows, labels, scores, proba):
         rec = dict(r)
-        rec[name_pred] = "" if lab is None else lab
+        abstained = lab is None or lab not in classes  # None, or the model's abstain_label
+        rec[name_pred] = "" if abstained else lab
         rec[name_score] = round(float(s), 6)
-        rec[name_prob] = None if lab is None else round(float(p[classes.index(lab)]), 6)
+        rec[name_prob] = None if abstained else round(float(p[classes.index(lab)]), 6)
         if fmt == "csv":
             for c, v in zip(classes, p):
                 rec[unique_name(f"p_{c}", taken)] = round(float(v), 6)
