@@ -675,6 +675,28 @@ def test_a_damaged_journal_is_reported(tmp_path):
     index.close(checkpoint=False)
 
 
+def test_a_damaged_frame_length_is_not_taken_for_a_torn_tail(tmp_path):
+    """A length field damaged to run past the end would look like a torn last write; whole frames after it
+    say otherwise, so the journal is reported and a writer reopening it truncates nothing."""
+    import struct
+
+    from fewshot.index import journal
+
+    path = tmp_path / "d"
+    index = EmbeddingIndex.open(path, create=True, dim=4)
+    for i in range(3):
+        index.add_embeddings(np.eye(4, dtype=np.float32)[i : i + 1], labels=[f"l{i}"])
+    log = journal.journal_path(path, index._saved_at[1])
+    index.close(checkpoint=False)
+    data = bytearray(log.read_bytes())
+    struct.pack_into(">I", data, 4, struct.unpack_from(">I", data, 4)[0] + 100_000)  # the first header length
+    log.write_bytes(bytes(data))
+    for opener in (EmbeddingIndex.load, EmbeddingIndex.open):
+        with pytest.raises(CorruptFileError, match="whole frames follow"):
+            opener(path)
+    assert log.read_bytes() == bytes(data)
+
+
 DURABLE = textwrap.dedent(
     """
     import sys

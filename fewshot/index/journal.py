@@ -54,16 +54,35 @@ def read_frames(data: bytes, where: str) -> tuple[list[tuple[dict[str, Any], byt
         if magic != MAGIC:
             raise CorruptFileError(f"{where}: journal frame at byte {pos} has no marker; the journal is damaged")
         if end > len(data):
+            _torn_tail(data, pos, where)
             break  # torn at the end: never acknowledged
         head = data[pos + FRAME.size : pos + FRAME.size + n_head]
         body = data[pos + FRAME.size + n_head : end]
         if zlib.crc32(body, zlib.crc32(head)) != crc:
             if end == len(data):
+                _torn_tail(data, pos, where)
                 break  # the last frame, half written
             raise CorruptFileError(f"{where}: journal frame at byte {pos} fails its checksum; the journal is damaged")
         frames.append((json.loads(head.decode("utf-8")), body))
         pos = end
     return frames, pos
+
+
+def _torn_tail(data: bytes, pos: int, where: str) -> None:
+    """Check that the bad frame at ``pos`` is a torn last write: no whole, valid frame may follow it (a
+    damaged length field would otherwise pass for a torn tail and hide every acknowledged write after it)."""
+    start = data.find(MAGIC, pos + 1)
+    while start != -1 and len(data) - start >= FRAME.size:
+        _, n_head, n_body, crc = FRAME.unpack_from(data, start)
+        end = start + FRAME.size + n_head + n_body
+        if end <= len(data):
+            head, body = data[start + FRAME.size : start + FRAME.size + n_head], data[start + FRAME.size + n_head : end]
+            if zlib.crc32(body, zlib.crc32(head)) == crc:
+                raise CorruptFileError(
+                    f"{where}: journal frame at byte {pos} is damaged and whole frames follow it; the journal is "
+                    "damaged (nothing was changed on disk)"
+                )
+        start = data.find(MAGIC, start + 1)
 
 
 def add_record(ids: np.ndarray, E: np.ndarray, labels: list[Any], metadata: list[str], items: list[Any]) -> bytes:
