@@ -7,6 +7,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import numpy as np
+
 from fewshot.errors import InputError
 
 # the six-template "ensemble" is the default: with MiniLM, 0.5 points of accuracy over "plain" on an
@@ -73,6 +75,10 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
     for name, extra in items:
         if name is None or (isinstance(name, str) and not name.strip()):
             raise InputError("a label name is empty")
+        if isinstance(name, np.generic):
+            name = name.item()
+        if not isinstance(name, (str, int, float, bool)):
+            raise InputError(f"label name {name!r} is a {type(name).__name__}; a label is a string or a number")
         if name in out:
             raise InputError(f"label {name!r} is given twice")
         if extra is None:
@@ -83,9 +89,17 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
             unknown = set(extra) - {"description", "attributes"}
             if unknown:
                 raise InputError(f"label {name!r}: unknown keys {sorted(unknown)}; use description, attributes")
-            phrasings = ([extra["description"]] if extra.get("description") else []) + list(extra.get("attributes", []))
-        else:
+            attributes = extra.get("attributes") or []
+            if not isinstance(attributes, (list, tuple)):
+                raise InputError(f"label {name!r}: attributes must be a list of strings")
+            phrasings = ([extra["description"]] if extra.get("description") else []) + list(attributes)
+        elif isinstance(extra, (list, tuple)):
             phrasings = list(extra)
+        else:
+            raise InputError(
+                f"label {name!r}: its description is a {type(extra).__name__}; give a string, a list of "
+                "strings or a dict with description and attributes"
+            )
         for p in phrasings:
             if not isinstance(p, str) or not p.strip():
                 raise InputError(f"label {name!r} has an empty or non-text description/attribute")

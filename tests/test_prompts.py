@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fewshot.errors import InputError
@@ -12,6 +13,7 @@ def test_label_forms_parse_to_one_shape():
     assert parse_labels(["sport", "politics"]) == {"sport": [], "politics": []}
     assert parse_labels(["bird: has feathers, lays eggs"]) == {"bird": ["has feathers", "lays eggs"]}
     assert parse_labels({"fish": "swims"}) == {"fish": ["swims"]}
+    assert parse_labels(np.array([3, 7])) == {3: [], 7: []}  # numpy scalars become plain labels
     assert parse_labels({"cat": {"description": "a pet", "attributes": ["purrs"]}}) == {"cat": ["a pet", "purrs"]}
     for bad, message in [
         ("sport", "list of names"),
@@ -20,6 +22,9 @@ def test_label_forms_parse_to_one_shape():
         ([" "], "empty"),
         ({"x": {"colour": "red"}}, "unknown keys"),
         ({"x": ["", "ok"]}, "empty or non-text"),
+        ({"sport": 1, "politics": 2}, "its description is a int"),
+        ([["sport"], "politics"], "is a list; a label is a string or a number"),
+        ({"x": {"attributes": "red"}}, "attributes must be a list"),
     ]:
         with pytest.raises(InputError, match=message):
             parse_labels(bad)

@@ -27,6 +27,22 @@ def test_round_trip_and_checked_bytes(tmp_path):
         read_bundle(tmp_path / "b", "index")
 
 
+def test_numpy_values_are_stored_as_json_and_what_json_cannot_hold_writes_nothing(tmp_path):
+    import numpy as np
+
+    files = {"data.txt": lambda p: p.write_text("x")}
+    meta = {"k": np.int64(3), "t": np.float32(0.5), "on": np.bool_(True), "v": np.arange(2)}
+    write_bundle(tmp_path / "b", "note", meta, files)
+    read, _ = read_bundle(tmp_path / "b", "note")
+    assert (read["k"], read["t"], read["on"], read["v"]) == (3, 0.5, True, [0, 1])
+    before = sorted(p.name for p in (tmp_path / "b").iterdir())
+    for bad in ({"t": float("nan")}, {"f": open}):
+        with pytest.raises(InputError, match="JSON cannot store"):
+            write_bundle(tmp_path / "b", "note", bad, files)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == before  # no stray file, the save intact
+    assert read_bundle(tmp_path / "b", "note")[0]["k"] == 3
+
+
 def test_only_files_fewshot_wrote_are_deleted(tmp_path):
     path = tmp_path / "b"
     save(path, "one")

@@ -154,6 +154,23 @@ def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | 
         )
 
 
+def _json_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with numpy scalars and arrays as plain JSON values (a parameter given as ``np.int64(3)``);
+    :class:`InputError` for what JSON cannot store (NaN, infinity, other objects)."""
+
+    def plain(value: Any) -> Any:
+        if hasattr(value, "item") and getattr(value, "shape", None) == ():
+            return value.item()  # a numpy scalar
+        if hasattr(value, "tolist"):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} {value!r}")
+
+    try:
+        return json.loads(json.dumps(meta, default=plain, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot save: the description holds a value JSON cannot store ({exc})") from exc
+
+
 def write_bundle(
     path: str | Path,
     bundle_type: str,
@@ -181,6 +198,7 @@ def write_bundle(
         ``<stem>-<8 hex digits><suffix>`` files are fewshot's, and are removed when they belong to an old save.
     """
     path = Path(path)
+    meta = _json_meta(meta)  # before anything is written: a value JSON cannot hold leaves no stray file
     own_lock = lock is None or not lock.held
     lock = FolderLock(path) if own_lock else lock
     names = [*files, *owned]
@@ -217,10 +235,7 @@ def write_bundle(
             **{k: v for k, v in meta.items() if k not in _RESERVED},
             "files": entries,
         }
-        try:
-            manifest["checksum"] = manifest_checksum(manifest)
-        except ValueError as exc:  # NaN or infinity somewhere in meta
-            raise InputError(f"cannot save: the description holds a value JSON cannot store ({exc})") from exc
+        manifest["checksum"] = manifest_checksum(manifest)
         tmp = path / f".fewshot-{token}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
