@@ -26,6 +26,7 @@ from fewshot.errors import (  # noqa: E402
     MissingDependencyError,
     ModelLoadError,
     NotFittedError,
+    SaveNotFoundError,
 )
 from fewshot.heads import (  # noqa: E402
     AutoHead,
@@ -65,6 +66,7 @@ __all__ = [
     "NotFittedError",
     "OnnxImageEncoder",
     "PrototypeHead",
+    "SaveNotFoundError",
     "StaticEncoder",
     "TextEncoder",
     "ZeroShotClassifier",

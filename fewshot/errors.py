@@ -34,6 +34,10 @@ class CorruptFileError(FewShotError):
     """A saved file is missing, truncated, altered, or not a fewshot save at all."""
 
 
+class SaveNotFoundError(FewShotError, FileNotFoundError):
+    """Nothing is saved at the path given (no such folder, or a file where a save's folder should be)."""
+
+
 class ModelLoadError(FewShotError, OSError):
     """A model could not be loaded (a wrong path, or a hub name while offline)."""
 

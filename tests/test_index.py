@@ -365,8 +365,14 @@ def test_truncated_corrupt_edited_and_inconsistent_files(tmp_path):
     rewrite_manifest(path, lambda m: m.pop("dim"))
     with pytest.raises(CorruptFileError, match="lacks or garbles"):
         EmbeddingIndex.load(path)
-    with pytest.raises(FileNotFoundError):
-        EmbeddingIndex.load(tmp_path / "missing")
+    from fewshot import FewShotClassifier, FewShotError, ZeroShotClassifier
+
+    (tmp_path / "a-file").write_text("not a save")
+    for missing in (tmp_path / "missing", tmp_path / "a-file"):
+        for loader in (EmbeddingIndex.load, FewShotClassifier.load, ZeroShotClassifier.load):
+            with pytest.raises(FewShotError, match="no saved") as caught:  # one type to catch, and the built-in
+                loader(missing)
+            assert isinstance(caught.value, FileNotFoundError)
 
 
 def test_save_refuses_a_folder_with_foreign_files_and_never_deletes_them(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 from fewshot._concurrency import RWLock
 from fewshot._validate import as_embeddings, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
-from fewshot.errors import CorruptFileError, InputError
+from fewshot.errors import CorruptFileError, InputError, SaveNotFoundError
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import index_dir, resolve_index_path
@@ -646,7 +646,7 @@ class EmbeddingIndex:
             elif create:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
             else:
-                raise FileNotFoundError(f"no saved index at {folder}")
+                raise SaveNotFoundError(f"no saved index at {folder}")
             yield index
             index._save(folder, lock)
 
@@ -680,7 +680,7 @@ class EmbeddingIndex:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
                 index._save(folder, lock)
             else:
-                raise FileNotFoundError(f"no saved index at {folder}")
+                raise SaveNotFoundError(f"no saved index at {folder}")
             index._checkpoint_bytes = checkpoint_bytes
             index._durable = (folder, lock, journal.JournalWriter(journal.journal_path(folder, index._saved_at[1])))
         except BaseException:

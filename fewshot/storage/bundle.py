@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError
+from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, SaveNotFoundError
 from fewshot.storage.lock import LOCK_NAME, FolderLock
 
 MANIFEST = "manifest.json"
@@ -270,7 +270,7 @@ def read_bundle(path: str | Path, bundle_type: str) -> tuple[dict[str, Any], dic
     """
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"no saved {bundle_type} at {path}")
+        raise SaveNotFoundError(f"no saved {bundle_type} at {path}")
     for _ in range(READ_RETRIES):
         manifest = read_manifest(path)
         if manifest is None:
