@@ -86,6 +86,19 @@ def test_cache_is_keyed_by_encoder_identity(tmp_path):
     assert len(list(tmp_path.glob("*.sqlite"))) == 2
 
 
+def test_a_damaged_cache_file_or_a_file_for_its_folder_is_named(tmp_path):
+    from fewshot.errors import CorruptFileError
+
+    FakeEncoder(cache_dir=tmp_path / "c").encode(["alpha"])
+    (db,) = (tmp_path / "c").glob("*.sqlite")
+    db.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(CorruptFileError, match=f"{db.name}.*delete it"):
+        FakeEncoder(cache_dir=tmp_path / "c").encode(["alpha"])
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        FakeEncoder(cache_dir=tmp_path / "f").encode(["alpha"])
+
+
 def test_real_encoder_with_cache(tmp_path, text_encoder):
     enc = TextEncoder(text_encoder.model, cache_dir=tmp_path)
     a = enc.encode(["cached sentence"])

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.encoders.identity import identity_fingerprint
+from fewshot.errors import CorruptFileError, InputError
 
 
 class EmbeddingCache:
@@ -37,10 +38,18 @@ class EmbeddingCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
+            if self.folder.exists() and not self.folder.is_dir():
+                raise InputError(f"the embedding cache folder {self.folder} is a file; give a folder for cache_dir")
             self.folder.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
-            conn.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-            conn.commit()
+            try:
+                conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0)
+                conn.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+                conn.commit()
+            except sqlite3.DatabaseError as exc:
+                raise CorruptFileError(
+                    f"the embedding cache {self.path} cannot be read ({exc}); delete it and it is rebuilt as "
+                    "texts are encoded again"
+                ) from exc
             self._conn = conn
         return self._conn
 
