@@ -135,6 +135,15 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     assert info["count"] == 4 and info["dim"] == 384 and info["encoder"]["family"] == "sentence-transformers"
     code, _, err = run(capsys, "index", "build", "news", docs, "--text-col", "body")
     assert code == 1 and "already exists" in err
+    # a metadata column no record has, and ids that are not whole numbers, are named, not stored as null or cut
+    code, _, err = run(capsys, "index", "build", "typo", docs, "--text-col", "body", "--meta-cols", "lnag")
+    assert code == 1 and "no record has the metadata column 'lnag'" in err and "lang" in err
+    for bad in (20.7, True):
+        odd = tmp_path / "odd.jsonl"
+        odd.write_text(json.dumps({"doc": bad, "body": "a text"}) + "\n")
+        code, _, err = run(capsys, "index", "build", "odd", odd, "--text-col", "body", "--id-col", "doc")
+        assert code == 1 and "ids must be integers" in err
+    assert not (tmp_path / "idx" / "typo").exists() and not (tmp_path / "idx" / "odd").exists()
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,20 @@ from fewshot.cli.records import column, label_column, read_records, text_column
 from fewshot.errors import InputError
 
 
+def _id(value: Any, i: int, a: argparse.Namespace) -> int:
+    """An id cell as an integer: a whole number, or text that reads as one (CSV cells are text)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise InputError(f"{a.data}: record {i + 1} has id {value!r} in column {a.id_col!r}; ids must be integers")
+
+
 def _index_rows(a: argparse.Namespace):
     """(items, ids, labels, metadata) of a record file or an image folder (labels from subfolders)."""
     if is_image_input(a.data):
@@ -29,11 +43,12 @@ def _index_rows(a: argparse.Namespace):
     labels = label_column(rows, a.label_col, a.data) if a.label_col else None
     ids = None
     if a.id_col:
-        try:
-            ids = [int(v) for v in column(rows, a.id_col, a.data)]
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{a.data}: ids in column {a.id_col!r} must be integers") from exc
+        ids = [_id(v, i, a) for i, v in enumerate(column(rows, a.id_col, a.data))]
     meta_cols = [c for c in (a.meta_cols or "").split(",") if c]
+    for c in meta_cols:  # a record may lack a field; a column no record has is a typo
+        if not any(c in r for r in rows):
+            have = ", ".join(sorted({str(k) for r in rows for k in r})) or "none"
+            raise InputError(f"{a.data}: no record has the metadata column {c!r} (columns: {have})")
     metadata = [{c: r.get(c) for c in meta_cols} for r in rows] if meta_cols else None
     return texts, ids, labels, metadata
 
