@@ -39,10 +39,16 @@ def encode_labels(y: Any, classes: np.ndarray, *, what: str = "y") -> np.ndarray
     try:
         return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
     except (KeyError, TypeError):
-        unknown = sorted({str(v) for v in values if _lookup(index, v) is None})
+        missing = [v for v in values if _lookup(index, v) is None]
+        unknown = sorted({str(v) for v in missing})
         known = ", ".join(map(str, list(index)[:10]))
+        hint = ""
+        if any(str(v) in {str(c) for c in index} for v in missing):  # "1" against 1: the same text, another type
+            have = {type(c).__name__ for c in index}
+            hint = f" (labels of type {', '.join(sorted({type(v).__name__ for v in missing}))}; the model's are "
+            hint += f"{', '.join(sorted(have))})"
         raise InputError(
-            f"{what} holds labels the model never saw: {', '.join(unknown[:5])}; it knows {known}"
+            f"{what} holds labels the model never saw: {', '.join(unknown[:5])}; it knows {known}{hint}"
         ) from None
 
 
@@ -68,10 +74,11 @@ def ordered_classes(y: np.ndarray, classes: Any = None) -> np.ndarray:
 def check_label_type(y: np.ndarray, classes: np.ndarray) -> None:
     """Refuse labels of another type than the classes a model knows (``1`` added to ``"a"``, ``"b"``)."""
 
-    def kind(v: Any) -> type:
+    def kind(v: Any) -> str:
         v = v.item() if isinstance(v, np.generic) else v
-        return float if type(v) is int else type(v)  # 1 and 1.0 are one numeric type
+        names = {int: "numbers", float: "numbers", str: "texts", bool: "booleans"}  # 1 and 1.0: one type
+        return names.get(type(v), f"{type(v).__name__} values")
 
     new, old = kind(np.asarray(y)[0]), kind(np.asarray(classes)[0])
-    if new is not old:
-        raise InputError(f"the new labels are {new.__name__}s but the model's classes are {old.__name__}s")
+    if new != old:
+        raise InputError(f"the new labels are {new} but the model's classes are {old}")

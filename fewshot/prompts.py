@@ -104,6 +104,9 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
             if not isinstance(p, str) or not p.strip():
                 raise InputError(f"label {name!r} has an empty or non-text description/attribute")
         out[name] = phrasings
+    kinds = {"number" if type(k) in (int, float) else type(k).__name__ for k in out}
+    if len(kinds) > 1:
+        raise InputError(f"the label names mix types ({', '.join(sorted(kinds))}); give them all as text or numbers")
     return out
 
 

@@ -69,6 +69,10 @@ def test_save_load_gives_identical_predictions(tmp_path, text_encoder, ag_news):
         np.testing.assert_allclose(again.predict_proba(Xt[:50]), clf.predict_proba(Xt[:50]), atol=1e-6)
     with pytest.raises(EncoderMismatchError):
         FewShotClassifier.load(tmp_path / "prototype", encoder=FakeEncoder(dim=384))
+    from fewshot import TextEncoder
+
+    with pytest.raises(EncoderMismatchError, match="differ in normalize: True against False"):
+        FewShotClassifier.load(tmp_path / "prototype", encoder=TextEncoder(text_encoder.model, normalize=False))
 
 
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):

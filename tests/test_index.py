@@ -151,6 +151,10 @@ def test_a_batch_that_fails_midway_is_not_half_added(kind, monkeypatch):
     assert len(index) == 20 and index.get([100]) == [None]
     monkeypatch.undo()
     assert index.add_embeddings(X[:3], ids=[100, 101, 102]).tolist() == [100, 101, 102]
+    assert index.get(np.array([100], dtype=np.int32))[0].id == 100 and index.get([]) == []
+    for bad in (["a"], [1.5]):
+        with pytest.raises(InputError, match="ids must be integers"):
+            index.get(bad)
 
 
 # -- approximate against exact ------------------------------------------------------------------------------

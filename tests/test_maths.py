@@ -54,8 +54,11 @@ def test_label_codes_and_types():
     with pytest.raises(InputError, match="never saw: c"):
         encode_labels(["c"], classes)
     assert merge_classes(classes, np.array(["c", "a"])).tolist() == ["b", "a", "c"]
-    with pytest.raises(InputError, match="ints but the model's classes are strs|floats but the model"):
+    with pytest.raises(InputError, match="new labels are numbers but the model's classes are texts"):
         check_label_type(np.array([1]), classes)
+    check_label_type(np.array([2.0]), np.array([1, 3]))  # 2.0 and 1: one numeric type
+    with pytest.raises(InputError, match=r"never saw: 0, 1; it knows 0, 1 \(labels of type str; the model's are int\)"):
+        encode_labels(["0", "1"], np.array([0, 1]))
     assert as_labels([1, 2.0], 2).tolist() == [1.0, 2.0]  # one numeric type
     for bad, message in [
         ([1, "one"], "mixes label types"),

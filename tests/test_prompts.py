@@ -25,6 +25,7 @@ def test_label_forms_parse_to_one_shape():
         ({"sport": 1, "politics": 2}, "its description is a int"),
         ([["sport"], "politics"], "is a list; a label is a string or a number"),
         ({"x": {"attributes": "red"}}, "attributes must be a list"),
+        ([1, "1", "two"], "mix types"),
     ]:
         with pytest.raises(InputError, match=message):
             parse_labels(bad)

@@ -92,6 +92,10 @@ def check_same_encoder(saved: dict[str, Any], encoder: Any, what: str) -> None:
             saved.get(k) == current.get(k) for k in ("family", "weights_sha256")
         ):
             hint = " (same weights, but another int8 recipe: its vectors differ slightly and are not mixed)"
+        elif describe(saved) == describe(current):  # the difference is in a setting the description leaves out
+            keys = [k for k in IDENTITY_KEYS if k not in ("backend", "quantization") and saved.get(k) != current.get(k)]
+            hint = " (they differ in " + ", ".join(f"{k}: {saved.get(k)!r} against {current.get(k)!r}" for k in keys)
+            hint += ")"
         raise EncoderMismatchError(
             f"{what} was built with {describe(saved)}, but the encoder given is {describe(current)}{hint}; "
             "embeddings from different encoders are not comparable: use the original encoder or rebuild"

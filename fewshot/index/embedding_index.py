@@ -439,7 +439,10 @@ class EmbeddingIndex:
 
     def get(self, ids: Any) -> list[Hit | None]:
         """The stored items of ``ids`` (score 1.0), None for ids not in the index."""
-        ids_list = [int(i) for i in np.atleast_1d(np.asarray(ids, dtype=np.int64)).tolist()]
+        arr = np.atleast_1d(np.asarray(ids))
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"ids must be integers, got {arr.dtype}")
+        ids_list = [int(i) for i in arr.tolist()]
         rows = self._table.rows(ids_list)
         return [None if i not in rows else Hit(i, 1.0, *rows[i]) for i in ids_list]
 
