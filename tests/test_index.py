@@ -402,6 +402,13 @@ def test_bare_name_saves_under_index_dir(tmp_path, monkeypatch):
     index.name = "news"
     assert index.save() == tmp_path / "store" / "news"
     assert len(EmbeddingIndex.load("news")) == 5
+    for bad in ("../../outside", "..", "", "a/b"):  # a name never leads out of the index folder
+        with pytest.raises(InputError, match="not a path"):
+            EmbeddingIndex(dim=4, name=bad)
+        index.name = bad
+        with pytest.raises(InputError, match="not a path"):
+            index.save()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
 
 
 def test_a_stale_copy_cannot_overwrite_a_newer_save(tmp_path):

@@ -19,7 +19,7 @@ from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_f
 from fewshot.errors import CorruptFileError, InputError, SaveNotFoundError
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
-from fewshot.index.paths import index_dir, resolve_index_path
+from fewshot.index.paths import checked_name, index_dir, resolve_index_path
 from fewshot.index.rawvectors import RawVectors, stale_segments
 from fewshot.index.vectors import HNSWSettings, IVFPQSettings, VectorStore
 from fewshot.maths import l2_normalize
@@ -102,7 +102,7 @@ class EmbeddingIndex:
                 raise InputError(f"{param} must be a positive integer, got {value!r}")
         self.encoder = encoder
         self.kind = kind
-        self.name = name
+        self.name = checked_name(name)
         self.hnsw = HNSWSettings(hnsw_m, ef_construction, ef_search)
         self.ivfpq = ivfpq if isinstance(ivfpq, IVFPQSettings) else IVFPQSettings.from_dict(ivfpq)
         for param, value in (("auto_threshold", auto_threshold), ("ivfpq_threshold", ivfpq_threshold)):
@@ -454,7 +454,7 @@ class EmbeddingIndex:
         :class:`~fewshot.errors.ConcurrentWriteError` when another writer saved there in between; use
         :meth:`update` to hold the folder for a whole load-modify-save.
         """
-        return self._save(resolve_index_path(path) if path is not None else index_dir() / self.name, None)
+        return self._save(resolve_index_path(path) if path is not None else index_dir() / checked_name(self.name), None)
 
     def _save(self, target: Path, lock: FolderLock | None) -> Path:
         raw = self._vectors.raw if self._vectors is not None else None
@@ -559,7 +559,7 @@ class EmbeddingIndex:
                 encoder,
                 dim=int(manifest["dim"]),
                 kind=manifest["kind"],
-                name=manifest.get("name", folder.name),
+                name=_saved_name(manifest.get("name"), folder),
                 hnsw_m=hnsw["m"],
                 ef_construction=hnsw["ef_construction"],
                 ef_search=hnsw["ef_search"],
@@ -819,6 +819,14 @@ def _column(values: Any, n: int, what: str) -> list[Any]:
     if len(values) != n:
         raise InputError(f"{what} has {len(values)} entries for {n} items")
     return values
+
+
+def _saved_name(name: Any, folder: Path) -> str:
+    """The name a save recorded, or its folder's name where the recorded one is not a plain folder name."""
+    try:
+        return checked_name(name)
+    except InputError:
+        return folder.resolve().name or "default"
 
 
 def _item_text(x: Any) -> str | None:
