@@ -92,6 +92,22 @@ def test_grayscale_rgba_palette_and_float_inputs_become_rgb():
     assert to_rgb(pal).mode == "RGB"
 
 
+def test_16_bit_pictures_keep_their_tones(tmp_path):
+    g8 = (np.arange(40 * 40).reshape(40, 40) % 256).astype(np.uint8)
+    g16 = g8.astype(np.uint16) * 257  # the same picture in 16 bits
+    path = png(tmp_path / "g16.png", g16)
+    assert Image.open(path).mode.startswith("I")
+    for x in (path, g16, Image.fromarray(g16), g16[..., None]):
+        out = np.asarray(to_rgb(x))
+        assert out.shape == (40, 40, 3) and np.array_equal(out[..., 0], g8), type(x)
+    # 0-255 values in a wider integer type are taken as they are; wider values there are ambiguous
+    assert np.array_equal(np.asarray(to_rgb(g8.astype(np.int64)))[..., 1], g8)
+    with pytest.raises(InputError, match="outside 0-255"):
+        to_rgb(g16.astype(np.int32))
+    with pytest.raises(InputError, match="undo any normalisation"):
+        to_rgb(np.full((3, 3, 3), -0.5))
+
+
 def test_bad_image_inputs_are_named(tmp_path):
     with pytest.raises(InputError, match="no such image file"):
         as_image_list([str(tmp_path / "missing.jpg")])

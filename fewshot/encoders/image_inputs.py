@@ -1,10 +1,11 @@
 """Image inputs: file paths, PIL images and numpy arrays, checked at the boundary and decoded to RGB.
 
 Conversions are documented rather than refused: grayscale becomes RGB by repeating the channel, a
-palette image is expanded, and transparent pixels are composited onto white (``"RGBA"``, ``"LA"``,
-palette transparency). What cannot become a picture (a missing or unreadable file, a file that is not an
-image, an image with zero width or height, an array of the wrong shape) is an :class:`InputError` that
-names the input.
+palette image is expanded, transparent pixels are composited onto white (``"RGBA"``, ``"LA"``,
+palette transparency), and 16-bit pictures (uint16 arrays, 16-bit PNG or TIFF files) are scaled from
+0-65535 to 0-255. What cannot become a picture (a missing or unreadable file, a file that is not an image,
+an image with zero width or height, an array of the wrong shape, pixel values outside the range their type
+implies) is an :class:`InputError` that names the input.
 """
 
 from __future__ import annotations
@@ -96,21 +97,15 @@ def to_rgb(x: Any, where: str = "image") -> Any:
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
             raise InputError(f"{where}: {x} cannot be read as an image ({type(exc).__name__}: {exc})") from exc
     elif isinstance(x, np.ndarray):
-        a = x
-        if a.ndim == 3 and a.shape[2] == 1:
-            a = a[:, :, 0]
-        if a.dtype != np.uint8:
-            a = np.asarray(a, dtype=np.float64)
-            if not np.isfinite(a).all():
-                raise InputError(f"{where}: the image array holds NaN or infinite values")
-            # floats in [0, 1] are the usual convention; anything larger is taken as 0-255
-            scale = 255.0 if a.max(initial=0.0) <= 1.0 else 1.0
-            a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
-        img = Image.fromarray(np.ascontiguousarray(a))
+        img = Image.fromarray(_to_uint8(x, where, sixteen_bit=x.dtype == np.uint16))
     else:
         img = x
     if min(img.size) == 0:
         raise InputError(f"{where} has size {img.size[0]}x{img.size[1]}; it has no pixels")
+    if img.mode.startswith("I") or img.mode == "F":
+        # 16- and 32-bit grayscale (16-bit PNG and TIFF files open as "I;16" or "I"): PIL's own
+        # conversion clips at 255, which turns a 16-bit picture white, so rescale its range here
+        img = Image.fromarray(_to_uint8(np.asarray(img), where, sixteen_bit=img.mode != "F"))
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -118,6 +113,40 @@ def to_rgb(x: Any, where: str = "image") -> Any:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _to_uint8(a: np.ndarray, where: str, *, sixteen_bit: bool) -> np.ndarray:
+    """Pixel values as 8-bit: uint8 as it is, floats in [0, 1] or [0, 255], integers in [0, 255], and
+    (with ``sixteen_bit``, for uint16 arrays and 16-bit images) integers in [0, 65535] scaled down.
+    Values outside the range their type implies are refused rather than clipped into a different picture.
+    """
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == bool:
+        return np.where(a, 255, 0).astype(np.uint8)
+    f = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(f).all():
+        raise InputError(f"{where}: the image array holds NaN or infinite values")
+    lo, hi = float(f.min()), float(f.max())
+    if np.issubdtype(a.dtype, np.floating):
+        if lo < 0 or hi > 255:
+            raise InputError(
+                f"{where}: float pixel values run from {lo:g} to {hi:g}; give them in [0, 1] or [0, 255] "
+                "(undo any normalisation first)"
+            )
+        scale = 255.0 if hi <= 1.0 else 1.0  # floats in [0, 1] are the usual convention
+    elif lo >= 0 and hi <= 255 and not (sixteen_bit and a.dtype == np.uint16):
+        scale = 1.0
+    elif sixteen_bit and lo >= 0 and hi <= 65535:
+        scale = 255.0 / 65535.0
+    else:
+        raise InputError(
+            f"{where}: integer pixel values run from {lo:g} to {hi:g}, outside 0-255; "
+            "give uint8 (0-255) or uint16 (0-65535) pixels"
+        )
+    return np.clip(np.rint(f * scale), 0, 255).astype(np.uint8)
 
 
 def image_cache_bytes(x: Any) -> bytes:
