@@ -352,6 +352,22 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
         batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "nomodel", progress=None)
 
 
+def test_a_record_without_an_id_is_refused_when_ids_are_asked_for(tmp_path):
+    cols = Columns(text="text", id="id")
+    shards = {
+        "a.jsonl": lambda p: p.write_text('{"id": 1, "text": "fine"}\n{"id": null, "text": "no id"}\n'),
+        "b.csv": lambda p: p.write_text("id,text\n1,fine\n,no id\n"),
+        "c.parquet": lambda p: pq.write_table(pa.table({"id": ["x", "  "], "text": ["fine", "no id"]}), p),
+        "d.parquet": lambda p: pq.write_table(pa.table({"id": pa.array([1, None]), "text": ["fine", "no id"]}), p),
+    }
+    for name, write in shards.items():
+        write(tmp_path / name)
+        with pytest.raises(InputError, match=f"{name}: record 2 has an empty or null id 'id'"):
+            scan(list_inputs(tmp_path / name), cols, shard_rows=10)
+    # without an id column the row number is the id, and a record needs none
+    assert scan(list_inputs(tmp_path / "a.jsonl"), Columns(text="text"), shard_rows=10).rows == 2
+
+
 def test_image_paths_are_read_relative_to_their_shard(tmp_path, data_root):
     import tarfile
 

@@ -243,6 +243,7 @@ def scan(files: list[InputFile], columns: Columns, shard_rows: int) -> Plan:
 
 def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list[int]:
     """Check a Parquet shard's columns and text; return row starts (only their count matters: rows + 1)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -262,14 +263,24 @@ def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list
         t = _simple_kind(schema.field(c).type)
         if types.setdefault(c, t) != t:
             raise InputError(f"column {c!r} is {types[c]} in one Parquet shard and {t} in {f.path}; use one type")
+    checked = list(dict.fromkeys([columns.text] if columns.id is None else [columns.text, columns.id]))
     seen = 0
-    for batch in pf.iter_batches(batch_size=65_536, columns=[columns.text]):
+    for batch in pf.iter_batches(batch_size=65_536, columns=checked):
         col = batch.column(0)
         bad = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
         bad = pc.fill_null(bad, True)
         if pc.any(bad).as_py():
             first = pc.index(bad, True).as_py()
             raise InputError(f"{f.path}: record {seen + first + 1} has an empty or missing {columns.text!r}")
+        if columns.id is not None:
+            ids = batch.column(checked.index(columns.id))
+            missing = pc.is_null(ids)
+            if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
+                missing = pc.or_kleene(missing, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0))
+            missing = pc.fill_null(missing, True)
+            if pc.any(missing).as_py():
+                first = pc.index(missing, True).as_py()
+                _check_id(None, f.path, seen + first + 1, columns.id)
         seen += len(col)
     return list(range(pf.metadata.num_rows + 1))
 
@@ -357,6 +368,12 @@ def _check_text(v: Any, path: str, n: int, name: str) -> None:
         raise InputError(f"{path}: record {n} has an empty or non-text {name!r}")
 
 
+def _check_id(v: Any, path: str, n: int, name: str) -> None:
+    """An id names its record in the output and in an index built from it: it cannot be missing."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        raise InputError(f"{path}: record {n} has an empty or null id {name!r}; every record needs one")
+
+
 def _scan_csv(f: InputFile, columns: Columns, counters: dict[str, _KindCounter]) -> tuple[list[str], list[int]]:
     records = _csv_records(f.path, 0, columns.encoding)
     try:
@@ -379,6 +396,8 @@ def _scan_csv(f: InputFile, columns: Columns, counters: dict[str, _KindCounter])
             raise InputError(f"{f.path}: record {n} has more fields than the header has columns")
         rec = rec + [""] * (len(header) - len(rec))
         _check_text(rec[where[columns.text]], f.path, n, columns.text)
+        if columns.id is not None:
+            _check_id(rec[where[columns.id]], f.path, n, columns.id)
         for c, counter in counters.items():
             counter.add_text(rec[where[c]])
         starts.append(pos)
@@ -405,6 +424,8 @@ def _scan_jsonl(f: InputFile, columns: Columns, counters: dict[str, _KindCounter
                 have = ", ".join(sorted(map(str, rec))) or "none"
                 raise InputError(f"{f.path}: record {n} has no column {c!r} (columns: {have})")
         _check_text(rec[columns.text], f.path, n, columns.text)
+        if columns.id is not None:
+            _check_id(rec[columns.id], f.path, n, columns.id)
         for c, counter in counters.items():
             counter.add(rec[c])
         starts.append(pos)
