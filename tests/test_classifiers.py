@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -213,7 +215,6 @@ def test_auto_head_chooses_on_the_support_and_saves_its_reasons(tmp_path, text_e
 
 # -- the scikit-learn contract on raw inputs -------------------------------------------------------------
 def test_pickles_and_clones_carry_no_model(tmp_path, text_encoder, ag_news):
-    import pickle
 
     from sklearn.base import clone
 
@@ -237,7 +238,6 @@ def test_copies_of_fitted_classifiers_with_a_label_prior_predict(text_encoder, a
     original, and copying leaves the original usable; a zero-shot copy whose parameters had changed still
     refuses to predict."""
     import copy
-    import pickle
 
     X, y, Xt, _ = ag_news
     names = sorted(set(y))
@@ -286,6 +286,48 @@ def test_zero_shot_follows_set_params_until_it_is_fitted_explicitly(fake_encoder
     with pytest.raises(InputError, match="changed after fit"):
         zs.predict(["x"])
     assert list(zs.fit().classes_) == ["boat"]
+
+
+def test_a_parameter_change_after_fit_asks_for_another_fit(tmp_path, fake_encoder):
+    X, y = ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
+    clf = FewShotClassifier(encoder=fake_encoder, abstain=0.99).fit(X, y)
+    assert clf.predict(["apple"])[0] is None
+    clf.set_params(abstain=None)  # the threshold fitted with abstain=0.99 would still apply
+    uses = (clf.predict, clf.predict_proba, lambda x: clf.fit_calibration(x, ["fruit"]), lambda x: clf.save(tmp_path))
+    for use in uses:
+        with pytest.raises(InputError, match="changed after fit"):
+            use(["apple"])
+    assert not (tmp_path / "manifest.json").exists()
+    with pytest.raises(InputError, match="changed after fit"):
+        pickle.loads(pickle.dumps(clf)).predict(["apple"])
+    assert clf.fit(X, y).predict(["apple"])[0] == "fruit" and clf.threshold_ is None
+    clf.save(tmp_path)
+    assert FewShotClassifier.load(tmp_path, encoder=fake_encoder).predict(["apple"])[0] == "fruit"
+    clf.set_params(head="knn")
+    with pytest.raises(InputError, match="changed after fit"):
+        clf.predict(["apple"])
+    # a zero-shot classifier fitted implicitly follows set_params, until calibration makes its fit explicit
+    zs = ZeroShotClassifier(["apple", "car"], encoder=fake_encoder)
+    zs.fit_calibration(["red apple", "fast car", "nothing"], ["apple", "car", None])
+    assert zs.threshold_ is not None
+    zs.set_params(templates="plain")
+    with pytest.raises(InputError, match="changed after fit"):
+        zs.predict(["apple"])
+
+
+def test_an_abstain_label_that_is_also_a_class_is_refused(fake_encoder):
+    X, y = ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
+    with pytest.raises(InputError, match="abstain_label='fruit' is also one of the classes"):
+        FewShotClassifier(encoder=fake_encoder, abstain=0.5, abstain_label="fruit").fit(X, y)
+    clf = FewShotClassifier(encoder=fake_encoder, abstain=0.5, abstain_label="other").fit(X, y)
+    with pytest.raises(InputError, match="also one of the classes"):
+        clf.add_examples(["blue whale"], ["other"])
+    assert list(clf.classes_) == ["fruit", "vehicle"]
+    assert FewShotClassifier(encoder=fake_encoder, abstain_label=0).fit(X, y).classes_.tolist() == ["fruit", "vehicle"]
+    with pytest.raises(InputError, match="abstain_label=.* cannot be a label"):
+        FewShotClassifier(encoder=fake_encoder, abstain_label=["none"]).fit(X, y)
+    with pytest.raises(InputError, match="also one of the classes"):
+        ZeroShotClassifier(["apple", "car"], encoder=fake_encoder, abstain=0.1, abstain_label="car").predict(["x"])
 
 
 def test_sample_weight_is_honoured_or_refused(fake_encoder):

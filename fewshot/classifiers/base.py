@@ -3,6 +3,7 @@ scoring on raw inputs, behind one readers-writer lock so that a fitted classifie
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from fewshot import calibration as cal
 from fewshot._concurrency import RWLock
-from fewshot._validate import as_labels
+from fewshot._validate import as_labels, json_label
 from fewshot.encoders import Encoder, TextEncoder
 from fewshot.errors import CorruptFileError, InputError, NotFittedError
 from fewshot.heads import BaseHead
@@ -47,10 +48,41 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
             lock = self.__dict__.setdefault("_rwlock", RWLock())
         return lock
 
+    # -- the parameters a fit used ------------------------------------------------------------------
+    # A fit records a key of the parameters it used, and scoring with other parameters (set_params after
+    # fit) is refused rather than answered from the old fit. The key holds the encoder's id, which a copy
+    # (pickle, deepcopy, another process) does not keep: a copy carries whether the key matched the
+    # parameters and takes its own key when it is made.
+    def _params_key(self) -> str:
+        params = self.get_params(deep=False)
+        params["encoder"] = id(params["encoder"])  # cheap, and checked on every prediction
+        return json.dumps(params, default=repr, sort_keys=True)
+
+    def _mark_fitted(self, lazy: bool = False) -> None:
+        """Record that the fitted state follows the current parameters (``lazy``: fitted implicitly)."""
+        self._fitted_with = (self._params_key(), lazy)
+
+    def _params_changed(self) -> bool:
+        fitted = self.__dict__.get("_fitted_with")
+        return fitted is not None and fitted[0] != self._params_key()
+
+    def _params_changed_error(self) -> InputError:
+        return InputError(f"the parameters of this {type(self).__name__} changed after fit; call fit again to use them")
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: object.__getstate__ hands out the live __dict__
         state.pop("_rwlock", None)
+        fitted = state.get("_fitted_with")
+        if fitted is not None:
+            state["_fitted_with"] = (fitted[0] == self._params_key(), fitted[1])
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fitted = state.pop("_fitted_with", None)
+        super().__setstate__(state)
+        if fitted is not None:
+            current, lazy = fitted
+            self._fitted_with = (self._params_key() if current else "", lazy)
 
     # -- fitted state -------------------------------------------------------------------------------
     def _fitted_head(self) -> BaseHead:
@@ -151,7 +183,27 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
                 self.threshold_ = cal.best_threshold(S.max(axis=1), correct, oos)
             elif self.abstain is not None:
                 self.threshold_ = cal.quantile_threshold(S[~oos], codes[~oos])
+            self._mark_fitted()  # a calibrated fit is explicit: a later parameter change asks for a refit
             return self
+
+    def _check_abstain_label(self, classes: Any) -> None:
+        """Refuse an ``abstain_label`` that is also a class (an abstention would read as that class, and a
+        validation row of that class as out of scope) or that a save could not write."""
+        label = self.abstain_label
+        if label is None:
+            return
+        try:
+            json_label(label)
+        except InputError as exc:
+            raise InputError(
+                f"abstain_label={label!r} of type {type(label).__name__} cannot be a label: give a string, "
+                "a number, a boolean or None"
+            ) from exc
+        if any(self._is_abstain(c) for c in list(classes)):
+            raise InputError(
+                f"abstain_label={label!r} is also one of the classes, so an abstention would read as that class; "
+                "give a label no class has (the default None, or e.g. 'none of these')"
+            )
 
     def _is_abstain(self, v: Any) -> bool:
         if self.abstain_label is None:

@@ -154,7 +154,10 @@ class FewShotClassifier(CalibratedClassifier):
         return enc
 
     def _fitted_head(self) -> BaseHead:
-        return require_fitted(self)
+        head = require_fitted(self)
+        if self._params_changed():
+            raise self._params_changed_error()
+        return head
 
     def embed(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Embeddings of ``X``, array of shape (n_samples, dim)."""
@@ -175,6 +178,7 @@ class FewShotClassifier(CalibratedClassifier):
         X, y = _folder_or_examples(X, y, base)
         items = base.validate(X)
         y = as_labels(y, len(items))
+        self._check_abstain_label(np.unique(y).tolist())
         warn_conflicting_labels(items, y)
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
@@ -182,6 +186,7 @@ class FewShotClassifier(CalibratedClassifier):
         tuning = self._tuning(len(items), len(np.unique(y)), base)
         no_lexical = self._without_lexical(base, items, abstain)  # why the channel is not used, or None
         with self._rw.write():
+            self.__dict__.pop("_fitted_with", None)  # this fit replaces the parameters a previous one used
             encoder, held_out = base, None
             if tuning is not None:
                 from fewshot.tuning import contrastive_tune
@@ -216,6 +221,7 @@ class FewShotClassifier(CalibratedClassifier):
             elif no_lexical:
                 self.lexical_ = {"picked": 0.0, "why": no_lexical}
             self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S, how=how)
+            self._mark_fitted()
         return self
 
     def _without_lexical(self, base: Encoder, items: list[Any], abstain: Any) -> str | None:
@@ -429,6 +435,7 @@ class FewShotClassifier(CalibratedClassifier):
             check_label_type(y, old)
             prior = getattr(self, "prior_", None)
             new_classes = [c for c in np.unique(y).tolist() if c not in set(old.tolist())]
+            self._check_abstain_label(new_classes)
             if prior is not None and new_classes:
                 # new classes: their label names join the prior, in the head's column order
                 prior = ZeroShotClassifier(
@@ -545,6 +552,7 @@ class FewShotClassifier(CalibratedClassifier):
             if self.lexical_channel_.model.coef_.shape[0] != len(head.classes_):
                 raise CorruptFileError(f"{path}: the lexical channel's classes do not match the head's")
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
+        self._mark_fitted()
         return self
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,8 +69,8 @@ class ZeroShotClassifier(CalibratedClassifier):
     calibrate : whether :meth:`fit_calibration` refits the temperature (default True).
 
     Calling ``predict`` (or any scoring method) before ``fit`` fits on the label text alone; such an
-    implicit fit follows later ``set_params`` changes, while an explicit ``fit`` is kept until the next one
-    (scoring after a parameter change asks for it).
+    implicit fit follows later ``set_params`` changes, while an explicit ``fit`` (or :meth:`fit_calibration`)
+    is kept until the next one (scoring after a parameter change asks for it).
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
@@ -125,7 +124,7 @@ class ZeroShotClassifier(CalibratedClassifier):
             raise InputError("ZeroShotClassifier.fit takes no sample_weight: the corpus only adapts the label vectors")
         with self._rw.write():
             self._fit(X, show_progress)
-            self._fitted_with = (self._params_key(), False)
+            self._mark_fitted()
         return self
 
     def _fit(self, X: Any, show_progress: bool) -> None:
@@ -137,6 +136,7 @@ class ZeroShotClassifier(CalibratedClassifier):
                 "number, or call fit_calibration(X_val, y_val) with a validation split"
             )
         parsed = parse_labels(self.labels)
+        self._check_abstain_label(parsed)
         self.__dict__.pop("_encoder", None)  # the encoder parameter may have changed since a previous fit
         encoder = self.encoder_
         texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates, encoder.modality))
@@ -170,40 +170,18 @@ class ZeroShotClassifier(CalibratedClassifier):
         B = self.label_head_.class_scores(background_embeddings(encoder))
         return {"mean": B.mean(axis=0), "std": np.maximum(B.std(axis=0), 1e-6)}
 
-    def _params_key(self) -> str:
-        params = self.get_params(deep=False)
-        params["encoder"] = id(params["encoder"])  # cheap, and checked on every prediction
-        return json.dumps(params, default=repr, sort_keys=True)
-
-    # The key holds the encoder's id, which a copy (pickle, deepcopy, another process) does not keep: a copy
-    # carries whether the key matched the parameters and takes its own key when it is made.
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        fitted = state.get("_fitted_with")
-        if fitted is not None:
-            state["_fitted_with"] = (fitted[0] == self._params_key(), fitted[1])
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        fitted = state.pop("_fitted_with", None)
-        super().__setstate__(state)
-        if fitted is not None:
-            current, lazy = fitted
-            self._fitted_with = (self._params_key() if current else "", lazy)
-
     def _fitted_head(self) -> ZeroShotHead:
         """The fitted head, fitting on the label text first when the classifier was never fitted (or was
         fitted that way and its parameters changed since)."""
         fitted = self.__dict__.get("_fitted_with")
-        if fitted is not None and fitted[0] == self._params_key():
+        if fitted is not None and not self._params_changed():
             return self.head_
         if fitted is not None and not fitted[1]:
-            raise InputError("the parameters of this ZeroShotClassifier changed after fit; call fit again to use them")
+            raise self._params_changed_error()
         with self._rw.write():
-            fitted = self.__dict__.get("_fitted_with")
-            if fitted is None or fitted[0] != self._params_key():
+            if "_fitted_with" not in self.__dict__ or self._params_changed():
                 self._fit(None, False)
-                self._fitted_with = (self._params_key(), True)
+                self._mark_fitted(lazy=True)
         return self.head_
 
     def label_scores(self, E: np.ndarray) -> np.ndarray:
@@ -224,7 +202,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         zs._encoder, zs.head_, zs.label_head_, zs.shift_ = encoder, head, head, None
         zs.adaptation_, zs.background_ = {"method": "none"}, None
         zs.temperature_, zs.threshold_, zs.calibration_ = 1.0, None, {"method": "default temperature"}
-        zs._fitted_with = (zs._params_key(), False)
+        zs._mark_fitted()
         return zs
 
     # -- tagging ------------------------------------------------------------------------------------
@@ -359,6 +337,6 @@ class ZeroShotClassifier(CalibratedClassifier):
         stats = prefixed(arrays, BACKGROUND)
         self.background_ = {"mean": stats["mean"], "std": stats["std"]} if stats else None
         self._set_calibration_state(manifest.get("calibration"), path)
-        self._fitted_with = (self._params_key(), False)
+        self._mark_fitted()
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         return self
