@@ -66,6 +66,31 @@ def auto_schedule(n_examples: int, n_classes: int, depth: int | None = None) -> 
     return {"steps": steps, "batch_size": batch, "lr": lr, "temperature": AUTO_TEMPERATURE, "layers": layers}
 
 
+def check_tune_settings(settings: dict[str, Any], where: str = "") -> None:
+    """Refuse tuning settings a tune cannot run with (``where`` prefixes the name in the message, e.g.
+    ``"tune "``): steps and batch_size positive integers (a batch of at least two), lr and temperature
+    positive finite numbers, seed a non-negative integer, layers None or a positive integer (checked
+    against the body's depth when the body is known)."""
+
+    def integer(v: Any, low: int) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+    checks = {
+        "steps": (lambda v: integer(v, 1), "a positive integer"),
+        "batch_size": (lambda v: integer(v, 2), "an integer of at least 2 (a contrastive batch needs pairs)"),
+        "lr": (positive, "a positive finite number"),
+        "temperature": (positive, "a positive finite number"),
+        "seed": (lambda v: integer(v, 0), "a non-negative integer"),
+        "layers": (lambda v: v is None or integer(v, 1), "None (every layer) or a positive integer"),
+    }
+    for key, (ok, what) in checks.items():
+        if key in settings and not ok(settings[key]):
+            raise InputError(f"{where}{key} must be {what}, got {settings[key]!r}")
+
+
 def supcon_loss(Z: Any, codes: Any, temperature: float) -> Any:
     """Supervised contrastive loss of unit-norm embeddings ``Z`` (torch, shape (n, d)) with integer labels.
 
@@ -267,8 +292,9 @@ def contrastive_tune(
     codes = encode_labels(y, np.unique(y))
     if np.bincount(codes).max() < 2:
         raise InputError("contrastive tuning needs at least one class with two examples")
-    if not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be a positive integer, got {steps!r}")
+    check_tune_settings(
+        {"steps": steps, "batch_size": batch_size, "lr": lr, "temperature": temperature, "seed": seed, "layers": layers}
+    )
     start_sha = encoder.identity["weights_sha256"]
     model = copy.deepcopy(encoder.model)
     bottom = None
@@ -297,8 +323,18 @@ def contrastive_tune(
             model.eval()
             if bottom is not None:
                 bottom.release(model)
+    # the copy runs as the encoder it came from did (an ONNX int8 encoder's tuned copy is exported and
+    # quantised on first use, keyed by the tuned weights) and shares its embedding cache, whose keys hold
+    # the tuned identity
     tuned = TextEncoder(
-        model, normalize=encoder.normalize, batch_size=encoder.batch_size, device=getattr(encoder, "device", "cpu")
+        model,
+        normalize=encoder.normalize,
+        batch_size=encoder.batch_size,
+        device=getattr(encoder, "device", "cpu"),
+        cache_dir=encoder.cache_dir,
+        backend=encoder.backend,
+        quantize=encoder.quantize,
+        threads=encoder.threads,
     )
     tuned.source = encoder.source
     tuned.tuned_from = start_sha
@@ -307,3 +343,14 @@ def contrastive_tune(
         tuned.tuning["layers"] = layers
     tuned._sha = weights_sha256(model)
     return tuned
+
+
+def on_torch(encoder: TextEncoder) -> TextEncoder:
+    """``encoder``'s weights run by torch, without a cache: for a tuned body that only embeds a few
+    examples once (the cross-fitted ones), where an ONNX export would cost more than it saves."""
+    if encoder.backend == "torch" and encoder.cache_dir is None:
+        return encoder
+    copy = TextEncoder(encoder.model, normalize=encoder.normalize, batch_size=encoder.batch_size)
+    copy.source, copy.tuned_from, copy.tuning = encoder.source, encoder.tuned_from, encoder.tuning
+    copy._sha = encoder._sha
+    return copy

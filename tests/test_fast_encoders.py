@@ -377,6 +377,28 @@ def test_torch_model_loads_with_onnx_fp32_but_not_int8(home, few_shot, tmp_path)
         FewShotClassifier.load(tmp_path / "torch", encoder=StaticEncoder())
 
 
+def test_a_tuned_onnx_encoder_keeps_its_backend_cache_and_threads(home, few_shot, tmp_path):
+    from fewshot.tuning import contrastive_tune
+
+    X, y, Xt, _ = few_shot
+    int8 = TextEncoder(backend="onnx", quantize="int8", cache_dir=tmp_path / "c8", threads=1)
+    tuned8 = contrastive_tune(int8, X, y, steps=1, layers=1)  # built only: no export is made here
+    assert (tuned8.backend, tuned8.quantize, tuned8.threads, tuned8.cache_dir) == ("onnx", "int8", 1, tmp_path / "c8")
+    assert tuned8.identity["quantization"] == "int8"
+    assert tuned8.identity["tuned_from"] == int8.identity["weights_sha256"]
+    # a classifier tuned on an ONNX encoder runs its tuned body on ONNX, saved and loaded as such
+    onnx = TextEncoder(backend="onnx", cache_dir=tmp_path / "c32")
+    clf = FewShotClassifier(onnx, tune={"steps": 2, "layers": 1}, lexical=False).fit(X, y)
+    body = clf.encoder_
+    assert body.backend == "onnx" and body.cache_dir == tmp_path / "c32" and body.tuned_from is not None
+    on_torch = TextEncoder(body.model)
+    cos = (body.encode(Xt[:20]) * on_torch.encode(Xt[:20])).sum(axis=1)
+    assert cos.min() > 0.999  # the export is of the tuned weights, not of the body it started from
+    back = FewShotClassifier.load(clf.save(tmp_path / "m"))
+    assert back.encoder_.backend == "onnx" and back.encoder_.identity == body.identity
+    np.testing.assert_allclose(back.predict_proba(Xt[:20]), clf.predict_proba(Xt[:20]), atol=1e-5)
+
+
 @pytest.mark.parametrize("spec", ["text:onnx", "text:onnx-int8", "static"])
 def test_index_saves_and_loads_on_each_backend(spec, home, texts, tmp_path):
     encoder = make_encoder(spec, images=False)

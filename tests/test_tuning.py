@@ -75,6 +75,21 @@ def test_tuning_refuses_what_it_cannot_tune(text_encoder):
         contrastive_tune(text_encoder, ["a cat", "a dog"], ["cat", "dog"], steps=1)
     with pytest.raises(InputError, match="steps"):
         contrastive_tune(text_encoder, ["a", "b", "c"], [0, 0, 1], steps=0)
+    X, y = ["good", "great", "fine", "bad", "awful", "poor"], ["pos"] * 3 + ["neg"] * 3
+    bad = {
+        "temperature": 0,  # the loss would divide by it
+        "batch_size": 0,
+        "lr": float("nan"),
+        "seed": "a",
+        "steps": True,
+        "layers": 0,
+    }
+    for key, value in bad.items():
+        # named before any tune (the cross-fitted ones included) starts
+        with pytest.raises(InputError, match=f"tune setting {key} must be"):
+            FewShotClassifier(text_encoder, head="auto", tune={key: value}).fit(X, y)
+        with pytest.raises(InputError, match=f"^{key} must be"):
+            contrastive_tune(text_encoder, X, y, **{key: value})
 
 
 def test_batches_give_every_example_a_positive_however_many_classes():

@@ -298,7 +298,7 @@ class FewShotClassifier(CalibratedClassifier):
         """
         from sklearn.model_selection import StratifiedKFold
 
-        from fewshot.tuning import contrastive_tune
+        from fewshot.tuning import contrastive_tune, on_torch
 
         classes = np.unique(y)
         codes = encode_labels(y, classes)
@@ -316,7 +316,7 @@ class FewShotClassifier(CalibratedClassifier):
             settings = _tune_settings(tuning)  # as many passes over its share as the full tune makes
             settings["steps"] = max(1, math.ceil(tuning["steps"] * len(train) / len(items)))
             settings["batch_size"] = min(tuning["batch_size"], len(train))
-            body = contrastive_tune(base, part, y[train], show_progress=show_progress, **settings)
+            body = on_torch(contrastive_tune(base, part, y[train], show_progress=show_progress, **settings))
             E_train, E_test = body.encode(part), body.encode([items[i] for i in test])
             P_train = P_test = None
             if wants_prior:
@@ -334,13 +334,21 @@ class FewShotClassifier(CalibratedClassifier):
         """The settings of the tune ``tune`` asks for: the given ones, the rest from the auto schedule."""
         if self.tune is None or self.tune is False:
             return None
-        from fewshot.tuning import AUTO_LR, FULL_LR, auto_schedule, contrastive_tune, transformer_layers
+        from fewshot.tuning import (
+            AUTO_LR,
+            FULL_LR,
+            auto_schedule,
+            check_tune_settings,
+            contrastive_tune,
+            transformer_layers,
+        )
 
         given = {} if self.tune is True or self.tune == "auto" else dict(self.tune)
         allowed = set(inspect.signature(contrastive_tune).parameters) - {"encoder", "texts", "labels", "show_progress"}
         unknown = sorted(set(given) - allowed)
         if unknown:
             raise InputError(f"tune has unknown settings {unknown}; it takes {', '.join(sorted(allowed))}")
+        check_tune_settings(given, "tune setting ")  # before any tune starts, cross-fitted ones included
         found = transformer_layers(base.model)
         chosen = {**auto_schedule(n_examples, n_classes, None if found is None else len(found[2])), "seed": 0}
         if "layers" in given and "lr" not in given:  # the schedule's rate is for the layers it would train

@@ -57,7 +57,12 @@ def load_tuned_body(identity: dict[str, Any], body: bytes) -> TextEncoder:
     start = encoder_from_identity({k: v for k, v in identity.items() if k not in ("tuned_from", "tuning")})
     model = copy.deepcopy(start.model)
     model.load_state_dict(load_safetensors(body))
-    tuned = TextEncoder(model, normalize=bool(identity.get("normalize", True)))
+    tuned = TextEncoder(  # run as it was saved: an ONNX (int8) body is exported again on first use
+        model,
+        normalize=bool(identity.get("normalize", True)),
+        backend=identity.get("backend") or "torch",
+        quantize=identity.get("quantization"),
+    )
     tuned.source, tuned.tuned_from, tuned.tuning = identity.get("model"), identity["tuned_from"], identity.get("tuning")
     return tuned
 
