@@ -172,10 +172,13 @@ def test_batches_are_bounded_by_texts_and_by_padded_tokens():
 
 
 def test_static_encoder_contract_and_neighbours(static, texts, torch_vectors):
-    E = static.encode(texts)
+    with pytest.warns(UserWarning, match="1 of .* texts have no token the static model knows"):
+        E = static.encode(texts)
     assert E.dtype == np.float32 and E.flags.c_contiguous and E.shape == (len(texts), 256)
     norms = np.linalg.norm(E, axis=1)
     assert texts[-1] == "x" * 3000 and norms[-1] == 0.0  # no token it knows: the zero vector (documented)
+    with pytest.warns(UserWarning, match="'🙂🙂'"):
+        assert not static.encode(["🙂🙂"]).any()
     np.testing.assert_allclose(norms[:-1], 1.0, atol=1e-5)
     # a different space from MiniLM's (256-d after PCA), but the same neighbours more often than chance
     S_static, S_torch = E @ E.T, torch_vectors @ torch_vectors.T

@@ -13,6 +13,7 @@ transformers and ``skeletoken`` (``pip install 'fewshot[fast]'`` and ``pip insta
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,10 @@ class StaticEncoder(Encoder):
     pca_dims : dimensions the distilled vectors are reduced to by PCA (None keeps the model's).
     normalize, batch_size, cache_dir : as for :class:`fewshot.TextEncoder`.
 
-    A text none of whose tokens the static model knows (only out-of-vocabulary pieces, such as one 3,000-letter
-    "word") gets the zero vector: a similarity of 0 to everything (zero rows stay zero when normalised).
+    A text none of whose tokens the static model knows (only out-of-vocabulary pieces, such as emoji or one
+    3,000-letter "word") gets the zero vector, with a warning: a similarity of 0 to everything (zero rows stay
+    zero when normalised), so a classifier gives it equal probabilities and an abstention threshold abstains.
+    That is kept rather than the unknown token's vector, which gave such texts a confident arbitrary class.
 
     The identity records ``family="model2vec"``, ``backend="static"``, the hash of the static vectors and,
     for a distilled model, the model and weights hash it was distilled from, so vectors from a static model
@@ -207,10 +210,19 @@ class StaticEncoder(Encoder):
         return item.encode("utf-8")
 
     def _encode(self, items: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
-        out = self.model.encode(
-            items, batch_size=batch_size, show_progress_bar=show_progress, use_multiprocessing=False
+        out = np.asarray(
+            self.model.encode(items, batch_size=batch_size, show_progress_bar=show_progress, use_multiprocessing=False),
+            dtype=np.float32,
         )
-        return np.asarray(out, dtype=np.float32)
+        empty = ~np.any(out, axis=1)
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} of {len(items)} texts have no token the static model knows (e.g. "
+                f"{items[int(np.argmax(empty))][:40]!r}): they get the zero vector, similar to nothing, so a "
+                "classifier gives them equal probabilities and an abstention threshold abstains on them",
+                stacklevel=3,
+            )
+        return out
 
 
 def distil(teacher: Any, folder: Path, pca_dims: int | None) -> None:
