@@ -306,6 +306,22 @@ BAD = [
         "bad_encoder",
         "encoder",
     ),
+    (
+        "POST",
+        "/v1/models/m3",
+        {"inputs": ["a", "b"], "labels": ["x", "y"], "head": "knn", "head_params": {"k": 0}},
+        400,
+        "bad_input",
+        "head_params.k",
+    ),
+    (
+        "POST",
+        "/v1/models/m3",
+        {"inputs": ["a", "b"], "labels": ["x", "y"], "head_params": {"foo": 1}},
+        400,
+        "bad_input",
+        "head_params",
+    ),
     ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": []}, 400, "bad_input", "labels"),
     ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x"] * 101}, 413, "too_many_labels", "labels"),
     (

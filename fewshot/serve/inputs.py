@@ -70,6 +70,15 @@ def field_of(message: str, default: str) -> tuple[str, str]:
     message with the library's name for it (``texts[2]``) replaced by the request's (``inputs[2]``)."""
     if message.startswith("no item has the metadata field"):
         return "where", message
+    checked = re.match(r"(\w+): (\w+)=", message)  # a parameter check: "KNNHead: k=0 is not valid; ..."
+    if checked:
+        owner, name = checked.groups()
+        if owner.endswith("Head"):
+            return f"head_params.{name}", message
+        if owner.endswith("Classifier"):
+            return name, message  # the request's fields carry the classifier's parameter names
+    if message.startswith("head ") and " has no parameter " in message:
+        return "head_params", message
     head = message.split(" ", 1)[0].split(":", 1)[0]
     for prefix, field in (
         ("where", "where"),
