@@ -306,6 +306,14 @@ def test_a_parameter_change_after_fit_asks_for_another_fit(tmp_path, fake_encode
     clf.set_params(head="knn")
     with pytest.raises(InputError, match="changed after fit"):
         clf.predict(["apple"])
+    # a refit that fails half way leaves nothing usable behind, however the parameters change next
+    clf.set_params(head="prototype", abstain="auto")
+    with pytest.raises(InputError, match="needs at least 2 examples in every class"):
+        clf.fit(X[:2] + ["blue whale"], ["fruit", "fruit", "sea"])
+    clf.set_params(abstain=None)
+    with pytest.raises(InputError, match="the last fit of this FewShotClassifier failed"):
+        clf.predict(["apple"])
+    assert clf.fit(X, y).predict(["apple"])[0] == "fruit"
     # a zero-shot classifier fitted implicitly follows set_params, until calibration makes its fit explicit
     zs = ZeroShotClassifier(["apple", "car"], encoder=fake_encoder)
     zs.fit_calibration(["red apple", "fast car", "nothing"], ["apple", "car", None])
@@ -313,6 +321,12 @@ def test_a_parameter_change_after_fit_asks_for_another_fit(tmp_path, fake_encode
     zs.set_params(templates="plain")
     with pytest.raises(InputError, match="changed after fit"):
         zs.predict(["apple"])
+    # a zero-shot refit on a corpus that cannot be encoded leaves the fitted classifier as it was
+    zs = ZeroShotClassifier(["apple", "car"], encoder=fake_encoder, adapt="center").fit(["red apple", "fast car"])
+    before = zs.predict_proba(["apple pie"])
+    with pytest.raises(InputError, match="empty"):
+        zs.fit(["a car", "   "])
+    np.testing.assert_array_equal(zs.predict_proba(["apple pie"]), before)
 
 
 def test_an_abstain_label_that_is_also_a_class_is_refused(fake_encoder):
@@ -326,6 +340,9 @@ def test_an_abstain_label_that_is_also_a_class_is_refused(fake_encoder):
     assert FewShotClassifier(encoder=fake_encoder, abstain_label=0).fit(X, y).classes_.tolist() == ["fruit", "vehicle"]
     with pytest.raises(InputError, match="abstain_label=.* cannot be a label"):
         FewShotClassifier(encoder=fake_encoder, abstain_label=["none"]).fit(X, y)
+    for same in (np.int64(1), 1.0, True):  # equal to the class 1 by value: written and saved as it
+        with pytest.raises(InputError, match="also one of the classes"):
+            FewShotClassifier(encoder=fake_encoder, abstain_label=same).fit(X, [0, 0, 1, 1])
     with pytest.raises(InputError, match="also one of the classes"):
         ZeroShotClassifier(["apple", "car"], encoder=fake_encoder, abstain=0.1, abstain_label="car").predict(["x"])
 

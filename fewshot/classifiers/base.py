@@ -18,6 +18,8 @@ from fewshot.heads import BaseHead
 from fewshot.labels import encode_labels
 from fewshot.maths import softmax
 
+FIT_FAILED = "fit failed"  # a parameters key no parameters have: the state a failed fit leaves
+
 
 def default_encoder(encoder: Encoder | None) -> Encoder:
     """``encoder``, or the bundled text model when None (loaded once per process, shared)."""
@@ -67,6 +69,8 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         return fitted is not None and fitted[0] != self._params_key()
 
     def _params_changed_error(self) -> InputError:
+        if self.__dict__.get("_fitted_with", ("",))[0] == FIT_FAILED:
+            return InputError(f"the last fit of this {type(self).__name__} failed; call fit again")
         return InputError(f"the parameters of this {type(self).__name__} changed after fit; call fit again to use them")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -193,13 +197,14 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         if label is None:
             return
         try:
-            json_label(label)
+            plain = json_label(label)
         except InputError as exc:
             raise InputError(
                 f"abstain_label={label!r} of type {type(label).__name__} cannot be a label: give a string, "
-                "a number, a boolean or None"
+                "a finite number, a boolean or None"
             ) from exc
-        if any(self._is_abstain(c) for c in list(classes)):
+        # by value, not type: 1.0, True or np.int64(1) would be written (and saved) as the class 1
+        if any(plain == json_label(c) for c in list(classes)):
             raise InputError(
                 f"abstain_label={label!r} is also one of the classes, so an abstention would read as that class; "
                 "give a label no class has (the default None, or e.g. 'none of these')"

@@ -12,7 +12,7 @@ from sklearn.base import clone
 
 from fewshot import calibration as cal
 from fewshot._validate import as_labels, json_label, warn_conflicting_labels
-from fewshot.classifiers.base import CalibratedClassifier, default_encoder, require_fitted
+from fewshot.classifiers.base import FIT_FAILED, CalibratedClassifier, default_encoder, require_fitted
 from fewshot.classifiers.persistence import load_model, prefixed, save_model
 from fewshot.classifiers.zero_shot import ZeroShotClassifier
 from fewshot.encoders import Encoder, TextEncoder, same_encoder
@@ -187,41 +187,46 @@ class FewShotClassifier(CalibratedClassifier):
         no_lexical = self._without_lexical(base, items, abstain)  # why the channel is not used, or None
         with self._rw.write():
             self.__dict__.pop("_fitted_with", None)  # this fit replaces the parameters a previous one used
-            encoder, held_out = base, None
-            if tuning is not None:
-                from fewshot.tuning import contrastive_tune
+            try:
+                encoder, held_out = base, None
+                if tuning is not None:
+                    from fewshot.tuning import contrastive_tune
 
-                # a tuned body's own examples say nothing about new inputs: held-out scores come from the
-                # cross-fitted halves for auto's choice, the calibration and the lexical channel's weight
-                if isinstance(head, AutoHead) or self.calibrate or abstain == "auto" or no_lexical is None:
-                    held_out = self._cross_fitted(base, items, y, head, tuning, show_progress)
-                encoder = contrastive_tune(base, items, y, show_progress=show_progress, **_tune_settings(tuning))
-            self._encoder, self.tuning_ = encoder, tuning
-            E = encoder.encode(items, show_progress=show_progress)
-            self.prior_ = self._make_prior(head, np.unique(y).tolist(), y)
-            kw = self._prior_kw(items, E)
-            S = None
-            if held_out is not None:
-                folds, accuracy = held_out
-                if isinstance(head, AutoHead):
-                    kw["held_out"] = (accuracy, CROSS_FITTED)
-                    kw["prefer"] = TUNED_PREFERRED if TUNED_PREFERRED in accuracy else None
-                self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
-                kw.pop("held_out", None)
-                kw.pop("prefer", None)
-                chosen = self.head_.head_ if isinstance(head, AutoHead) else self.head_
-                S = _fold_scores(chosen, folds, len(items))
-            else:
-                self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
-            self.lexical_, self.lexical_channel_ = None, None
-            how = None if held_out is None else f"held-out support ({CROSS_FITTED})"
-            if no_lexical is None:
-                weight = check_sample_weight(sample_weight, len(items))
-                S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
-            elif no_lexical:
-                self.lexical_ = {"picked": 0.0, "why": no_lexical}
-            self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S, how=how)
-            self._mark_fitted()
+                    # a tuned body's own examples say nothing about new inputs: held-out scores come from the
+                    # cross-fitted halves for auto's choice, the calibration and the lexical channel's weight
+                    if isinstance(head, AutoHead) or self.calibrate or abstain == "auto" or no_lexical is None:
+                        held_out = self._cross_fitted(base, items, y, head, tuning, show_progress)
+                    encoder = contrastive_tune(base, items, y, show_progress=show_progress, **_tune_settings(tuning))
+                self._encoder, self.tuning_ = encoder, tuning
+                E = encoder.encode(items, show_progress=show_progress)
+                self.prior_ = self._make_prior(head, np.unique(y).tolist(), y)
+                kw = self._prior_kw(items, E)
+                S = None
+                if held_out is not None:
+                    folds, accuracy = held_out
+                    if isinstance(head, AutoHead):
+                        kw["held_out"] = (accuracy, CROSS_FITTED)
+                        kw["prefer"] = TUNED_PREFERRED if TUNED_PREFERRED in accuracy else None
+                    self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
+                    kw.pop("held_out", None)
+                    kw.pop("prefer", None)
+                    chosen = self.head_.head_ if isinstance(head, AutoHead) else self.head_
+                    S = _fold_scores(chosen, folds, len(items))
+                else:
+                    self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
+                self.lexical_, self.lexical_channel_ = None, None
+                how = None if held_out is None else f"held-out support ({CROSS_FITTED})"
+                if no_lexical is None:
+                    weight = check_sample_weight(sample_weight, len(items))
+                    S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
+                elif no_lexical:
+                    self.lexical_ = {"picked": 0.0, "why": no_lexical}
+                self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S, how=how)
+                self._mark_fitted()
+            except BaseException:
+                # a failed fit leaves a half-made state: nothing may score with it until a fit succeeds
+                self._fitted_with = (FIT_FAILED, False)
+                raise
         return self
 
     def _without_lexical(self, base: Encoder, items: list[Any], abstain: Any) -> str | None:

@@ -141,17 +141,19 @@ class ZeroShotClassifier(CalibratedClassifier):
         encoder = self.encoder_
         texts, owners, weights = label_prompts(parsed, resolve_templates(self.templates, encoder.modality))
         temperature = ZEROSHOT_TEMPERATURE if self.temperature is None else float(self.temperature)
+        # the label text and the corpus (once, for the adaptation and the "auto" threshold alike) are encoded
+        # before anything fitted changes, so that bad inputs leave a fitted classifier as it was
+        L = encoder.encode_text(texts)
+        uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
+        C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
         # classes_ keep the order the user gave the labels in
         self.label_head_ = ZeroShotHead(temperature=temperature).fit(
-            encoder.encode_text(texts), owners, sample_weight=weights, classes=list(parsed)
+            L, owners, sample_weight=weights, classes=list(parsed)
         )
         self.head_, self.shift_ = self.label_head_, None
         self.background_ = self._background_stats(encoder)
         self.adaptation_: dict[str, Any] = {"method": "none"}
         self.temperature_, self.threshold_, self.calibration_ = 1.0, None, {"method": "default temperature"}
-        # the corpus is encoded once, for the adaptation and the "auto" threshold alike
-        uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
-        C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
         if C is not None and self.adapt != "none":
             V, self.shift_, self.adaptation_ = adapt_label_vectors(self.label_head_.centroids_, C, self.adapt)
             if V is not None:
