@@ -100,12 +100,17 @@ def test_16_bit_pictures_keep_their_tones(tmp_path):
     for x in (path, g16, Image.fromarray(g16), g16[..., None]):
         out = np.asarray(to_rgb(x))
         assert out.shape == (40, 40, 3) and np.array_equal(out[..., 0], g8), type(x)
-    # 0-255 values in a wider integer type are taken as they are; wider values there are ambiguous
-    assert np.array_equal(np.asarray(to_rgb(g8.astype(np.int64)))[..., 1], g8)
-    with pytest.raises(InputError, match="outside 0-255"):
-        to_rgb(g16.astype(np.int32))
+    # the range is read from the values, not the dtype's width or byte order
+    for same in (g16.astype(">u2"), g16.astype(np.int32), Image.fromarray(g16.astype(np.int32))):
+        assert np.array_equal(np.asarray(to_rgb(same))[..., 0], g8)
+    assert np.array_equal(np.asarray(to_rgb(g8.astype(np.uint16)))[..., 1], g8)  # 8-bit values, upcast
+    mask = np.eye(4, dtype=np.int64)
+    assert np.asarray(to_rgb(mask))[..., 0].tolist() == (mask * 255).tolist()
+    assert np.asarray(to_rgb(np.full((2, 2), -0.001)))[0, 0, 0] == 0  # rounding error below 0 is not an error
+    with pytest.raises(InputError, match="8-bit \\(0-255\\) or 16-bit"):
+        to_rgb(np.full((2, 2), 70000, dtype=np.int32))
     with pytest.raises(InputError, match="undo any normalisation"):
-        to_rgb(np.full((3, 3, 3), -0.5))
+        to_rgb(np.full((3, 3, 3), -2.0))
 
 
 def test_bad_image_inputs_are_named(tmp_path):

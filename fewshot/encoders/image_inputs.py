@@ -2,10 +2,11 @@
 
 Conversions are documented rather than refused: grayscale becomes RGB by repeating the channel, a
 palette image is expanded, transparent pixels are composited onto white (``"RGBA"``, ``"LA"``,
-palette transparency), and 16-bit pictures (uint16 arrays, 16-bit PNG or TIFF files) are scaled from
-0-65535 to 0-255. What cannot become a picture (a missing or unreadable file, a file that is not an image,
-an image with zero width or height, an array of the wrong shape, pixel values outside the range their type
-implies) is an :class:`InputError` that names the input.
+palette transparency), and pixel values are read by their range (:func:`_to_uint8`): integers above 255
+(16-bit PNG or TIFF files, uint16 arrays) are 16-bit and scaled from 0-65535, floats are [0, 1] or [0, 255].
+What cannot become a picture (a missing or unreadable file, a file that is not an image, an image with
+zero width or height, an array of the wrong shape, pixel values in none of those ranges) is an
+:class:`InputError` that names the input.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def to_rgb(x: Any, where: str = "image") -> Any:
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
             raise InputError(f"{where}: {x} cannot be read as an image ({type(exc).__name__}: {exc})") from exc
     elif isinstance(x, np.ndarray):
-        img = Image.fromarray(_to_uint8(x, where, sixteen_bit=x.dtype == np.uint16))
+        img = Image.fromarray(_to_uint8(x, where))
     else:
         img = x
     if min(img.size) == 0:
@@ -105,7 +106,7 @@ def to_rgb(x: Any, where: str = "image") -> Any:
     if img.mode.startswith("I") or img.mode == "F":
         # 16- and 32-bit grayscale (16-bit PNG and TIFF files open as "I;16" or "I"): PIL's own
         # conversion clips at 255, which turns a 16-bit picture white, so rescale its range here
-        img = Image.fromarray(_to_uint8(np.asarray(img), where, sixteen_bit=img.mode != "F"))
+        img = Image.fromarray(_to_uint8(np.asarray(img), where))
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -115,10 +116,12 @@ def to_rgb(x: Any, where: str = "image") -> Any:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def _to_uint8(a: np.ndarray, where: str, *, sixteen_bit: bool) -> np.ndarray:
-    """Pixel values as 8-bit: uint8 as it is, floats in [0, 1] or [0, 255], integers in [0, 255], and
-    (with ``sixteen_bit``, for uint16 arrays and 16-bit images) integers in [0, 65535] scaled down.
-    Values outside the range their type implies are refused rather than clipped into a different picture.
+def _to_uint8(a: np.ndarray, where: str) -> np.ndarray:
+    """Pixel values as 8-bit. uint8 is taken as it is and booleans as black and white. Other integers: up to 1
+    a 0/1 mask, up to 255 8-bit values, up to 65535 16-bit values (scaled down); floats: [0, 1] or [0, 255],
+    with half a level of rounding error allowed. Anything else is refused rather than clipped into a
+    different picture. The range is read from the values, not the dtype's width or byte order, so a picture
+    gives the same pixels however it was stored.
     """
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
@@ -131,21 +134,22 @@ def _to_uint8(a: np.ndarray, where: str, *, sixteen_bit: bool) -> np.ndarray:
         raise InputError(f"{where}: the image array holds NaN or infinite values")
     lo, hi = float(f.min()), float(f.max())
     if np.issubdtype(a.dtype, np.floating):
-        if lo < 0 or hi > 255:
+        slack = 0.5 / 255
+        if lo >= -slack and hi <= 1 + slack:
+            scale = 255.0
+        elif lo >= -0.5 and hi <= 255.5:
+            scale = 1.0
+        else:
             raise InputError(
                 f"{where}: float pixel values run from {lo:g} to {hi:g}; give them in [0, 1] or [0, 255] "
                 "(undo any normalisation first)"
             )
-        scale = 255.0 if hi <= 1.0 else 1.0  # floats in [0, 1] are the usual convention
-    elif lo >= 0 and hi <= 255 and not (sixteen_bit and a.dtype == np.uint16):
-        scale = 1.0
-    elif sixteen_bit and lo >= 0 and hi <= 65535:
-        scale = 255.0 / 65535.0
-    else:
+    elif lo < 0 or hi > 65535:
         raise InputError(
-            f"{where}: integer pixel values run from {lo:g} to {hi:g}, outside 0-255; "
-            "give uint8 (0-255) or uint16 (0-65535) pixels"
+            f"{where}: integer pixel values run from {lo:g} to {hi:g}; give 8-bit (0-255) or 16-bit (0-65535) pixels"
         )
+    else:
+        scale = 255.0 if hi <= 1 else 1.0 if hi <= 255 else 255.0 / 65535.0
     return np.clip(np.rint(f * scale), 0, 255).astype(np.uint8)
 
 
