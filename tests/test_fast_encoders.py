@@ -389,6 +389,10 @@ def test_a_tuned_onnx_encoder_keeps_its_backend_cache_and_threads(home, few_shot
     assert (tuned8.backend, tuned8.quantize, tuned8.threads, tuned8.cache_dir) == ("onnx", "int8", 1, tmp_path / "c8")
     assert tuned8.identity["quantization"] == "int8"
     assert tuned8.identity["tuned_from"] == int8.identity["weights_sha256"]
+    # its export is made on first use; a tuned body keeps only the int8 export, not the fp32 one it came from
+    assert tuned8.encode(Xt[:3]).shape == (3, 384)
+    sha = tuned8.identity["weights_sha256"]
+    assert [p.name.split("-")[1] for p in (home / "onnx").glob(f"{sha}-*")] == ["int8"]
     # a classifier tuned on an ONNX encoder runs its tuned body on ONNX, saved and loaded as such
     onnx = TextEncoder(backend="onnx", cache_dir=tmp_path / "c32")
     clf = FewShotClassifier(onnx, tune={"steps": 2, "layers": 1}, lexical=False).fit(X, y)

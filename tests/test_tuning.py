@@ -90,6 +90,8 @@ def test_tuning_refuses_what_it_cannot_tune(text_encoder):
             FewShotClassifier(text_encoder, head="auto", tune={key: value}).fit(X, y)
         with pytest.raises(InputError, match=f"^{key} must be"):
             contrastive_tune(text_encoder, X, y, **{key: value})
+    numpy = {"steps": np.int64(1), "batch_size": np.int64(4), "seed": np.int64(2), "layers": np.int64(1)}
+    assert contrastive_tune(text_encoder, X, y, **numpy).tuning["layers"] == 1
 
 
 def test_batches_give_every_example_a_positive_however_many_classes():

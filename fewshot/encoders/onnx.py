@@ -122,10 +122,14 @@ def export_folder(weights_sha: str, quantize: str | None) -> Path:
     return fewshot_home() / "onnx" / f"{weights_sha}-{quantize}-v{EXPORT_VERSION}.{INT8_RECIPE}"
 
 
-def ensure_export(weights_sha: str, quantize: str | None, load_model: Callable[[], Any]) -> tuple[Path, dict]:
+def ensure_export(
+    weights_sha: str, quantize: str | None, load_model: Callable[[], Any], keep_fp32: bool = True
+) -> tuple[Path, dict]:
     """The export folder and manifest for these weights, exporting first if needed.
 
     ``load_model()`` returns the ``SentenceTransformer`` to export; it is called only when an export is made.
+    ``keep_fp32=False`` (a tuned body's weights, used once) quantises from a scratch fp32 export that is then
+    deleted, so only the int8 export stays in the cache (about a quarter of the disk).
     """
     fp32 = export_folder(weights_sha, None)
 
@@ -140,8 +144,18 @@ def ensure_export(weights_sha: str, quantize: str | None, load_model: Callable[[
         return target, manifest
 
     def build_int8(tmp: Path) -> None:
-        source = cached_build(fp32, build_fp32)
-        quantize_int8(fp32, source, tmp)
+        if keep_fp32 or read_manifest(fp32) is not None:
+            quantize_int8(fp32, cached_build(fp32, build_fp32), tmp)
+            return
+        import shutil
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(dir=tmp.parent, prefix=f".{fp32.name}.scratch-"))
+        try:
+            build_fp32(scratch)
+            quantize_int8(scratch, read_manifest(scratch), tmp)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     return target, cached_build(target, build_int8)
 

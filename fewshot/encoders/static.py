@@ -71,8 +71,9 @@ class StaticEncoder(Encoder):
 
     A text none of whose tokens the static model knows (only out-of-vocabulary pieces, such as emoji or one
     3,000-letter "word") gets the zero vector, with a warning: a similarity of 0 to everything (zero rows stay
-    zero when normalised), so a classifier gives it equal probabilities and an abstention threshold abstains.
-    That is kept rather than the unknown token's vector, which gave such texts a confident arbitrary class.
+    zero when normalised), so the prototype head gives every class the same probability, other heads what
+    they learned of the classes alone, and a cosine abstention threshold abstains. That is kept rather than
+    the unknown token's vector, which gave such texts a confident arbitrary class.
 
     The identity records ``family="model2vec"``, ``backend="static"``, the hash of the static vectors and,
     for a distilled model, the model and weights hash it was distilled from, so vectors from a static model
@@ -218,8 +219,8 @@ class StaticEncoder(Encoder):
         if empty.any():
             warnings.warn(
                 f"{int(empty.sum())} of {len(items)} texts have no token the static model knows (e.g. "
-                f"{items[int(np.argmax(empty))][:40]!r}): they get the zero vector, similar to nothing, so a "
-                "classifier gives them equal probabilities and an abstention threshold abstains on them",
+                f"{items[int(np.argmax(empty))][:40]!r}): they get the zero vector, similar to nothing, so their "
+                "predictions say nothing of the text and a cosine abstention threshold abstains on them",
                 stacklevel=3,
             )
         return out

@@ -247,7 +247,8 @@ class TextEncoder(Encoder):
 
             onnxruntime_module()  # a missing package is reported before anything is loaded
             sha = self._weights_sha()
-            folder, manifest = ensure_export(sha, self.quantize, lambda: self.model)
+            # a tuned body's fp32 export would serve nothing else: only its int8 export is kept
+            folder, manifest = ensure_export(sha, self.quantize, lambda: self.model, keep_fp32=self.tuned_from is None)
             threads = self.threads or default_threads()
             self._onnx = shared_model(
                 ("onnx", str(folder), manifest["files"]["model.onnx"]["sha256"], threads),
