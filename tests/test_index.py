@@ -173,6 +173,31 @@ def test_hnsw_recall_at_10_against_flat():
     assert np.mean(hits) / 10 >= 0.95
 
 
+def test_hnsw_finds_k_live_items_however_many_are_removed():
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((50, 32))
+    X = (centres[rng.integers(0, 50, 20_000)] + 0.8 * rng.standard_normal((20_000, 32))).astype(np.float32)
+    Q = X[rng.integers(0, 20_000, 50)] + 0.1
+    hnsw = EmbeddingIndex(dim=32, kind="hnsw")
+    hnsw.add_embeddings(X)
+    order = rng.permutation(20_000)
+    kept = 20_000
+    for keep in (12_000, 30):  # a graph with 40% tombstones, then one that is nearly all tombstones
+        hnsw.remove(order[keep:kept].tolist())
+        kept = keep
+        live = np.sort(order[:keep])
+        flat = EmbeddingIndex(dim=32, kind="flat")
+        flat.add_embeddings(X[live], ids=live)
+        Df, If = flat.search_embeddings(Q, k=10)
+        Dh, Ih = hnsw.search_embeddings(Q, k=10)
+        assert (Ih >= 0).all()  # ten live hits for every query
+        hits = [(np.isin(Ih[q], If[q]) | (Dh[q] >= Df[q, -1] - 1e-6)).sum() for q in range(len(Q))]
+        assert np.mean(hits) / 10 >= 0.95, keep
+    # a k far past the index's size costs the index's size, not k
+    D, I = flat.search_embeddings(Q[:2], k=10**9)
+    assert D.shape == I.shape == (2, 30) and (I >= 0).all()
+
+
 def test_auto_switches_to_hnsw_past_threshold():
     index = EmbeddingIndex(dim=16, kind="auto", auto_threshold=100)
     X = vectors(150, 16)

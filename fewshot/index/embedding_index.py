@@ -412,11 +412,13 @@ class EmbeddingIndex:
     def search_embeddings(
         self, queries: Any, k: int = 10, where: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS-style search: ``D, I`` of shape (n_queries, k), scores and ids, padded with -inf / -1."""
+        """FAISS-style search: ``D, I`` of shape (n_queries, min(k, items in the index)), scores and ids, padded
+        with -inf / -1 where fewer items match."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         Q = l2_normalize(as_embeddings(queries, dim=self.dim, what="queries", allow_1d=True))
         with self._lock.read():
+            k = min(int(k), max(1, len(self)))  # a k past the index's size would only allocate padding
             if self._vectors is None or len(self) == 0:
                 if where is not None and not isinstance(where, dict):
                     raise InputError(f"where must be a dict of field -> value(s), got {type(where).__name__}")

@@ -287,6 +287,12 @@ class VectorStore:
         if self._index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
             return D, I
         exact_ok = not self.is_ivf or self.raw is not None
+        if allowed is None and self.removed and not self.is_ivf and len(self.removed) > self._index.ntotal // 2:
+            # mostly tombstones: a graph search finds few live items among them, so search the live ones
+            ids = _faiss().vector_to_array(self._index.id_map).astype(np.int64)
+            allowed = np.sort(ids[~np.isin(ids, np.fromiter(self.removed, dtype=np.int64, count=len(self.removed)))])
+            if len(allowed) == 0:
+                return D, I
         if allowed is not None and len(allowed) <= EXACT_FILTER_LIMIT and exact_ok:
             S = Q @ self.vectors_of(allowed).T
             kk = min(k, len(allowed))
@@ -304,7 +310,12 @@ class VectorStore:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.removed, dtype=np.int64)))
         kk = min(k, self._index.ntotal)
         if self.structure == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.hnsw.ef_search, kk))
+            # a filter or tombstones hide part of the graph: widen the search in proportion, as IVF widens
+            # its probe, so that k hits are still found among the items it keeps
+            kept = len(allowed) if allowed is not None else self._index.ntotal - len(self.removed)
+            widen = self._index.ntotal / max(1, kept)
+            ef = min(self._index.ntotal, math.ceil(max(self.hnsw.ef_search, kk) * widen))
+            params = faiss.SearchParametersHNSW(efSearch=max(ef, kk))
             if sel is not None:
                 params.sel = sel
         else:
