@@ -368,6 +368,23 @@ def test_a_record_without_an_id_is_refused_when_ids_are_asked_for(tmp_path):
     assert scan(list_inputs(tmp_path / "a.jsonl"), Columns(text="text"), shard_rows=10).rows == 2
 
 
+def test_cells_are_typed_as_plain_numbers_or_kept_as_text(tmp_path):
+    (tmp_path / "a.csv").write_text("id,text,code,x\n12345678901234567890,hello,1_000,nan\n2,there,2_5,1e3\n")
+    plan = scan(list_inputs(tmp_path / "a.csv"), Columns(text="text", id="id", keep=("code", "x")), shard_rows=10)
+    assert plan.kinds == {"id": "string", "code": "string", "x": "string"}  # no 1000.0, no overflow
+    (table,) = read_chunk(plan, plan.chunks[0], Columns(text="text", id="id", keep=("code", "x")), batch_rows=10)
+    assert table.column("id").to_pylist() == ["12345678901234567890", "2"]
+    assert table.column("code").to_pylist() == ["1_000", "2_5"]
+    (tmp_path / "b.jsonl").write_text('{"text": "a", "n": 12345678901234567890}\n{"text": "b", "n": 3}\n')
+    plan = scan(list_inputs(tmp_path / "b.jsonl"), Columns(text="text", keep=("n",)), shard_rows=10)
+    (table,) = read_chunk(plan, plan.chunks[0], Columns(text="text", keep=("n",)), batch_rows=10)
+    assert table.column("n").to_pylist() == ["12345678901234567890", "3"]
+    (tmp_path / "c.csv").write_text("text,v\na,1.5\nb,-2e-3\nc,7\n")
+    assert scan(list_inputs(tmp_path / "c.csv"), Columns(text="text", keep=("v",)), shard_rows=10).kinds == {
+        "v": "float64"
+    }
+
+
 def test_image_paths_are_read_relative_to_their_shard(tmp_path, data_root):
     import tarfile
 

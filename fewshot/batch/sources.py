@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -156,6 +157,10 @@ def list_inputs(source: str | Path, fmt: str | None = None) -> list[InputFile]:
 
 
 # -- scanning ---------------------------------------------------------------------------------------------------
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 class _KindCounter:
     """The JSON kinds seen in one column, settled into one Arrow kind for the whole corpus."""
 
@@ -168,7 +173,7 @@ class _KindCounter:
         if isinstance(v, bool):
             self.seen.add("bool")
         elif isinstance(v, int):
-            self.seen.add("int64")
+            self.seen.add("int64" if _INT64_MIN <= v <= _INT64_MAX else "string")  # 20 digits: kept as text
         elif isinstance(v, float):
             self.seen.add("float64")
         else:
@@ -180,14 +185,12 @@ class _KindCounter:
             return
         digits = v.strip().lstrip("+-")
         if digits.isascii() and digits.isdigit() and not (len(digits) > 1 and digits.startswith("0")):  # not "007"
-            self.seen.add("int64")
+            self.seen.add("int64" if _INT64_MIN <= int(v) <= _INT64_MAX else "string")
             return
-        try:
-            if math.isfinite(float(v)):
-                self.seen.add("float64")
-                return
-        except ValueError:
-            pass
+        # a plain decimal number; not "1_000" or "nan", which float() would also take
+        if _DECIMAL.fullmatch(v.strip()) and math.isfinite(float(v)):
+            self.seen.add("float64")
+            return
         self.seen.add("string")
 
     def kind(self) -> str:
