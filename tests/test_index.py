@@ -451,6 +451,48 @@ def test_a_stale_copy_cannot_overwrite_a_newer_save(tmp_path):
     assert len(EmbeddingIndex.load(path)) == 12
 
 
+def test_a_copy_cannot_drop_writes_journalled_or_saved_since_it_was_loaded(tmp_path):
+    index, X = filled("flat", n=10)
+    path = index.save(tmp_path / "s")
+    stale = EmbeddingIndex.load(path)
+    durable = EmbeddingIndex.open(path)
+    durable.add_embeddings(X[:2], ids=[100, 101])  # acknowledged: in the journal on disk
+    durable.close(checkpoint=False)  # as a killed server leaves it
+    stale.add_embeddings(X[:1], ids=[200])
+    with pytest.raises(ConcurrentWriteError, match="added to this index"):
+        stale.save(path)
+    assert len(EmbeddingIndex.load(path)) == 12  # the journalled writes are still there
+    # a copy that saved elsewhere in between still knows the folder it came from
+    a, b = EmbeddingIndex.load(path), EmbeddingIndex.load(path)
+    a.save(tmp_path / "backup")
+    b.add_embeddings(X[:1], ids=[300])
+    b.save(path)
+    a.add_embeddings(X[:1], ids=[400])
+    with pytest.raises(ConcurrentWriteError, match="another writer"):
+        a.save(path)
+    assert EmbeddingIndex.load(path).get([300])[0] is not None
+
+
+def test_save_goes_back_where_the_index_came_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "indexes"))
+    index, X = filled("flat", n=5)
+    index.save()  # a new index: indexes/<name>/
+    custom = EmbeddingIndex.load(index.save(tmp_path / "custom"))
+    custom.add_embeddings(X[:1], ids=[50])
+    assert custom.save() == tmp_path / "custom"  # not indexes/<name>/, which holds another save
+    assert len(EmbeddingIndex.load(tmp_path / "indexes" / index.name)) == 5
+    assert len(EmbeddingIndex.load(tmp_path / "custom")) == 6
+    # saving to the folder an open() or update() index holds uses its lock instead of waiting for it
+    with EmbeddingIndex.open(tmp_path / "custom", timeout=2) as durable:
+        durable.add_embeddings(X[:1], ids=[51])
+        assert durable.save() == tmp_path / "custom"
+        assert len(EmbeddingIndex.load(tmp_path / "custom")) == 7
+    with EmbeddingIndex.update(tmp_path / "custom", timeout=2) as held:
+        held.add_embeddings(X[:1], ids=[52])
+        held.save()
+    assert len(EmbeddingIndex.load(tmp_path / "custom")) == 8
+
+
 def test_update_saves_only_when_the_block_succeeds(tmp_path):
     path = tmp_path / "u"
     with EmbeddingIndex.update(path, create=True, dim=8) as index:

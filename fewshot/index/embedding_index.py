@@ -16,7 +16,7 @@ import numpy as np
 from fewshot._concurrency import RWLock
 from fewshot._validate import as_embeddings, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
-from fewshot.errors import CorruptFileError, InputError, SaveNotFoundError
+from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, SaveNotFoundError
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import checked_name, index_dir, resolve_index_path
@@ -116,6 +116,11 @@ class EmbeddingIndex:
         self._next_id = 0
         self._saved_identity: dict[str, Any] | None = None  # checked lazily after load without an encoder
         self._saved_at: tuple[str, str] | None = None  # (folder, save_id) this index was loaded from / saved to
+        # every folder this index was loaded from or saved to: (save_id, bytes of its journal then), so a save
+        # there is refused when another writer saved or journalled since, whichever folder was used last
+        self._seen: dict[str, tuple[str, int]] = {}
+        self._held: tuple[Path, FolderLock] | None = None  # the folder an update() block holds
+        self._saved_as: str | None = None  # the name when it was last loaded or saved
         self._lock = RWLock()
         self._durable: tuple[Path, FolderLock, journal.JournalWriter] | None = None  # set by open()
 
@@ -450,13 +455,28 @@ class EmbeddingIndex:
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the index to a folder (``indexes/<name>/`` by default) atomically; return the folder.
+        """Write the index to a folder atomically; return the folder. Without ``path``: the folder it was
+        loaded from or last saved to, else (a new index, or a new ``name`` since) ``indexes/<name>/``.
 
-        A save over the folder this index was loaded from (or last saved to) is refused with
-        :class:`~fewshot.errors.ConcurrentWriteError` when another writer saved there in between; use
-        :meth:`update` to hold the folder for a whole load-modify-save.
+        A save over a folder this index was loaded from or saved to is refused with
+        :class:`~fewshot.errors.ConcurrentWriteError` when another writer saved there, or added to its
+        journal (:meth:`open`), in between; use :meth:`update` to hold the folder for a whole
+        load-modify-save. Inside :meth:`update` or on an index from :meth:`open`, saving to its own folder
+        uses the lock it holds (for :meth:`open`, a :meth:`checkpoint`).
         """
-        return self._save(resolve_index_path(path) if path is not None else index_dir() / checked_name(self.name), None)
+        name = checked_name(self.name)
+        if path is not None:
+            target = resolve_index_path(path)
+        elif self._saved_at is not None and self._saved_as == name:
+            target = Path(self._saved_at[0])
+        else:  # a new index, or one given a new name since
+            target = index_dir() / name
+        if self._durable is not None and self._durable[0].resolve() == target.resolve():
+            self.checkpoint()
+            return target
+        if self._held is not None and self._held[0].resolve() == target.resolve():
+            return self._save(target, self._held[1])
+        return self._save(target, None)
 
     def _save(self, target: Path, lock: FolderLock | None) -> Path:
         raw = self._vectors.raw if self._vectors is not None else None
@@ -464,9 +484,16 @@ class EmbeddingIndex:
             with self._lock.read():
                 meta, files = self._save_parts()
             manifest = write_bundle(
-                target, "index", meta, files, expect_save_id=self._expected(target), lock=lock, owned=OWNED
+                target,
+                "index",
+                meta,
+                files,
+                expect_save_id=self._expected(target),
+                lock=lock,
+                owned=OWNED,
+                still_current=self._journal_check(target, lock),
             )
-            self._saved_at = (str(target.resolve()), manifest["save_id"])
+            self._remember(target, manifest["save_id"], 0)
             return target
         # IVF-PQ with its vectors on disk: the segment files go into the folder (linked, or written) before
         # the manifest that lists them, all under the folder's lock and with writers to this index held off
@@ -477,6 +504,10 @@ class EmbeddingIndex:
         try:
             with self._lock.write():
                 expect = self._expected(target)
+                check = self._journal_check(target, None if own else lock)
+                old = read_manifest(target)
+                if check is not None and old is not None and old.get("save_id") == expect and check(old):
+                    raise ConcurrentWriteError(f"{target}: {check(old)}")
                 if read_manifest(target) is None:  # a first save: the folder becomes an (empty) index first,
                     empty = EmbeddingIndex(None, dim=self.dim, kind=self.kind, name=self.name)  # so that a
                     meta, files = empty._save_parts()  # killed save leaves a folder the next one takes over
@@ -486,7 +517,7 @@ class EmbeddingIndex:
                 meta, files = self._save_parts()
                 meta["raw"] = segments
             manifest = write_bundle(target, "index", meta, files, expect_save_id=expect, lock=lock, owned=OWNED)
-            self._saved_at = (str(target.resolve()), manifest["save_id"])
+            self._remember(target, manifest["save_id"], 0)
             for p in stale_segments(target, {d["name"] for d in segments}):  # killed saves, compactions
                 p.unlink(missing_ok=True)
         finally:
@@ -495,7 +526,33 @@ class EmbeddingIndex:
         return target
 
     def _expected(self, target: Path) -> str | None:
-        return self._saved_at[1] if self._saved_at and self._saved_at[0] == str(target.resolve()) else None
+        seen = self._seen.get(str(target.resolve()))
+        return None if seen is None else seen[0]
+
+    def _remember(self, folder: Path, save_id: str, journal_bytes: int) -> None:
+        self._saved_at, self._saved_as = (str(folder.resolve()), save_id), self.name
+        self._seen[self._saved_at[0]] = (save_id, journal_bytes)
+
+    def _journal_check(self, target: Path, lock: FolderLock | None) -> Any:
+        """For a save over a folder this index saw, under the folder's lock: a function of the folder's
+        manifest that names writes journalled there since (acknowledged by an :meth:`open` index, and about
+        to be dropped with the old save's journal), or None to check nothing. A caller that holds the lock
+        (:meth:`update`, a checkpoint) has seen every journalled write."""
+        seen = self._seen.get(str(target.resolve()))
+        if seen is None or (lock is not None and lock.held):
+            return None
+
+        def check(old: dict[str, Any]) -> str | None:
+            path = journal.journal_path(target, old["save_id"])
+            size = path.stat().st_size if path.exists() else 0
+            if size != seen[1]:
+                return (
+                    "another writer added to this index (through EmbeddingIndex.open) after it was loaded; load it "
+                    "again and redo the change (or hold the folder with EmbeddingIndex.update)"
+                )
+            return None
+
+        return check
 
     def _identity(self) -> dict[str, Any]:
         return self._saved_identity or self.encoder.identity
@@ -545,7 +602,7 @@ class EmbeddingIndex:
             recorded encoder; its weights are checked against the recorded hash when first used.
         """
         folder = resolve_index_path(path)
-        manifest, files, frames = _read_with_journal(folder)
+        manifest, files, frames, journal_bytes = _read_with_journal(folder)
         saved_identity = manifest.get("encoder")
         deferred = None
         if saved_identity is not None:
@@ -594,7 +651,7 @@ class EmbeddingIndex:
                 f"FAISS index {ntotal} vectors; the save is inconsistent"
             )
         self._next_id = expected[2]
-        self._saved_at = (str(folder.resolve()), manifest["save_id"])
+        self._remember(folder, manifest["save_id"], journal_bytes)
         with self._lock.write():
             self._replay(frames, str(folder))
         return self
@@ -652,8 +709,12 @@ class EmbeddingIndex:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
             else:
                 raise SaveNotFoundError(f"no saved index at {folder}")
-            yield index
-            index._save(folder, lock)
+            index._held = (folder, lock)
+            try:
+                yield index
+                index._save(folder, lock)
+            finally:
+                index._held = None
 
     @classmethod
     def open(
@@ -773,7 +834,7 @@ class EmbeddingIndex:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_lock"] = None
-        state["_durable"] = None  # a pickled copy is an ordinary index: the folder stays with its owner
+        state["_durable"] = state["_held"] = None  # a pickled copy is an ordinary index: the folder stays put
         if self._vectors is not None:
             raw = self._vectors.raw
             state["_vectors"] = (
@@ -785,7 +846,7 @@ class EmbeddingIndex:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         vectors = state.get("_vectors")
-        self.__dict__.update(state)
+        self.__dict__.update({"_seen": {}, "_held": None, "_saved_as": state.get("name"), **state})
         self._lock = RWLock()
         if isinstance(vectors, tuple):
             raw = RawVectors.from_state(vectors[2]) if len(vectors) > 2 and vectors[2] is not None else None
@@ -794,9 +855,9 @@ class EmbeddingIndex:
             )
 
 
-def _read_with_journal(folder: Path) -> tuple[dict[str, Any], dict[str, bytes], list]:
-    """A save and the frames of its journal, read so that both belong to the same save (a checkpoint may
-    replace them while they are read)."""
+def _read_with_journal(folder: Path) -> tuple[dict[str, Any], dict[str, bytes], list, int]:
+    """A save, the frames of its journal and the journal's size in bytes, read so that both belong to the
+    same save (a checkpoint may replace them while they are read)."""
     for _ in range(20):
         manifest, files = read_bundle(folder, "index")
         path = journal.journal_path(folder, manifest["save_id"])
@@ -806,7 +867,7 @@ def _read_with_journal(folder: Path) -> tuple[dict[str, Any], dict[str, bytes], 
             data = b""
         now = read_manifest(folder)
         if now is not None and now.get("save_id") == manifest["save_id"]:
-            return manifest, files, journal.read_frames(data, str(path))[0]
+            return manifest, files, journal.read_frames(data, str(path))[0], len(data)
     raise CorruptFileError(f"{folder} kept changing while it was read; try again")
 
 

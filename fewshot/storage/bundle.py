@@ -180,6 +180,7 @@ def write_bundle(
     expect_save_id: str | None = None,
     lock: FolderLock | None = None,
     owned: tuple[str, ...] = (),
+    still_current: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Save a bundle of ``bundle_type`` at ``path`` atomically; return the new manifest.
 
@@ -196,6 +197,8 @@ def write_bundle(
         taken for the duration of the write.
     owned : logical names of other files this bundle type writes beside its save (a journal): their
         ``<stem>-<8 hex digits><suffix>`` files are fewshot's, and are removed when they belong to an old save.
+    still_current : called under the lock with the folder's manifest when there is one; a message it returns
+        (writes the caller has not seen, such as a grown journal) is raised as :class:`ConcurrentWriteError`.
     """
     path = Path(path)
     meta = _json_meta(meta)  # before anything is written: a value JSON cannot hold leaves no stray file
@@ -213,6 +216,10 @@ def write_bundle(
                 f"{path} was saved by another writer after this {bundle_type} was loaded; load it again and redo "
                 "the change (or hold the folder's lock for the whole load-modify-save, as update() does)"
             )
+        if still_current is not None and old is not None:
+            problem = still_current(old)
+            if problem:
+                raise ConcurrentWriteError(f"{path}: {problem}")
         token = secrets.token_hex(4)
         entries: dict[str, dict[str, Any]] = {}
         for logical, writer in files.items():
