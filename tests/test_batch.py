@@ -491,6 +491,20 @@ def test_index_built_from_an_embed_output_without_encoding_again(corpus, local_r
         EmbeddingIndex(name="x").add_batch_output(local_runs["predict"].output)
 
 
+def test_text_ids_called_id_become_a_source_id_field(tmp_path):
+    from fewshot import EmbeddingIndex
+
+    (tmp_path / "in.jsonl").write_text('{"id": "doc-1", "text": "rates rise"}\n{"id": "doc-2", "text": "a goal"}\n')
+    out = tmp_path / "out"
+    batch.embed(tmp_path / "in.jsonl", out, id_col="id", progress=None)
+    index = EmbeddingIndex()
+    assert index.add_batch_output(out) == 2
+    hits = index.search("rates rise", k=1, where={"source_id": "doc-1"})
+    assert [h.metadata for h in hits] == [{"source_id": "doc-1"}]
+    with pytest.raises(InputError, match="give it as the label column"):
+        index.add_batch_output(out, meta_cols=["label"])
+
+
 def test_an_ivfpq_index_from_an_embed_output_trains_on_a_sample_of_all_of_it(corpus, local_runs):
     from fewshot import EmbeddingIndex
 

@@ -352,6 +352,10 @@ def test_add_checks_labels_and_metadata_before_encoding():
     with pytest.raises(InputError, match="metadata\\[1\\] must be a dict"):
         index.add(["a", "b"], metadata=[{}, "not a dict"])
     assert enc.calls == 0  # nothing was encoded for a batch that could not be stored
+    for key in ("id", "label"):  # where={"id": ...} means the item's own id: such a field could never be found
+        with pytest.raises(InputError, match=f"the key '{key}', a field every item has"):
+            index.add(["a"], metadata=[{key: "doc-1"}])
+    assert enc.calls == 0
 
 
 def test_real_encoder_recorded_and_recreated(tmp_path, text_encoder):

@@ -232,10 +232,11 @@ class EmbeddingIndex:
             (:class:`~fewshot.errors.EncoderMismatchError` otherwise); an index of raw vectors with no
             encoder takes vectors of its dimension.
         id_col : ``"auto"`` uses the output's id column (the input's ids, or row numbers) when it holds
-            integers, and otherwise numbers the items and keeps the ids as metadata; a column name; or None
-            to number the items.
+            integers, and otherwise numbers the items and keeps the ids as metadata (a column called ``id``
+            as the field ``source_id``: ``id`` in a filter is the item's own id); a column name; or None to
+            number the items.
         label_col, meta_cols, item_col : output columns (kept from the input with ``keep_cols``) to store as
-            the label, as metadata fields, and as the item's text.
+            the label, as metadata fields (``id`` as ``source_id``), and as the item's text.
         batch_rows : rows added at a time (memory stays bounded by it).
 
         For ``kind="auto"`` the structure is chosen for the size the index will have, and an IVF-PQ

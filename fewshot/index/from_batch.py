@@ -17,6 +17,7 @@ import numpy as np
 from fewshot.encoders import same_encoder
 from fewshot.encoders.identity import describe
 from fewshot.errors import EncoderMismatchError, InputError
+from fewshot.index.metadata import BUILT_IN_FIELDS
 
 if TYPE_CHECKING:
     from fewshot.index.embedding_index import EmbeddingIndex
@@ -117,6 +118,8 @@ def add_batch_output(
 
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    if "label" in meta_cols:
+        raise InputError("'label' cannot be a metadata field (every item has a label): give it as the label column")
     shards, desc, total = describe_output(path)
     check_encoder(index, desc["encoder"], str(path))
     names = pq.read_schema(shards[0]).names
@@ -140,6 +143,8 @@ def add_batch_output(
     if use_ids is not None and not pa.types.is_integer(pq.read_schema(shards[0]).field(use_ids).type):
         meta_cols = (*meta_cols, use_ids) if use_ids not in meta_cols else tuple(meta_cols)
         use_ids = None  # text ids are kept as metadata; the index numbers the items itself
+    # a column called "id" is kept as "source_id": "id" is the item's own id in where-filters
+    keys = {c: f"source_{c}" if c in BUILT_IN_FIELDS else c for c in meta_cols}
     index._plan_for(total)
     if index._vectors is not None and index._vectors.structure != "ivfpq" and index._wants_ivfpq(total):
         sample = _sample(shards, total, index.ivfpq.training_rows(len(index) + total), index.ivfpq.seed)
@@ -155,7 +160,7 @@ def add_batch_output(
             metadata = None
             if meta_cols:
                 cols = {c: batch.column(c).to_pylist() for c in meta_cols}
-                metadata = [{c: cols[c][i] for c in meta_cols} for i in range(batch.num_rows)]
+                metadata = [{keys[c]: cols[c][i] for c in meta_cols} for i in range(batch.num_rows)]
             index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=items)
             added += batch.num_rows
     return added

@@ -32,6 +32,9 @@ def _create_schema(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS items_label ON items(label)")
 
 
+BUILT_IN_FIELDS = ("id", "label")  # where-filter keys that mean the item's own id and label
+
+
 def encode_metadata(meta: Any, i: int) -> str:
     """One item's metadata as JSON text: a dict with string keys and finite values, or None (empty)."""
     if meta is None:
@@ -41,6 +44,11 @@ def encode_metadata(meta: Any, i: int) -> str:
     for key in meta:
         if not isinstance(key, str) or not key:
             raise InputError(f"metadata[{i}] has the key {key!r}; keys must be non-empty strings")
+        if key in BUILT_IN_FIELDS:
+            raise InputError(
+                f"metadata[{i}] has the key {key!r}, a field every item has (where={{{key!r}: ...}} filters on "
+                f"the item's own {key}); give the metadata field another name, e.g. 'source_{key}'"
+            )
     try:
         return json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
     except ValueError as exc:
