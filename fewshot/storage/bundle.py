@@ -143,7 +143,7 @@ def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | 
     old = read_manifest(path)
     if old is not None:
         if old.get("type") != bundle_type:
-            raise InputError(f"cannot save a {bundle_type} to {path}: it holds a saved {old.get('type')}")
+            raise InputError(f"cannot save {_a(bundle_type)} to {path}: it holds a saved {old.get('type')}")
         return
     stems = {_split(n) for n in logical_names}
     foreign = [p.name for p in path.iterdir() if p.name != LOCK_NAME and not _ours(p.name, stems)]
@@ -169,6 +169,10 @@ def _json_meta(meta: dict[str, Any]) -> dict[str, Any]:
         return json.loads(json.dumps(meta, default=plain, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InputError(f"cannot save: the description holds a value JSON cannot store ({exc})") from exc
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
 def write_bundle(
@@ -283,7 +287,7 @@ def read_bundle(path: str | Path, bundle_type: str) -> tuple[dict[str, Any], dic
         if manifest is None:
             raise CorruptFileError(f"{path} is not a fewshot save: it has no {MANIFEST}")
         if manifest.get("type") != bundle_type:
-            raise CorruptFileError(f"{path} holds a saved {manifest.get('type')}, not a {bundle_type}")
+            raise CorruptFileError(f"{path} holds a saved {manifest.get('type')}, not {_a(bundle_type)}")
         out: dict[str, bytes] = {}
         retry = False
         for logical, entry in manifest["files"].items():
