@@ -23,7 +23,7 @@ def test_round_trip_and_checked_bytes(tmp_path):
     assert files["data.txt"] == b"hello" and read["text"] == "hello" and read["save_id"] == manifest["save_id"]
     assert read["checksum"] == manifest_checksum(read) and read["generation"] == 1
     assert save(tmp_path / "b", "again")["generation"] == 2
-    with pytest.raises(CorruptFileError, match="holds a saved note, not a index"):
+    with pytest.raises(CorruptFileError, match="holds a saved note, not an index"):
         read_bundle(tmp_path / "b", "index")
 
 
