@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import f1_score
 
 from eval.datasets import load
-from eval.run_text import CACHE, RESULTS, machine
+from eval.run_text import run_per_dataset
 from eval.sampling import capped_subsample
 from fewshot import TextEncoder, ZeroShotClassifier
 
@@ -174,24 +171,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=DEV + REPORT)
     a = ap.parse_args()
-    encoder = TextEncoder(cache_dir=CACHE)
-    t = time.perf_counter()
-    rows = []
-    for name in a.sets:
-        rows.append(evaluate(name, encoder))
-        print(f"{name} done", flush=True)
-    out = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": " ".join(["python -m eval.run_tagging"] + sys.argv[1:]),
-        "dev": DEV,
-        "report": REPORT,
-        "seconds": round(time.perf_counter() - t, 1),
-        "rows": rows,
-    }
-    (RESULTS / "text_tagging.json").write_text(json.dumps(out, indent=1) + "\n")
-    (RESULTS / "text_tagging.md").write_text(markdown(out))
-    print(markdown(out))
+    run_per_dataset(a.sets, evaluate, "eval.run_tagging", "text_tagging", markdown, dev=DEV, report=REPORT)
 
 
 if __name__ == "__main__":

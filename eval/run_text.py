@@ -24,6 +24,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,32 @@ HEADS = {
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def run_per_dataset(
+    names: list[str], evaluate: Any, module: str, stem: str, markdown: Any, **fields: Any
+) -> dict[str, Any]:
+    """Run ``evaluate(name, encoder)`` on each dataset with the cached bundled encoder and write the rows,
+    with the date, machine, command, ``fields`` and the time taken, to ``results/<stem>.json`` and the
+    table ``markdown(out)`` to ``results/<stem>.md``."""
+    encoder = TextEncoder(cache_dir=CACHE)
+    t = time.perf_counter()
+    rows = []
+    for name in names:
+        rows.append(evaluate(name, encoder))
+        print(f"{name} done", flush=True)
+    out = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "command": " ".join([f"python -m {module}"] + sys.argv[1:]),
+        **fields,
+        "seconds": round(time.perf_counter() - t, 1),
+        "rows": rows,
+    }
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(out))
+    print(markdown(out))
+    return out
 
 
 class Embedder:

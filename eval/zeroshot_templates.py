@@ -20,15 +20,11 @@ The oracles bound what any template choice can reach on these label sets. Writte
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from datetime import UTC, datetime
 
 import numpy as np
 
 from eval.datasets import load
-from eval.run_text import CACHE, RESULTS, machine, scores
+from eval.run_text import run_per_dataset, scores
 from eval.sampling import capped_subsample
 from fewshot import TextEncoder, ZeroShotClassifier
 from fewshot.prompts import resolve_templates
@@ -179,23 +175,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=NAMES)
     a = ap.parse_args()
-    encoder = TextEncoder(cache_dir=CACHE)
-    t = time.perf_counter()
-    rows = []
-    for name in a.datasets:
-        rows.append(evaluate(name, encoder))
-        print(f"{name} done", flush=True)
-    out = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": " ".join(["python -m eval.zeroshot_templates"] + sys.argv[1:]),
-        "pool": POOL,
-        "seconds": round(time.perf_counter() - t, 1),
-        "rows": rows,
-    }
-    (RESULTS / "text_zeroshot_templates.json").write_text(json.dumps(out, indent=1) + "\n")
-    (RESULTS / "text_zeroshot_templates.md").write_text(markdown(out))
-    print(markdown(out))
+    run_per_dataset(a.datasets, evaluate, "eval.zeroshot_templates", "text_zeroshot_templates", markdown, pool=POOL)
 
 
 if __name__ == "__main__":
