@@ -139,6 +139,7 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier(["a", "a"], encoder=fake_encoder).predict(["x"])
     with pytest.raises(InputError, match="top_k must be a positive integer"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=0)
+    assert len(ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=np.int64(1), threshold=-1)[0]) == 1
     with pytest.raises(InputError, match="pass them to fit"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain="auto").fit()
     with pytest.raises(InputError, match="adapt='magic' is not valid"):

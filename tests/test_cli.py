@@ -67,6 +67,8 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     )
     code, out, _ = run(capsys, "zeroshot", data, "--labels", "money and payments,delivery,sport")
     assert code == 0 and json.loads(out.splitlines()[0])["prediction"] == "delivery"
+    code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--top-k", "2", "--margin", "0.1")
+    assert code != 0 and "--top-k, --margin shape the tags of --multi-label" in err  # not silently ignored
     code, out, _ = run(
         capsys,
         "zeroshot",

@@ -215,9 +215,13 @@ def test_hnsw_removals_survive_save_and_compact(tmp_path):
     again = EmbeddingIndex.load(tmp_path / "h")
     assert again.info()["removed_pending_compaction"] == 2
     assert 0 not in again.search_embeddings(X[:1], k=3)[1]
+    with pytest.raises(InputError, match="still in the HNSW graph; call compact"):
+        again.add_embeddings(X[:1], ids=[0])
     again.compact()
     assert again.info()["removed_pending_compaction"] == 0 and again._vectors.ntotal == 298
     assert 0 not in again.search_embeddings(X[:1], k=3)[1]
+    again.add_embeddings(X[:1], ids=[0])  # free again once compacted
+    assert again.search_embeddings(X[:1], k=1)[1][0, 0] == 0
 
 
 # -- filter semantics ---------------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         -------
         One list per input of ``(label, score)`` pairs, best first; the score is the cosine.
         """
-        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
         if threshold is not None and not _finite_number(threshold):
             raise InputError(f"threshold must be a number, got {threshold!r}")

@@ -135,6 +135,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_zeroshot(a: argparse.Namespace) -> int:
     from fewshot.classifiers import ZeroShotClassifier
 
+    if not a.multi_label:
+        given = [f"--{k.replace('_', '-')}" for k in ("threshold", "top_k", "margin") if getattr(a, k) is not None]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} shape the tags of --multi-label; without it each record gets one label "
+                "(--abstain gives 'none of these')"
+            )
     labels = parse_labels(a.labels, a.labels_file, a.encoding)
     images = is_image_input(a.data)
     zs = ZeroShotClassifier(

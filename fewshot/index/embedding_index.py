@@ -321,10 +321,15 @@ class EmbeddingIndex:
             raise InputError("ids must be non-negative integers")
         if len(np.unique(arr)) != n:
             raise InputError("ids contain duplicates")
-        removed = self._vectors.removed if self._vectors is not None else set()
-        taken = self._table.existing(arr.tolist()) | (removed & set(arr.tolist()))
+        taken = self._table.existing(arr.tolist())
         if taken:
             raise InputError(f"ids already in the index: {sorted(taken)[:5]}")
+        pending = (self._vectors.removed if self._vectors is not None else set()) & set(arr.tolist())
+        if pending:
+            raise InputError(
+                f"ids {sorted(pending)[:5]} were removed but their vectors are still in the HNSW graph; "
+                "call compact() to free them, or add under new ids"
+            )
         return arr
 
     # -- removing -----------------------------------------------------------------------------------
