@@ -303,7 +303,7 @@ def contrastive_tune(
         if found is None:
             raise InputError("layers= needs a body whose transformer has an embeddings module and a list of layers")
         total = len(found[2])
-        if not isinstance(layers, (int, np.integer)) or isinstance(layers, bool) or not 1 <= layers <= total:
+        if not 1 <= layers <= total:  # its type was checked with the other settings
             raise InputError(f"layers must be an integer from 1 to {total} (the body's layers), got {layers!r}")
         if layers < total:
             bottom = _FrozenBottom(model, texts, layers)

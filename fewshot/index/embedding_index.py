@@ -429,8 +429,9 @@ class EmbeddingIndex:
             raise InputError(f"k must be a positive integer, got {k!r}")
         Q = l2_normalize(as_embeddings(queries, dim=self.dim, what="queries", allow_1d=True))
         with self._lock.read():
-            k = min(int(k), max(1, len(self)))  # a k past the index's size would only allocate padding
-            if self._vectors is None or len(self) == 0:
+            n = len(self)
+            k = min(int(k), max(1, n))  # a k past the index's size would only allocate padding
+            if self._vectors is None or n == 0:
                 if where is not None and not isinstance(where, dict):
                     raise InputError(f"where must be a dict of field -> value(s), got {type(where).__name__}")
                 return np.full((len(Q), k), -np.inf, np.float32), np.full((len(Q), k), -1, np.int64)
@@ -512,9 +513,10 @@ class EmbeddingIndex:
                 expect = self._expected(target)
                 check = self._journal_check(target, None if own else lock)
                 old = read_manifest(target)
-                if check is not None and old is not None and old.get("save_id") == expect and check(old):
-                    raise ConcurrentWriteError(f"{target}: {check(old)}")
-                if read_manifest(target) is None:  # a first save: the folder becomes an (empty) index first,
+                problem = check(old) if check is not None and old is not None and old.get("save_id") == expect else None
+                if problem:
+                    raise ConcurrentWriteError(f"{target}: {problem}")
+                if old is None:  # a first save: the folder becomes an (empty) index first,
                     empty = EmbeddingIndex(None, dim=self.dim, kind=self.kind, name=self.name)  # so that a
                     meta, files = empty._save_parts()  # killed save leaves a folder the next one takes over
                     meta["encoder"] = None if self.encoder is None else self._identity()
