@@ -248,6 +248,28 @@ def load_goemotions(root: Path) -> TextDataset:
     return TextDataset("goemotions", tr, ytr, te, yte, names, split_note=note, extra={"dev": read("dev")})
 
 
+def load_goemotions_ekman(root: Path) -> TextDataset:
+    """Single-label: the comments of GoEmotions' Ekman mapping (six emotions and neutral) that carry exactly
+    one of its seven labels."""
+    folder = root / "goemotions" / "ekman"
+    names = [x.strip() for x in (folder / "labels.txt").read_text(encoding="utf-8").splitlines() if x.strip()]
+
+    def read(split: str) -> tuple[list[str], np.ndarray]:
+        texts, labels = [], []
+        for line in (folder / f"{split}.tsv").read_text(encoding="utf-8").split("\n"):
+            if line.strip():
+                text, ids, _ = line.split("\t")
+                if "," not in ids:
+                    texts.append(text)
+                    labels.append(int(ids))
+        return texts, np.array(labels)
+
+    tr, ytr = read("train")
+    te, yte = read("test")
+    note = "official split; the comments with exactly one of the seven Ekman labels"
+    return TextDataset("goemotions_ekman", tr, ytr, te, yte, names, split_note=note)
+
+
 LOADERS: dict[str, Callable[[Path], TextDataset]] = {
     "sst2": load_sst2,
     "sst5": load_sst5,
@@ -262,6 +284,7 @@ LOADERS: dict[str, Callable[[Path], TextDataset]] = {
     "20newsgroups": load_20newsgroups,
     "enron_spam": load_enron_spam,
     "goemotions": load_goemotions,
+    "goemotions_ekman": load_goemotions_ekman,
 }
 
 
