@@ -7,8 +7,7 @@ Each row is ``FewShotClassifier(head="auto", tune={...})`` fitted on a seeded su
 dataset (``eval.tune_dev.DEV_DATASETS``; the report group of ``eval/run_tuning.py`` is never read here) and
 scored on its capped test split, with the wall time of the fit. A variant is ``all:LR`` (every layer,
 learning rate LR) or ``topK:LR`` (the top K layers; the ones below frozen and run once per text). The rest
-of the schedule is ``tune="auto"``'s; ``:xP`` after a variant multiplies its steps by P, and ``:ceW``
-adds a cross-entropy term of weight W to the loss (``ce_weight``). Rows are appended
+of the schedule is ``tune="auto"``'s; ``:xP`` after a variant multiplies its steps by P. Rows are appended
 to ``eval/results/tune_layers.jsonl`` as they are measured, and a rerun skips what is there.
 """
 
@@ -35,12 +34,9 @@ def parse_variant(text: str, n_examples: int, n_classes: int) -> dict:
     which, lr, *more = text.split(":")
     layers = None if which == "all" else int(which.removeprefix("top"))
     out = {"layers": layers, "lr": float(lr)}
-    for extra in more:
-        if extra.startswith("ce"):
-            out["ce_weight"] = float(extra.removeprefix("ce"))
-        else:
-            steps = auto_schedule(n_examples, n_classes)["steps"]
-            out["steps"] = max(1, round(steps * float(extra.removeprefix("x"))))
+    if more:
+        steps = auto_schedule(n_examples, n_classes)["steps"]
+        out["steps"] = max(1, round(steps * float(more[0].removeprefix("x"))))
     return out
 
 

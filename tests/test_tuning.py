@@ -30,43 +30,6 @@ def test_supcon_loss_matches_the_formula():
         supcon_loss(torch.tensor(Z), torch.tensor([0, 1, 2]), t)
 
 
-def test_a_step_with_a_cross_entropy_term_mixes_the_two_losses_by_its_weight():
-    import torch
-
-    from fewshot.tuning import train_step
-
-    class Table(torch.nn.Module):  # one free embedding per text: the loss is checked, not an encoder
-        device = "cpu"
-
-        def __init__(self, E):
-            super().__init__()
-            self.E = torch.nn.Parameter(torch.tensor(E))
-
-        def tokenize(self, texts):
-            return {"row": torch.tensor([int(t) for t in texts])}
-
-        def forward(self, features):
-            return {"sentence_embedding": self.E[features["row"]]}
-
-    rng = np.random.default_rng(0)
-    E, W = rng.normal(size=(6, 4)), rng.normal(size=(2, 4))
-    codes, t, w = np.array([0, 0, 0, 1, 1, 1]), 0.5, 0.3
-    Z = E / np.linalg.norm(E, axis=1, keepdims=True)
-    logits = Z @ (W / np.linalg.norm(W, axis=1, keepdims=True)).T / t
-    ce = np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(6), codes])
-    contrastive = supcon_loss(torch.tensor(Z), torch.tensor(codes), t).item()
-    model = Table(E)
-    classifier = torch.nn.Parameter(torch.tensor(W))
-    optimiser = torch.optim.SGD([*model.parameters(), classifier], lr=0.1)
-    loss = train_step(model, optimiser, [str(i) for i in range(6)], codes, t, None, classifier, w)
-    assert loss == pytest.approx((1 - w) * contrastive + w * ce, rel=1e-9)
-    assert not torch.allclose(classifier, torch.tensor(W))  # the class vectors are trained with the body
-    plain = Table(E)
-    assert train_step(plain, torch.optim.SGD(plain.parameters(), lr=0.1), [str(i) for i in range(6)], codes, t) == (
-        pytest.approx(contrastive, rel=1e-9)
-    )
-
-
 @pytest.fixture(scope="module")
 def emotion(data_root):
     d = load("emotion", data_root)
@@ -120,7 +83,6 @@ def test_tuning_refuses_what_it_cannot_tune(text_encoder):
         "seed": "a",
         "steps": True,
         "layers": 0,
-        "ce_weight": 1.5,
     }
     for key, value in bad.items():
         # named before any tune (the cross-fitted ones included) starts
