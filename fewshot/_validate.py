@@ -161,6 +161,15 @@ def warn_conflicting_labels(items: list[Any], y: np.ndarray, what: str = "X") ->
         )
 
 
+def finite_number(v: Any) -> bool:
+    """Whether ``v`` is a finite real number: a Python or numpy int or float, not a bool."""
+    return (
+        isinstance(v, (int, float, np.integer, np.floating))
+        and not isinstance(v, (bool, np.bool_))
+        and bool(np.isfinite(v))
+    )
+
+
 def json_label(v: Any) -> Any:
     """A label as a JSON scalar (numpy scalars become Python ones); anything else is refused."""
     v = _plain(v)

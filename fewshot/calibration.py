@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshot._validate import finite_number
 from fewshot.errors import InputError
 from fewshot.maths import fit_temperature, softmax
 
@@ -93,6 +94,6 @@ def as_threshold(value: Any, name: str = "abstain") -> float | str | None:
     """Validate an ``abstain`` setting: None, "auto" or a number."""
     if value is None or (isinstance(value, str) and value == "auto"):
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    if not finite_number(value):
         raise InputError(f"{name} must be None, 'auto' or a number (a score threshold), got {value!r}")
     return float(value)

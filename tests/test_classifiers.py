@@ -112,8 +112,16 @@ def test_zero_shot_label_forms_and_save(tmp_path, text_encoder):
     zs.save(tmp_path / "z")
     again = ZeroShotClassifier.load(tmp_path / "z")
     np.testing.assert_allclose(again.class_scores(["a small sparrow"]), zs.class_scores(["a small sparrow"]), atol=1e-6)
+    assert again.get_params()["labels"] == zs.labels and again.get_params()["temperature"] is None  # as given
     colon = ZeroShotClassifier(["bird: has feathers, has a beak", "fish: has fins"], encoder=text_encoder)
     assert list(colon.classes_) == ["bird", "fish"]
+    # fitted implicitly (by predict), saved and loaded: still follows set_params as the original does
+    colon.save(tmp_path / "colon")
+    loaded = ZeroShotClassifier.load(tmp_path / "colon")
+    assert loaded.get_params()["labels"] == ["bird: has feathers, has a beak", "fish: has fins"]
+    for model in (colon, loaded):
+        model.set_params(labels=["bird: has feathers", "fish: has fins", "tree: has leaves and a trunk"])
+        assert model.predict(["tall with green leaves and a wooden trunk"])[0] == "tree"
 
 
 def test_user_errors_are_clear(fake_encoder):
@@ -139,6 +147,15 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier(["a", "a"], encoder=fake_encoder).predict(["x"])
     with pytest.raises(InputError, match="top_k must be a positive integer"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=0)
+    with pytest.raises(InputError, match="not both"):  # a fixed cosine turns the margin rule off
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], threshold=0.2, margin=0.1)
+    with pytest.raises(InputError, match="not a one-pass iterator"):  # spent by the first fit, then 'empty'
+        ZeroShotClassifier((n for n in ["a", "b"]), encoder=fake_encoder).fit()
+    # numpy numbers are numbers: thresholds as they come out of numpy computations
+    zs = ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain=np.float32(-1)).fit()
+    assert len(zs.tag(["x"], threshold=np.float32(-1))[0]) == 2 and len(zs.tag(["x"], margin=np.float32(9))) == 1
+    assert zs.predict(["x"])[0] in ("a", "b")
+    assert FewShotClassifier(encoder=fake_encoder, abstain=np.int64(0)).fit(["p", "q"], ["x", "y"]).threshold_ == 0
     assert len(ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=np.int64(1), threshold=-1)[0]) == 1
     with pytest.raises(InputError, match="pass them to fit"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain="auto").fit()

@@ -87,6 +87,17 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     )
     tags = [{t["label"] for t in json.loads(line)["tags"]} for line in out.splitlines()]
     assert tags == [{"money and payments", "delivery"}, set()]  # a fixed cosine, as asked
+    # options of single-label predictions are refused with --multi-label, not silently ignored
+    for extra, named in [
+        (["--abstain", "0.99"], "--abstain"),
+        (["--adapt-to-input"], "--adapt-to-input"),
+        (["--corpus", data], "--corpus"),
+        (["--threshold", "0.2", "--margin", "0.1"], "not both"),
+    ]:
+        code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--multi-label", *extra)
+        assert code != 0 and named in err
+    code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--abstain", "auto")
+    assert code != 0 and "--corpus FILE or --adapt-to-input" in err  # the CLI's flags, not fit(X)
     labels = tmp_path / "labels.txt"
     labels.write_text("bird: has feathers, has a beak\nfish: has fins, lives in water\n")
     data.write_text('{"text": "a small animal with a beak and feathers"}\n')

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import clone
 
 from fewshot import calibration as cal
-from fewshot._validate import as_labels, json_label, warn_conflicting_labels
+from fewshot._validate import as_labels, finite_number, json_label, warn_conflicting_labels
 from fewshot.classifiers.base import FIT_FAILED, CalibratedClassifier, default_encoder, require_fitted
 from fewshot.classifiers.persistence import load_model, prefixed, save_model
 from fewshot.classifiers.zero_shot import ZeroShotClassifier
@@ -35,11 +35,7 @@ CROSS_FITTED = f"on {TUNE_FOLDS} held-out folds of the support set, each scored 
 TUNED_PREFERRED = "cache"
 
 
-def _finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
-
-
-ABSTAIN = [None, Options(("auto",)), Check(_finite_number, "a number (a score threshold)")]
+ABSTAIN = [None, Options(("auto",)), Check(finite_number, "a number (a score threshold)")]
 
 
 class FewShotClassifier(CalibratedClassifier):
@@ -499,7 +495,7 @@ class FewShotClassifier(CalibratedClassifier):
                 "tune": self.tune,
                 "tuning": getattr(self, "tuning_", None),
                 "calibrate": self.calibrate,
-                "abstain": self.abstain,
+                "abstain": cal.as_threshold(self.abstain),
                 "abstain_label": json_label(self.abstain_label) if self.abstain_label is not None else None,
                 "calibration": self._calibration_state(),
                 "lexical": self.lexical,

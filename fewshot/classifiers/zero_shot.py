@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from fewshot import calibration as cal
-from fewshot._validate import json_label
+from fewshot._validate import finite_number, json_label
 from fewshot.classifiers.adaptation import ADAPT_METHODS, adapt_label_vectors, centre
 from fewshot.classifiers.background import background_embeddings, nearest_background
 from fewshot.classifiers.base import CalibratedClassifier, default_encoder
@@ -33,10 +34,6 @@ TAG_MARGIN = 0.0  # a second tag within this cosine of the best one: on those se
 TAG_NONE_NEIGHBOURS = 5  # "none of these" compares the best label with the 5 nearest background sentences
 TAG_NONE_DELTA = -0.15  # ... and abstains when the best label is not above their mean cosine plus this
 TAG_NONE_Z = 1.5  # ... and the best label's score is not unusual for ordinary text (z below this)
-
-
-def _finite_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
 class ZeroShotClassifier(CalibratedClassifier):
@@ -74,12 +71,17 @@ class ZeroShotClassifier(CalibratedClassifier):
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "labels": [Check(lambda v: v is not None and not isinstance(v, (str, bytes)), "a list or dict of labels")],
+        "labels": [
+            Check(
+                lambda v: v is not None and not isinstance(v, (str, bytes, Iterator)),
+                "a list or dict of labels (not a one-pass iterator)",
+            )
+        ],
         "encoder": [None, Encoder],
         "templates": [None, str, list],
         "temperature": [None, POSITIVE],
         "adapt": [Options(ADAPT_METHODS)],
-        "abstain": [None, Options(("auto",)), Check(_finite_number, "a number (a cosine threshold)")],
+        "abstain": [None, Options(("auto",)), Check(finite_number, "a number (a cosine threshold)")],
         "calibrate": [bool],
     }
 
@@ -240,11 +242,13 @@ class ZeroShotClassifier(CalibratedClassifier):
         """
         if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-        if threshold is not None and not _finite_number(threshold):
+        if threshold is not None and not finite_number(threshold):
             raise InputError(f"threshold must be a number, got {threshold!r}")
+        if threshold is not None and margin is not None:
+            raise InputError("give threshold (a fixed cosine) or margin (relative to the best label), not both")
         if margin is None:
             margin = TAG_MARGIN
-        elif not _finite_number(margin) or margin < 0:
+        elif not finite_number(margin) or margin < 0:
             raise InputError(f"margin must be a non-negative number, got {margin!r}")
         self._fitted_head()
         with self._rw.read():
@@ -286,9 +290,15 @@ class ZeroShotClassifier(CalibratedClassifier):
             labels = self.labels if isinstance(self.labels, dict) else list(self.labels)
             extra: dict[str, Any] = {
                 "labels": [[json_label(k), v] for k, v in parse_labels(labels).items()],
+                # the parameters as given, so that a loaded copy has the same ones (a list stays a list)
+                "given_labels": {"dict": [[json_label(k), v] for k, v in labels.items()]}
+                if isinstance(labels, dict)
+                else {"list": [json_label(v) for v in labels]},
+                "given_temperature": self.temperature,
+                "fitted_implicitly": bool(self.__dict__.get("_fitted_with", ("", False))[1]),
                 "templates": self.templates,
                 "adapt": self.adapt,
-                "abstain": self.abstain,
+                "abstain": cal.as_threshold(self.abstain),
                 "abstain_label": json_label(self.abstain_label) if self.abstain_label is not None else None,
                 "calibrate": self.calibrate,
                 "adaptation": self.adaptation_,
@@ -315,12 +325,13 @@ class ZeroShotClassifier(CalibratedClassifier):
         reserved = (LABELS, SHIFT, BACKGROUND)
         manifest, arrays, encoder, head = load_model(path, "zeroshot", encoder, reserved_prefixes=reserved)
         try:
-            labels = {k: v for k, v in manifest["labels"]}
+            given = manifest.get("given_labels") or {"dict": manifest["labels"]}
+            labels = given["list"] if "list" in given else {k: v for k, v in given["dict"]}
             self = cls(
                 labels,
                 encoder=encoder,
                 templates=manifest["templates"],
-                temperature=head.temperature,
+                temperature=manifest["given_temperature"] if "given_temperature" in manifest else head.temperature,
                 adapt=manifest.get("adapt", "auto"),
                 abstain=manifest.get("abstain"),
                 abstain_label=manifest.get("abstain_label"),
@@ -339,6 +350,6 @@ class ZeroShotClassifier(CalibratedClassifier):
         stats = prefixed(arrays, BACKGROUND)
         self.background_ = {"mean": stats["mean"], "std": stats["std"]} if stats else None
         self._set_calibration_state(manifest.get("calibration"), path)
-        self._mark_fitted()
+        self._mark_fitted(lazy=bool(manifest.get("fitted_implicitly", False)))
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         return self

@@ -142,6 +142,25 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
                 f"{', '.join(given)} shape the tags of --multi-label; without it each record gets one label "
                 "(--abstain gives 'none of these')"
             )
+    else:
+        options = {
+            "--abstain": abstain_setting(a.abstain) is not None,
+            "--corpus": a.corpus,
+            "--adapt-to-input": a.adapt_to_input,
+        }
+        single = [flag for flag, value in options.items() if value]
+        if single:
+            raise InputError(
+                f"{', '.join(single)} shape single-label predictions; --multi-label scores each label on its own "
+                "(it gives no tag where nothing fits; --threshold or --margin set how many tags)"
+            )
+        if a.threshold is not None and a.margin is not None:
+            raise InputError("give --threshold (a fixed cosine) or --margin (relative to the best label), not both")
+    if abstain_setting(a.abstain) == "auto" and not (a.corpus or a.adapt_to_input):
+        raise InputError(
+            "--abstain auto sets the threshold from unlabelled records: give --corpus FILE or --adapt-to-input, "
+            "or a number"
+        )
     labels = parse_labels(a.labels, a.labels_file, a.encoding)
     images = is_image_input(a.data)
     zs = ZeroShotClassifier(
