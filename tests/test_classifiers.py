@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from eval.datasets import load, sample_per_class
-from fewshot import FewShotClassifier, ZeroShotClassifier
+from fewshot import FewShotClassifier, FewShotWarning, ZeroShotClassifier
 from fewshot.errors import EncoderMismatchError, InputError, NotFittedError
 from tests.conftest import FakeEncoder, rewrite_manifest, subsample
 
@@ -78,15 +78,21 @@ def test_save_load_gives_identical_predictions(tmp_path, text_encoder, ag_news):
 
 
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):
-    clf = FewShotClassifier(encoder=fake_encoder).fit(
-        ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
-    )
+    y4 = ["fruit", "fruit", "vehicle", "vehicle"]
+    clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)
     calls = fake_encoder.calls
     clf.add_examples(["blue whale", "grey whale"], ["animal", "animal"])
     assert fake_encoder.calls - calls == 2
     assert list(clf.classes_) == ["fruit", "vehicle", "animal"]
     assert clf.predict(["whale"])[0] == "animal"
     assert clf.predict_proba(["apple"]).shape == (1, 3)
+    knn = FewShotClassifier(encoder=fake_encoder, head="knn").fit(["red apple", "green apple", "fast car", "car"], y4)
+    with pytest.warns(FewShotWarning, match="kNN vote now uses 1 neighbour.*'animal' has only 1"):
+        knn.add_examples(["blue whale"], ["animal"])  # one example of a new class shrinks every vote
+    # whole floats (a pandas column after dropna) join integer classes as integers, not turning them into floats
+    ints = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "fast car"], [1, 0])
+    ints.add_examples(["blue whale"], np.array([2.0]))
+    assert ints.classes_.tolist() == [0, 1, 2] and all(type(c) is int for c in ints.classes_.tolist())
 
 
 def test_zero_shot_tags_several_or_none(text_encoder):
@@ -229,6 +235,13 @@ def test_auto_head_chooses_on_the_support_and_saves_its_reasons(tmp_path, text_e
     again = FewShotClassifier.load(clf.save(tmp_path / "auto"))
     assert again.head_.selection_ == sel
     assert np.allclose(again.predict_proba(Xt[:30]), clf.predict_proba(Xt[:30]))
+    # candidates as (name, params) pairs, written as JSON lists (the CLI's --head-params), survive a save: a
+    # refit of the loaded model (or a clone) chooses among the same heads
+    few = {"candidates": [["prototype", {"center": True}], "knn"], "folds": 2}
+    picky = FewShotClassifier(encoder=text_encoder, head="auto", head_params=few).fit(X, y)
+    loaded = FewShotClassifier.load(picky.save(tmp_path / "picky"))
+    assert loaded.get_params()["head_params"]["folds"] == 2
+    assert set(loaded.fit(X, y).head_.selection_["scores"]) == {"prototype(center=True)", "knn"}
 
 
 # -- the scikit-learn contract on raw inputs -------------------------------------------------------------
@@ -363,6 +376,13 @@ def test_an_abstain_label_that_is_also_a_class_is_refused(fake_encoder):
             FewShotClassifier(encoder=fake_encoder, abstain_label=same).fit(X, [0, 0, 1, 1])
     with pytest.raises(InputError, match="also one of the classes"):
         ZeroShotClassifier(["apple", "car"], encoder=fake_encoder, abstain=0.1, abstain_label="car").predict(["x"])
+    # out-of-scope rows are found by value in a list of numpy scalars (as list(np.array(...)) gives)
+    for label, truth in [("other", np.array(["fruit", "vehicle", "other"])), (-1, np.array([0, 1, -1]))]:
+        classes = ["fruit", "vehicle"] if label == "other" else [0, 1]
+        y_num = [classes[0], classes[0], classes[1], classes[1]]
+        model = FewShotClassifier(encoder=fake_encoder, abstain=0.5, abstain_label=label).fit(X, y_num)
+        model.fit_calibration(["red apple", "fast car", "blue whale"], list(truth))
+        assert 0 <= model.score(["red apple", "fast car", "blue whale"], list(truth)) <= 1
 
 
 def test_sample_weight_is_honoured_or_refused(fake_encoder):
@@ -387,8 +407,6 @@ def test_a_head_instance_is_used_as_given_and_never_changed(fake_encoder):
 
 
 def test_labels_that_would_be_silently_wrong_are_refused_or_warned(fake_encoder):
-    from fewshot import FewShotWarning
-
     clf = FewShotClassifier(encoder=fake_encoder)
     with pytest.raises(InputError, match="empty label"):
         clf.fit(["a", "b", "c"], ["x", "", "y"])

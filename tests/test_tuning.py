@@ -59,6 +59,10 @@ def test_tuning_beats_the_frozen_body_on_held_out_data(text_encoder, emotion, tm
     again = FewShotClassifier.load(tuned.save(tmp_path / "tuned"))
     assert again.encoder_.identity == ident
     assert np.allclose(again.predict_proba(Xt[:40]), tuned.predict_proba(Xt[:40]), atol=1e-6)
+    # its encoder parameter is the body it started from, as in memory: a refit tunes that again, not the
+    # tuned body on top of itself
+    assert "tuned_from" not in again.encoder.identity
+    assert again.fit(X, y).encoder_.identity == ident
 
     # an index built with the untuned encoder refuses the tuned one
     index = EmbeddingIndex(text_encoder)

@@ -220,6 +220,7 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         if isinstance(y, (str, bytes)) or y is None:
             raise InputError("y must be one label per example")
         values = list(y.tolist() if hasattr(y, "tolist") else y)
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]  # a list of numpy scalars
         if len(values) != n:
             raise InputError(f"y has {len(values)} labels for {n} examples")
         oos = np.asarray([self._is_abstain(v) for v in values], dtype=bool)

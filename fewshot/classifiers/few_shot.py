@@ -13,7 +13,7 @@ from sklearn.base import clone
 from fewshot import calibration as cal
 from fewshot._validate import as_labels, finite_number, json_label, warn_conflicting_labels
 from fewshot.classifiers.base import FIT_FAILED, CalibratedClassifier, default_encoder, require_fitted
-from fewshot.classifiers.persistence import load_model, prefixed, save_model
+from fewshot.classifiers.persistence import load_model, prefixed, save_model, untuned_start
 from fewshot.classifiers.zero_shot import ZeroShotClassifier
 from fewshot.encoders import Encoder, TextEncoder, same_encoder
 from fewshot.encoders.image_inputs import image_folder
@@ -442,6 +442,8 @@ class FewShotClassifier(CalibratedClassifier):
         with self._rw.write():
             old = self.classes_
             check_label_type(y, old)
+            if old.dtype.kind in "iu" and y.dtype.kind == "f":
+                y = y.astype(old.dtype)  # whole floats (a pandas column after dropna) join integer classes as such
             prior = getattr(self, "prior_", None)
             new_classes = [c for c in np.unique(y).tolist() if c not in set(old.tolist())]
             self._check_abstain_label(new_classes)
@@ -526,11 +528,14 @@ class FewShotClassifier(CalibratedClassifier):
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> FewShotClassifier:
         """Load a saved classifier. ``encoder`` defaults to the recorded one and must match it."""
         manifest, arrays, encoder, head = load_model(path, "classifier", encoder, reserved_prefixes=(PRIOR, LEXICAL))
+        # a model that tuned its body keeps, as its encoder parameter, the body it started from (as in
+        # memory), so that fitting it again (or a clone) tunes from there rather than tuning the tuned body
+        start = untuned_start(encoder) if manifest.get("tune") else encoder
         try:
             self = cls(
-                encoder=encoder,
+                encoder=start,
                 head=head.name,
-                head_params=head._saved_params() if head.name != "auto" else None,
+                head_params=head._saved_params(),
                 label_prior=manifest.get("label_prior", "auto"),
                 tune=manifest.get("tune", False),
                 calibrate=manifest.get("calibrate", True),

@@ -48,6 +48,15 @@ def save_model(
     return write_bundle(path, bundle_type, meta, files, expect_save_id=expect_save_id)
 
 
+def untuned_start(encoder: Any) -> Any:
+    """The encoder a tuned text encoder was tuned from, recreated from its identity (its weights load on
+    first use), or ``encoder`` itself when it is not tuned or its starting model cannot be had again (an
+    in-memory model)."""
+    if getattr(encoder, "tuned_from", None) is None or getattr(encoder, "source", None) in (None, "custom"):
+        return encoder
+    return encoder_from_identity({k: v for k, v in encoder.identity.items() if k not in ("tuned_from", "tuning")})
+
+
 def load_tuned_body(identity: dict[str, Any], body: bytes) -> TextEncoder:
     """Rebuild a contrastively tuned text encoder: the recorded starting model plus the saved weights."""
     import copy

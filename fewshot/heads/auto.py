@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from fewshot.errors import CorruptFileError, InputError
-from fewshot.heads.base import BaseHead, describe_head
+from fewshot.heads.base import BaseHead, changed_params, describe_head
 from fewshot.params import SEED, Check, Interval
 
 # the candidates tried by default, simplest first (ties go to the earlier one): names from the head
@@ -25,7 +25,7 @@ def _candidate_list(v: Any) -> bool:
     return bool(items) and all(
         isinstance(c, BaseHead)
         or (isinstance(c, str) and c in HEADS and c not in ("auto", "zeroshot"))
-        or (isinstance(c, tuple) and len(c) == 2 and c[0] in HEADS and isinstance(c[1], dict))
+        or (isinstance(c, (tuple, list)) and len(c) == 2 and c[0] in HEADS and isinstance(c[1], dict))
         for c in items
     )
 
@@ -111,7 +111,7 @@ class AutoHead(BaseHead):
 
         out = []
         for c in self.candidates or DEFAULT_CANDIDATES:
-            if isinstance(c, tuple):
+            if isinstance(c, (tuple, list)):  # (name, params); a list is how JSON (the CLI, a save) writes it
                 out.append(make_head(c[0], **c[1]))
             else:
                 out.append(clone(c) if isinstance(c, BaseHead) else make_head(c))
@@ -232,8 +232,8 @@ class AutoHead(BaseHead):
 
     def _saved_params(self) -> dict[str, Any]:
         params = self.get_params(deep=False)
-        if params["candidates"] is not None:
-            params["candidates"] = [describe_head(h) for h in self._heads()]  # JSON-able; the pick is saved
+        if params["candidates"] is not None:  # JSON-able: [name, the parameters it sets away from defaults]
+            params["candidates"] = [[h.name, changed_params(h)] for h in self._heads()]
         return params
 
     @classmethod
@@ -241,7 +241,8 @@ class AutoHead(BaseHead):
         from fewshot.heads.registry import head_from_state
 
         params = dict(config["params"])
-        params["candidates"] = None  # the choice is made; the saved descriptions are for people
+        if params.get("candidates") is not None and not _candidate_list(params["candidates"]):
+            params["candidates"] = None  # descriptions for people (an older file): the choice is made anyway
         try:
             head = cls(**params)
             head.classes_ = np.asarray(config["classes"])

@@ -237,10 +237,15 @@ def _sklearn_decision(S: np.ndarray) -> np.ndarray:
     return S
 
 
+def changed_params(head: BaseHead) -> dict[str, Any]:
+    """The parameters ``head`` sets away from its class's defaults."""
+    defaults = type(head)().get_params(deep=False)
+    return {k: v for k, v in head.get_params(deep=False).items() if defaults.get(k) != v}
+
+
 def describe_head(head: BaseHead) -> str:
     """A head's name with the parameters it sets away from their defaults: ``prototype(center=True)``."""
-    defaults = type(head)().get_params(deep=False)
-    changed = {k: v for k, v in head.get_params(deep=False).items() if defaults.get(k) != v}
+    changed = changed_params(head)
     if not changed:
         return head.name
     return f"{head.name}({', '.join(f'{k}={v!r}' for k, v in sorted(changed.items()))})"
