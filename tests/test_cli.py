@@ -96,6 +96,9 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     ]:
         code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--multi-label", *extra)
         assert code != 0 and named in err
+    named_col = ["--multi-label", "--prediction-col", "topic"]
+    code, out, _ = run(capsys, "zeroshot", data, "--labels", "delivery,sport", *named_col)
+    assert code == 0 and [t["label"] for t in json.loads(out.splitlines()[0])["topic"]] == ["delivery"]  # as named
     code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--abstain", "auto")
     assert code != 0 and "--corpus FILE or --adapt-to-input" in err  # the CLI's flags, not fit(X)
     labels = tmp_path / "labels.txt"

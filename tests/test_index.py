@@ -271,6 +271,22 @@ def test_filters_that_cannot_match_are_refused_not_answered_empty():
         index.search(np.ones(4), where={"id": "3"})
 
 
+def test_a_field_whose_items_are_all_removed_is_forgotten_in_memory_as_after_a_reload(tmp_path):
+    index = typed_index()
+    index.remove([0, 1])  # the only items with lang "en"/"fr" (a string)
+    index.remove([4])  # the only item with the odd key: removing it must not trip over its quote
+    again = EmbeddingIndex.load(index.save(tmp_path / "typed"))
+    for copy in (index, again):
+        with pytest.raises(InputError, match="the field 'lang' hold no values"):
+            copy.search(np.ones(4), where={"lang": "en"})  # only the null of item 2 is left
+        assert ids_of(copy, {"flag": 1}) == [2] and ids_of(copy, {"n": 2}) == [3]
+        with pytest.raises(InputError, match="bool.* but the field 'flag' hold number"):
+            copy.search(np.ones(4), where={"flag": True})
+    index.remove([2])
+    with pytest.raises(InputError, match="no item has the metadata field 'flag'"):
+        index.search(np.ones(4), where={"flag": 1})
+
+
 def test_nan_and_infinite_metadata_are_refused_at_add_and_nothing_is_stored():
     index = typed_index()
     for bad in ({"score": float("nan")}, {"score": float("inf")}, {"nested": [1.0, float("-inf")]}):

@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--top-k", type=int, help="at most this many tags per record")
     sp.add_argument("--encoder", help=ENCODER_HELP)
-    sp.add_argument("--prediction-col", default="prediction", help=prediction_help)
+    sp.add_argument(
+        "--prediction-col",
+        help="name of the output column with the prediction (default: prediction; with --multi-label: tags, "
+        "its scores in <name>_scores); never replaces an input column",
+    )
     sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
     sp.set_defaults(func=cmd_zeroshot)
 

@@ -181,7 +181,9 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
     if a.multi_label:
         tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, margin=a.margin, show_progress=True)
         taken = {str(k) for r in rows[:1] for k in r}
-        name_tags, name_scores = unique_name("tags", taken), unique_name("tag_scores", taken)
+        base = a.prediction_col or "tags"
+        name_tags = unique_name(base, taken)
+        name_scores = unique_name("tag_scores" if a.prediction_col is None else f"{base}_scores", taken)
         out_rows = []
         for r, t in zip(rows, tags):
             rec = dict(r)
@@ -193,7 +195,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
             out_rows.append(rec)
     else:
         labels_out, scores, proba = zs.predict_with_scores(texts, show_progress=True)
-        out_rows = prediction_rows(rows, labels_out, scores, zs.classes_.tolist(), proba, fmt, a.prediction_col)
+        column = a.prediction_col or "prediction"
+        out_rows = prediction_rows(rows, labels_out, scores, zs.classes_.tolist(), proba, fmt, column)
     with output(a.output) as f:
         write_records(out_rows, f, fmt)
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.errors import CorruptFileError, InputError
-from fewshot.index.filters import compile_where, json_kind, sql_kind
+from fewshot.index.filters import _KIND_OF_SQL, _path, compile_where, json_kind, sql_kind
 
 Record = tuple[int, "str | None", "str | None", str]  # id, item text, label as JSON, metadata as JSON
 
@@ -130,8 +130,29 @@ class MetadataTable:
         self.label_kinds.update(json_kind(v) for v in labels)
 
     def delete(self, ids: list[int]) -> None:
+        """Delete the items ``ids``; a metadata field no item holds any more (or holds no more of a kind)
+        is forgotten, as a table read back from its bytes would not know it either."""
         with self._mutex, self._db:
+            held: dict[str, set[str]] = {}  # the fields (and their kinds) the deleted items held
+            for start in range(0, len(ids), 900):
+                chunk = ids[start : start + 900]
+                q = (
+                    "SELECT DISTINCT j.key, j.type FROM items, json_each(items.metadata) AS j "
+                    f"WHERE items.id IN ({','.join('?' * len(chunk))})"
+                )
+                for key, typ in self._db.execute(q, chunk):
+                    held.setdefault(key, set()).add(sql_kind(typ))
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
+            for key, kinds in held.items():
+                if not key or '"' in key:  # a field no filter can name
+                    continue
+                for kind in kinds:
+                    types = [t for t, k in _KIND_OF_SQL.items() if k == kind]
+                    q = f"SELECT 1 FROM items WHERE json_type(metadata, ?) IN ({','.join('?' * len(types))}) LIMIT 1"
+                    if self._db.execute(q, [_path(key), *types]).fetchone() is None:
+                        self.field_kinds.get(key, set()).discard(kind)
+                if not self.field_kinds.get(key, True):
+                    del self.field_kinds[key]
 
     # -- bytes --------------------------------------------------------------------------------------
     def to_bytes(self, removed: set[int]) -> bytes:
