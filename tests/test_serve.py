@@ -149,6 +149,10 @@ def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path
         r = client.post(f"/v1/models/{name}/predict", json={"inputs": Xte[:4]})
         assert r.status_code == 200, r.text
         assert [p["label"] for p in r.json()["predictions"]] == clf.predict(Xte[:4]).tolist()
+        # scores are keyed as the labels are written in JSON (true, 1.0), and examples take the model's labels
+        assert set(r.json()["predictions"][0]["scores"]) == {json.dumps(c) for c in clf.classes_.tolist()}
+        r = client.post(f"/v1/models/{name}/examples", json={"inputs": ["meh"], "labels": [labels[0]]})
+        assert r.status_code == 200, r.text
 
 
 def test_fit_with_the_lexical_channel_matches_the_library(serve, agnews, tmp_path, monkeypatch):
@@ -337,9 +341,47 @@ BAD = [
     ("POST", "/v1/indexes/i/search", {"queries": ["a"], "where": {"label": []}}, 400, "bad_input", "where.label"),
     ("POST", "/v1/indexes/i/search", {"queries": ["a"], "k": 0}, 422, "invalid_field", "k"),
     ("POST", "/v1/indexes/i/search", {"queries": ["a"], "query_type": "image"}, 400, "bad_input", "query_type"),
-    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "id": 0}]}, 400, "bad_input", "ids"),
+    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "id": 0}]}, 400, "bad_input", "items"),
     ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "id": 7}, {"text": "b"}]}, 400, "bad_input", "items"),
-    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a", "label": ""}]}, 400, "bad_input", "labels[0]"),
+    # the request's own fields, not the library's column names (labels[1], metadata[0], items[1])
+    (
+        "POST",
+        "/v1/indexes/i/items",
+        {"items": [{"text": "a"}, {"text": "b", "label": ""}]},
+        400,
+        "bad_input",
+        "items[1].label",
+    ),
+    ("POST", "/v1/indexes/i/items", {"items": [{"text": "a"}, {"text": "  "}]}, 400, "bad_input", "items[1].text"),
+    (
+        "POST",
+        "/v1/indexes/i/items",
+        {"items": [{"text": "a", "metadata": {"label": 1}}]},
+        400,
+        "bad_input",
+        "items[0].metadata",
+    ),
+    ("POST", "/v1/indexes/i/search", {"queries": ["a"], "where": {"id": 10**20}}, 400, "bad_input", "where.id"),
+    # an option of the other zero-shot mode is refused, not ignored
+    (
+        "POST",
+        "/v1/zeroshot",
+        {"inputs": ["a"], "labels": ["x", "y"], "multi_label": True, "abstain": 0.9},
+        400,
+        "bad_input",
+        "abstain",
+    ),
+    ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x", "y"], "threshold": 0.9}, 400, "bad_input", "threshold"),
+    ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x", "y"], "top_k": 1}, 400, "bad_input", "top_k"),
+    # a setting judged against the data names the setting, not the inputs
+    (
+        "POST",
+        "/v1/models/m4",
+        {"inputs": ["a", "b", "c"], "labels": ["x", "y", "y"], "abstain": "auto"},
+        400,
+        "bad_input",
+        "abstain",
+    ),
     ("DELETE", "/v1/indexes/i/items", {"ids": ["a"]}, 422, "invalid_field", "ids[0]"),
     ("POST", "/v1/indexes/nope/search", {"queries": ["a"]}, 404, "not_found", "name"),
     ("POST", "/v1/indexes/.hidden/search", {"queries": ["a"]}, 400, "bad_name", "name"),

@@ -52,6 +52,8 @@ def sql_kind(json_type: str | None) -> str:
 def _scalar(key: str, v: Any) -> Any:
     if isinstance(v, np.generic):
         v = v.item()
+    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+        raise InputError(f"where[{key!r}]: {v} is outside the 64-bit integers a filter can compare")
     if isinstance(v, float) and not math.isfinite(v):
         raise InputError(f"where[{key!r}]: {v!r} cannot match anything (NaN and infinity are never stored)")
     if v is not None and not isinstance(v, (str, int, float, bool)):

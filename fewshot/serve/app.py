@@ -33,7 +33,7 @@ from fewshot.serve import auth
 from fewshot.serve import schemas as s
 from fewshot.serve.batching import CoalescingEncoder, deadline
 from fewshot.serve.errors import ApiError, from_library
-from fewshot.serve.inputs import decode_images, field_of, try_image
+from fewshot.serve.inputs import decode_images, field_of, item_field, try_image
 from fewshot.serve.metrics import Metrics
 from fewshot.serve.registry import Registry, check_name
 from fewshot.serve.settings import NAME_PATTERN, ServeSettings
@@ -112,6 +112,8 @@ class Service:
                 raise
             except FewShotError as exc:  # before TimeoutError: some library errors are TimeoutErrors too
                 where, message = field_of(str(exc), field or "body")
+                if field == "items":  # an add-items request: the library's columns are fields of its items
+                    where = item_field(where)
                 err = from_library(exc, where)
                 if err.status < 500:
                     err.message = message
@@ -145,7 +147,8 @@ class Service:
 
     @staticmethod
     def _predictions(clf: Any, labels: np.ndarray, best: np.ndarray, proba: np.ndarray) -> list[dict[str, Any]]:
-        classes = [str(_plain(c)) for c in clf.classes_.tolist()]
+        # score keys as the label is written in JSON (true, not Python's True), so a client can match them
+        classes = [c if isinstance(c, str) else json.dumps(_plain(c)) for c in clf.classes_.tolist()]
         threshold = getattr(clf, "threshold_", None)
         out = []
         for i in range(len(labels)):
@@ -201,8 +204,19 @@ class Service:
         return {"name": name, "classes": [_plain(c) for c in entry.model.classes_.tolist()], "examples": len(X)}
 
     def zeroshot(self, req: s.ZeroShotRequest) -> dict[str, Any]:
+        # options of the other mode are refused, not ignored
+        if req.multi_label and req.abstain is not None:
+            raise ApiError(
+                400,
+                "bad_input",
+                "abstain is for single-label predictions; multi_label tags give none where nothing fits",
+                "abstain",
+            )
+        for name in ("threshold", "top_k"):
+            if not req.multi_label and getattr(req, name) is not None:
+                raise ApiError(400, "bad_input", f"{name} shapes multi_label tags; set multi_label or drop it", name)
         labels = req.labels if isinstance(req.labels, dict) else list(req.labels)
-        zs = self.registry.zeroshot(labels, req.encoder, None if req.multi_label else req.abstain)
+        zs = self.registry.zeroshot(labels, req.encoder, req.abstain)
         X = _prepare(req.inputs, zs.encoder_, "inputs", self.settings.max_image_pixels)
         if req.multi_label:
             tags = zs.tag(X, threshold=req.threshold, top_k=req.top_k)

@@ -65,6 +65,20 @@ def try_image(text: str, max_pixels: int) -> Any | None:
         return None
 
 
+def item_field(where: str) -> str:
+    """An add-items request's field for the library's name of it: ``labels[1]`` -> ``items[1].label``,
+    ``ids[0]`` -> ``items[0].id``, ``metadata[0]`` -> ``items[0].metadata``, ``items[2]`` -> ``items[2].text``;
+    a whole column (``ids``) is the items."""
+    m = re.fullmatch(r"(ids|labels|metadata|items)(\[\d+\])?(.*)", where)
+    if not m:
+        return where
+    column, index, rest = m.groups()
+    if index is None:
+        return "items"
+    part = {"ids": ".id", "labels": ".label", "metadata": ".metadata", "items": ".text"}[column]
+    return f"items{index}{part}{rest if column == 'metadata' else ''}"
+
+
 def field_of(message: str, default: str) -> tuple[str, str]:
     """The request field a library error message is about (its first word names what it checked), and the
     message with the library's name for it (``texts[2]``) replaced by the request's (``inputs[2]``)."""
@@ -79,6 +93,9 @@ def field_of(message: str, default: str) -> tuple[str, str]:
             return name, message  # the request's fields carry the classifier's parameter names
     if message.startswith("head ") and " has no parameter " in message:
         return "head_params", message
+    setting = re.match(r"(abstain|abstain_label|calibrate|lexical|label_prior|tune|head)=", message)
+    if setting:  # a classifier setting judged against the data: "abstain='auto' ... needs 2 examples"
+        return setting.group(1), message
     head = message.split(" ", 1)[0].split(":", 1)[0]
     for prefix, field in (
         ("where", "where"),

@@ -92,7 +92,9 @@ class FitRequest(Body):
 
 class ExamplesRequest(Body):
     inputs: Inputs
-    labels: list[Label] = Field(min_length=1, description="One label per input; a new label adds a class.")
+    labels: list[ModelLabel] = Field(
+        min_length=1, description="One label per input, of the model's label type; a new label adds a class."
+    )
 
 
 class FitResponse(BaseModel):
@@ -128,12 +130,20 @@ class ZeroShotRequest(Body):
         description="Label names, or name -> description (the description is what gets embedded)."
     )
     multi_label: StrictBool = Field(
-        False, description="False: one label each (probabilities). True: every label whose cosine reaches threshold."
+        False,
+        description="False: one label each (probabilities). True: tags, decided relative to the label set "
+        "(the best label, or none where nothing fits), or by a fixed cosine with threshold.",
     )
-    threshold: Number | None = Field(None, description="Cosine threshold for multi_label (default: the library's).")
-    top_k: Annotated[StrictInt, Field(ge=1)] | None = Field(None, description="At most this many tags per input.")
+    threshold: Number | None = Field(
+        None, description="multi_label only: every label whose cosine reaches this is a tag (refused otherwise)."
+    )
+    top_k: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        None, description="multi_label only: at most this many tags per input (refused otherwise)."
+    )
     abstain: Number | None = Field(
-        None, description="Single-label only: abstain (label null) when the best cosine is below this."
+        None,
+        description="Single-label only (refused with multi_label): abstain (label null) when the best cosine is "
+        "below this.",
     )
     encoder: StrictStr = Field(
         "text",
