@@ -262,12 +262,20 @@ def test_inputs_that_used_to_slip_through_get_one_clear_line(tmp_path, capsys, t
           "-o", tmp_path / "m2"], "must be a JSON object"),
         (["zeroshot", latin, "--labels-file", labels_json], "list of label names or an object"),
         (["fit", latin, "-o", tmp_path / "m3"], "--encoding"),
+        # a head setting is checked before the data is read or encoded (the file does not even exist)
+        (["fit", tmp_path / "missing.csv", "--head", "knn", "--head-params", '{"k": 0}', "-o", tmp_path / "m5"],
+         "k=0 is not valid"),
     ]  # fmt: skip
     for argv, message in cases:
         code, _, err = run(capsys, *argv)
         assert code == 1 and message in err and "Traceback" not in err, (argv, err)
     code, _, err = run(capsys, "fit", latin, "--encoding", "latin-1", "-o", tmp_path / "m4")
     assert code == 0, err
+    # auto's (name, params) candidates as JSON lists
+    pairs = '{"candidates": [["prototype", {"center": true}], "knn"], "folds": 2}'
+    code, _, err = run(capsys, "fit", latin, "--encoding", "latin-1", "--head", "auto", "--head-params", pairs,
+                       "-o", tmp_path / "m6")  # fmt: skip
+    assert code == 0 and "picked" in err, err
 
 
 def test_predict_keeps_every_input_column_and_shows_the_score_the_decision_used(tmp_path, capsys, train_csv):

@@ -35,16 +35,20 @@ def _records(a: argparse.Namespace, path: str | None, label_col: str | None = No
 def cmd_fit(a: argparse.Namespace) -> int:
     from fewshot.classifiers import FewShotClassifier
     from fewshot.classifiers.persistence import FILES
+    from fewshot.heads.registry import make_head
+    from fewshot.params import validate_params
     from fewshot.storage import check_target
 
     check_target(a.output, "classifier", FILES)  # before any encoding
+    params = head_params(a.head_params)
+    validate_params(make_head(a.head, **(params or {})))  # so is the head's setting
     _, texts, labels = _records(a, a.data, a.label_col)
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     tune = False if a.tune is None else {"seed": a.seed} if a.tune == "auto" else {"steps": a.tune, "seed": a.seed}
     clf = FewShotClassifier(
         encoder,
         head=a.head,
-        head_params=head_params(a.head_params),
+        head_params=params,
         tune=tune,
         abstain=abstain_setting(a.abstain),
         lexical="auto" if a.lexical else False,
