@@ -60,3 +60,17 @@ class FewShotWarning(UserWarning):
 
 class InputTypeError(InputError, TypeError):
     """Input of a type that cannot be used at all (a dict where numbers belong); also a ``TypeError``."""
+
+
+def warn_user(message: str) -> None:
+    """Issue a :class:`FewShotWarning` attributed to the first caller outside this package (whatever path
+    led there: a head's method reached through a classifier, or called directly)."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this function
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, FewShotWarning, stacklevel=level)

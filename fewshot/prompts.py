@@ -72,7 +72,6 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
                 items.append((lab, None))
     if not items:
         raise InputError("labels is empty; give at least one label")
-    spelt: dict[str, str] = {}  # label names by their case- and spacing-free form
     for name, extra in items:
         if name is None or (isinstance(name, str) and not name.strip()):
             raise InputError("a label name is empty")
@@ -84,14 +83,6 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
             raise InputError(f"label name {name!r} is not a whole number; a label is a string or an integer")
         if name in out:
             raise InputError(f"label {name!r} is given twice")
-        if isinstance(name, str):
-            key = " ".join(name.split()).casefold()
-            if key in spelt:
-                raise InputError(
-                    f"labels {spelt[key]!r} and {name!r} differ only in case or spacing, which the encoder does "
-                    "not see; give each label once"
-                )
-            spelt[key] = name
         if extra is None:
             phrasings: list[str] = []
         elif isinstance(extra, str):

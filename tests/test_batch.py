@@ -259,6 +259,16 @@ def test_other_arguments_are_refused_and_overwrite_starts_again(corpus, local_ru
         batch.tag(corpus["input"], out, id_col="doc", keep_cols=["topic"], shard_rows=64, labels=["a"], progress=None)
 
 
+def test_job_settings_take_numpy_numbers_and_travel_as_plain_ones(tmp_path):
+    from fewshot.batch.job import BatchJob
+
+    kw = {"task": "tag", "labels": ["a", "b"]}
+    job = BatchJob(**kw, threshold=np.float32(0.25), top_k=np.int64(2))
+    assert (job.threshold, job.top_k) == (0.25, 2) and type(job.threshold) is float and type(job.top_k) is int
+    with pytest.raises(InputError, match="threshold must be a number"):
+        BatchJob(**kw, threshold=np.float64("nan"))
+
+
 def test_overwrite_replaces_another_jobs_output(corpus, tmp_path):
     out = tmp_path / "o"
     small = corpus["input"] / "a.jsonl"

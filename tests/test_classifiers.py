@@ -86,9 +86,12 @@ def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encode
     assert list(clf.classes_) == ["fruit", "vehicle", "animal"]
     assert clf.predict(["whale"])[0] == "animal"
     assert clf.predict_proba(["apple"]).shape == (1, 3)
-    knn = FewShotClassifier(encoder=fake_encoder, head="knn").fit(["red apple", "green apple", "fast car", "car"], y4)
-    with pytest.warns(FewShotWarning, match="kNN vote now uses 1 neighbour.*'animal' has only 1"):
-        knn.add_examples(["blue whale"], ["animal"])  # one example of a new class shrinks every vote
+    for head, params in (("knn", None), ("auto", {"candidates": ["knn"]})):
+        knn = FewShotClassifier(encoder=fake_encoder, head=head, head_params=params)
+        knn.fit(["red apple", "green apple", "fast car", "car"], y4)
+        with pytest.warns(FewShotWarning, match="kNN vote now uses 1 neighbour.*'animal' has only 1") as record:
+            knn.add_examples(["blue whale"], ["animal"])  # one example of a new class shrinks every vote
+        assert record[0].filename == __file__  # attributed to the caller, however deep the head sits
     # whole floats (a pandas column after dropna) join integer classes as integers, not turning them into floats
     ints = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "fast car"], [1, 0])
     ints.add_examples(["blue whale"], np.array([2.0]))
@@ -121,6 +124,16 @@ def test_zero_shot_label_forms_and_save(tmp_path, text_encoder):
     assert again.get_params()["labels"] == zs.labels and again.get_params()["temperature"] is None  # as given
     colon = ZeroShotClassifier(["bird: has feathers, has a beak", "fish: has fins"], encoder=text_encoder)
     assert list(colon.classes_) == ["bird", "fish"]
+    # two labels this (uncased) encoder reads as one would split one label's probability: refused; told apart
+    # by their descriptions they are two labels; and classes with examples may share a name's vector
+    for same in (["Sports", "sports", "politics"], ["sports", "sports ", "politics"]):
+        with pytest.raises(InputError, match="same label vector"):
+            ZeroShotClassifier(same, encoder=text_encoder).fit()
+    told_apart = {"US": "the United States of America", "us": "the first person plural pronoun"}
+    assert ZeroShotClassifier(told_apart, encoder=text_encoder).fit().classes_.tolist() == ["US", "us"]
+    texts = ["great", "superb", "fine", "okay", "awful", "bad"]
+    cased = FewShotClassifier(text_encoder, head="cache").fit(texts, ["Pos", "Pos", "pos", "pos", "neg", "neg"])
+    assert cased.classes_.tolist() == ["Pos", "neg", "pos"]
     # fitted implicitly (by predict), saved and loaded: still follows set_params as the original does
     colon.save(tmp_path / "colon")
     loaded = ZeroShotClassifier.load(tmp_path / "colon")
@@ -153,6 +166,11 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier(["a", "a"], encoder=fake_encoder).predict(["x"])
     with pytest.raises(InputError, match="top_k must be a positive integer"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=0)
+    calls = fake_encoder.calls  # a head's setting, an auto candidate's included, is refused before any encoding
+    for params in ({"candidates": [["knn", {"k": 0}]]}, {"candidates": [["knn", {"kk": 3}]]}):
+        with pytest.raises(InputError, match="k=0 is not valid|has no parameter 'kk'"):
+            FewShotClassifier(encoder=fake_encoder, head="auto", head_params=params).fit(["a", "b"], ["x", "y"])
+    assert fake_encoder.calls == calls
     with pytest.raises(InputError, match="not both"):  # a fixed cosine turns the margin rule off
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], threshold=0.2, margin=0.1)
     with pytest.raises(InputError, match="not a one-pass iterator"):  # spent by the first fit, then 'empty'

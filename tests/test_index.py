@@ -285,6 +285,16 @@ def test_a_field_whose_items_are_all_removed_is_forgotten_in_memory_as_after_a_r
     index.remove([2])
     with pytest.raises(InputError, match="no item has the metadata field 'flag'"):
         index.search(np.ones(4), where={"flag": 1})
+    # keys stored escaped in JSON (non-ASCII, a backslash) and the labels' kinds are forgotten the same way
+    odd = EmbeddingIndex(dim=4)
+    meta = [{"café": "a"}, {"café": "b"}, {"x\\y": 1}]
+    odd.add_embeddings(np.eye(3, 4, dtype=np.float32) + 0.1, labels=[3, "a", "b"], metadata=meta)
+    odd.remove([0, 2])
+    reloaded = EmbeddingIndex.load(odd.save(tmp_path / "odd"))
+    for copy in (odd, reloaded):
+        assert copy.field_kinds() == {"café": {"string"}, "label": {"string"}}
+        with pytest.raises(InputError, match="the labels hold string"):
+            copy.search(np.ones(4), where={"label": 3})
 
 
 def test_nan_and_infinite_metadata_are_refused_at_add_and_nothing_is_stored():

@@ -6,11 +6,13 @@ what a run records in its output folder, so that a rerun with other arguments is
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from fewshot._validate import finite_number
 from fewshot.batch.sources import Columns
 from fewshot.errors import InputError
 
@@ -62,16 +64,17 @@ class BatchJob:
             raise InputError(f"{self.task} takes no --model; it uses the encoder (--encoder) and labels")
         if self.task == "embed" and self.labels is not None:
             raise InputError("embed takes no labels")
-        if self.threshold is not None and (
-            isinstance(self.threshold, bool)
-            or not isinstance(self.threshold, (int, float))
-            or not math.isfinite(self.threshold)
-        ):
+        if self.threshold is not None and not finite_number(self.threshold):
             raise InputError(f"threshold must be a number, got {self.threshold!r}")
         if self.top_k is not None and (
-            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+            isinstance(self.top_k, (bool, np.bool_)) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 1
         ):
             raise InputError(f"top_k must be a positive integer, got {self.top_k!r}")
+        # numpy numbers as plain ones: the job travels as JSON (to Ray workers, into its manifest)
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", float(self.threshold))
+        if self.top_k is not None:
+            object.__setattr__(self, "top_k", int(self.top_k))
         if self.model is not None and not Path(self.model).is_dir():
             raise InputError(f"--model {self.model}: no such folder (give a folder written by 'fewshot fit')")
         for name in (self.columns.text, self.columns.id, *self.columns.keep):

@@ -17,9 +17,10 @@ from fewshot.classifiers.persistence import load_model, prefixed, save_model, un
 from fewshot.classifiers.zero_shot import ZeroShotClassifier
 from fewshot.encoders import Encoder, TextEncoder, same_encoder
 from fewshot.encoders.image_inputs import image_folder
-from fewshot.errors import CorruptFileError, InputError
+from fewshot.errors import CorruptFileError, InputError, warn_user
 from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, make_head
 from fewshot.heads.base import check_sample_weight, describe_head
+from fewshot.heads.registry import check_head
 from fewshot.labels import check_label_type, encode_labels
 from fewshot.params import Check, Options, validate_params
 
@@ -177,6 +178,7 @@ class FewShotClassifier(CalibratedClassifier):
         self._check_abstain_label(np.unique(y).tolist())
         warn_conflicting_labels(items, y)
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
+        check_head(head)
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
         tuning = self._tuning(len(items), len(np.unique(y)), base)
@@ -321,9 +323,7 @@ class FewShotClassifier(CalibratedClassifier):
             E_train, E_test = body.encode(part), body.encode([items[i] for i in test])
             P_train = P_test = None
             if wants_prior:
-                prior = ZeroShotClassifier(
-                    classes.tolist(), encoder=body, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE
-                ).fit()
+                prior = _label_prior(classes.tolist(), body)
                 P_train, P_test = prior.label_scores(E_train), prior.label_scores(E_test)
             folds.append((train, test, codes, E_train, E_test, P_train, P_test))
             for candidate, name in zip(candidates, names):
@@ -360,9 +360,7 @@ class FewShotClassifier(CalibratedClassifier):
     def _make_prior(self, head: BaseHead, labels: list[Any], y: np.ndarray) -> ZeroShotClassifier | None:
         if not (head.accepts_prior and self._wants_prior(y)):
             return None
-        return ZeroShotClassifier(
-            labels, encoder=self.encoder_, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE
-        ).fit()
+        return _label_prior(labels, self.encoder_)
 
     def _calibrate_on_support(
         self,
@@ -449,13 +447,17 @@ class FewShotClassifier(CalibratedClassifier):
             self._check_abstain_label(new_classes)
             if prior is not None and new_classes:
                 # new classes: their label names join the prior, in the head's column order
-                prior = ZeroShotClassifier(
-                    old.tolist() + new_classes,
-                    encoder=self.encoder_,
-                    templates=PRIOR_TEMPLATES,
-                    temperature=PRIOR_TEMPERATURE,
-                ).fit()
+                prior = _label_prior(old.tolist() + new_classes, self.encoder_)
+            knn = _knn_of(self.head_)
+            before = getattr(knn, "k_", None)
             self.head_.partial_fit(E, y, sample_weight=weight)
+            if knn is not None and before is not None and knn.k_ < before:
+                counts = np.bincount(knn.codes_, minlength=len(self.classes_))
+                smallest = self.classes_.tolist()[int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))]
+                warn_user(
+                    f"the kNN vote now uses {knn.k_} neighbour(s), not {before}: class {smallest!r} has only "
+                    f"{knn.k_} example(s), and k never exceeds the smallest class; add more of its examples"
+                )
             self.prior_ = prior
             channel = getattr(self, "lexical_channel_", None)
             if channel is not None:
@@ -579,6 +581,23 @@ def _fold_scores(head: BaseHead, folds: list[tuple], n: int) -> np.ndarray:
         fitted = AutoHead._fit_one(template, E_train, codes[train], None, P_train)
         S[test] = fitted.class_scores(E_test, **AutoHead._kw(fitted, P_test))
     return S
+
+
+def _knn_of(head: BaseHead) -> Any:
+    """The kNN head that votes for ``head`` (itself, or the one ``auto`` picked), or None."""
+    from fewshot.heads import KNNHead
+
+    inner = getattr(head, "head_", head) if isinstance(head, AutoHead) else head
+    return inner if isinstance(inner, KNNHead) else None
+
+
+def _label_prior(labels: list[Any], encoder: Any) -> ZeroShotClassifier:
+    """The zero-shot scores of the class names that heads such as the cache adapter weigh in. Classes with
+    examples may share a label vector (names that differ only in case, to an uncased encoder): their examples
+    tell them apart, so the prior allows it where a zero-shot classifier refuses it."""
+    prior = ZeroShotClassifier(labels, encoder=encoder, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE)
+    prior._same_label_vectors_ok = True
+    return prior.fit()
 
 
 def _tune_settings(tuning: dict[str, Any]) -> dict[str, Any]:

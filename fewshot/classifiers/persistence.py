@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
-from fewshot.errors import CorruptFileError
+from fewshot.errors import CorruptFileError, FewShotError
 from fewshot.heads import BaseHead, head_from_state
 from fewshot.storage import read_bundle, write_bundle
 
@@ -49,12 +49,18 @@ def save_model(
 
 
 def untuned_start(encoder: Any) -> Any:
-    """The encoder a tuned text encoder was tuned from, recreated from its identity (its weights load on
-    first use), or ``encoder`` itself when it is not tuned or its starting model cannot be had again (an
-    in-memory model)."""
+    """The encoder a tuned text encoder was tuned from, recreated from its identity, or ``encoder`` itself
+    when it is not tuned or that body cannot be had again with the very weights the tune started from (an
+    in-memory model, or a body that was itself tuned before)."""
     if getattr(encoder, "tuned_from", None) is None or getattr(encoder, "source", None) in (None, "custom"):
         return encoder
-    return encoder_from_identity({k: v for k, v in encoder.identity.items() if k not in ("tuned_from", "tuning")})
+    identity = {k: v for k, v in encoder.identity.items() if k not in ("tuned_from", "tuning", "weights_sha256")}
+    try:
+        start = encoder_from_identity(identity)
+        same = start.identity["weights_sha256"] == encoder.tuned_from  # loads it (shared with the tuned copy's)
+    except FewShotError:
+        return encoder
+    return start if same else encoder
 
 
 def load_tuned_body(identity: dict[str, Any], body: bytes) -> TextEncoder:

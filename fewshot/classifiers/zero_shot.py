@@ -36,6 +36,25 @@ TAG_NONE_DELTA = -0.15  # ... and abstains when the best label is not above thei
 TAG_NONE_Z = 1.5  # ... and the best label's score is not unusual for ordinary text (z below this)
 
 
+def _refuse_identical_labels(head: ZeroShotHead) -> None:
+    """Refuse two labels whose label vectors are the same: their prompts read the same to the encoder (an
+    uncased one, for labels that differ only in case or spacing), so each would take half of one label's
+    probability and tag() would give both."""
+    V = np.asarray(head.centroids_, dtype=np.float64)
+    sq = (V * V).sum(axis=1)
+    D = sq[:, None] + sq[None, :] - 2 * V @ V.T
+    D[np.diag_indices_from(D)] = np.inf
+    same = np.argwhere(D < 1e-10)
+    if len(same):
+        i, j = sorted(same[0].tolist())
+        a, b = head.classes_.tolist()[i], head.classes_.tolist()[j]
+        raise InputError(
+            f"labels {a!r} and {b!r} get the same label vector from this encoder (their prompts read the same to "
+            "it: an uncased encoder does not see case or spacing); give each label once, or a description that "
+            "tells them apart"
+        )
+
+
 class ZeroShotClassifier(CalibratedClassifier):
     """Classify and tag inputs from label text alone: no examples needed.
 
@@ -149,9 +168,10 @@ class ZeroShotClassifier(CalibratedClassifier):
         uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
         C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
         # classes_ keep the order the user gave the labels in
-        self.label_head_ = ZeroShotHead(temperature=temperature).fit(
-            L, owners, sample_weight=weights, classes=list(parsed)
-        )
+        head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
+        if not self.__dict__.get("_same_label_vectors_ok"):
+            _refuse_identical_labels(head)
+        self.label_head_ = head
         self.head_, self.shift_ = self.label_head_, None
         self.background_ = self._background_stats(encoder)
         self.adaptation_: dict[str, Any] = {"method": "none"}

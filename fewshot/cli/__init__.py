@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.add_argument(
         "--prediction-col",
-        help="name of the output column with the prediction (default: prediction; with --multi-label: tags, "
-        "its scores in <name>_scores); never replaces an input column",
+        help="name of the output column with the prediction (default: prediction); with --multi-label the tags' "
+        "column (default: tags, their scores in tag_scores; another name N puts them in N_scores); never replaces "
+        "an input column",
     )
     sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
     sp.set_defaults(func=cmd_zeroshot)

@@ -35,13 +35,12 @@ def _records(a: argparse.Namespace, path: str | None, label_col: str | None = No
 def cmd_fit(a: argparse.Namespace) -> int:
     from fewshot.classifiers import FewShotClassifier
     from fewshot.classifiers.persistence import FILES
-    from fewshot.heads.registry import make_head
-    from fewshot.params import validate_params
+    from fewshot.heads.registry import check_head, make_head
     from fewshot.storage import check_target
 
     check_target(a.output, "classifier", FILES)  # before any encoding
     params = head_params(a.head_params)
-    validate_params(make_head(a.head, **(params or {})))  # so is the head's setting
+    check_head(make_head(a.head, **(params or {})))  # so are the head's settings
     _, texts, labels = _records(a, a.data, a.label_col)
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     tune = False if a.tune is None else {"seed": a.seed} if a.tune == "auto" else {"steps": a.tune, "seed": a.seed}
@@ -187,7 +186,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         taken = {str(k) for r in rows[:1] for k in r}
         base = a.prediction_col or "tags"
         name_tags = unique_name(base, taken)
-        name_scores = unique_name("tag_scores" if a.prediction_col is None else f"{base}_scores", taken)
+        name_scores = unique_name("tag_scores" if base == "tags" else f"{base}_scores", taken)
         out_rows = []
         for r, t in zip(rows, tags):
             rec = dict(r)

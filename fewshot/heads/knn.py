@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 
-from fewshot.errors import FewShotWarning
 from fewshot.heads.base import BaseHead
 from fewshot.params import POSITIVE, POSITIVE_INT
 
@@ -53,16 +51,7 @@ class KNNHead(BaseHead):
         self.weights_ = np.concatenate([self.weights_, np.ones(len(E)) if w is None else w])
         self._index.add(E)
         counts = np.bincount(self.codes_, minlength=len(self.classes_))
-        before = self.__dict__.get("k_")
         self.k_ = int(max(1, min(self.k, counts[counts > 0].min())))
-        if before is not None and self.k_ < before:
-            smallest = self.classes_.tolist()[int(np.flatnonzero(counts == counts[counts > 0].min())[0])]
-            warnings.warn(
-                f"the kNN vote now uses {self.k_} neighbour(s), not {before}: class {smallest!r} has only "
-                f"{self.k_} example(s), and k never exceeds the smallest class; add more of its examples",
-                FewShotWarning,
-                stacklevel=4,
-            )
 
     def class_scores(self, E: Any) -> np.ndarray:
         """Share of the similarity-weighted vote each class received; shape (n_samples, n_classes)."""

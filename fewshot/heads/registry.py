@@ -37,6 +37,19 @@ def make_head(head: str | BaseHead, **params: Any) -> BaseHead:
     return HEADS[head](**params)
 
 
+def check_head(head: BaseHead) -> BaseHead:
+    """``head`` once its settings (and for ``auto`` every candidate's) are checked: refused before any
+    example is encoded or a body tuned, not after."""
+    from fewshot.heads.auto import AutoHead
+    from fewshot.params import validate_params
+
+    validate_params(head)
+    if isinstance(head, AutoHead):
+        for candidate in head._heads():
+            validate_params(candidate)
+    return head
+
+
 def head_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> BaseHead:
     """Recreate a fitted head saved with ``BaseHead.get_state``."""
     name = config.get("head")

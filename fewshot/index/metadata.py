@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.errors import CorruptFileError, InputError
-from fewshot.index.filters import _KIND_OF_SQL, _path, compile_where, json_kind, sql_kind
+from fewshot.index.filters import _KIND_OF_SQL, compile_where, json_kind, sql_kind
 
 Record = tuple[int, "str | None", "str | None", str]  # id, item text, label as JSON, metadata as JSON
 
@@ -61,6 +61,11 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     raise TypeError(f"{type(v).__name__} {v!r}")
+
+
+def _sql_types(kind: str) -> list[str]:
+    """SQLite's json_type names of a filter kind (number: integer and real)."""
+    return [t for t, k in _KIND_OF_SQL.items() if k == kind]
 
 
 class MetadataTable:
@@ -130,29 +135,41 @@ class MetadataTable:
         self.label_kinds.update(json_kind(v) for v in labels)
 
     def delete(self, ids: list[int]) -> None:
-        """Delete the items ``ids``; a metadata field no item holds any more (or holds no more of a kind)
-        is forgotten, as a table read back from its bytes would not know it either."""
+        """Delete the items ``ids``. A metadata field (or a kind of value of a field, or of the labels) that no
+        item holds any more is forgotten, as a table read back from its bytes would not know it either."""
         with self._mutex, self._db:
-            held: dict[str, set[str]] = {}  # the fields (and their kinds) the deleted items held
+            fields: dict[str, set[str]] = {}  # the fields (and their kinds) the deleted items held
+            labels: set[str] = set()
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
+                marks = ",".join("?" * len(chunk))
                 q = (
                     "SELECT DISTINCT j.key, j.type FROM items, json_each(items.metadata) AS j "
-                    f"WHERE items.id IN ({','.join('?' * len(chunk))})"
+                    f"WHERE items.id IN ({marks})"
                 )
                 for key, typ in self._db.execute(q, chunk):
-                    held.setdefault(key, set()).add(sql_kind(typ))
+                    fields.setdefault(key, set()).add(sql_kind(typ))
+                q = f"SELECT DISTINCT json_type(label) FROM items WHERE id IN ({marks})"
+                labels.update(sql_kind(t) for (t,) in self._db.execute(q, chunk))
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
-            for key, kinds in held.items():
-                if not key or '"' in key:  # a field no filter can name
-                    continue
-                for kind in kinds:
-                    types = [t for t, k in _KIND_OF_SQL.items() if k == kind]
-                    q = f"SELECT 1 FROM items WHERE json_type(metadata, ?) IN ({','.join('?' * len(types))}) LIMIT 1"
-                    if self._db.execute(q, [_path(key), *types]).fetchone() is None:
+            for key, kinds in fields.items():
+                for kind in kinds:  # json_each decodes the keys, whatever characters they hold
+                    types = _sql_types(kind)
+                    q = (
+                        "SELECT 1 FROM items, json_each(items.metadata) AS j "
+                        f"WHERE j.key = ? AND j.type IN ({','.join('?' * len(types))}) LIMIT 1"
+                    )
+                    if self._db.execute(q, [key, *types]).fetchone() is None:
                         self.field_kinds.get(key, set()).discard(kind)
                 if not self.field_kinds.get(key, True):
                     del self.field_kinds[key]
+            for kind in labels:
+                types = _sql_types(kind)
+                q = f"SELECT 1 FROM items WHERE json_type(label) IN ({','.join('?' * len(types))}) LIMIT 1"
+                if kind == "null":
+                    q = "SELECT 1 FROM items WHERE label IS NULL LIMIT 1"
+                if self._db.execute(q, [] if kind == "null" else types).fetchone() is None:
+                    self.label_kinds.discard(kind)
 
     # -- bytes --------------------------------------------------------------------------------------
     def to_bytes(self, removed: set[int]) -> bytes:
