@@ -18,7 +18,7 @@ from fewshot.classifiers.zero_shot import ZeroShotClassifier
 from fewshot.encoders import Encoder, TextEncoder, same_encoder
 from fewshot.encoders.image_inputs import image_folder
 from fewshot.errors import CorruptFileError, InputError, warn_user
-from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, make_head
+from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, KNNHead, make_head
 from fewshot.heads.base import check_sample_weight, describe_head
 from fewshot.heads.registry import check_head
 from fewshot.labels import check_label_type, encode_labels
@@ -452,8 +452,9 @@ class FewShotClassifier(CalibratedClassifier):
             before = getattr(knn, "k_", None)
             self.head_.partial_fit(E, y, sample_weight=weight)
             if knn is not None and before is not None and knn.k_ < before:
-                counts = np.bincount(knn.codes_, minlength=len(self.classes_))
-                smallest = self.classes_.tolist()[int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))]
+                counts = np.bincount(knn.codes_)
+                held = np.flatnonzero(counts)
+                smallest = self.classes_.tolist()[int(held[np.argmin(counts[held])])]
                 warn_user(
                     f"the kNN vote now uses {knn.k_} neighbour(s), not {before}: class {smallest!r} has only "
                     f"{knn.k_} example(s), and k never exceeds the smallest class; add more of its examples"
@@ -585,8 +586,6 @@ def _fold_scores(head: BaseHead, folds: list[tuple], n: int) -> np.ndarray:
 
 def _knn_of(head: BaseHead) -> Any:
     """The kNN head that votes for ``head`` (itself, or the one ``auto`` picked), or None."""
-    from fewshot.heads import KNNHead
-
     inner = getattr(head, "head_", head) if isinstance(head, AutoHead) else head
     return inner if isinstance(inner, KNNHead) else None
 
