@@ -253,6 +253,15 @@ def test_filters_match_by_json_type_and_value():
     assert ids_of(index, {"label": ["a", "c"], "flag": [True, None]}) == [0, 4]
 
 
+def test_filters_match_keys_of_any_characters():
+    # the stored JSON escapes them (caf\u00e9); a filter names the key as the user wrote it
+    index = EmbeddingIndex(dim=4)
+    meta = [{"café": "a", "日本": 1, "x\\y": True}, {"café": "b", "日本": 2.0, "x\\y": None}, {"plain": "q"}]
+    index.add_embeddings(np.eye(3, 4, dtype=np.float32) + 0.1, metadata=meta)
+    assert ids_of(index, {"café": "a"}) == [0] and ids_of(index, {"日本": 2}) == [1]
+    assert ids_of(index, {"x\\y": True}) == [0] and ids_of(index, {"x\\y": None}) == [1, 2]
+
+
 def test_filters_that_cannot_match_are_refused_not_answered_empty():
     index = typed_index()
     with pytest.raises(InputError, match="no item has the metadata field 'colour'"):

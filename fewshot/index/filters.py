@@ -16,6 +16,7 @@ match. A field is ``"id"``, ``"label"`` or a top-level metadata key (any non-emp
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -61,11 +62,23 @@ def _scalar(key: str, v: Any) -> Any:
     return v
 
 
-def _path(key: str) -> str:
-    """The JSON path of a top-level key (passed to SQLite as a parameter, never spliced into the SQL)."""
+def _paths(key: str) -> list[str]:
+    """The JSON paths of a top-level key (passed to SQLite as parameters, never spliced into the SQL).
+
+    Metadata is stored as ASCII JSON, so a key with other characters (``café``, a backslash, a tab) is written
+    escaped; SQLite 3.40 matches a path against the key as written, a later one may decode it first, so such
+    a key is looked up both ways."""
     if not isinstance(key, str) or not key or '"' in key:
         raise InputError(f"where key {key!r} must be a non-empty field name without double quotes")
-    return '$."' + key + '"'
+    written = "$." + json.dumps(key)
+    plain = '$."' + key + '"'
+    return [written] if written == plain else [written, plain]
+
+
+def _at(fn: str, column: str, paths: list[str]) -> str:
+    """``fn(column, path)`` of the first path that finds something (one ``?`` per path)."""
+    calls = [f"{fn}({column}, ?)" for _ in paths]
+    return calls[0] if len(calls) == 1 else "COALESCE(" + ", ".join(calls) + ")"
 
 
 def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set[str]) -> tuple[str, list[Any]]:
@@ -97,9 +110,9 @@ def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set
             args.extend(values)
         else:
             if key == "label":
-                column, path, kinds, what = "label", "$", label_kinds, "labels"
+                column, paths, kinds, what = "label", ["$"], label_kinds, "labels"
             else:
-                column, path, kinds, what = "metadata", _path(key), field_kinds.get(key), f"field {key!r}"
+                column, paths, kinds, what = "metadata", _paths(key), field_kinds.get(key), f"field {key!r}"
                 if kinds is None and any(v is not None for v in values):
                     known = ", ".join(sorted(field_kinds)[:10]) or "none"
                     raise InputError(f"no item has the metadata field {key!r}; fields: {known}")
@@ -114,16 +127,19 @@ def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set
                     if column == "label":
                         ors.append("label IS NULL")
                     else:
-                        ors.append("(json_type(metadata, ?) IS NULL OR json_type(metadata, ?) = 'null')")
-                        args.extend([path, path])
+                        typ = _at("json_type", "metadata", paths)
+                        ors.append(f"({typ} IS NULL OR {typ} = 'null')")
+                        args.extend(paths + paths)
                 elif kind == "boolean":
-                    ors.append(f"json_type({column}, ?) = ?")
-                    args.extend([path, "true" if v else "false"])
+                    ors.append(f"{_at('json_type', column, paths)} = ?")
+                    args.extend([*paths, "true" if v else "false"])
                 elif kind == "number":
-                    ors.append(f"(json_type({column}, ?) IN ('integer', 'real') AND json_extract({column}, ?) = ?)")
-                    args.extend([path, path, v])
+                    typ, value = _at("json_type", column, paths), _at("json_extract", column, paths)
+                    ors.append(f"({typ} IN ('integer', 'real') AND {value} = ?)")
+                    args.extend([*paths, *paths, v])
                 else:
-                    ors.append(f"(json_type({column}, ?) = 'text' AND json_extract({column}, ?) = ?)")
-                    args.extend([path, path, v])
+                    typ, value = _at("json_type", column, paths), _at("json_extract", column, paths)
+                    ors.append(f"({typ} = 'text' AND {value} = ?)")
+                    args.extend([*paths, *paths, v])
         clauses.append("(" + " OR ".join(ors) + ")")
     return " AND ".join(clauses), args
