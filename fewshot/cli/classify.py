@@ -138,6 +138,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
 def cmd_zeroshot(a: argparse.Namespace) -> int:
     from fewshot.classifiers import ZeroShotClassifier
 
+    abstain = abstain_setting(a.abstain)
     if not a.multi_label:
         given = [f"--{k.replace('_', '-')}" for k in ("threshold", "top_k", "margin") if getattr(a, k) is not None]
         if given:
@@ -147,7 +148,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
             )
     else:
         options = {
-            "--abstain": abstain_setting(a.abstain) is not None,
+            "--abstain": abstain is not None,
             "--corpus": a.corpus,
             "--adapt-to-input": a.adapt_to_input,
         }
@@ -159,7 +160,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
             )
         if a.threshold is not None and a.margin is not None:
             raise InputError("give --threshold (a fixed cosine) or --margin (relative to the best label), not both")
-    if abstain_setting(a.abstain) == "auto" and not (a.corpus or a.adapt_to_input):
+    if abstain == "auto" and not (a.corpus or a.adapt_to_input):
         raise InputError(
             "--abstain auto sets the threshold from unlabelled records: give --corpus FILE or --adapt-to-input, "
             "or a number"
@@ -171,7 +172,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         encoder=make_encoder(a.encoder, images),
         templates=a.templates,
         adapt=a.adapt,
-        abstain=abstain_setting(a.abstain),
+        abstain=abstain,
     )
     rows, texts, _ = _records(a, a.data)
     corpus = None

@@ -50,6 +50,11 @@ def sql_kind(json_type: str | None) -> str:
     return _KIND_OF_SQL.get(json_type or "null", "null")
 
 
+def sql_types(kind: str) -> list[str]:
+    """SQLite's json_type names of a kind (number: integer and real)."""
+    return [t for t, k in _KIND_OF_SQL.items() if k == kind]
+
+
 def _scalar(key: str, v: Any) -> Any:
     if isinstance(v, np.generic):
         v = v.item()

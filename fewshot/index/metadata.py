@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.errors import CorruptFileError, InputError
-from fewshot.index.filters import _KIND_OF_SQL, compile_where, json_kind, sql_kind
+from fewshot.index.filters import compile_where, json_kind, sql_kind, sql_types
 
 Record = tuple[int, "str | None", "str | None", str]  # id, item text, label as JSON, metadata as JSON
 
@@ -61,11 +61,6 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     raise TypeError(f"{type(v).__name__} {v!r}")
-
-
-def _sql_types(kind: str) -> list[str]:
-    """SQLite's json_type names of a filter kind (number: integer and real)."""
-    return [t for t, k in _KIND_OF_SQL.items() if k == kind]
 
 
 class MetadataTable:
@@ -154,7 +149,7 @@ class MetadataTable:
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
             for key, kinds in fields.items():
                 for kind in kinds:  # json_each decodes the keys, whatever characters they hold
-                    types = _sql_types(kind)
+                    types = sql_types(kind)
                     q = (
                         "SELECT 1 FROM items, json_each(items.metadata) AS j "
                         f"WHERE j.key = ? AND j.type IN ({','.join('?' * len(types))}) LIMIT 1"
@@ -164,11 +159,9 @@ class MetadataTable:
                 if not self.field_kinds.get(key, True):
                     del self.field_kinds[key]
             for kind in labels:
-                types = _sql_types(kind)
-                q = f"SELECT 1 FROM items WHERE json_type(label) IN ({','.join('?' * len(types))}) LIMIT 1"
-                if kind == "null":
-                    q = "SELECT 1 FROM items WHERE label IS NULL LIMIT 1"
-                if self._db.execute(q, [] if kind == "null" else types).fetchone() is None:
+                types = [] if kind == "null" else sql_types(kind)  # a missing label is SQL NULL
+                held = f"json_type(label) IN ({','.join('?' * len(types))})" if types else "label IS NULL"
+                if self._db.execute(f"SELECT 1 FROM items WHERE {held} LIMIT 1", types).fetchone() is None:
                     self.label_kinds.discard(kind)
 
     # -- bytes --------------------------------------------------------------------------------------
