@@ -248,10 +248,9 @@ def load_goemotions(root: Path) -> TextDataset:
     return TextDataset("goemotions", tr, ytr, te, yte, names, split_note=note, extra={"dev": read("dev")})
 
 
-def load_goemotions_ekman(root: Path) -> TextDataset:
-    """Single-label: the comments of GoEmotions' Ekman mapping (six emotions and neutral) that carry exactly
-    one of its seven labels."""
-    folder = root / "goemotions" / "ekman"
+def _goemotions_single(root: Path, mapping: str, what: str) -> TextDataset:
+    """Single-label: the comments of one of GoEmotions' coarse mappings that carry exactly one of its labels."""
+    folder = root / "goemotions" / mapping
     names = [x.strip() for x in (folder / "labels.txt").read_text(encoding="utf-8").splitlines() if x.strip()]
 
     def read(split: str) -> tuple[list[str], np.ndarray]:
@@ -266,8 +265,19 @@ def load_goemotions_ekman(root: Path) -> TextDataset:
 
     tr, ytr = read("train")
     te, yte = read("test")
-    note = "official split; the comments with exactly one of the seven Ekman labels"
-    return TextDataset("goemotions_ekman", tr, ytr, te, yte, names, split_note=note)
+    note = f"official split; the comments with exactly one of the {len(names)} {what} labels"
+    return TextDataset(f"goemotions_{mapping}", tr, ytr, te, yte, names, split_note=note)
+
+
+def load_goemotions_ekman(root: Path) -> TextDataset:
+    """Single-label: GoEmotions' comments with exactly one Ekman label (six emotions and neutral)."""
+    return _goemotions_single(root, "ekman", "Ekman")
+
+
+def load_goemotions_group(root: Path) -> TextDataset:
+    """Single-label: GoEmotions' comments with exactly one sentiment-group label (positive, negative,
+    ambiguous, neutral)."""
+    return _goemotions_single(root, "group", "sentiment-group")
 
 
 LOADERS: dict[str, Callable[[Path], TextDataset]] = {
@@ -285,6 +295,7 @@ LOADERS: dict[str, Callable[[Path], TextDataset]] = {
     "enron_spam": load_enron_spam,
     "goemotions": load_goemotions,
     "goemotions_ekman": load_goemotions_ekman,
+    "goemotions_group": load_goemotions_group,
 }
 
 

@@ -32,7 +32,7 @@ from fewshot.labels import encode_labels
 from fewshot.tuning import AUTO_TEMPERATURE, _batches, train_step
 
 # the development group: tuning schedules and heads are chosen here and only here
-DEV_DATASETS = ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups", "goemotions_ekman"]
+DEV_DATASETS = ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups", "goemotions_ekman", "goemotions_group"]
 
 
 def dev_support_sets(names: list[str], shots: list[int], seeds: int, test_cap: int):

@@ -60,17 +60,20 @@ def test_clinc_out_of_scope_and_goemotions_multilabel(data_root):
     go = load("goemotions", data_root)
     assert (len(go.train_texts), len(go.test_texts), len(go.label_names)) == (43410, 5427, 28)
     assert go.test_labels.shape == (5427, 28) and int((go.test_labels.sum(1) > 1).sum()) == 837
-    # the single-label development set: the Ekman split's rows with exactly one of its seven labels
-    ekman = load("goemotions_ekman", data_root)
-    rows = (data_root / "goemotions" / "ekman" / "test.tsv").read_text(encoding="utf-8").splitlines()
-    single = [r.split("\t") for r in rows if r.strip() and "," not in r.split("\t")[1]]
-    assert ekman.label_names == ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
-    assert ekman.test_texts == [t for t, _, _ in single] and ekman.test_labels.tolist() == [
-        int(i) for _, i, _ in single
-    ]
-    assert len(ekman.train_texts) == len(ekman.train_labels) > 30_000 and set(ekman.train_labels.tolist()) == set(
-        range(7)
-    )
+    # the single-label development sets: the rows of a coarse mapping with exactly one of its labels
+    expected = {
+        "ekman": ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"],
+        "group": ["ambiguous", "negative", "neutral", "positive"],
+    }
+    for mapping, names in expected.items():
+        ds = load(f"goemotions_{mapping}", data_root)
+        rows = (data_root / "goemotions" / mapping / "test.tsv").read_text(encoding="utf-8").splitlines()
+        single = [r.split("\t") for r in rows if r.strip() and "," not in r.split("\t")[1]]
+        assert ds.label_names == names
+        assert ds.test_texts == [t for t, _, _ in single]
+        assert ds.test_labels.tolist() == [int(i) for _, i, _ in single]
+        assert len(ds.train_texts) == len(ds.train_labels) > 30_000
+        assert set(ds.train_labels.tolist()) == set(range(len(names)))
 
 
 def test_sampler_is_deterministic_and_stratified():
