@@ -7,7 +7,8 @@ Each row is ``FewShotClassifier(head="auto", tune={...})`` fitted on a seeded su
 dataset (``eval.tune_dev.DEV_DATASETS``; the report group of ``eval/run_tuning.py`` is never read here) and
 scored on its capped test split, with the wall time of the fit. A variant is ``all:LR`` (every layer,
 learning rate LR) or ``topK:LR`` (the top K layers; the ones below frozen and run once per text). The rest
-of the schedule is ``tune="auto"``'s; ``:xP`` after a variant multiplies its steps by P. Rows are appended
+of the schedule is ``tune="auto"``'s, but for the steps: those of ``AUTO_EPOCHS`` (5) passes over the examples,
+or P times as many with ``:xP`` after a variant. Rows are appended
 to ``eval/results/tune_layers.jsonl`` as they are measured, and a rerun skips what is there.
 """
 
@@ -24,20 +25,18 @@ from eval.peers import scores
 from eval.run_text import RESULTS, machine
 from eval.tune_dev import dev_encoder, dev_support_sets
 from fewshot import FewShotClassifier
-from fewshot.tuning import auto_schedule
+from fewshot.tuning import AUTO_EPOCHS, pass_steps
 
 OUT = RESULTS / "tune_layers.jsonl"
 
 
-def parse_variant(text: str, n_examples: int, n_classes: int) -> dict:
-    """``all:LR`` / ``topK:LR``, optionally ``:xP`` for P times the schedule's passes over the examples."""
+def parse_variant(text: str, n_examples: int) -> dict:
+    """``all:LR`` / ``topK:LR``, optionally ``:xP`` for P times the steps of ``AUTO_EPOCHS`` passes over the
+    examples (the schedule's floor and ceiling of steps applied first); without it, those steps."""
     which, lr, *more = text.split(":")
     layers = None if which == "all" else int(which.removeprefix("top"))
-    out = {"layers": layers, "lr": float(lr)}
-    if more:
-        steps = auto_schedule(n_examples, n_classes)["steps"]
-        out["steps"] = max(1, round(steps * float(more[0].removeprefix("x"))))
-    return out
+    times = float(more[0].removeprefix("x")) if more else 1.0
+    return {"layers": layers, "lr": float(lr), "steps": max(1, round(pass_steps(n_examples, AUTO_EPOCHS)[1] * times))}
 
 
 def done_keys() -> set[tuple]:
@@ -62,7 +61,7 @@ def main() -> None:
         for variant in a.variants:
             if (name, shots, seed, variant) in done:
                 continue
-            tune = {**parse_variant(variant, len(texts), len(set(labels))), "seed": seed}
+            tune = {**parse_variant(variant, len(texts)), "seed": seed}
             load_avg = os.getloadavg()[0]
             t = time.perf_counter()
             clf = FewShotClassifier(base, head="auto", tune=tune, lexical=False).fit(texts, labels)

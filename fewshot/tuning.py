@@ -14,10 +14,13 @@ the body's layers is trained: the layers below are frozen, run once per text, an
 the trained layers at every step (:class:`_FrozenBottom`), so a step costs about a third of a full one. On
 the development group that matched tuning every layer in mean accuracy at 8 examples a class, in 37% of
 the fit time; on SST-2 and MR at 16, 32 and 64 a class every layer did better, by 1.8 to 5.7 points
-(``eval/tune_layers.py``). At 64 a class, 10, 15 and 20 passes did no better than 5 on SST-2, MR and
-SUBJ (``eval/tune_dev.py``); on the seven classes of GoEmotions-Ekman 15 passes gained 0.85 points over 5,
-at 2.8 times the fit time, while at 8 a class twice and three times the steps lost 1.1 to 2.5 points there
-and on SST-2 (``eval/tune_layers.py``), so the schedule keeps 5 passes at every size.
+(``eval/tune_layers.py``). How many passes depends on the classes: at 64 a class, 10, 15 and 20 passes did no
+better than 5 on the two classes of SST-2, MR and SUBJ (``eval/tune_dev.py``), while 15 passes did better than
+5 on the multi-class development sets, every layer trained: GoEmotions' four sentiment groups gained 2.7, 2.6
+and 3.0 points at 16, 32 and 64 a class (three seeds each, every seed up), its seven Ekman labels 0.7 at 64 a
+class (three seeds), at 2.7 times the fit time. With the top layers alone, at 8 a class, twice and three times
+the steps lost 0.55 and 0.9 points on the mean of SST-2, MR, SUBJ and GoEmotions-Ekman
+(``eval/tune_layers.py``). So three classes or more get 15 passes from 16 examples a class, and the rest 5.
 The constants were chosen on the development datasets of ``eval/tune_dev.py`` and ``eval/tune_layers.py``
 and reported on others (``eval/run_tuning.py``).
 """
@@ -37,6 +40,7 @@ from fewshot.errors import InputError
 from fewshot.labels import encode_labels
 
 AUTO_EPOCHS = 5  # passes over the support set
+AUTO_MULTICLASS_EPOCHS = 15  # passes over three classes or more from AUTO_ALL_LAYERS_FROM examples a class
 AUTO_MIN_STEPS = 10
 AUTO_MAX_STEPS = 400
 AUTO_BATCH = 64
@@ -51,21 +55,30 @@ def auto_schedule(n_examples: int, n_classes: int, depth: int | None = None) -> 
     """The tuning settings ``tune="auto"`` uses for ``n_examples`` examples of ``n_classes`` classes on a
     body of ``depth`` transformer layers.
 
-    ``AUTO_EPOCHS`` passes over the examples in batches of ``AUTO_BATCH`` (the whole set when it fits), at
-    least ``AUTO_MIN_STEPS`` and at most ``AUTO_MAX_STEPS`` optimiser steps. With fewer than
+    ``AUTO_EPOCHS`` passes over the examples (``AUTO_MULTICLASS_EPOCHS`` for three classes or more with at
+    least ``AUTO_ALL_LAYERS_FROM`` examples a class) in batches of ``AUTO_BATCH`` (the whole set when it
+    fits), at least ``AUTO_MIN_STEPS`` and at most ``AUTO_MAX_STEPS`` optimiser steps. With fewer than
     ``AUTO_ALL_LAYERS_FROM`` examples a class and ``depth`` known, only the top ``AUTO_LAYER_SHARE`` of the
     layers is trained, at ``AUTO_LR``; otherwise (or for an architecture whose layers are not found) every
     layer, at ``FULL_LR``.
     """
     if n_examples < 2 or n_classes < 2:
         raise InputError(f"tuning needs at least two classes and two examples (got {n_examples}, {n_classes})")
-    batch = min(AUTO_BATCH, n_examples)
-    steps = math.ceil(AUTO_EPOCHS * n_examples / batch)
-    steps = int(min(max(steps, AUTO_MIN_STEPS), AUTO_MAX_STEPS))
     few = n_examples < AUTO_ALL_LAYERS_FROM * n_classes
+    passes = AUTO_MULTICLASS_EPOCHS if n_classes > 2 and not few else AUTO_EPOCHS
+    batch, steps = pass_steps(n_examples, passes)
     layers = max(1, round(depth * AUTO_LAYER_SHARE)) if few and depth is not None else None
     lr = FULL_LR if layers is None else AUTO_LR
     return {"steps": steps, "batch_size": batch, "lr": lr, "temperature": AUTO_TEMPERATURE, "layers": layers}
+
+
+def pass_steps(n_examples: int, passes: float) -> tuple[int, int]:
+    """The batch size and the number of optimiser steps of ``passes`` passes over ``n_examples`` examples in
+    batches of ``AUTO_BATCH`` (the whole set when it fits), at least ``AUTO_MIN_STEPS`` and at most
+    ``AUTO_MAX_STEPS``."""
+    batch = min(AUTO_BATCH, n_examples)
+    steps = math.ceil(passes * n_examples / batch)
+    return batch, int(min(max(steps, AUTO_MIN_STEPS), AUTO_MAX_STEPS))
 
 
 def check_tune_settings(settings: dict[str, Any], where: str = "") -> None:

@@ -115,7 +115,15 @@ def test_batches_give_every_example_a_positive_however_many_classes():
 
 
 def test_auto_schedule_follows_the_support_set():
-    from fewshot.tuning import AUTO_LR, AUTO_MAX_STEPS, AUTO_MIN_STEPS, FULL_LR, auto_schedule
+    from fewshot.tuning import (
+        AUTO_EPOCHS,
+        AUTO_LR,
+        AUTO_MAX_STEPS,
+        AUTO_MIN_STEPS,
+        AUTO_MULTICLASS_EPOCHS,
+        FULL_LR,
+        auto_schedule,
+    )
 
     small, large = auto_schedule(16, 2), auto_schedule(384, 6)
     assert small["layers"] is None and small["lr"] == FULL_LR  # a body whose layers are not known: all of them
@@ -127,6 +135,12 @@ def test_auto_schedule_follows_the_support_set():
     assert large["batch_size"] == 64 and AUTO_MIN_STEPS < large["steps"] <= AUTO_MAX_STEPS
     assert auto_schedule(200 * 77, 77)["steps"] == AUTO_MAX_STEPS  # a ceiling keeps the tune light
     assert auto_schedule(768, 6)["steps"] > large["steps"]  # more examples, more steps
+    # passes: more over three classes or more once every layer is trained, not over two or a few a class
+    assert AUTO_MULTICLASS_EPOCHS > AUTO_EPOCHS
+    assert auto_schedule(64 * 4, 4, depth=6)["steps"] == AUTO_MULTICLASS_EPOCHS * 4
+    assert auto_schedule(16 * 4, 4, depth=6)["steps"] == AUTO_MULTICLASS_EPOCHS  # one batch a pass
+    assert auto_schedule(64 * 2, 2, depth=6)["steps"] == AUTO_EPOCHS * 2
+    assert auto_schedule(15 * 4, 4, depth=6)["steps"] == max(AUTO_EPOCHS, AUTO_MIN_STEPS)
     with pytest.raises(InputError, match="two classes"):
         auto_schedule(8, 1)
 
