@@ -481,13 +481,16 @@ def tune_layers_section(path: Path) -> list[str]:
         "## Training every layer or the top ones (development group)",
         "",
         "`python -m eval.tune_layers` (and `--shots 16 32 --datasets sst2 mr`, `--shots 64 --datasets sst2 mr`, "
-        "`--shots 64 --datasets goemotions_ekman --variants all:5e-5 all:5e-5:x3`, `--shots 8 --seeds 3 --datasets "
-        "goemotions_ekman sst2 mr subj --variants top2:1e-4 top2:1e-4:x2 top2:1e-4:x3`) "
-        "on development datasets only (`goemotions_ekman`: the GoEmotions comments with exactly one of its seven "
-        'Ekman labels). Each row: `FewShotClassifier(head="auto", tune={...})`, the rest of '
+        "`--shots 64 --seeds 3 --datasets goemotions_ekman --variants all:5e-5 all:5e-5:x3`, `--shots 8 --seeds 3 "
+        "--datasets goemotions_ekman sst2 mr subj --variants top2:1e-4 top2:1e-4:x2 top2:1e-4:x3`, `--shots 16 32 "
+        "64 --seeds 3 --datasets goemotions_group --variants all:5e-5 all:5e-5:x3`) "
+        "on development datasets only (`goemotions_ekman`, `goemotions_group`: the GoEmotions comments with exactly "
+        "one of its seven Ekman labels, of its four sentiment groups). Each row: "
+        '`FewShotClassifier(head="auto", tune={...})`, the rest of '
         'the schedule `tune="auto"`\'s, fitted on seeded support sets and scored on the test split capped at '
         "1,000 rows; mean over the seeds run. `all` trains every layer of MiniLM; `topK` the top K of its six, "
-        "the layers below frozen and run once per text; `xP` runs P times the schedule's steps. Fit seconds: "
+        "the layers below frozen and run once per text; the steps are those of 5 passes over the examples, and "
+        "`xP` runs P times as many. Fit seconds: "
         "wall time of `fit` (the tune, its two cross-fitted halves, the head), one job on the machine, except the "
         "N = 8 `x2` and `x3` rows, which ran beside another job (their seconds are not comparable).",
         "",
