@@ -26,6 +26,7 @@ from fewshot.errors import (  # noqa: E402
     MissingDependencyError,
     ModelLoadError,
     NotFittedError,
+    SaveExistsError,
     SaveNotFoundError,
 )
 from fewshot.heads import (  # noqa: E402
@@ -66,6 +67,7 @@ __all__ = [
     "NotFittedError",
     "OnnxImageEncoder",
     "PrototypeHead",
+    "SaveExistsError",
     "SaveNotFoundError",
     "StaticEncoder",
     "TextEncoder",

@@ -54,6 +54,10 @@ class ConcurrentWriteError(FewShotError):
     """A save would replace one made by another writer since this object was loaded (a lost update)."""
 
 
+class SaveExistsError(ConcurrentWriteError, FileExistsError):
+    """A save would replace another save in a folder this object was neither loaded from nor saved to."""
+
+
 class FewShotWarning(UserWarning):
     """Input that fewshot accepts but that is probably not what the user meant (it says why)."""
 

@@ -20,7 +20,14 @@ import pytest
 
 import fewshot.index.vectors as vectors_module
 from fewshot import EmbeddingIndex
-from fewshot.errors import ConcurrentWriteError, CorruptFileError, DimensionError, EncoderMismatchError, InputError
+from fewshot.errors import (
+    ConcurrentWriteError,
+    CorruptFileError,
+    DimensionError,
+    EncoderMismatchError,
+    InputError,
+    SaveExistsError,
+)
 from tests.conftest import REPO, FakeEncoder
 
 
@@ -492,6 +499,32 @@ def test_a_stale_copy_cannot_overwrite_a_newer_save(tmp_path):
     with EmbeddingIndex.update(path) as fresh:  # the way to make b's change: under the lock, on the latest
         fresh.add_embeddings(X[:1], ids=[200])
     assert len(EmbeddingIndex.load(path)) == 12
+
+
+def test_a_new_index_does_not_replace_one_saved_under_its_name_unless_told(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "indexes"))
+    first, X = filled("flat", n=10)
+    first.name = "docs"
+    folder = first.save()
+    second = EmbeddingIndex(dim=32, name="docs")  # another process building "docs" from scratch
+    second.add_embeddings(X[:3])
+    with pytest.raises(SaveExistsError, match="already holds an index \\('docs', 10 items\\).*overwrite=True"):
+        second.save()
+    assert len(EmbeddingIndex.load(folder)) == 10  # nothing lost
+    assert isinstance(SaveExistsError("x"), ConcurrentWriteError)  # the service answers it as a conflict
+    assert second.save(overwrite=True) == folder and len(EmbeddingIndex.load(folder)) == 3
+    first.add_embeddings(X[:1], ids=[99])  # the index it replaced is now the stale copy
+    with pytest.raises(ConcurrentWriteError, match="another writer"):
+        first.save()
+    second.add_embeddings(X[:1])  # saving again where it saved needs no overwrite
+    second.save()
+    assert len(EmbeddingIndex.load(folder)) == 4
+    big = EmbeddingIndex(dim=32, kind="ivfpq", name="docs", ivfpq={"train_size": 256, "nlist": 8, "m": 8, "nbits": 6})
+    big.add_embeddings(vectors(300, 32))
+    assert big.structure == "ivfpq"  # vectors on disk, saved under the lock: the same refusal
+    with pytest.raises(SaveExistsError):
+        big.save(folder)
+    assert len(EmbeddingIndex.load(folder)) == 4
 
 
 def test_a_copy_cannot_drop_writes_journalled_or_saved_since_it_was_loaded(tmp_path):

@@ -69,7 +69,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     items, ids, labels, metadata = _index_rows(a)
     index = EmbeddingIndex(make_encoder(a.encoder, is_image_input(a.data)), kind=a.kind, name=target.name)
     index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=True)
-    index.save(target)
+    index.save(target, overwrite=a.overwrite)  # checked again under the lock: another build may have finished
     print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
     return 0
 
@@ -94,7 +94,7 @@ def _build_from_embeddings(a: argparse.Namespace, target: Path) -> int:
     else:  # the encoder the batch job recorded
         index = EmbeddingIndex.from_batch_output(a.from_embeddings, kind=a.kind, name=target.name, **options)
     added = len(index)
-    index.save(target)
+    index.save(target, overwrite=a.overwrite)
     print(f"indexed {added} vectors from {a.from_embeddings} ({index.structure}) -> {target}", file=sys.stderr)
     return 0
 

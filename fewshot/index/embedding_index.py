@@ -16,7 +16,7 @@ import numpy as np
 from fewshot._concurrency import RWLock
 from fewshot._validate import as_embeddings, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
-from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, SaveNotFoundError
+from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, SaveExistsError, SaveNotFoundError
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import checked_name, index_dir, resolve_index_path
@@ -461,15 +461,18 @@ class EmbeddingIndex:
         return [None if i not in rows else Hit(i, 1.0, *rows[i]) for i in ids_list]
 
     # -- persistence --------------------------------------------------------------------------------
-    def save(self, path: str | Path | None = None) -> Path:
+    def save(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path:
         """Write the index to a folder atomically; return the folder. Without ``path``: the folder it was
         loaded from or last saved to, else (a new index, or a new ``name`` since) ``indexes/<name>/``.
 
         A save over a folder this index was loaded from or saved to is refused with
         :class:`~fewshot.errors.ConcurrentWriteError` when another writer saved there, or added to its
         journal (:meth:`open`), in between; use :meth:`update` to hold the folder for a whole
-        load-modify-save. Inside :meth:`update` or on an index from :meth:`open`, saving to its own folder
-        uses the lock it holds (for :meth:`open`, a :meth:`checkpoint`).
+        load-modify-save. A folder that holds an index this one neither came from nor saved to is
+        replaced only with ``overwrite=True`` (otherwise :class:`~fewshot.errors.SaveExistsError`, checked
+        under the folder's lock, so two new indexes of one name cannot silently replace each other).
+        Inside :meth:`update` or on an index from :meth:`open`, saving to its own folder uses the lock it
+        holds (for :meth:`open`, a :meth:`checkpoint`).
         """
         name = checked_name(self.name)
         if path is not None:
@@ -483,9 +486,9 @@ class EmbeddingIndex:
             return target
         if self._held is not None and self._held[0].resolve() == target.resolve():
             return self._save(target, self._held[1])
-        return self._save(target, None)
+        return self._save(target, None, overwrite)
 
-    def _save(self, target: Path, lock: FolderLock | None) -> Path:
+    def _save(self, target: Path, lock: FolderLock | None, overwrite: bool = False) -> Path:
         raw = self._vectors.raw if self._vectors is not None else None
         if raw is None:
             with self._lock.read():
@@ -498,7 +501,7 @@ class EmbeddingIndex:
                 expect_save_id=self._expected(target),
                 lock=lock,
                 owned=OWNED,
-                still_current=self._journal_check(target, lock),
+                still_current=self._still_current(target, lock, overwrite),
             )
             self._remember(target, manifest["save_id"], 0)
             return target
@@ -511,9 +514,10 @@ class EmbeddingIndex:
         try:
             with self._lock.write():
                 expect = self._expected(target)
-                check = self._journal_check(target, None if own else lock)
+                check = self._still_current(target, None if own else lock, overwrite)
                 old = read_manifest(target)
-                problem = check(old) if check is not None and old is not None and old.get("save_id") == expect else None
+                mine = expect is None or old is None or old.get("save_id") == expect  # else write_bundle refuses
+                problem = check(old) if check is not None and old is not None and mine else None
                 if problem:
                     raise ConcurrentWriteError(f"{target}: {problem}")
                 if old is None:  # a first save: the folder becomes an (empty) index first,
@@ -541,13 +545,27 @@ class EmbeddingIndex:
         self._saved_at, self._saved_as = (str(folder.resolve()), save_id), self.name
         self._seen[self._saved_at[0]] = (save_id, journal_bytes)
 
-    def _journal_check(self, target: Path, lock: FolderLock | None) -> Any:
-        """For a save over a folder this index saw, under the folder's lock: a function of the folder's
-        manifest that names writes journalled there since (acknowledged by an :meth:`open` index, and about
-        to be dropped with the old save's journal), or None to check nothing. A caller that holds the lock
-        (:meth:`update`, a checkpoint) has seen every journalled write."""
+    def _still_current(self, target: Path, lock: FolderLock | None, overwrite: bool) -> Any:
+        """A function of the folder's manifest, called under the folder's lock when the folder holds a save,
+        that names what the save would lose (or None to check nothing): for a folder this index never saw,
+        the index there (:class:`~fewshot.errors.SaveExistsError` unless ``overwrite``); for one it saw,
+        writes journalled there since (acknowledged by an :meth:`open` index, and about to be dropped with
+        the old save's journal). A caller that holds the lock (:meth:`update`, a checkpoint) has seen every
+        journalled write."""
         seen = self._seen.get(str(target.resolve()))
-        if seen is None or (lock is not None and lock.held):
+        if seen is None:
+            if overwrite:
+                return None
+
+            def refuse(old: dict[str, Any]) -> str | None:
+                raise SaveExistsError(
+                    f"{target} already holds an index ({old.get('name')!r}, {old.get('count', '?')} items) that "
+                    "this one was not loaded from; load it (or use EmbeddingIndex.update / open) to change it, or "
+                    "save with overwrite=True to replace it"
+                )
+
+            return refuse
+        if lock is not None and lock.held:
             return None
 
         def check(old: dict[str, Any]) -> str | None:
