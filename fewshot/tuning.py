@@ -20,9 +20,10 @@ better than 5 on the two classes of SST-2, MR and SUBJ (``eval/tune_dev.py``), w
 and 3.0 points at 16, 32 and 64 a class (three seeds each, every seed up), its seven Ekman labels 0.7 at 64 a
 class (three seeds), at 2.7 times the fit time. With the top layers alone, at 8 a class, twice and three times
 the steps lost 0.55 and 0.9 points on the mean of SST-2, MR, SUBJ and GoEmotions-Ekman, and half the steps
-or half the learning rate lost 0.7 and 0.3 on those and GoEmotions' groups (``eval/tune_layers.py``). So three classes or more get 15 passes from 16 examples a class, and the rest 5.
-The constants were chosen on the development datasets of ``eval/tune_dev.py`` and ``eval/tune_layers.py``
-and reported on others (``eval/run_tuning.py``).
+or half the learning rate lost 0.7 and 0.3 on those and GoEmotions' groups (``eval/tune_layers.py``). So
+three classes or more get 15 passes from 16 examples a class, and the rest 5. The constants were chosen on
+the development datasets of ``eval/tune_dev.py`` and ``eval/tune_layers.py`` and reported on others
+(``eval/run_tuning.py``).
 """
 
 from __future__ import annotations
