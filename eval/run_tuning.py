@@ -258,7 +258,7 @@ def schedule() -> dict:
     import fewshot.lexical as lexical
     import fewshot.tuning as tuning
 
-    constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_"))}
+    constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_", "CHUNK_"))}
     constants |= {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED", "LEXICAL_FOLDS")}
     constants |= {f"lexical.{k}": getattr(lexical, k) for k in ("C", "WEIGHTS", "NGRAMS")}
     methods = [m for m, _ in FROZEN] + [HEAD_ALONE_ROW, SHIPPED[0]] + [m for m, _ in TUNED_VARIANTS]

@@ -7,6 +7,12 @@ each example is pulled towards every other example of its class and pushed from 
 one forward pass carries all the pairs of the batch rather than one per row. The tuned body is a copy; the
 encoder it came from is untouched.
 
+A batch is drawn by class, not by length, so padded to its longest text it runs mostly padding when lengths
+vary; its forward pass runs instead in runs of similar length (:func:`length_chunks`), which the attention
+mask makes give the same embeddings, loss and gradients up to rounding (dropout draws its masks run by run,
+so a tune differs from a one-batch tune as another dropout seed's would); ``eval/bench_tune_runs.py`` times
+the difference.
+
 How long to tune follows the support set (:func:`auto_schedule`, what ``tune="auto"`` uses): a fixed number
 of passes over the examples, with a floor of optimiser steps so that a tiny support set is still trained
 and a ceiling so that a large one stays a light fine-tune. Below 16 examples a class only the top third of
@@ -50,6 +56,7 @@ FULL_LR = 5e-5
 AUTO_LAYER_SHARE = 1 / 3  # below AUTO_ALL_LAYERS_FROM examples a class, the top third of the layers is trained
 AUTO_ALL_LAYERS_FROM = 16  # examples a class from which every layer is trained
 AUTO_TEMPERATURE = 0.1
+CHUNK_OVERHEAD_TOKENS = 32  # a forward pass's fixed cost, in padded tokens, when a batch is run in length runs
 
 
 def auto_schedule(n_examples: int, n_classes: int, depth: int | None = None) -> dict[str, Any]:
@@ -147,6 +154,69 @@ def _batches(codes: np.ndarray, batch_size: int, steps: int, rng: np.random.Gene
         yield np.concatenate(picked)
 
 
+def length_chunks(lengths: np.ndarray, overhead: float = CHUNK_OVERHEAD_TOKENS) -> list[np.ndarray]:
+    """A batch's indices split into runs of similar token count, longest first, that minimise the tokens
+    run: each run is padded to its longest text, and a run costs ``overhead`` tokens more (a forward pass's
+    fixed cost). The runs are contiguous in length order, so the best split is found exactly by dynamic
+    programming; ``overhead=math.inf`` keeps the batch whole."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    L = np.asarray(lengths, dtype=np.float64)[order]
+    n = len(L)
+    if n == 0:
+        return []
+    if not math.isfinite(overhead):
+        return [order]
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    start = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):  # best[j]: the first j texts; a run i..j-1 is padded to L[i], the longest
+        i = np.arange(j)
+        cost = best[:j] + (j - i) * L[:j] + overhead
+        start[j] = int(np.argmin(cost))
+        best[j] = cost[start[j]]
+    runs, j = [], n
+    while j > 0:
+        runs.append(order[start[j] : j])
+        j = int(start[j])
+    return runs[::-1]
+
+
+def batch_embeddings(
+    model: Any, texts: list[str], bottom: _FrozenBottom | None = None, overhead: float = CHUNK_OVERHEAD_TOKENS
+) -> tuple[Any, np.ndarray]:
+    """Sentence embeddings of ``texts`` with gradients, in runs of similar length (:func:`length_chunks`),
+    and the order of their rows (indices into ``texts``).
+
+    A batch padded to its longest text spends most of its work on padding when lengths vary (a contrastive
+    batch is drawn by class, not by length): at 64 a class, AG News' batches ran three times their real
+    tokens. The attention mask keeps padding out of every text's embedding, so the runs give the same
+    embeddings (and the same loss and gradients) as one padded batch, for about half the work there.
+    With ``bottom``, each run enters the trained layers from the frozen layers' stored output.
+    """
+    import torch
+
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+
+    def features_of(part: list[str]) -> dict[str, Any]:
+        features = prepare(part)
+        return {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
+
+    whole = features_of(texts)
+    runs = length_chunks(whole["attention_mask"].sum(dim=1).cpu().numpy(), overhead)
+    if len(runs) == 1:  # one run: the batch as it came, already tokenized
+        runs = [np.arange(len(texts))]
+    out = []
+    for run in runs:
+        part = [texts[i] for i in run]
+        features = whole if len(runs) == 1 else features_of(part)
+        if bottom is None:
+            out.append(model(features)["sentence_embedding"])
+        else:
+            with bottom.feeding(part, features["attention_mask"]):
+                out.append(model(features)["sentence_embedding"])
+    return torch.cat(out), np.concatenate(runs)
+
+
 def train_step(
     model: Any,
     optimiser: Any,
@@ -154,21 +224,16 @@ def train_step(
     codes: np.ndarray,
     temperature: float,
     bottom: _FrozenBottom | None = None,
+    overhead: float = CHUNK_OVERHEAD_TOKENS,
 ) -> float:
     """One optimiser step of the supervised contrastive loss on one batch; returns the loss. With ``bottom``,
-    the batch enters the trained layers from the frozen layers' stored output."""
+    the batch enters the trained layers from the frozen layers' stored output. The forward pass runs in
+    runs of similar length (:func:`batch_embeddings`; ``overhead=math.inf``: one padded batch)."""
     import torch
 
-    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
-    features = prepare(texts)
-    features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in features.items()}
-    if bottom is None:
-        out = model(features)
-    else:
-        with bottom.feeding(texts, features["attention_mask"]):
-            out = model(features)
-    Z = torch.nn.functional.normalize(out["sentence_embedding"], dim=1)
-    loss = supcon_loss(Z, torch.as_tensor(codes, device=Z.device), temperature)
+    E, order = batch_embeddings(model, texts, bottom, overhead)
+    Z = torch.nn.functional.normalize(E, dim=1)
+    loss = supcon_loss(Z, torch.as_tensor(codes[order], device=Z.device), temperature)
     optimiser.zero_grad()
     loss.backward()
     optimiser.step()

@@ -230,6 +230,65 @@ def test_a_step_on_the_top_layers_from_stored_outputs_equals_a_full_pass_with_th
         assert torch.allclose(p, cached["params"][name], atol=1e-5), name
 
 
+def test_length_runs_cover_the_batch_once_and_never_pad_more_than_one_batch():
+    import math
+
+    from fewshot.tuning import length_chunks
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 64, 200):
+        lengths = np.concatenate([rng.integers(5, 40, n - n // 8), rng.integers(150, 256, n // 8)])
+        runs = length_chunks(lengths, overhead=32)
+        assert sorted(np.concatenate(runs).tolist()) == list(range(n))
+        for run in runs:  # a run is a stretch of the lengths in decreasing order
+            assert (np.diff(lengths[run]) <= 0).all()
+        cost = sum(len(r) * lengths[r].max() + 32 for r in runs)
+        assert cost <= n * lengths.max() + 32
+        if n >= 64:  # a few long texts among short ones: the long ones go apart
+            assert len(runs) >= 2 and cost < 0.7 * n * lengths.max()
+    assert len(length_chunks(np.full(50, 30), overhead=32)) == 1  # equal lengths: nothing to gain
+    assert len(length_chunks(lengths, overhead=math.inf)) == 1
+    assert length_chunks(np.array([], dtype=int)) == []
+
+
+def test_a_step_in_length_runs_equals_one_padded_batch(text_encoder):
+    import copy
+    import math
+
+    import torch
+
+    from fewshot.tuning import _FrozenBottom, batch_embeddings, train_step
+
+    encoder = _without_dropout(text_encoder)
+    short = ["card gone", "new PIN", "lost card", "PIN?"]
+    long = [
+        "I lost my card yesterday on the way home from work and I cannot find it anywhere in the flat, what now",
+        "how do I change the PIN code of my debit card at the cash machine, and does it cost anything to do so",
+    ]
+    texts = [short[0], long[0], short[1], short[2], long[1], short[3]]
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    model = copy.deepcopy(encoder.model).train()
+    runs, order = batch_embeddings(model, texts, overhead=0)
+    whole, whole_order = batch_embeddings(model, texts, overhead=math.inf)
+    assert sorted(order.tolist()) == list(range(6)) and whole_order.tolist() == list(range(6))
+    assert order.tolist() != list(range(6))  # it did split (or reorder) the batch
+    assert torch.allclose(runs, whole[order], atol=1e-5)  # padding never reaches an embedding
+
+    def one_step(overhead: float, layers: int | None) -> tuple[float, dict]:
+        m = copy.deepcopy(encoder.model).train()
+        bottom = _FrozenBottom(m, texts, trained=layers) if layers else None
+        # plain SGD at rate 1: the step is the gradient (Adam's first step is its sign, which float noise flips)
+        optimiser = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1.0)
+        loss = train_step(m, optimiser, texts, codes, 0.1, bottom, overhead=overhead)
+        return loss, {n: p.detach().clone() for n, p in m.named_parameters()}
+
+    for layers in (None, 2):
+        (a, pa), (b, pb) = one_step(0, layers), one_step(math.inf, layers)
+        assert a == pytest.approx(b, abs=1e-5)
+        for name, p in pa.items():
+            assert torch.allclose(p, pb[name], atol=1e-5), name
+
+
 def test_tuning_the_top_layers_leaves_the_rest_as_they_were(text_encoder, emotion):
     import torch
 
