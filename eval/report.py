@@ -814,6 +814,9 @@ def main() -> None:
         lines += tune_dev_section(RESULTS / "tune_dev.jsonl")
     if (RESULTS / "tune_layers.jsonl").exists():
         lines += tune_layers_section(RESULTS / "tune_layers.jsonl")
+    runs = RESULTS / "bench_tune_runs.md"
+    if runs.exists():  # written by eval.bench_tune_runs; its title becomes a section heading
+        lines += ["#" + runs.read_text().strip(), ""]
     if (RESULTS / "select_dev.jsonl").exists():
         lines += select_dev_section(RESULTS / "select_dev.jsonl")
     if (RESULTS / "lexical_dev.jsonl").exists():
