@@ -260,7 +260,7 @@ def schedule() -> dict:
 
     constants = {k: getattr(tuning, k) for k in sorted(dir(tuning)) if k.startswith(("AUTO_", "FULL_", "CHUNK_"))}
     constants |= {k: getattr(few_shot, k) for k in ("TUNE_FOLDS", "TUNED_PREFERRED", "LEXICAL_FOLDS")}
-    constants |= {f"lexical.{k}": getattr(lexical, k) for k in ("C", "WEIGHTS", "NGRAMS")}
+    constants |= {f"lexical.{k}": getattr(lexical, k) for k in ("C", "WEIGHTS", "NGRAMS", "MIN_GAIN")}
     methods = [m for m, _ in FROZEN] + [HEAD_ALONE_ROW, SHIPPED[0]] + [m for m, _ in TUNED_VARIANTS]
     return json.loads(json.dumps(constants | {"methods": methods}))  # as the results file holds it
 

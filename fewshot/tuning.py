@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 
 from fewshot._validate import as_labels, as_text_list
-from fewshot.encoders.base import weights_sha256
 from fewshot.encoders.text import TextEncoder
 from fewshot.errors import InputError
 from fewshot.labels import encode_labels
@@ -422,7 +421,8 @@ def contrastive_tune(
     tuned.tuning = {"steps": steps, "batch_size": batch_size, "lr": lr, "temperature": temperature, "seed": seed}
     if layers is not None:
         tuned.tuning["layers"] = layers
-    tuned._sha = weights_sha256(model)
+    # its weights' hash is taken when its identity is first asked for (to save it, or to key a cache): a
+    # cross-fitted body that only embeds a few examples is never hashed
     return tuned
 
 

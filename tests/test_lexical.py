@@ -132,6 +132,20 @@ def test_choose_follows_the_held_out_accuracy():
     assert t_lexical < t_head  # the reliable channel is sharpened, the noisy one flattened
 
 
+def test_choose_keeps_the_head_alone_unless_the_words_win_by_two_held_out_examples():
+    codes = np.repeat(np.arange(2), 10)
+    confident = np.log(np.where(np.eye(2)[codes] > 0, 0.9, 0.1))
+    for wrong, expect_channel in ((1, False), (2, True)):
+        head = confident.copy()
+        head[:wrong] = head[:wrong, ::-1]  # the head gets `wrong` examples wrong, confidently
+        lexical = np.log(np.where(np.eye(2)[codes] > 0, 0.6, 0.4))  # always right, unsure
+        weight, _, _, record = choose(head, lexical, codes)
+        won = round((max(record["weights"].values()) - record["weights"]["0.0"]) * len(codes))
+        assert won == wrong  # some weight fixes every mistake of the head
+        assert (weight > 0) == expect_channel and record["picked"] == weight
+        assert ("why" in record) != expect_channel
+
+
 # -- in the classifier ------------------------------------------------------------------------------------
 def head_scores(clf: FewShotClassifier, X: list[str]) -> np.ndarray:
     """The class scores of the classifier's head alone."""
