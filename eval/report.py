@@ -556,7 +556,8 @@ def lexical_dev_section(path: Path) -> list[str]:
         'the frozen body and (`head="auto"`) with `tune="auto"`; the channel changes nothing else in a fit, so '
         "the head alone (off) and the classifier (on) are scored from the same fit, on the test split capped "
         "at 1,000 rows. Accuracy %, mean over the seeds; the last column gives the lexical weight picked on "
-        "each support set (0: the head alone).",
+        "each support set (0: the head alone). These fits keep any weight that wins by one held-out example "
+        "or more; the next section checks the margin the library uses.",
         "",
     ]
     for shots in sorted({r["shots"] for r in rows}):
@@ -590,6 +591,28 @@ def lexical_dev_section(path: Path) -> list[str]:
             lines.append(f"| mean over datasets | {head} | {body} | | | | {100 * float(np.mean(ch)):+.2f} | |")
         lines.append("")
     return lines
+
+
+def lexical_rule_section(path: Path) -> list[str]:
+    """The margin the lexical channel's weight must win by, checked on the development sweep's fits."""
+    from eval.lexical_rule import table
+
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        "## The lexical channel's margin (development group)",
+        "",
+        "`python -m eval.lexical_rule`, on the fits of the table above. The weight with the best held-out "
+        "accuracy is kept only if it gets at least `margin` more held-out examples right than the head alone "
+        "(`fewshot.lexical.MIN_GAIN`, 2); margin 1 is any win, what those fits picked. A margin keeps that "
+        "weight or falls back to the head alone, so each margin's test accuracy follows from the row. Change "
+        "over the head alone, points: the mean over datasets (each the mean of its seeds) and the worst "
+        "dataset's.",
+        "",
+        "```",
+        *table(rows, (1, 2, 3)),
+        "```",
+        "",
+    ]
 
 
 def lexical_grid_section(path: Path) -> list[str]:
@@ -821,6 +844,7 @@ def main() -> None:
         lines += select_dev_section(RESULTS / "select_dev.jsonl")
     if (RESULTS / "lexical_dev.jsonl").exists():
         lines += lexical_dev_section(RESULTS / "lexical_dev.jsonl")
+        lines += lexical_rule_section(RESULTS / "lexical_dev.jsonl")
     if (RESULTS / "lexical_grid.jsonl").exists():
         lines += lexical_grid_section(RESULTS / "lexical_grid.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune

@@ -266,7 +266,8 @@ def choose(
     best = max(weights, key=lambda w: (hits[w], -w))
     record = {"weights": {str(w): round(h / len(codes), 4) for w, h in hits.items()}, "n": int(len(codes))}
     if 0.0 in hits and best != 0.0 and hits[best] - hits[0.0] < MIN_GAIN:
-        record["why"] = f"{best} beats the head alone by fewer than {MIN_GAIN} held-out examples"
+        won = hits[best] - hits[0.0]
+        record["why"] = f"weight {best} gets {won} more held-out example(s) right than the head alone, under {MIN_GAIN}"
         best = 0.0
     record["picked"] = best
     return best, t_head, t_lexical, record

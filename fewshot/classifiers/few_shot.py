@@ -79,15 +79,15 @@ class FewShotClassifier(CalibratedClassifier):
         empty label).
     lexical : ``"auto"`` (default): for a text encoder, a lexical channel beside the head, TF-IDF features
         of the words and word pairs with a logistic regression (:mod:`fewshot.lexical`), pooled with the
-        head's log-probabilities at a weight chosen on held-out scores of the examples (0 when the words add
-        nothing there, and then the classifier is exactly the head alone). With the channel in use,
-        :meth:`class_scores` are the pooled log-probabilities. With ``abstain`` set the head is used alone:
-        its own scores (a cosine for the prototype head) say when nothing fits, where the pool's relative
-        probabilities do not (a threshold from the examples' held-out scores caught 19% of CLINC150's
-        out-of-scope queries on the pool, 75% on the head's cosines). Images and other
-        inputs without words keep the head alone too. True is the same as ``"auto"``; False: always the head
-        alone. A fitted channel keeps the examples' texts (saved with the model) so that
-        :meth:`add_examples` can refit its regression on all of them.
+        head's log-probabilities at a weight chosen on held-out scores of the examples (0 unless the pool
+        gets at least two more of them right than the head alone, and then the classifier is exactly the
+        head alone). With the channel in use, :meth:`class_scores` are the pooled log-probabilities. With
+        ``abstain`` set the head is used alone: its own scores (a cosine for the prototype head) say when
+        nothing fits, where the pool's relative probabilities do not (a threshold from the examples'
+        held-out scores caught 19% of CLINC150's out-of-scope queries on the pool, 75% on the head's
+        cosines). Images and other inputs without words keep the head alone too. True is the same as
+        ``"auto"``; False: always the head alone. A fitted channel keeps the examples' texts (saved with the
+        model) so that :meth:`add_examples` can refit its regression on all of them.
 
     Attributes
     ----------
