@@ -170,7 +170,13 @@ def test_a_tuned_body_is_judged_on_examples_it_was_not_tuned_on(text_encoder, em
     X, y = [x for x, k in zip(X, keep) if k], y[keep]
     test = np.isin(yt, ["sadness", "joy", "anger"])
     Xt, yt = [x for x, k in zip(Xt, test) if k], yt[test]
+    from fewshot.classifiers import background
+
+    cached = len(background._CACHE)
     clf = FewShotClassifier(text_encoder, head="auto", tune={"steps": 8, "seed": 0}).fit(X, y)
+    # the label prior of each of its three bodies only scores labels: none of them embeds (and keeps for the
+    # life of the process) the background sentences that tagging uses
+    assert len(background._CACHE) == cached and clf.prior_.background_ is None
     selection = clf.head_.selection_
     assert "tuned without it" in selection["why"] and "tuned without it" in clf.calibration_["method"]
     assert max(selection["scores"].values()) < 1.0  # held out for real: 24 emotion texts are not all easy

@@ -98,8 +98,10 @@ class FewShotClassifier(CalibratedClassifier):
     threshold_ : the abstention threshold in use, or None.
     tuning_ : with ``tune``, the settings the tune ran with, which of them the schedule chose (``"auto"``),
         and the numbers of examples and classes it saw; None for a frozen body.
-    lexical_ : the held-out accuracy of every weight and the one picked, or why the channel is not used
-        (``{"picked": 0.0, "why": ...}``); None with ``lexical=False`` or inputs that are not text.
+    lexical_ : the held-out accuracy of every weight and the one picked, with ``"why"`` when the channel is
+        not used (its best weight won by fewer than two held-out examples; or, with no held-out scores to
+        choose on, only ``{"picked": 0.0, "why": ...}``); None with ``lexical=False`` or inputs that are not
+        text.
         ``lexical_channel_`` : the channel in use, or None.
 
     Examples
@@ -596,6 +598,7 @@ def _label_prior(labels: list[Any], encoder: Any) -> ZeroShotClassifier:
     tell them apart, so the prior allows it where a zero-shot classifier refuses it."""
     prior = ZeroShotClassifier(labels, encoder=encoder, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE)
     prior._same_label_vectors_ok = True
+    prior._scores_only = True  # no background statistics: it is never asked to tag
     return prior.fit()
 
 

@@ -173,7 +173,9 @@ class ZeroShotClassifier(CalibratedClassifier):
             _refuse_identical_labels(head)
         self.label_head_ = head
         self.head_, self.shift_ = self.label_head_, None
-        self.background_ = self._background_stats(encoder)
+        # a few-shot classifier's label prior only scores labels: it leaves out the statistics tag() uses, as a
+        # loaded prior does (and a tuned fit's bodies are spared embedding the background sentences each)
+        self.background_ = None if self.__dict__.get("_scores_only") else self._background_stats(encoder)
         self.adaptation_: dict[str, Any] = {"method": "none"}
         self.temperature_, self.threshold_, self.calibration_ = 1.0, None, {"method": "default temperature"}
         if C is not None and self.adapt != "none":
