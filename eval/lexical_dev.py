@@ -10,6 +10,9 @@ Each support set of a development dataset (``eval.tune_dev.DEV_DATASETS``; the r
 else in a fit (the tune, the head and its choice are the same with it off), so one fit gives both
 accuracies on the capped test split: ``off`` from the head alone, ``on`` from the classifier. The row
 keeps the weight picked and every weight's held-out accuracy.
+The sweep keeps any weight that wins by one held-out example or more (``fewshot.lexical.MIN_GAIN`` set to 1
+while it runs, recorded as ``min_gain``), so that ``python -m eval.lexical_rule`` can derive from its rows what
+each margin would do.
 Rows are appended to ``eval/results/lexical_dev.jsonl`` as they are measured; a rerun skips what is there.
 Fit times are recorded but are only comparable within a run with nothing else on the machine.
 """
@@ -23,11 +26,13 @@ from collections import defaultdict
 
 import numpy as np
 
+import fewshot.lexical as lexical
 from eval.run_text import RESULTS, machine
 from eval.tune_dev import dev_encoder, dev_support_sets
 from fewshot import FewShotClassifier
 
 OUT = RESULTS / "lexical_dev.jsonl"
+SWEEP_MIN_GAIN = 1  # any win: every margin's choice follows from such a row
 BODIES = {"frozen": False, "tuned": "auto"}
 
 
@@ -91,6 +96,7 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=1000)
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
+    lexical.MIN_GAIN = SWEEP_MIN_GAIN
     for name, shots, seed, body, head, texts, labels, test, yt in sweep(a, done_keys()):
         t = time.perf_counter()
         clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto").fit(texts, labels)
@@ -104,6 +110,7 @@ def main() -> None:
             "head_param": head,
             "head": clf.head_.selection_["picked"] if head == "auto" else head,
             "lexical": clf.lexical_,
+            "min_gain": SWEEP_MIN_GAIN,
             "off": round(float(np.mean(off == yt)), 4),
             "on": round(float(np.mean(on == yt)), 4),
             "fit_s": round(fit_s, 2),

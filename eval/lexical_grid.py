@@ -8,8 +8,9 @@ here) is fitted once with ``lexical="auto"``. The fit's held-out log-probabiliti
 the weight is chosen on: five folds on a frozen body, the cross-fitted halves on a tuned one) are captured,
 and both channels score the capped test split (the lexical model refitted on every example, as the
 classifier does). Each grid of :data:`GRIDS` then picks its weight on the held-out scores exactly as
-:func:`fewshot.lexical.choose` does, and its pool is scored on the test split. Rows are appended to
-``eval/results/lexical_grid.jsonl``; a rerun skips what is there.
+:func:`fewshot.lexical.choose` does, keeping any win (``MIN_GAIN`` set to 1, recorded as ``min_gain``: the
+margin is checked on its own by ``eval/lexical_rule.py``), and its pool is scored on the test split. Rows
+are appended to ``eval/results/lexical_grid.jsonl``; a rerun skips what is there.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections import defaultdict
 import numpy as np
 
 import fewshot.lexical as lexical
-from eval.lexical_dev import BODIES, done_keys, sweep
+from eval.lexical_dev import BODIES, SWEEP_MIN_GAIN, done_keys, sweep
 from eval.run_text import RESULTS, machine
 from eval.tune_dev import dev_encoder
 from fewshot import FewShotClassifier
@@ -96,9 +97,11 @@ def main() -> None:
     ap.add_argument("--test-cap", type=int, default=1000)
     a = ap.parse_args()
     base = dev_encoder(a.datasets)
+    lexical.MIN_GAIN = SWEEP_MIN_GAIN
     for name, shots, seed, body, head, texts, labels, test, yt in sweep(a, done_keys(OUT)):
         clf = FewShotClassifier(base, head=head, tune=BODIES[body], lexical="auto")
         row = {"dataset": name, "shots": shots, "seed": seed, "body": body, "head_param": head}
+        row["min_gain"] = SWEEP_MIN_GAIN
         row |= grid_scores(clf, texts, labels, test, yt) | {"test_size": len(test), "machine": machine()}
         with OUT.open("a") as f:
             f.write(json.dumps(row) + "\n")

@@ -596,6 +596,7 @@ def lexical_dev_section(path: Path) -> list[str]:
 def lexical_rule_section(path: Path) -> list[str]:
     """The margin the lexical channel's weight must win by, checked on the development sweep's fits."""
     from eval.lexical_rule import table
+    from fewshot.lexical import MIN_GAIN
 
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [
@@ -603,7 +604,7 @@ def lexical_rule_section(path: Path) -> list[str]:
         "",
         "`python -m eval.lexical_rule`, on the fits of the table above. The weight with the best held-out "
         "accuracy is kept only if it gets at least `margin` more held-out examples right than the head alone "
-        "(`fewshot.lexical.MIN_GAIN`, 2); margin 1 is any win, what those fits picked. A margin keeps that "
+        f"(`fewshot.lexical.MIN_GAIN`, {MIN_GAIN}); margin 1 is any win, what those fits picked. A margin keeps that "
         "weight or falls back to the head alone, so each margin's test accuracy follows from the row. Change "
         "over the head alone, points: the mean over datasets (each the mean of its seeds) and the worst "
         "dataset's.",

@@ -202,3 +202,22 @@ def test_image_loaders_match_readme(data_root):
     mnist = load_images("mnist", data_root)
     total = np.bincount(mnist.train_labels) + np.bincount(mnist.test_labels)
     assert total.tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_lexical_margin_keeps_the_weight_only_when_it_wins_by_the_margin():
+    from eval.lexical_rule import gain
+
+    # 100 held-out examples: weight 0.3 gets two more right than the head alone; the pool gains 1.5 points on test
+    row = {"dataset": "d", "seed": 0, "min_gain": 1, "on": 0.615, "off": 0.6}
+    row["lexical"] = {"weights": {"0.0": 0.5, "0.2": 0.51, "0.3": 0.52}, "n": 100, "picked": 0.3}
+    assert gain(row, 1) == pytest.approx(1.5) and gain(row, 2) == pytest.approx(1.5) and gain(row, 3) == 0.0
+    # the head alone won outright: nothing to gain under any margin
+    tie = {**row, "on": 0.6, "lexical": {"weights": {"0.0": 0.52, "0.3": 0.52}, "n": 100, "picked": 0.0}}
+    assert gain(tie, 1) == 0.0
+    # a row fitted under another margin, or whose pick is not the argmax, cannot be replayed
+    with pytest.raises(ValueError, match="margin of 2"):
+        gain({**row, "min_gain": 2}, 2)
+    with pytest.raises(ValueError, match="any win picks 0.3"):
+        gain({**row, "lexical": {**row["lexical"], "picked": 0.2}}, 2)
+    # no held-out scores (the channel could not apply): no gain
+    assert gain({**row, "lexical": {"picked": 0.0, "why": "a class has a single example"}}, 1) == 0.0
