@@ -269,5 +269,7 @@ def choose(
         won = hits[best] - hits[0.0]
         record["why"] = f"weight {best} gets {won} more held-out example(s) right than the head alone, under {MIN_GAIN}"
         best = 0.0
+    elif best == 0.0:
+        record["why"] = "no weight gets more held-out examples right than the head alone"
     record["picked"] = best
     return best, t_head, t_lexical, record

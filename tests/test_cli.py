@@ -241,6 +241,9 @@ def test_fit_with_and_without_the_lexical_channel(tmp_path, train_csv, capsys, m
         abstaining,
     )
     assert code == 0 and "lexical channel off (abstention thresholds work on the head's own scores)" in err
+    monkeypatch.setattr(fewshot.lexical, "WEIGHTS", (0.0,))  # the head alone, by the held-out scores
+    code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", tmp_path / "h")
+    assert code == 0 and "lexical channel off (no weight gets more held-out examples right than the head" in err
     queries = tmp_path / "q.txt"
     queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries)

@@ -127,6 +127,7 @@ def test_choose_follows_the_held_out_accuracy():
     noise = np.log(rng.dirichlet(np.ones(3), size=len(codes)))  # right a third of the time
     weight, _, _, record = choose(right, noise, codes)
     assert weight == 0.0 and record["picked"] == 0.0  # the words add nothing: the head alone
+    assert record["why"] == "no weight gets more held-out examples right than the head alone"
     weight, t_head, t_lexical, record = choose(noise, right, codes)
     assert weight > 0 and record["weights"][str(weight)] == 1.0 > record["weights"]["0.0"]
     assert t_lexical < t_head  # the reliable channel is sharpened, the noisy one flattened
@@ -143,7 +144,7 @@ def test_choose_keeps_the_head_alone_unless_the_words_win_by_two_held_out_exampl
         won = round((max(record["weights"].values()) - record["weights"]["0.0"]) * len(codes))
         assert won == wrong  # some weight fixes every mistake of the head
         assert (weight > 0) == expect_channel and record["picked"] == weight
-        assert ("why" in record) != expect_channel
+        assert ("why" in record) != expect_channel and (expect_channel or "under 2" in record["why"])
 
 
 # -- in the classifier ------------------------------------------------------------------------------------

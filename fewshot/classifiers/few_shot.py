@@ -99,7 +99,7 @@ class FewShotClassifier(CalibratedClassifier):
     tuning_ : with ``tune``, the settings the tune ran with, which of them the schedule chose (``"auto"``),
         and the numbers of examples and classes it saw; None for a frozen body.
     lexical_ : the held-out accuracy of every weight and the one picked, with ``"why"`` when the channel is
-        not used (its best weight won by fewer than two held-out examples; or, with no held-out scores to
+        not used (no weight beat the head alone by two held-out examples; or, with no held-out scores to
         choose on, only ``{"picked": 0.0, "why": ...}``); None with ``lexical=False`` or inputs that are not
         text.
         ``lexical_channel_`` : the channel in use, or None.
