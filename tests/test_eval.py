@@ -221,3 +221,20 @@ def test_lexical_margin_keeps_the_weight_only_when_it_wins_by_the_margin():
         gain({**row, "lexical": {**row["lexical"], "picked": 0.2}}, 2)
     # no held-out scores (the channel could not apply): no gain
     assert gain({**row, "lexical": {"picked": 0.0, "why": "a class has a single example"}}, 1) == 0.0
+
+
+def test_label_expansion_leaves_out_words_as_close_to_another_label():
+    from eval.zeroshot_templates import expanded
+
+    # two labels on axes 0 and 1: "antonym" is nearer label 0 than "own" is, but nearly as near label 1
+    names = np.eye(3, dtype=np.float32)[:2]
+    own = np.array([0.6, 0.0, 0.8], dtype=np.float32)
+    antonym = np.array([0.75, np.sqrt(1 - 0.75**2), 0.0], dtype=np.float32)
+    W = np.stack([antonym, own])
+    V = names.copy()
+    # without the penalty the antonym is the nearer word of label 0; with it, label 0 takes its own word
+    assert np.allclose(expanded(V, names, W, k=1, w=1.0, lam=0.0)[0], antonym)
+    assert np.allclose(expanded(V, names, W, k=1, w=1.0, lam=1.0)[0], own)
+    # the weight moves the label vector part of the way: w = 0 leaves it as it was
+    assert np.allclose(expanded(V, names, W, k=1, w=0.0, lam=1.0), V)
+    assert np.allclose(expanded(V, names, W, k=1, w=0.5, lam=1.0)[0], 0.5 * V[0] + 0.5 * own)
