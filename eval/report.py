@@ -342,7 +342,7 @@ def projected_setfit(n: int) -> dict[str, float]:
 
 
 def tuning_section(res: dict) -> list[str]:
-    """Training-free adapters and contrastive tuning against SetFit, six datasets, one N."""
+    """Training-free adapters and contrastive tuning against SetFit, one group of datasets, one N."""
     import numpy as np
 
     rows, n = res["rows"], res["shots"]
@@ -364,7 +364,8 @@ def tuning_section(res: dict) -> list[str]:
     given = res.get("tune_settings")
     lines = [
         f"## Adapters and tuning against SetFit: {body}, N = {n}"
-        + (f", tuned with {json.dumps(given)} given to the schedule" if given else ""),
+        + (f", tuned with {json.dumps(given)} given to the schedule" if given else "")
+        + (" (development group)" if res.get("group") == "dev" else ""),
         "",
         f"Accuracy (Matthews correlation for amazon_counterfactual), mean ± std over seeds "
         f"{', '.join(str(v) for v in sorted({r['seed'] for r in rows}))} "
@@ -373,7 +374,7 @@ def tuning_section(res: dict) -> list[str]:
         f"Fit s = encoding the support set + tuning (tuned rows) + the head. Measured {res['date']} on "
         f"{res['machine']} in {res['wall_s'] / 60:.0f} min. Command: `{res['command']}`.",
         "",
-        "| method | " + " | ".join(datasets) + " | mean | fit s, six datasets |",
+        "| method | " + " | ".join(datasets) + f" | mean | fit s, {len(datasets)} datasets |",
         "|---|" + "---|" * (len(datasets) + 2),
     ]
     means = {}
@@ -849,7 +850,7 @@ def main() -> None:
     if (RESULTS / "lexical_grid.jsonl").exists():
         lines += lexical_grid_section(RESULTS / "lexical_grid.jsonl")
     # mpnet: python -m eval.run_tuning --body mpnet --no-tune
-    for name in ("minilm", "minilm_n64_lexical", "mpnet"):
+    for name in ("minilm", "minilm_n64_lexical", "minilm_dev", "mpnet"):
         tu = _load(f"text_tuning_{name}.json")
         if tu:
             lines += tuning_section(tu)

@@ -53,7 +53,7 @@ from fewshot.encoders.text import BUNDLED_MPNET
 BODIES = {"minilm": None, "mpnet": BUNDLED_MPNET}
 GROUPS = {
     "report": SETFIT_DATASETS,
-    "dev": ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups"],
+    "dev": ["sst2", "subj", "banking77", "mr", "clinc150", "20newsgroups", "goemotions_ekman", "goemotions_group"],
 }
 # rows of the table: (method name, FewShotClassifier settings); the tuned ones share one tune per support set
 FROZEN = [
