@@ -13,6 +13,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,18 @@ def test_a_tuned_onnx_encoder_keeps_its_backend_cache_and_threads(home, few_shot
     back = FewShotClassifier.load(clf.save(tmp_path / "m"))
     assert back.encoder_.backend == "onnx" and back.encoder_.identity == body.identity
     np.testing.assert_allclose(back.predict_proba(Xt[:20]), clf.predict_proba(Xt[:20]), atol=1e-5)
+    # the tuned body's export stays in the cache until pruned; the saved model exports it again when next used
+    from fewshot.encoders.derived import cache_entries, prune
+
+    sha = body.identity["weights_sha256"]
+    (mine,) = [e for e in cache_entries(home) if (e.manifest or {}).get("weights_sha256") == sha]
+    assert mine.kind == "onnx" and mine.size > 10_000_000  # MiniLM in fp32: about 90 MB
+    past = time.time() - 60 * 86400
+    os.utime(mine.path, (past, past))
+    assert [e.path for e in prune(30, home)] == [mine.path]  # everything else here was used today
+    again = FewShotClassifier.load(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_proba(Xt[20:30]), clf.predict_proba(Xt[20:30]), atol=1e-5)
+    assert mine.path.exists()
 
 
 @pytest.mark.parametrize("spec", ["text:onnx", "text:onnx-int8", "static"])

@@ -1,4 +1,4 @@
-"""The ``fewshot`` command line: fit, predict, zeroshot, index build|add|search|info, batch, serve, demo.
+"""The ``fewshot`` command line: fit, predict, zeroshot, index build|add|search|info, batch, serve, cache, demo.
 
 A bad input or path prints one line (``fewshot: error: ...``) on stderr and exits with status 1.
 """
@@ -17,7 +17,7 @@ from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cm
 from fewshot.errors import FewShotError
 
 # modules that each define ``register(subparsers)``; they import heavy optional packages only when run
-COMMAND_MODULES: tuple[str, ...] = ("fewshot.cli.serve", "fewshot.cli.batch")
+COMMAND_MODULES: tuple[str, ...] = ("fewshot.cli.serve", "fewshot.cli.batch", "fewshot.cli.cache")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

@@ -13,17 +13,25 @@ export exists starts without importing torch at all.
 
 Each folder is built in a temporary folder beside it and renamed into place, under a lock, so a process
 killed midway leaves nothing half-written and two processes never build the same folder at once.
+
+A folder's modification time is set each time a process opens it, so :func:`cache_entries` can tell when
+each was last used and :func:`prune` (``fewshot cache prune``) can remove those not used for a while, and
+the temporary folders of builds that were killed. Nothing else deletes them: a tuned body's export, made on
+first use, stays until pruned (a saved model whose export was pruned exports its body again when next used).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +165,7 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
 
     manifest = read_manifest(target)
     if manifest is not None:
+        mark_used(target)
         return manifest
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_folder = target.parent / ".locks" / target.name
@@ -178,4 +187,134 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
     manifest = read_manifest(target)
     if manifest is None:  # pragma: no cover - the build wrote an inconsistent folder
         raise CorruptFileError(f"{target}: the folder just built does not match its manifest")
+    mark_used(target)
     return manifest
+
+
+# -- what the cache holds, and pruning it ------------------------------------------------------------
+KINDS = ("onnx", "static")  # the derived-model folders under the cache root
+TEMPORARY = (".building-", ".damaged-", ".scratch-")  # infixes of the temporary folders a build makes
+TEMPORARY_AGE = 3600.0  # seconds untouched after which a temporary folder is taken for a killed build's
+
+
+def mark_used(folder: Path) -> None:
+    """Record that ``folder`` is in use now (its modification time); a read-only cache is left as it is."""
+    with contextlib.suppress(OSError):
+        os.utime(folder)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One folder of the cache: a derived model, or the temporary folder of a build."""
+
+    path: Path
+    kind: str  # "onnx" or "static"
+    size: int  # bytes of its files
+    used: float  # when a process last opened it (or, for a temporary folder, last wrote it): a POSIX time
+    temporary: bool  # a build's temporary folder, left by a process killed while building
+    manifest: dict[str, Any] | None  # None for a temporary or damaged folder
+
+    @property
+    def target(self) -> str:
+        """The name of the derived-model folder this one is (or was being built as)."""
+        name = self.path.name
+        if not self.temporary:
+            return name
+        name = name[1:]  # ".<target>.building-xyz"
+        for infix in TEMPORARY:
+            if infix in name:
+                return name[: name.index(infix)]
+        return name
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: path, kind, size, last use, and what the manifest says it is."""
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "kind": self.kind,
+            "size_bytes": self.size,
+            "last_used": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.used)),
+        }
+        if self.temporary:
+            out["temporary"] = True
+        elif self.manifest is None:
+            out["damaged"] = True
+        else:
+            m = self.manifest
+            if "weights_sha256" in m:  # an ONNX export of these weights
+                out["weights_sha256"], out["quantization"] = m["weights_sha256"], m.get("quantization")
+            if isinstance(m.get("distilled_from"), dict):  # a static model distilled from a source model
+                out["distilled_from"] = m["distilled_from"]
+        return out
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for p in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+    return total
+
+
+def cache_entries(home: Path | None = None) -> list[CacheEntry]:
+    """Every derived-model folder under ``home`` (default :func:`fewshot_home`) and every temporary folder of a
+    build, least recently used first."""
+    home = fewshot_home() if home is None else Path(home)
+    entries = []
+    for kind in KINDS:
+        root = home / kind
+        if not root.is_dir():
+            continue
+        for folder in root.iterdir():
+            if not folder.is_dir() or folder.is_symlink() or folder.name == ".locks":
+                continue
+            temporary = folder.name.startswith(".") and any(t in folder.name for t in TEMPORARY)
+            if folder.name.startswith(".") and not temporary:
+                continue
+            try:
+                used = folder.stat().st_mtime
+            except OSError:  # removed meanwhile
+                continue
+            manifest = None if temporary else read_manifest(folder)
+            entries.append(CacheEntry(folder, kind, _size(folder), used, temporary, manifest))
+    return sorted(entries, key=lambda e: e.used)
+
+
+def remove_entry(entry: CacheEntry) -> bool:
+    """Delete ``entry``'s folder unless a process is building it now (its build lock is held); returns whether
+    it was removed. The folder is first renamed aside in one step, so no process finds it half-deleted."""
+    from fewshot.errors import LockTimeoutError
+    from fewshot.storage.lock import FolderLock
+
+    lock_folder = entry.path.parent / ".locks" / entry.target
+    try:
+        with FolderLock(lock_folder, timeout=0):
+            if not entry.path.exists():
+                return False
+            trash = Path(tempfile.mkdtemp(dir=entry.path.parent, prefix=f".{entry.target}.damaged-"))
+            os.replace(entry.path, trash / "old")
+    except LockTimeoutError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def prune(older_than_days: float, home: Path | None = None, dry_run: bool = False) -> list[CacheEntry]:
+    """Remove the derived models not used for ``older_than_days`` days (0: all of them) and the temporary
+    folders of killed builds (untouched for :data:`TEMPORARY_AGE` seconds); returns what was removed (with
+    ``dry_run``, what would be). A folder being built now is kept; a process that already opened a model
+    keeps using it (its files are in memory), and one that opens it later builds it again."""
+    if not (isinstance(older_than_days, int | float) and older_than_days >= 0):
+        from fewshot.errors import InputError
+
+        raise InputError(f"older_than_days must be a number of days, 0 or more, got {older_than_days!r}")
+    now = time.time()
+    removed = []
+    for entry in cache_entries(home):
+        # a build's temporary folder is not always under the lock of its own name (an int8 build's scratch
+        # fp32 export is under the int8 folder's): one still written to within the hour may be in use
+        if entry.used > (now - TEMPORARY_AGE if entry.temporary else now - older_than_days * 86400):
+            continue
+        if dry_run or remove_entry(entry):
+            removed.append(entry)
+    return removed

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.encoders.derived import cached_build, fewshot_home, read_manifest, write_manifest
+from fewshot.encoders.derived import cached_build, fewshot_home, mark_used, read_manifest, write_manifest
 from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
 
 EXPORT_VERSION = 1  # part of every export folder's name: a change of recipe makes new folders
@@ -141,6 +141,7 @@ def ensure_export(
     target = export_folder(weights_sha, quantize)
     manifest = read_manifest(target)
     if manifest is not None:
+        mark_used(target)
         return target, manifest
 
     def build_int8(tmp: Path) -> None:

@@ -1,0 +1,111 @@
+"""The cache of derived models: when each was last used, and ``fewshot cache info|prune``.
+
+The folders here are laid out as the ONNX export and the static distillation lay theirs out (a manifest with
+the hash of each file, built through :func:`fewshot.encoders.derived.cached_build`), with small files in place
+of the models: what is tested is the bookkeeping, not the models (tests/test_fast_encoders.py covers real
+exports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from fewshot.cli import main
+from fewshot.encoders.derived import TEMPORARY_AGE, cache_entries, cached_build, prune, write_manifest
+from fewshot.storage.lock import FolderLock
+
+DAY = 86400.0
+
+
+def build_into(payload: bytes, manifest: dict):
+    def build(tmp):
+        (tmp / "model.onnx").write_bytes(payload)
+        write_manifest(tmp, manifest, ["model.onnx"])
+
+    return build
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path))
+    return tmp_path
+
+
+def add(home, kind: str, name: str, size: int, days_unused: float, manifest: dict | None = None):
+    folder = home / kind / name
+    cached_build(folder, build_into(b"x" * size, manifest or {"weights_sha256": name[:8], "quantization": None}))
+    past = time.time() - days_unused * DAY
+    os.utime(folder, (past, past))
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_opening_a_cached_model_marks_it_used(home):
+    folder = add(home, "onnx", "a-fp32-v1", 10, days_unused=40)
+    before = folder.stat().st_mtime
+    built = []
+    cached_build(folder, lambda tmp: built.append(tmp))  # found whole: not built again, but marked used
+    assert built == [] and folder.stat().st_mtime > before + 39 * DAY
+
+
+def test_info_lists_each_model_with_its_size_and_last_use(home, capsys):
+    add(home, "onnx", "aaaa-int8-v1.2", 300, days_unused=2, manifest={"weights_sha256": "aaaa", "quantization": "int8"})
+    add(home, "static", "bbbb-pca256-v1", 500, days_unused=50, manifest={"distilled_from": {"weights_sha256": "bbbb"}})
+    code, out, _ = run(capsys, "cache", "info")
+    info = json.loads(out)
+    assert code == 0 and info["home"] == str(home)
+    first, second = info["entries"]  # least recently used first
+    assert first["kind"] == "static" and first["distilled_from"] == {"weights_sha256": "bbbb"}
+    assert second["kind"] == "onnx" and second["quantization"] == "int8" and second["weights_sha256"] == "aaaa"
+    # the manifest counts in the size: each entry holds its payload and a little more
+    assert 500 < first["size_bytes"] < 5000 and 300 < second["size_bytes"] < 5000
+    assert info["total_bytes"] == first["size_bytes"] + second["size_bytes"]
+
+
+def test_prune_removes_what_was_not_used_for_the_given_days(home, capsys):
+    old = add(home, "onnx", "old-int8-v1.2", 100, days_unused=45)
+    recent = add(home, "onnx", "new-int8-v1.2", 100, days_unused=3)
+    stale_static = add(home, "static", "stale-pca256-v1", 100, days_unused=31)
+    code, out, _ = run(capsys, "cache", "prune", "--dry-run")  # default: 30 days
+    assert code == 0 and "would remove 2 folder(s)" in out and old.exists() and stale_static.exists()
+    code, out, _ = run(capsys, "cache", "prune")
+    assert code == 0 and "removed 2 folder(s)" in out
+    assert not old.exists() and not stale_static.exists() and recent.exists()
+    assert [e.path for e in cache_entries()] == [recent]  # nothing set aside is left behind
+    code, out, _ = run(capsys, "cache", "prune", "--older-than", "0")
+    assert code == 0 and not recent.exists()
+
+
+def test_prune_clears_killed_builds_but_not_one_in_progress(home):
+    killed = home / "onnx" / ".dead-int8-v1.2.building-abc123"
+    killed.mkdir(parents=True)
+    (killed / "raw.onnx").write_bytes(b"half")
+    past = time.time() - 2 * TEMPORARY_AGE
+    os.utime(killed, (past, past))
+    fresh = home / "onnx" / ".busy-fp32-v1.building-def456"  # written to a minute ago: maybe a live build
+    fresh.mkdir()
+    locked = add(home, "onnx", "locked-fp32-v1", 10, days_unused=90)
+    with FolderLock(home / "onnx" / ".locks" / "locked-fp32-v1", timeout=0):  # another process builds it now
+        removed = prune(30)
+    assert [e.path for e in removed] == [killed] and removed[0].temporary and removed[0].target == "dead-int8-v1.2"
+    assert not killed.exists() and fresh.exists() and locked.exists()
+    assert [e.path for e in prune(30)] == [locked]  # its build over, the old model goes
+
+
+def test_bad_days_are_refused_with_the_setting_named(home, capsys):
+    with pytest.raises(SystemExit):
+        main(["cache", "prune", "--older-than", "soon"])
+    assert "--older-than takes a number of days" in capsys.readouterr().err
+    with pytest.raises(Exception, match="older_than_days must be a number of days"):
+        prune(-1)
+    code, out, _ = run(capsys, "cache", "info")  # an empty cache is described, not an error
+    assert code == 0 and json.loads(out)["entries"] == []
