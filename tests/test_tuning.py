@@ -131,6 +131,8 @@ def test_auto_schedule_follows_the_support_set():
     assert auto_schedule(16, 2, depth=6)["lr"] == AUTO_LR
     assert auto_schedule(32, 2, depth=6)["layers"] is None  # 16 a class: every layer
     assert auto_schedule(32, 2, depth=6)["lr"] == FULL_LR
+    few_classes = auto_schedule(8 * 4, 4, depth=6)  # three classes or more train every layer from the first
+    assert few_classes["layers"] is None and few_classes["lr"] == FULL_LR
     assert small["steps"] == AUTO_MIN_STEPS and small["batch_size"] == 16  # the whole support set a step
     assert large["batch_size"] == 64 and AUTO_MIN_STEPS < large["steps"] <= AUTO_MAX_STEPS
     assert auto_schedule(200 * 77, 77)["steps"] == AUTO_MAX_STEPS  # a ceiling keeps the tune light
