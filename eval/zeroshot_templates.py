@@ -199,8 +199,9 @@ ROWS = {
 
 
 def chosen_expansion(rows: list[dict]) -> str:
-    """The expansion setting with the best mean gain over the plain template on the development datasets."""
-    dev = [r for r in rows if r["dataset"] in DEV]
+    """The expansion setting with the best mean gain over the plain template on the development datasets
+    (on all the datasets run when none of them is one)."""
+    dev = [r for r in rows if r["dataset"] in DEV] or rows
     return max(dev[0]["expansion"], key=lambda key: np.mean([r["expansion"][key] - r["plain"] for r in dev]))
 
 
@@ -242,6 +243,9 @@ def markdown(out: dict) -> str:
         cells = []
         for group in groups:
             diffs = [r[key] - r["plain"] for r in group]
+            if not group:  # a run of some datasets only
+                cells += ["", "", ""]
+                continue
             cells += [f"{np.mean([r[key] for r in group]):.1f}", f"{np.mean(diffs):+.1f}", f"{min(diffs):+.1f}"]
         lines.append(f"| {ROWS[key]} | " + " | ".join(cells) + " |")
     worst = min(rows, key=lambda r: r["expanded"] - r["plain"])

@@ -15,7 +15,15 @@ import time
 import pytest
 
 from fewshot.cli import main
-from fewshot.encoders.derived import TEMPORARY_AGE, cache_entries, cached_build, prune, write_manifest
+from fewshot.encoders.derived import (
+    TEMPORARY_AGE,
+    cache_entries,
+    cached_build,
+    mark_used,
+    prune,
+    remove_entry,
+    write_manifest,
+)
 from fewshot.storage.lock import FolderLock
 
 DAY = 86400.0
@@ -94,11 +102,30 @@ def test_prune_clears_killed_builds_but_not_one_in_progress(home):
     fresh = home / "onnx" / ".busy-fp32-v1.building-def456"  # written to a minute ago: maybe a live build
     fresh.mkdir()
     locked = add(home, "onnx", "locked-fp32-v1", 10, days_unused=90)
+    rebuilding = home / "onnx" / ".locked-fp32-v1.building-ghi789"  # old, but its build holds the lock now
+    rebuilding.mkdir()
+    os.utime(rebuilding, (past, past))
     with FolderLock(home / "onnx" / ".locks" / "locked-fp32-v1", timeout=0):  # another process builds it now
+        assert [e.path for e in prune(30, dry_run=True)] == [killed]  # a dry run sees the locks too
         removed = prune(30)
     assert [e.path for e in removed] == [killed] and removed[0].temporary and removed[0].target == "dead-int8-v1.2"
-    assert not killed.exists() and fresh.exists() and locked.exists()
-    assert [e.path for e in prune(30)] == [locked]  # its build over, the old model goes
+    assert not killed.exists() and fresh.exists() and locked.exists() and rebuilding.exists()
+    assert {e.path for e in prune(30)} == {locked, rebuilding}  # its build over, the old model goes
+
+
+def test_a_model_opened_after_the_listing_is_kept(home):
+    folder = add(home, "onnx", "busy-int8-v1.2", 10, days_unused=60)
+    (entry,) = cache_entries()
+    cutoff = time.time() - 30 * DAY
+    assert mark_used(folder)  # a process opens it between the listing and the removal
+    assert not remove_entry(entry, cutoff) and folder.exists()
+    past = time.time() - 60 * DAY
+    os.utime(folder, (past, past))
+    assert remove_entry(entry, cutoff) and not folder.exists()
+    assert not mark_used(folder)  # gone: whoever opens it next builds it again
+    built = []
+    cached_build(folder, lambda tmp: (built.append(tmp), build_into(b"y", {"weights_sha256": "busy"})(tmp)))
+    assert built and folder.exists()
 
 
 def test_bad_days_are_refused_with_the_setting_named(home, capsys):

@@ -137,7 +137,7 @@ def test_auto_schedule_follows_the_support_set():
     assert large["batch_size"] == 64 and AUTO_MIN_STEPS < large["steps"] <= AUTO_MAX_STEPS
     assert auto_schedule(200 * 77, 77)["steps"] == AUTO_MAX_STEPS  # a ceiling keeps the tune light
     assert auto_schedule(768, 6)["steps"] > large["steps"]  # more examples, more steps
-    # passes: more over three classes or more once every layer is trained, not over two or a few a class
+    # passes: more over three classes or more from 16 examples a class, not over two or fewer a class
     assert AUTO_MULTICLASS_EPOCHS > AUTO_EPOCHS
     assert auto_schedule(64 * 4, 4, depth=6)["steps"] == AUTO_MULTICLASS_EPOCHS * 4
     assert auto_schedule(16 * 4, 4, depth=6)["steps"] == AUTO_MULTICLASS_EPOCHS  # one batch a pass

@@ -58,7 +58,7 @@ class FewShotClassifier(CalibratedClassifier):
         (:func:`fewshot.tuning.contrastive_tune`): False (default, the encoder stays frozen), ``"auto"`` or
         True (a schedule that follows the support set, :func:`fewshot.tuning.auto_schedule`: how many steps,
         the batch and the learning rate from the number of examples; two classes with fewer than 16
-        examples each train only the top third of the body's layers), or a dict of its keyword arguments
+        examples a class on average train only the top third of the body's layers), or a dict of its keyword arguments
         (``{"steps": 30, "seed": 0}``; settings left out are the schedule's). ``head="auto"``'s choice and
         the calibration then come from two more tunes, each on half of the examples and scoring the other
         half (a tuned body's own examples say nothing about new inputs), which about doubles the fit time;

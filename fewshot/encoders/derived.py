@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
@@ -164,8 +166,7 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
     from fewshot.storage.lock import FolderLock
 
     manifest = read_manifest(target)
-    if manifest is not None:
-        mark_used(target)
+    if manifest is not None and mark_used(target):  # else pruned meanwhile: built again below
         return manifest
     target.parent.mkdir(parents=True, exist_ok=True)
     lock_folder = target.parent / ".locks" / target.name
@@ -197,10 +198,26 @@ TEMPORARY = (".building-", ".damaged-", ".scratch-")  # infixes of the temporary
 TEMPORARY_AGE = 3600.0  # seconds untouched after which a temporary folder is taken for a killed build's
 
 
-def mark_used(folder: Path) -> None:
-    """Record that ``folder`` is in use now (its modification time); a read-only cache is left as it is."""
-    with contextlib.suppress(OSError):
+def mark_used(folder: Path) -> bool:
+    """Record that ``folder`` is in use now (its modification time); False when it is gone (pruned since it
+    was read). A read-only cache is left as it is."""
+    try:
         os.utime(folder)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def _manifest_json(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest as written, without checking its files' hashes (listing a cache of models
+    several hundred MB each must not read them all); None when missing or unreadable."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 @dataclass(frozen=True)
@@ -212,7 +229,7 @@ class CacheEntry:
     size: int  # bytes of its files
     used: float  # when a process last opened it (or, for a temporary folder, last wrote it): a POSIX time
     temporary: bool  # a build's temporary folder, left by a process killed while building
-    manifest: dict[str, Any] | None  # None for a temporary or damaged folder
+    manifest: dict[str, Any] | None  # as written (hashes unchecked); None for a temporary folder or no manifest
 
     @property
     def target(self) -> str:
@@ -275,35 +292,43 @@ def cache_entries(home: Path | None = None) -> list[CacheEntry]:
                 used = folder.stat().st_mtime
             except OSError:  # removed meanwhile
                 continue
-            manifest = None if temporary else read_manifest(folder)
+            manifest = None if temporary else _manifest_json(folder)
             entries.append(CacheEntry(folder, kind, _size(folder), used, temporary, manifest))
     return sorted(entries, key=lambda e: e.used)
 
 
-def remove_entry(entry: CacheEntry) -> bool:
-    """Delete ``entry``'s folder unless a process is building it now (its build lock is held); returns whether
-    it was removed. The folder is first renamed aside in one step, so no process finds it half-deleted."""
+def remove_entry(entry: CacheEntry, unused_since: float = math.inf, dry_run: bool = False) -> bool:
+    """Delete ``entry``'s folder unless a process is building it now (its build lock is held) or it was used
+    after ``unused_since`` (a POSIX time; checked again under the lock, as a process may have opened it since
+    it was listed); returns whether it was removed (with ``dry_run``, whether it would be). The folder is
+    first renamed aside in one step, so no process finds it half-deleted."""
     from fewshot.errors import LockTimeoutError
     from fewshot.storage.lock import FolderLock
 
     lock_folder = entry.path.parent / ".locks" / entry.target
     try:
         with FolderLock(lock_folder, timeout=0):
-            if not entry.path.exists():
+            try:
+                if entry.path.stat().st_mtime > unused_since:
+                    return False
+            except FileNotFoundError:
                 return False
+            if dry_run:
+                return True
             trash = Path(tempfile.mkdtemp(dir=entry.path.parent, prefix=f".{entry.target}.damaged-"))
             os.replace(entry.path, trash / "old")
     except LockTimeoutError:
         return False
-    shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)  # what is left (a file in use elsewhere) goes at the next prune
     return True
 
 
 def prune(older_than_days: float, home: Path | None = None, dry_run: bool = False) -> list[CacheEntry]:
     """Remove the derived models not used for ``older_than_days`` days (0: all of them) and the temporary
     folders of killed builds (untouched for :data:`TEMPORARY_AGE` seconds); returns what was removed (with
-    ``dry_run``, what would be). A folder being built now is kept; a process that already opened a model
-    keeps using it (its files are in memory), and one that opens it later builds it again."""
+    ``dry_run``, what would be). A folder being built now is kept, and so is one opened while the prune ran.
+    A process that loaded a model before it was pruned keeps it in memory; one that opens it afterwards
+    builds it again. A folder that cannot be removed (permissions) is skipped and logged."""
     if not (isinstance(older_than_days, int | float) and older_than_days >= 0):
         from fewshot.errors import InputError
 
@@ -311,10 +336,14 @@ def prune(older_than_days: float, home: Path | None = None, dry_run: bool = Fals
     now = time.time()
     removed = []
     for entry in cache_entries(home):
-        # a build's temporary folder is not always under the lock of its own name (an int8 build's scratch
-        # fp32 export is under the int8 folder's): one still written to within the hour may be in use
-        if entry.used > (now - TEMPORARY_AGE if entry.temporary else now - older_than_days * 86400):
+        # a temporary folder may belong to a build under another name's lock: one still written to within
+        # the hour may be in use
+        unused_since = now - TEMPORARY_AGE if entry.temporary else now - older_than_days * 86400
+        if entry.used > unused_since:
             continue
-        if dry_run or remove_entry(entry):
-            removed.append(entry)
+        try:
+            if remove_entry(entry, unused_since, dry_run):
+                removed.append(entry)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("could not remove %s: %s", entry.path, exc)
     return removed

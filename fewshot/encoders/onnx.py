@@ -140,8 +140,7 @@ def ensure_export(
         return fp32, cached_build(fp32, build_fp32)
     target = export_folder(weights_sha, quantize)
     manifest = read_manifest(target)
-    if manifest is not None:
-        mark_used(target)
+    if manifest is not None and mark_used(target):  # else pruned meanwhile: built again below
         return target, manifest
 
     def build_int8(tmp: Path) -> None:
@@ -151,7 +150,7 @@ def ensure_export(
         import shutil
         import tempfile
 
-        scratch = Path(tempfile.mkdtemp(dir=tmp.parent, prefix=f".{fp32.name}.scratch-"))
+        scratch = Path(tempfile.mkdtemp(dir=tmp, prefix=".scratch-fp32-"))  # under the build's own lock
         try:
             build_fp32(scratch)
             quantize_int8(scratch, read_manifest(scratch), tmp)
@@ -562,8 +561,9 @@ class OnnxTextRuntime:
                     out[start + idx] = session.run(None, feeds)[0]
                     bar.update(len(idx))
 
-                if self.threads > 1 and len(batches) > 1:  # lanes: see the module docstring
-                    session, pool = self._lane_pool()
+                lanes = self._lane_pool() if self.threads > 1 and len(batches) > 1 else None
+                if lanes is not None:  # lanes: see the module docstring
+                    session, pool = lanes
                     for _ in pool.map(lambda idx, s=session: run(s, idx), batches):
                         pass  # map re-raises a lane's exception here
                 else:
@@ -573,14 +573,20 @@ class OnnxTextRuntime:
             bar.close()
         return out
 
-    def _lane_pool(self) -> tuple[Any, Any]:
-        """The one-thread session and the pool of ``threads`` threads that run batches side by side."""
+    def _lane_pool(self) -> tuple[Any, Any] | None:
+        """The one-thread session and the pool of ``threads`` threads that run batches side by side, or None
+        when the export's file is gone (pruned from the cache while this process ran): the batches then run
+        one after another on the session already loaded."""
         with self._lanes_lock:
             if self._lanes is None or self._lanes[2] != os.getpid():  # a forked child has none of the threads
                 from concurrent.futures import ThreadPoolExecutor
 
+                path = self.folder / "model.onnx"
+                if not path.is_file():
+                    return None
+                session = make_session(path, threads=1)
                 pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fewshot-onnx-lane")
-                self._lanes = (make_session(self.folder / "model.onnx", threads=1), pool, os.getpid())
+                self._lanes = (session, pool, os.getpid())
             return self._lanes[0], self._lanes[1]
 
 
