@@ -349,6 +349,23 @@ def test_encoder_from_identity_recreates_each_backend(onnx_fp32, onnx_int8, stat
 
 
 # -- saves and loads ------------------------------------------------------------------------------------
+def test_a_process_that_keeps_embedding_keeps_its_models_marked_used(onnx_int8, static, home, texts, monkeypatch):
+    import fewshot.encoders.derived as derived
+
+    onnx_int8.encode(texts[:2]), static.encode(texts[:2])  # opened (and marked used) before the clock is moved
+    folders = [onnx_int8.onnx_runtime.folder, static._in_use.folder]
+    assert all(folder.parent.parent == home for folder in folders)
+    past = time.time() - 40 * 86400
+    for folder in folders:
+        os.utime(folder, (past, past))
+    onnx_int8.encode(texts[2:4]), static.encode(texts[2:4])
+    assert all(folder.stat().st_mtime == pytest.approx(past) for folder in folders)  # renewed at most hourly
+    monkeypatch.setattr(derived, "USE_RENEWAL", 0.0)  # as if an hour had passed since the last mark
+    onnx_int8.encode(texts[4:6]), static.encode(texts[4:6])
+    assert all(folder.stat().st_mtime > time.time() - 600 for folder in folders)
+    assert not {e.path for e in derived.prune(30, home)} & set(folders)
+
+
 @pytest.mark.parametrize("spec", ["text:onnx", "text:onnx-int8", "static"])
 def test_classifier_saves_and_loads_on_each_backend(spec, home, few_shot, tmp_path):
     X, y, X_test, y_test = few_shot

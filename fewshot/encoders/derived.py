@@ -14,10 +14,12 @@ export exists starts without importing torch at all.
 Each folder is built in a temporary folder beside it and renamed into place, under a lock, so a process
 killed midway leaves nothing half-written and two processes never build the same folder at once.
 
-A folder's modification time is set each time a process opens it, so :func:`cache_entries` can tell when
-each was last used and :func:`prune` (``fewshot cache prune``) can remove those not used for a while, and
-the temporary folders of builds that were killed. Nothing else deletes them: a tuned body's export, made on
-first use, stays until pruned (a saved model whose export was pruned exports its body again when next used).
+A folder's modification time is set each time a process opens it, and again at most every
+:data:`USE_RENEWAL` seconds while a process keeps embedding with it (:class:`UseMark`: a service running
+for months keeps the model it serves), so :func:`cache_entries` can tell when each was last used and
+:func:`prune` (``fewshot cache prune``) can remove those not used for a while, and the temporary folders of
+builds that were killed. Nothing else deletes them: a tuned body's export, made on first use, stays until
+pruned (a saved model whose export was pruned exports its body again when next used).
 """
 
 from __future__ import annotations
@@ -196,6 +198,7 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
 KINDS = ("onnx", "static")  # the derived-model folders under the cache root
 TEMPORARY = (".building-", ".damaged-", ".scratch-")  # infixes of the temporary folders a build makes
 TEMPORARY_AGE = 3600.0  # seconds untouched after which a temporary folder is taken for a killed build's
+USE_RENEWAL = 3600.0  # seconds between the marks of a folder a running process keeps embedding with
 
 
 def mark_used(folder: Path) -> bool:
@@ -208,6 +211,22 @@ def mark_used(folder: Path) -> bool:
     except OSError:
         pass
     return True
+
+
+class UseMark:
+    """Marks ``folder`` used (:func:`mark_used`) when called, at most once every :data:`USE_RENEWAL` seconds:
+    a runtime calls it on every batch it embeds, so the folder of a model a long-running process keeps
+    using is never taken for unused by :func:`prune`, at the cost of a clock read a call."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.last = time.monotonic()  # opening the folder marked it
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= USE_RENEWAL:
+            self.last = now
+            mark_used(self.folder)
 
 
 def _manifest_json(folder: Path) -> dict[str, Any] | None:

@@ -32,10 +32,11 @@ a 2-core machine shared with other work, spinning threads took 10-20% of the thr
 (the same model with spinning off ran 1.07-1.2x faster). A call of several batches runs them side by side
 instead, one batch a thread on a second session of one intra-op thread ("lanes"): the matrices of a batch of
 short texts are too small for two threads to share one without waiting on each other, and on 1,024 banking
-queries at batch 32 lanes ran 1.14-1.15x faster than one two-thread session (int8 and fp32 alike). Long
-texts run in batches of at most :data:`BATCH_TOKENS` padded tokens rather than 32 texts: on 128 long e-mails
-(177 tokens on average) that ran 1.29x faster for int8 and 1.33x for fp32 on two threads, 1.17-1.18x on one
-(``python -m eval.bench_batch_tokens``; caps of 2,048 and 4,096 tokens gained less). A single batch, a
+queries at batch 32 lanes ran 1.08x (int8) and 1.07x (fp32) faster than one two-thread session. Long texts
+run in batches of at most :data:`BATCH_TOKENS` padded tokens rather than 32 texts: on 128 long e-mails (177
+tokens on average) that ran 1.24x faster for int8 and 1.56x for fp32 on two threads, 1.21-1.22x on one
+(``python -m eval.bench_batch_tokens``, eval/results/bench_batch_tokens.md; caps of 2,048 and 4,096 tokens
+gained less). A single batch, a
 service's one text, still gets every thread. Lanes hold a second copy
 of the model (23 MB int8, 90 MB fp32 for the bundled MiniLM), made on the first call that needs it. A lane
 computes exactly what the main session computes: the vectors do not depend on the mode.
@@ -55,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.encoders.derived import cached_build, fewshot_home, mark_used, read_manifest, write_manifest
+from fewshot.encoders.derived import UseMark, cached_build, fewshot_home, mark_used, read_manifest, write_manifest
 from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
 
 EXPORT_VERSION = 1  # part of every export folder's name: a change of recipe makes new folders
@@ -528,6 +529,7 @@ class OnnxTextRuntime:
         self.session = make_session(folder / "model.onnx", threads)
         self._lanes: tuple[Any, Any, int] | None = None  # (one-thread session, thread pool, pid), made when needed
         self._lanes_lock = threading.Lock()
+        self._in_use = UseMark(folder)
 
     @classmethod
     def run_once(cls, path: Path, tokenizer: Any, names: list[str], texts: list[str], pad_id: int) -> np.ndarray:
@@ -547,6 +549,7 @@ class OnnxTextRuntime:
         """
         from tqdm.auto import tqdm
 
+        self._in_use()
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         bar = tqdm(total=len(texts), desc="encoding", unit="text", disable=not show_progress)
         try:

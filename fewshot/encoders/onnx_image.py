@@ -19,7 +19,7 @@ import numpy as np
 
 from fewshot.encoders.backbone import BUNDLED_IMAGE, ImageEncoder, _last_linear, bundled_mobilenet_file
 from fewshot.encoders.base import shared_model, weights_sha256
-from fewshot.encoders.derived import cached_build, fewshot_home, write_manifest
+from fewshot.encoders.derived import UseMark, cached_build, fewshot_home, write_manifest
 from fewshot.encoders.onnx import OPSET, default_threads, make_session, onnxruntime_module
 from fewshot.errors import InputError, ModelLoadError
 
@@ -45,7 +45,7 @@ class OnnxImageEncoder(ImageEncoder):
     file is unchanged).
     """
 
-    _loaded_attrs = ("_model", "_sha", "_last", "_session")
+    _loaded_attrs = ("_model", "_sha", "_last", "_session", "_in_use")
 
     def __init__(
         self,
@@ -70,6 +70,7 @@ class OnnxImageEncoder(ImageEncoder):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.threads = threads
         self._session: Any = None
+        self._in_use: UseMark | None = None
         self._manifest: dict[str, Any] | None = None
 
     # -- the export ---------------------------------------------------------------------------------
@@ -107,6 +108,7 @@ class OnnxImageEncoder(ImageEncoder):
                 ("onnx-image", str(folder), manifest["files"]["model.onnx"]["sha256"], threads),
                 lambda: make_session(folder / "model.onnx", threads),
             )
+            self._in_use = UseMark(folder)
         return self._session
 
     def _export(self, folder: Path, sha: str) -> None:
@@ -212,6 +214,8 @@ class OnnxImageEncoder(ImageEncoder):
 
     def _forward(self, items: list[Any], batch_size: int | None, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
         session = self.session
+        if self._in_use is not None:
+            self._in_use()
         feats = np.empty((len(items), self.dim), dtype=np.float32)
         logits = np.empty((len(items), int(self._manifest["outputs"])), dtype=np.float32)
         for start, batch in self._batches(items, batch_size or self.batch_size, show_progress, self.transform()):

@@ -21,7 +21,7 @@ import numpy as np
 
 from fewshot._validate import as_text_list
 from fewshot.encoders.base import Encoder, shared_model
-from fewshot.encoders.derived import cached_build, fewshot_home, write_manifest
+from fewshot.encoders.derived import UseMark, cached_build, fewshot_home, write_manifest
 from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
 
 DISTILL_VERSION = 1  # part of every distilled folder's name: a change of recipe makes new folders
@@ -81,7 +81,7 @@ class StaticEncoder(Encoder):
     """
 
     modality = "text"
-    _loaded_attrs = ("_model", "_sha")
+    _loaded_attrs = ("_model", "_sha", "_in_use")
 
     def __init__(
         self,
@@ -101,6 +101,7 @@ class StaticEncoder(Encoder):
         self._model = None
         self._sha: str | None = None
         self._source_sha: str | None = None
+        self._in_use: UseMark | None = None
         if model is None:
             from fewshot.encoders.text import TextEncoder
 
@@ -142,6 +143,8 @@ class StaticEncoder(Encoder):
             static_model = _static_model_class()
             folder = self._folder()
             self._model = shared_model(("model2vec", str(folder)), lambda: static_model.from_pretrained(str(folder)))
+            # a distilled model lives in the cache: a process that keeps using it keeps it from being pruned
+            self._in_use = UseMark(folder) if self._teacher is not None else None
         return self._model
 
     def _folder(self) -> Path:
@@ -211,8 +214,11 @@ class StaticEncoder(Encoder):
         return item.encode("utf-8")
 
     def _encode(self, items: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        model = self.model
+        if self._in_use is not None:
+            self._in_use()
         out = np.asarray(
-            self.model.encode(items, batch_size=batch_size, show_progress_bar=show_progress, use_multiprocessing=False),
+            model.encode(items, batch_size=batch_size, show_progress_bar=show_progress, use_multiprocessing=False),
             dtype=np.float32,
         )
         empty = ~np.any(out, axis=1)
