@@ -103,6 +103,39 @@ def test_stays_exact_until_enough_vectors_to_train_then_trains_on_a_sample():
         EmbeddingIndex(dim=32, ivfpq={"nprobes": 3})
 
 
+def test_an_add_too_small_to_train_on_stays_exact_and_a_failed_training_loses_nothing(tmp_path, monkeypatch):
+    from fewshot.errors import FewShotWarning
+    from fewshot.index.vectors import VectorStore
+
+    X, _ = clustered(400, 1, dim=32)
+    # train_size is reached, but 1,000 lists need 1,000 vectors: the index stays exact rather than failing
+    index = EmbeddingIndex(dim=32, kind="ivfpq", ivfpq={"nlist": 1000, "train_size": 100, "m": 8})
+    index.add_embeddings(X[:50])
+    index.save(tmp_path / "ivf")
+    again = EmbeddingIndex.load(tmp_path / "ivf")
+    again.add_embeddings(X[50:150])
+    assert len(again) == 150 and again.structure == "flat"
+    assert (again.search_embeddings(X[[0, 120]], k=1)[1][:, 0] == [0, 120]).all()
+    again.save()
+    assert len(EmbeddingIndex.load(tmp_path / "ivf")) == 150
+
+    def broken(self, sample, expected):
+        raise RuntimeError("out of memory")
+
+    # a training that fails leaves every vector where it was, and the add stands
+    monkeypatch.setattr(VectorStore, "_trained", broken)
+    small = EmbeddingIndex(dim=32, kind="ivfpq", ivfpq={"train_size": 256, "nlist": 8, "m": 8})
+    small.add_embeddings(X[:200])
+    with pytest.warns(FewShotWarning, match="stays flat.*out of memory"):
+        small.add_embeddings(X[200:300])
+    assert len(small) == 300 and small.structure == "flat"
+    assert (small.search_embeddings(X[[0, 250]], k=1)[1][:, 0] == [0, 250]).all()
+    monkeypatch.undo()
+    small.add_embeddings(X[300:])  # the next add trains
+    assert small.structure == "ivfpq" and len(small) == 400
+    assert (small.search_embeddings(X[[0, 250, 399]], k=1)[1][:, 0] == [0, 250, 399]).all()
+
+
 def test_auto_moves_from_flat_to_hnsw_to_ivfpq():
     X, _ = clustered(1_000, 1, dim=32)
     index = EmbeddingIndex(dim=32, kind="auto", auto_threshold=100, ivfpq_threshold=600, ivfpq={"m": 8, "nbits": 6})

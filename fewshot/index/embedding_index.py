@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,14 @@ import numpy as np
 from fewshot._concurrency import RWLock
 from fewshot._validate import as_embeddings, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
-from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, SaveExistsError, SaveNotFoundError
+from fewshot.errors import (
+    ConcurrentWriteError,
+    CorruptFileError,
+    FewShotWarning,
+    InputError,
+    SaveExistsError,
+    SaveNotFoundError,
+)
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import checked_name, index_dir, resolve_index_path
@@ -57,8 +65,9 @@ class EmbeddingIndex:
     dim : dimension of an encoder-less index.
     kind : ``"flat"`` (exact), ``"hnsw"`` (approximate, fast on large collections), ``"ivfpq"`` (compressed
         codes in memory, exact vectors on disk for re-ranking: for collections that do not fit in memory as
-        float32; exact until ``train_size`` vectors are in) or ``"auto"`` (flat, HNSW once the index holds
-        more than ``auto_threshold`` vectors, IVF-PQ past ``ivfpq_threshold``).
+        float32; exact until ``train_size`` vectors, and as many as training needs, are in) or ``"auto"``
+        (flat, HNSW once the index holds more than ``auto_threshold`` vectors, IVF-PQ past
+        ``ivfpq_threshold``).
     name : the index's name; ``save()`` without a path writes to ``indexes/<name>/``.
     hnsw_m, ef_construction, ef_search : HNSW graph degree, build beam and search beam
         (:class:`~fewshot.index.vectors.HNSWSettings`).
@@ -200,17 +209,29 @@ class EmbeddingIndex:
             self._table.delete(ids_arr.tolist())
             raise
         self._next_id = max(self._next_id, int(ids_arr.max()) + 1)
-        self._grow(self._vectors.ntotal)
+        structure = self._vectors.structure
+        try:
+            self._grow(self._vectors.ntotal)
+        except Exception as exc:  # the rows are in, in the structure they went into: the add stands
+            warnings.warn(
+                f"the index stays {structure}: moving it to another structure failed ({exc}); the next add tries again",
+                FewShotWarning,
+                stacklevel=4,
+            )
 
     def _grow(self, n: int, expected: int | None = None) -> None:
         """Move to the structure ``kind`` calls for at ``n`` vectors (``expected``: the size being built to)."""
         structure = self._vectors.structure
         if self.kind == "auto":
-            if structure != "ivfpq" and n > self.ivfpq_threshold:
+            if (
+                structure != "ivfpq"
+                and n > self.ivfpq_threshold
+                and n >= self.ivfpq.training_minimum(max(n, expected or 0))
+            ):
                 self._vectors.rebuild("ivfpq", expected)
             elif structure == "flat" and n > self.auto_threshold:
                 self._vectors.rebuild("hnsw")
-        elif self.kind == "ivfpq" and structure != "ivfpq" and n >= self.ivfpq.train_size:
+        elif self.kind == "ivfpq" and structure != "ivfpq" and self.ivfpq.trainable(n, expected):
             self._vectors.rebuild("ivfpq", expected)
 
     def add_batch_output(
@@ -283,7 +304,7 @@ class EmbeddingIndex:
 
     def _wants_ivfpq(self, adding: int) -> bool:
         final = len(self) + adding
-        return (self.kind == "ivfpq" and final >= self.ivfpq.train_size) or (
+        return (self.kind == "ivfpq" and self.ivfpq.trainable(final)) or (
             self.kind == "auto" and final > self.ivfpq_threshold
         )
 
@@ -296,6 +317,8 @@ class EmbeddingIndex:
                 self._vectors.rebuild("ivfpq", expected)
 
     def _prepare_rows(self, n: int, ids: Any, labels: Any, metadata: Any, items: Any):
+        if self.kind in ("ivfpq", "auto"):
+            self.ivfpq.code_bytes(self.dim)  # settings IVF-PQ cannot train with are refused before anything is added
         ids_arr = self._check_new_ids(ids, n)
         rows_label = _column(labels, n, "labels")
         rows_meta = _column(metadata, n, "metadata")

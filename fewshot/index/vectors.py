@@ -64,8 +64,9 @@ class IVFPQSettings:
         after re-ranking, 1/32 of them 0.91.
     refine : re-rank the best ``k * refine`` candidates by their exact vectors read from disk; 0 turns
         re-ranking off (and with it the vectors on disk), leaving code-approximated scores.
-    train_size : vectors gathered before the IVF-PQ is trained (searched exactly until then); training uses
-        at most ``max(train_size, 40 * nlist)`` of them, sampled with ``seed``.
+    train_size : vectors gathered before the IVF-PQ is trained (searched exactly until then), and at least
+        as many as training needs (one a list and ``2**nbits``, :meth:`trainable`); training uses at most
+        ``max(train_size, 40 * nlist)`` of them, sampled with ``seed``.
     seed : the seed of the training sample and of k-means.
     """
 
@@ -116,6 +117,16 @@ class IVFPQSettings:
 
     def training_rows(self, n: int) -> int:
         return max(self.train_size, 40 * self.lists(n))
+
+    def training_minimum(self, n: int) -> int:
+        """The fewest vectors training takes for a collection of ``n``: a centroid each for the lists and
+        for the codes of a sub-quantiser."""
+        return max(self.lists(n), 2**self.nbits)
+
+    def trainable(self, n: int, expected: int | None = None) -> bool:
+        """Whether ``n`` vectors (of a collection of about ``expected``) are enough to train on: at least
+        ``train_size`` and at least :meth:`training_minimum`."""
+        return n >= max(self.train_size, self.training_minimum(max(n, expected or 0)))
 
 
 class VectorStore:
@@ -169,9 +180,19 @@ class VectorStore:
     def train(self, sample: np.ndarray, expected: int) -> None:
         """Make this an empty IVF-PQ structure trained on ``sample`` (rows of unit vectors) for a collection
         of about ``expected`` vectors. The store must be empty."""
-        faiss = _faiss()
         if self.ntotal:
             raise InputError("train() needs an empty store; use rebuild('ivfpq')")
+        self._become_ivfpq(self._trained(sample, expected))
+
+    def _become_ivfpq(self, index: Any) -> None:
+        self._index = index
+        self.removed.clear()
+        self.raw = RawVectors(self.dim) if self.ivfpq.refine else None
+
+    def _trained(self, sample: np.ndarray, expected: int) -> Any:
+        """An empty IVF-PQ structure trained on ``sample`` for a collection of about ``expected`` vectors;
+        nothing in the store changes (a sample too small to train on raises first)."""
+        faiss = _faiss()
         s = self.ivfpq
         nlist, m = s.lists(expected), s.code_bytes(self.dim)
         sample = np.ascontiguousarray(sample, dtype=np.float32)
@@ -191,9 +212,7 @@ class VectorStore:
         index.cp.verbose = index.pq.cp.verbose = False
         _quiet_training(index)
         index.train(sample)
-        self._index = index
-        self.removed.clear()
-        self.raw = RawVectors(self.dim) if s.refine else None
+        return index
 
     def rebuild(self, structure: str, expected: int | None = None) -> None:
         """Move every live vector into a new ``structure`` (dropping tombstones). Moving to ``ivfpq`` trains
@@ -210,6 +229,8 @@ class VectorStore:
         self.removed.clear()
 
     def _rebuild_ivfpq(self, expected: int | None) -> None:
+        """Train (again) and move every live vector in; the structure is trained before anything in the store
+        changes, so a failed training leaves it as it was."""
         if self.is_ivf:
             if self.raw is None:
                 raise InputError("this IVF-PQ index keeps no vectors (refine=0), so it cannot be retrained")
@@ -218,18 +239,14 @@ class VectorStore:
             rng = np.random.default_rng(self.ivfpq.seed)
             take = np.sort(rng.choice(old.rows, size=min(old.rows, self.ivfpq.training_rows(n)), replace=False))
             take = take[old.pos_ids[take] >= 0]
-            sample = old.read(take)
-            self._index = self._new("flat")
-            self.train(sample, max(n, expected or 0))
+            self._become_ivfpq(self._trained(old.read(take), max(n, expected or 0)))
             for ids, vecs in old.iter_live():
                 self.add(vecs, ids)
             return
         ids, vecs = self.all_vectors()
         keep = ~np.isin(ids, np.fromiter(self.removed, dtype=np.int64, count=len(self.removed)))
         ids, vecs = ids[keep], vecs[keep]
-        self._index = self._new("flat")
-        self.removed.clear()
-        self.train(vecs, max(len(ids), expected or 0))
+        self._become_ivfpq(self._trained(vecs, max(len(ids), expected or 0)))
         for start in range(0, len(ids), 65_536):
             self.add(vecs[start : start + 65_536], ids[start : start + 65_536])
 
