@@ -15,6 +15,7 @@ from fewshot.encoders import (  # noqa: E402
     TextEncoder,
 )
 from fewshot.errors import (  # noqa: E402
+    AccessError,
     ConcurrentWriteError,
     CorruptFileError,
     DimensionError,
@@ -42,6 +43,7 @@ from fewshot.index import EmbeddingIndex, Hit  # noqa: E402
 from fewshot.tuning import contrastive_tune  # noqa: E402
 
 __all__ = [
+    "AccessError",
     "AutoHead",
     "BaseHead",
     "CacheAdapterHead",

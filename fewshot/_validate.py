@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from fewshot.errors import DimensionError, FewShotWarning, InputError
+
+
+def check_sequence(X: Any, what: str, items: str) -> None:
+    """Refuse containers whose iteration is not a sequence of ``items``: a table (a DataFrame iterates over
+    its column names), a mapping (over its keys) and a set (in no fixed order)."""
+    if getattr(X, "ndim", 1) == 2 and hasattr(X, "columns"):
+        columns = [str(c) for c in list(X.columns)[:5]]
+        raise InputError(
+            f"{what} is a table (columns {columns}); pass one column of {items}, e.g. df[{columns[0]!r}]"
+            if columns
+            else f"{what} is a table with no columns; pass a list of {items}"
+        )
+    if isinstance(X, Mapping):
+        raise InputError(f"{what} is a {type(X).__name__}; pass a list of {items} (a mapping iterates over its keys)")
+    if isinstance(X, (set, frozenset)):
+        raise InputError(f"{what} is a set, which has no order; pass a list of {items}")
 
 
 def as_text_list(X: Any, *, what: str = "X") -> list[str]:
@@ -23,6 +39,7 @@ def as_text_list(X: Any, *, what: str = "X") -> list[str]:
         raise InputError(f"{what} is None; expected a list of strings")
     if isinstance(X, (str, bytes)):
         raise InputError(f"{what} is a single string; wrap it in a list: [{X!r}]")
+    check_sequence(X, what, "strings")
     if hasattr(X, "tolist") and not isinstance(X, np.ndarray):  # pandas Series / Index
         X = X.tolist()
     if isinstance(X, np.ndarray):
@@ -104,8 +121,10 @@ def as_labels(y: Any, n: int, *, what: str = "y") -> np.ndarray:
     if len(labels) != n:
         raise InputError(f"{what} has {len(labels)} labels for {n} examples")
     for i, lab in enumerate(labels):
-        if lab is None or (isinstance(lab, float) and np.isnan(lab)):
-            raise InputError(f"{what}[{i}] is missing (None/NaN); every example needs a label")
+        if lab is None or (isinstance(lab, float) and np.isnan(lab)) or type(lab).__name__ in ("NAType", "NaTType"):
+            raise InputError(f"{what}[{i}] is missing (None/NaN/NA); every example needs a label")
+        if isinstance(lab, float) and np.isinf(lab):
+            raise InputError(f"{what}[{i}] is infinite; a label is a class name or number")
         if isinstance(lab, str) and not lab.strip():
             raise InputError(f"{what}[{i}] is an empty label; every example needs a non-blank label")
         if isinstance(lab, (list, tuple, set, dict, np.ndarray)):

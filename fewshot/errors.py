@@ -38,6 +38,10 @@ class SaveNotFoundError(FewShotError, FileNotFoundError):
     """Nothing is saved at the path given (no such folder, or a file where a save's folder should be)."""
 
 
+class AccessError(FewShotError, PermissionError):
+    """A save, or the folder to save it in, that this process may not read or write."""
+
+
 class ModelLoadError(FewShotError, OSError):
     """A model could not be loaded (a wrong path, or a hub name while offline)."""
 

@@ -59,6 +59,8 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
     """
     if labels is None or isinstance(labels, (str, bytes)):
         raise InputError("labels must be a list of names or a dict name -> description")
+    if isinstance(labels, (set, frozenset)):  # the classes' order is the columns of every score
+        raise InputError("labels is a set, which has no order; give a list of names")
     out: dict[Any, list[str]] = {}
     if isinstance(labels, dict):
         items = list(labels.items())

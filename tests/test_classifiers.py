@@ -164,6 +164,8 @@ def test_user_errors_are_clear(fake_encoder):
         ZeroShotClassifier([], encoder=fake_encoder).predict(["x"])
     with pytest.raises(InputError, match="given twice"):
         ZeroShotClassifier(["a", "a"], encoder=fake_encoder).predict(["x"])
+    with pytest.warns(FewShotWarning, match="one label .'sport'. and no abstention: every input gets it"):
+        assert ZeroShotClassifier(["sport"], encoder=fake_encoder).predict(["x", "y"]).tolist() == ["sport"] * 2
     with pytest.raises(InputError, match="top_k must be a positive integer"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=0)
     calls = fake_encoder.calls  # a head's setting, an auto candidate's included, is refused before any encoding

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -144,6 +146,13 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     assert [json.loads(x)["id"] for x in out.splitlines()] == [12]
     more = tmp_path / "more.txt"
     more.write_text("Inflation slows in the euro area\n")
+    import fewshot.storage.bundle as bundle
+
+    real_access = os.access
+    with pytest.MonkeyPatch.context() as mp:  # a folder the add cannot save in, as a user without rights sees it
+        mp.setattr(bundle.os, "access", lambda p, mode: Path(p).name != "news" and real_access(p, mode))
+        code, _, err = run(capsys, "index", "add", "news", more)
+    assert code == 1 and err.count("\n") == 1 and "news is not writable" in err and "Batches" not in err
     code, _, _ = run(capsys, "index", "add", "news", more)
     assert code == 0
     code, out, _ = run(capsys, "index", "info", "news")

@@ -61,6 +61,20 @@ def test_bad_inputs_are_named(text_encoder, bad, message):
         text_encoder.encode(bad)
 
 
+def test_containers_that_do_not_iterate_over_texts_are_refused(text_encoder):
+    import pandas as pd
+
+    df = pd.DataFrame({"text": ["I was charged twice", "where is my card"], "label": ["a", "b"]})
+    # a DataFrame iterates over its column names, a dict over its keys, a set in no fixed order
+    with pytest.raises(InputError, match=r"is a table \(columns \['text', 'label'\]\).*df\['text'\]"):
+        text_encoder.encode(df)
+    with pytest.raises(InputError, match="is a dict.*iterates over its keys"):
+        text_encoder.encode({"a text": 1, "another": 2})
+    with pytest.raises(InputError, match="is a set, which has no order"):
+        text_encoder.encode({"a text", "another"})
+    assert text_encoder.encode(df["text"]).shape == (2, 384)  # one column is a sequence of texts
+
+
 @pytest.mark.parametrize("size", [0, -3, 2.5, True])
 def test_a_bad_batch_size_is_named(size):
     with pytest.raises(InputError, match="batch_size must be a positive integer"):

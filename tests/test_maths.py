@@ -64,11 +64,16 @@ def test_label_codes_and_types():
         ([1, "one"], "mixes label types"),
         (["a", ""], "empty label"),
         (["a", None], "missing"),
+        ([float("inf"), 1.0], r"y\[0\] is infinite"),
         ([0.5, 1.5], "continuous"),
         ([["a"], ["b"]], "Unknown label type"),
     ]:
         with pytest.raises(InputError, match=message):
             as_labels(bad, 2)
+    import pandas as pd
+
+    with pytest.raises(InputError, match=r"y\[1\] is missing"):
+        as_labels(pd.Series(["a", pd.NA], dtype="string"), 2)
 
 
 class Toy:

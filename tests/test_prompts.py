@@ -19,6 +19,7 @@ def test_label_forms_parse_to_one_shape():
         ("sport", "list of names"),
         ([], "empty"),
         (["a", "a"], "given twice"),
+        ({"sport", "politics"}, "a set, which has no order"),  # the classes' order is every score's columns
         ([" "], "empty"),
         ({"x": {"colour": "red"}}, "unknown keys"),
         ({"x": ["", "ok"]}, "empty or non-text"),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, LockTimeoutError
+from fewshot.errors import AccessError, ConcurrentWriteError, CorruptFileError, InputError, LockTimeoutError
 from fewshot.storage import FolderLock, check_target, read_bundle, write_bundle
 from fewshot.storage.bundle import manifest_checksum
 
@@ -69,6 +70,31 @@ def test_a_new_folder_must_be_empty_or_hold_only_leftovers(tmp_path):
         check_target(tmp_path / "user" / "photo.jpg", "note")
     with pytest.raises(InputError, match="holds a saved note"):
         write_bundle(tmp_path / "left", "index", {}, {"x.bin": lambda p: p.write_bytes(b"")})
+
+
+def test_a_folder_that_cannot_take_a_save_is_named_and_the_save_there_kept(tmp_path, monkeypatch):
+    import os
+
+    import fewshot.storage.bundle as bundle
+
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(InputError, match="afile is a file, not a folder"):
+        check_target(tmp_path / "afile" / "sub" / "model", "note")
+    save(tmp_path / "kept", "first")
+    real_access = os.access
+    # as a user without write permission there sees it (root's access() ignores the mode bits)
+    monkeypatch.setattr(bundle.os, "access", lambda p, mode: Path(p).name != "kept" and real_access(p, mode))
+    with pytest.raises(AccessError, match="kept is not writable"):
+        save(tmp_path / "kept", "second")
+    with pytest.raises(AccessError, match="kept is not writable"):
+        check_target(tmp_path / "kept" / "new", "note")  # a new folder below it is the same
+    monkeypatch.undo()
+    assert read_bundle(tmp_path / "kept", "note")[1]["data.txt"] == b"first"
+    # a manifest that is a folder is damage, not an OS error
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "manifest.json").mkdir()
+    with pytest.raises(CorruptFileError, match="is a folder, not a manifest"):
+        read_bundle(tmp_path / "odd", "note")
 
 
 def test_expected_save_id_refuses_a_lost_update(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,7 +16,7 @@ from fewshot.classifiers.background import background_embeddings, nearest_backgr
 from fewshot.classifiers.base import CalibratedClassifier, default_encoder
 from fewshot.classifiers.persistence import load_model, prefixed, save_model
 from fewshot.encoders import ConSEEncoder, Encoder
-from fewshot.errors import CorruptFileError, InputError
+from fewshot.errors import CorruptFileError, FewShotWarning, InputError
 from fewshot.heads import ZeroShotHead, head_from_state
 from fewshot.params import POSITIVE, Check, Options, validate_params
 from fewshot.prompts import label_prompts, parse_labels, resolve_templates
@@ -188,6 +189,16 @@ class ZeroShotClassifier(CalibratedClassifier):
             self.threshold_ = float(np.quantile(best, cal.ABSTAIN_QUANTILE))
         elif abstain is not None:
             self.threshold_ = float(abstain)
+
+    def _labels(self, S: np.ndarray) -> np.ndarray:
+        if S.shape[1] == 1 and getattr(self, "threshold_", None) is None:
+            warnings.warn(
+                f"one label ({self.classes_.tolist()[0]!r}) and no abstention: every input gets it; use tag() (or "
+                "fewshot zeroshot --multi-label) to ask whether it applies, or abstain= for 'none of these'",
+                FewShotWarning,
+                stacklevel=3,
+            )
+        return super()._labels(S)
 
     def _background_stats(self, encoder: Encoder) -> dict[str, np.ndarray] | None:
         """Each label's mean and spread of scores over the background sentences (text inputs only)."""

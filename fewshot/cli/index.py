@@ -110,9 +110,12 @@ def _output_columns(path: str) -> list[str]:
 
 def cmd_index_add(a: argparse.Namespace) -> int:
     from fewshot.index import EmbeddingIndex, resolve_index_path
+    from fewshot.index.embedding_index import FILES, OWNED
+    from fewshot.storage import check_target
 
     target = resolve_index_path(a.name)
     encoder = EmbeddingIndex.load(target).encoder  # the index's own encoder, checked against its weights
+    check_target(target, "index", FILES + OWNED)  # a folder the add cannot be saved in: before any encoding
     items, ids, labels, metadata = _index_rows(a)
     if encoder is None:
         raise InputError(f"the index at {target} holds raw vectors with no encoder; records cannot be added")

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshot._validate import check_sequence
 from fewshot.errors import InputError, MissingDependencyError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -47,6 +48,7 @@ def as_image_list(X: Any, *, what: str = "images") -> list[Any]:
     """
     if X is None:
         raise InputError(f"{what} is None; expected image paths, PIL images or arrays")
+    check_sequence(X, what, "image paths, PIL images or arrays")
     if isinstance(X, (str, Path)) or type(X).__module__.startswith("PIL."):
         X = [X]
     elif isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (2, 3):

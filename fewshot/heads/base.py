@@ -77,9 +77,8 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         w = check_sample_weight(sample_weight, len(E))
         self.classes_ = ordered_classes(y, classes)
         if len(self.classes_) < 2 and not self._allows_one_class():
-            raise InputError(
-                f"only one class ({self.classes_[0]!r}) in the training labels; a classifier needs at least two"
-            )
+            only = self.classes_.tolist()[0]
+            raise InputError(f"only one class ({only!r}) in the training labels; a classifier needs at least two")
         self._fit(E, encode_labels(y, self.classes_), w)
         return self
 

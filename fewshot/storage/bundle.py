@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fewshot.errors import ConcurrentWriteError, CorruptFileError, InputError, SaveNotFoundError
+from fewshot.errors import AccessError, ConcurrentWriteError, CorruptFileError, InputError, SaveNotFoundError
 from fewshot.storage.lock import LOCK_NAME, FolderLock
 
 MANIFEST = "manifest.json"
@@ -94,6 +94,10 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
         raw = mpath.read_bytes()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise CorruptFileError(f"{mpath} is a folder, not a manifest; the save is damaged") from None
+    except PermissionError:
+        raise AccessError(f"cannot read {mpath}: permission denied") from None
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -138,6 +142,13 @@ def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"cannot save to {path}: it is a file, not a folder")
+    nearest = path  # the folder the save is written in, or the nearest one that exists above it
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise InputError(f"cannot save to {path}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise AccessError(f"cannot save to {path}: {nearest} is not writable")
     if not path.exists():
         return
     old = read_manifest(path)
@@ -294,6 +305,10 @@ def read_bundle(path: str | Path, bundle_type: str) -> tuple[dict[str, Any], dic
             p = path / entry["name"]
             try:
                 data = p.read_bytes()
+            except PermissionError:
+                raise AccessError(f"cannot read {p} ({logical}): permission denied") from None
+            except IsADirectoryError:
+                raise CorruptFileError(f"{p} ({logical}) is a folder, not a file; the save is damaged") from None
             except FileNotFoundError:
                 again = read_manifest(path)
                 if again is not None and again.get("save_id") != manifest.get("save_id"):
