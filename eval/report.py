@@ -516,18 +516,19 @@ def tune_layers_section(path: Path) -> list[str]:
         "--seeds 3 --datasets goemotions_ekman sst2 mr subj goemotions_group --variants top2:1e-4 top2:1e-4:x0.5 "
         "top2:5e-5`, `--shots 16 32 64 --seeds 3 --datasets goemotions_group --variants all:5e-5 all:5e-5:x3`, "
         "`--shots 8 --seeds 3 --datasets goemotions_ekman goemotions_group --variants all:5e-5 all:5e-5:x3 "
-        "top2:1e-4:x3`) "
+        "top2:1e-4:x3`, `--seeds 3 --test-cap 2000 --datasets clinc150 --variants all:5e-5 top2:1e-4`) "
         "on development datasets only (`goemotions_ekman`, `goemotions_group`: the GoEmotions comments with exactly "
         "one of its seven Ekman labels, of its four sentiment groups). Each row: "
         '`FewShotClassifier(head="auto", tune={...})`, the rest of '
         'the schedule `tune="auto"`\'s, fitted on seeded support sets and scored on the test split capped at '
-        "1,000 rows; mean over the seeds run. `all` trains every layer of MiniLM; `topK` the top K of its six, "
-        "the layers below frozen and run once per text; the steps are those of 5 passes over the examples, and "
-        "`xP` runs P times as many (`x0.5` half). Fit seconds: "
-        "wall time of `fit` (the tune, its two cross-fitted halves, the head), one job on the machine, except the "
-        "N = 8 `x2` and `x3` rows of SST-2, MR and SUBJ, which ran beside another job (their seconds are not "
-        "comparable). Among the top-two variants at 8 a class `top2:1e-4` is the best of its neighbours: on "
-        "GoEmotions (both), SST-2, MR and SUBJ it averages 57.6 against 56.9 with half its steps and 57.3 at half "
+        "1,000 rows (CLINC150's 150 intents: 2,000); mean over the seeds run. `all` trains every layer of "
+        "MiniLM; `topK` the top K of its six, the layers below frozen and run once per text; the steps are those "
+        "of 5 passes over the examples, and `xP` runs P times as many (`x0.5` half). Fit seconds: wall time of "
+        "`fit` (the tune, its two cross-fitted halves, the head), one job on the machine, except the N = 8 `x2` "
+        "and `x3` rows of SST-2, MR and SUBJ and the CLINC150 rows, which ran beside another job (their seconds "
+        "are not comparable). Among the top-two variants at 8 a class `top2:1e-4` is the best of its neighbours: "
+        "on GoEmotions (both), SST-2, MR and SUBJ it averages 57.6 against 56.9 with half its steps and 57.3 at "
+        "half "
         "its rate; without GoEmotions' groups, 62.0 against 61.5 with twice and 61.1 with three times its steps.",
         "",
         *_every_layer_at_8(rows),
