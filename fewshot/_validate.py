@@ -56,6 +56,8 @@ def as_text_list(X: Any, *, what: str = "X") -> list[str]:
             raise InputError(f"{what}[{i}] is {type(t).__name__} ({t!r}), not a string")
         if not t.strip():
             raise InputError(f"{what}[{i}] is an empty string")
+        if not any(c.isprintable() and not c.isspace() for c in t):  # e.g. zero-width spaces only
+            raise InputError(f"{what}[{i}] has no visible character ({t!r})")
     return texts
 
 
@@ -91,6 +93,23 @@ def as_embeddings(E: Any, *, dim: int | None = None, what: str = "embeddings", a
 
 def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _warn_near_duplicate_labels(names: set[str], what: str) -> None:
+    """Warn when distinct labels differ only in case or surrounding spaces ("card" and "card "): each is a
+    class of its own, which is rarely what was meant."""
+    seen: dict[str, str] = {}
+    for name in sorted(names):
+        key = name.strip().casefold()
+        if key in seen:
+            warnings.warn(
+                f"{what} has the labels {seen[key]!r} and {name!r}, which differ only in case or spaces: they are "
+                "two classes",
+                FewShotWarning,
+                stacklevel=4,
+            )
+            return
+        seen[key] = name
 
 
 def as_labels(y: Any, n: int, *, what: str = "y") -> np.ndarray:
@@ -143,6 +162,7 @@ def as_labels(y: Any, n: int, *, what: str = "y") -> np.ndarray:
     arr[:] = labels
     kind = next(iter(kinds)) if len(kinds) == 1 else float
     if kind is str:
+        _warn_near_duplicate_labels(set(labels), what)
         arr = arr.astype(str)
     elif kind is bool:
         arr = arr.astype(bool)

@@ -54,6 +54,7 @@ def test_unnormalised_output_when_asked(text_encoder):
         (None, "None"),
         ("just one string", "single string"),
         ([1, 2], "not a string"),
+        (["ok", "\u200b\u200b"], r"texts\[1\] has no visible character"),
     ],
 )
 def test_bad_inputs_are_named(text_encoder, bad, message):

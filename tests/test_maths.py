@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fewshot._validate import as_labels
-from fewshot.errors import InputError
+from fewshot.errors import FewShotWarning, InputError
 from fewshot.labels import check_label_type, encode_labels, merge_classes
 from fewshot.maths import fit_temperature, l2_normalize, log_softmax, loo_mean_cosines, nll, softmax
 from fewshot.params import Check, Interval, Options, validate_params
@@ -70,6 +70,8 @@ def test_label_codes_and_types():
     ]:
         with pytest.raises(InputError, match=message):
             as_labels(bad, 2)
+    with pytest.warns(FewShotWarning, match="'card' and 'card ', which differ only in case or spaces"):
+        assert as_labels(["card", "card ", "cash"], 3).tolist() == ["card", "card ", "cash"]
     import pandas as pd
 
     with pytest.raises(InputError, match=r"y\[1\] is missing"):

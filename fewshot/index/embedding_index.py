@@ -435,6 +435,8 @@ class EmbeddingIndex:
             return self._require_encoder("search by text").encode_text([query])
         if isinstance(query, np.ndarray) and query.ndim == 1:
             return as_embeddings(query, dim=self.dim, what="query vector", allow_1d=True)
+        if query is None:
+            raise InputError("the query is None; give a text, an image or a 1-d vector")
         encoder = self._require_encoder("search by image")
         if encoder.modality != "image":
             raise InputError(
@@ -873,7 +875,8 @@ class EmbeddingIndex:
     # -- internals ----------------------------------------------------------------------------------
     def _require_encoder(self, action: str) -> Encoder:
         if self.encoder is None:
-            raise InputError(f"cannot {action}: this index has no encoder (it stores raw vectors); pass vectors")
+            use = "add_embeddings(vectors)" if action.startswith("add") else "a 1-d vector, or search_embeddings"
+            raise InputError(f"cannot {action}: this index has no encoder (it stores raw vectors); use {use}")
         if self._saved_identity is not None:  # recreated at load: check its weights before first use
             check_same_encoder(self._saved_identity, self.encoder, "this index")
             self._saved_identity = None
