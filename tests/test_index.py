@@ -319,6 +319,20 @@ def test_nan_and_infinite_metadata_are_refused_at_add_and_nothing_is_stored():
         with pytest.raises(InputError, match="NaN or infinity"):
             index.add_embeddings(np.ones((1, 4)), metadata=[bad])
     assert len(index) == 5 and ids_of(index, {"n": 2}) == [3]  # filtered search still works
+    # what could be stored but never filtered on, or returned by a search, is refused at add too
+    deep: dict = {"n": 1}
+    for _ in range(40):
+        deep = {"n": deep}
+    for bad, message in [
+        (deep, "nested more than 32 levels deep"),
+        ({"big": 2**70}, "outside the 64-bit integers"),
+        ({"a": [1, {"b": -(2**64)}]}, "outside the 64-bit integers"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            index.add_embeddings(np.ones((1, 4)), metadata=[bad])
+    assert len(index) == 5
+    index.add_embeddings(np.ones((1, 4)), metadata=[{"big": 2**62, "list": [[[1]]]}])
+    assert len(index.search_embeddings(np.ones(4), k=10)[1][0]) == 6
 
 
 hypothesis = pytest.importorskip("hypothesis")

@@ -35,8 +35,15 @@ def _create_schema(db: sqlite3.Connection) -> None:
 BUILT_IN_FIELDS = ("id", "label")  # where-filter keys that mean the item's own id and label
 
 
+MAX_METADATA_DEPTH = 32  # lists and dicts nested in one item's metadata, at most
+
+
 def encode_metadata(meta: Any, i: int) -> str:
-    """One item's metadata as JSON text: a dict with string keys and finite values, or None (empty)."""
+    """One item's metadata as JSON text: a dict with string keys and finite values, or None (empty).
+
+    What could be stored but never filtered on or returned is refused here: an integer outside 64 bits, values
+    nested more than :data:`MAX_METADATA_DEPTH` deep. (A field name with a double quote is stored and returned
+    with its item, though a filter cannot name it.)"""
     if meta is None:
         return "{}"
     if not isinstance(meta, dict):
@@ -49,12 +56,28 @@ def encode_metadata(meta: Any, i: int) -> str:
                 f"metadata[{i}] has the key {key!r}, a field every item has (where={{{key!r}: ...}} filters on "
                 f"the item's own {key}); give the metadata field another name, e.g. 'source_{key}'"
             )
+    _check_values(meta, i)
     try:
         return json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
     except ValueError as exc:
         raise InputError(f"metadata[{i}] holds NaN or infinity, which cannot be stored or matched: {exc}") from exc
     except TypeError as exc:
         raise InputError(f"metadata[{i}] is not JSON-serialisable: {exc}") from exc
+
+
+def _check_values(meta: dict, i: int) -> None:
+    """Refuse nesting deeper than MAX_METADATA_DEPTH and integers outside 64 bits (walked without recursion,
+    so no depth breaks the check itself)."""
+    stack: list[tuple[Any, int]] = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if depth > MAX_METADATA_DEPTH:
+                raise InputError(f"metadata[{i}] is nested more than {MAX_METADATA_DEPTH} levels deep")
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise InputError(f"metadata[{i}] holds {value}, outside the 64-bit integers an index can store and filter")
 
 
 def _json_default(v: Any) -> Any:
