@@ -133,6 +133,29 @@ def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews
     assert all(p["label"] is not None for p in preds)
 
 
+def test_a_damaged_save_is_cleared_by_a_fit_or_a_delete(serve, agnews, tmp_path):
+    client = serve()
+    Xtr, ytr, Xte, _ = agnews
+    models, indexes = tmp_path / "root" / "models", tmp_path / "root" / "indexes"
+    for name in ("hurt", "gone"):
+        assert client.post(f"/v1/models/{name}", json={"inputs": Xtr, "labels": ytr}).status_code == 200
+        (models / name / "manifest.json").write_text("{ truncated")  # damaged on the server's disk
+    assert error(client.post("/v1/models/hurt/predict", json={"inputs": Xte[:2]}))["code"] == "corrupt_save"
+    # a fit replaces the model of its name, damaged or not; a delete removes it
+    r = client.post("/v1/models/hurt", json={"inputs": Xtr, "labels": ytr})
+    assert r.status_code == 200, r.text
+    assert client.post("/v1/models/hurt/predict", json={"inputs": Xte[:2]}).status_code == 200
+    assert FewShotClassifier.load(models / "hurt").classes_.tolist() == sorted(set(ytr))
+    assert client.delete("/v1/models/gone").json() == {"name": "gone", "deleted": True}
+    assert not (models / "gone").exists()
+    assert error(client.delete("/v1/models/gone"))["code"] == "not_found"
+    assert client.post("/v1/indexes/shelf", json={}).status_code == 201
+    assert client.post("/v1/indexes/shelf/items", json={"items": [{"text": "a book"}]}).status_code == 200
+    (indexes / "shelf" / "manifest.json").write_text("{ truncated")
+    assert client.delete("/v1/indexes/shelf").json() == {"name": "shelf", "deleted": True}
+    assert not (indexes / "shelf").exists()
+
+
 def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path):
     """A model fitted elsewhere (the CLI on a JSONL file) may hold any JSON scalar as labels."""
     client = serve()

@@ -32,7 +32,7 @@ import numpy as np
 
 from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier
 from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder_from_identity, identity_fingerprint
-from fewshot.errors import ConcurrentWriteError, FewShotError, InputError, LockTimeoutError
+from fewshot.errors import ConcurrentWriteError, CorruptFileError, FewShotError, InputError, LockTimeoutError
 from fewshot.index import EmbeddingIndex
 from fewshot.serve.batching import CoalescingEncoder, GroupCommit, check_deadline
 from fewshot.serve.errors import ApiError, not_found
@@ -283,6 +283,8 @@ class Registry:
         check_deadline()  # a request already answered (timed out) saves nothing
         with self._name_lock("model", name):
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
+            if self._damaged(folder):  # a fit replaces the model of that name, a damaged save included
+                self._remove_folder(folder)
             clf.save(folder)
             entry = ModelEntry(clf, "classifier", _signature(folder / "manifest.json"))
             with self._lock:
@@ -321,11 +323,23 @@ class Registry:
     def delete_model(self, name: str) -> None:
         folder = self.model_folder(name)
         with self._name_lock("model", name):
-            if read_manifest(folder) is None:
+            if not self._damaged(folder) and read_manifest(folder) is None:
                 raise not_found("model", name)
             self._remove_folder(folder)
             with self._lock:
                 self._models.pop(name, None)
+
+    @staticmethod
+    def _damaged(folder: Path) -> bool:
+        """Whether ``folder`` holds a save of this server's that can no longer be read (its manifest damaged):
+        deleting it, or fitting a model of its name, clears it, as nothing else through the API can."""
+        try:
+            read_manifest(folder)
+        except CorruptFileError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def _remove_folder(self, folder: Path) -> None:
         """Take the folder's writer lock, rename it out of sight (atomic), then delete it."""
@@ -487,7 +501,7 @@ class Registry:
     def delete_index(self, name: str) -> None:
         folder = self.index_folder(name)
         with self._name_lock("index", name):
-            if read_manifest(folder) is None:
+            if not self._damaged(folder) and read_manifest(folder) is None:
                 raise not_found("index", name)
             with self._lock:
                 entry = self._indexes.pop(name, None)
