@@ -185,6 +185,11 @@ def test_user_errors_are_clear(fake_encoder):
     assert len(ZeroShotClassifier(["a", "b"], encoder=fake_encoder).tag(["x"], top_k=np.int64(1), threshold=-1)[0]) == 1
     with pytest.raises(InputError, match="pass them to fit"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain="auto").fit()
+    # a cosine threshold outside -1..1 would pass everything or nothing
+    with pytest.raises(InputError, match="abstain=1.5 is not valid.*from -1 to 1"):
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder, abstain=1.5).fit()
+    with pytest.raises(InputError, match="threshold must be a cosine, from -1 to 1, got -5"):
+        zs.tag(["x"], threshold=-5)
     with pytest.raises(InputError, match="adapt='magic' is not valid"):
         ZeroShotClassifier(["a", "b"], encoder=fake_encoder, adapt="magic").fit(["x"])
     with pytest.raises(InputError, match="abstain='sometimes' is not valid"):

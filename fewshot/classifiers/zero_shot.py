@@ -56,6 +56,12 @@ def _refuse_identical_labels(head: ZeroShotHead) -> None:
         )
 
 
+def _cosine(v: Any) -> bool:
+    """Whether ``v`` is a number a cosine can be compared with: finite, from -1 to 1 (outside, a threshold
+    passes everything or nothing)."""
+    return finite_number(v) and -1.0 <= float(v) <= 1.0
+
+
 class ZeroShotClassifier(CalibratedClassifier):
     """Classify and tag inputs from label text alone: no examples needed.
 
@@ -101,7 +107,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         "templates": [None, str, list],
         "temperature": [None, POSITIVE],
         "adapt": [Options(ADAPT_METHODS)],
-        "abstain": [None, Options(("auto",)), Check(finite_number, "a number (a cosine threshold)")],
+        "abstain": [None, Options(("auto",)), Check(_cosine, "a cosine threshold, from -1 to 1")],
         "calibrate": [bool],
     }
 
@@ -275,8 +281,8 @@ class ZeroShotClassifier(CalibratedClassifier):
         """
         if top_k is not None and (not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-        if threshold is not None and not finite_number(threshold):
-            raise InputError(f"threshold must be a number, got {threshold!r}")
+        if threshold is not None and not _cosine(threshold):
+            raise InputError(f"threshold must be a cosine, from -1 to 1, got {threshold!r}")
         if threshold is not None and margin is not None:
             raise InputError("give threshold (a fixed cosine) or margin (relative to the best label), not both")
         if margin is None:
