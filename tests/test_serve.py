@@ -140,7 +140,9 @@ def test_a_damaged_save_is_cleared_by_a_fit_or_a_delete(serve, agnews, tmp_path)
     for name in ("hurt", "gone"):
         assert client.post(f"/v1/models/{name}", json={"inputs": Xtr, "labels": ytr}).status_code == 200
         (models / name / "manifest.json").write_text("{ truncated")  # damaged on the server's disk
-    assert error(client.post("/v1/models/hurt/predict", json={"inputs": Xte[:2]}))["code"] == "corrupt_save"
+    damaged = error(client.post("/v1/models/hurt/predict", json={"inputs": Xte[:2]}))
+    assert damaged["code"] == "corrupt_save" and str(tmp_path) not in damaged["message"]
+    assert "<root>/models/hurt/manifest.json" in damaged["message"]  # where, without the server's own paths
     # a fit replaces the model of its name, damaged or not; a delete removes it
     r = client.post("/v1/models/hurt", json={"inputs": Xtr, "labels": ytr})
     assert r.status_code == 200, r.text

@@ -459,8 +459,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
     write = [Depends(scope_dependency("write"))]
 
     # -- errors --------------------------------------------------------------------------------------------
+    roots = sorted({str(settings.root), str(settings.root.resolve())}, key=len, reverse=True)
+
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status >= 500:  # a server-side problem's message names files by their place under the root
+            for root in roots:
+                exc.message = exc.message.replace(root, "<root>")
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -1,7 +1,8 @@
 """Errors the service answers with: every one a JSON body ``{"error": {"code", "message", "field"}}``.
 
 A client mistake is a 4xx that names the problem; 503 means busy or too slow (try again); a 500 is a bug
-(or a damaged save on the server's disk, code ``corrupt_save``), never an answer to input.
+(or a damaged save on the server's disk, code ``corrupt_save``, or a folder it may not read or write,
+``storage_access``), never an answer to input.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fewshot.errors import (
+    AccessError,
     ConcurrentWriteError,
     CorruptFileError,
     DimensionError,
@@ -55,6 +57,8 @@ def from_library(exc: FewShotError, field: str | None = None) -> ApiError:
         return ApiError(409, "encoder_mismatch", message, field)
     if isinstance(exc, CorruptFileError):
         return ApiError(500, "corrupt_save", message, None)
+    if isinstance(exc, AccessError):  # the server's own folders: not the client's doing
+        return ApiError(500, "storage_access", message, None)
     if isinstance(exc, (MissingDependencyError, ModelLoadError)):
         return ApiError(503, "unavailable", message, None)
     if isinstance(exc, DimensionError):
