@@ -103,8 +103,11 @@ def test_filter_through_faiss_selector_matches_exact(kind, monkeypatch):
 def test_remove_and_len(kind):
     index, X = filled(kind)
     assert len(index) == 300
-    assert index.remove([0, 1, 999]) == 2
+    assert index.remove([0, 1, 999, 2**70]) == 2  # an id no item can have (past 64 bits) is just not there
     assert len(index) == 298
+    assert index.get([2, 2**70])[1] is None
+    with pytest.raises(InputError, match="ids must be integers, got float 1.5"):
+        index.remove([3, 1.5])
     I = index.search_embeddings(X[:2], k=5)[1]
     assert 0 not in I and 1 not in I
     index.add_embeddings(X[:1], ids=[1000])  # new ids may be added after a removal

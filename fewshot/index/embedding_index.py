@@ -358,10 +358,7 @@ class EmbeddingIndex:
     # -- removing -----------------------------------------------------------------------------------
     def remove(self, ids: Any) -> int:
         """Delete the given ids; return how many were present. Unknown ids are ignored."""
-        arr = np.atleast_1d(np.asarray(ids))
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"ids must be integers, got {arr.dtype}")
-        ids_list = [int(i) for i in arr.tolist()]
+        ids_list = _storable(_id_list(ids))
         with self._lock.write():
             present = sorted(self._table.existing(ids_list))
             if not present:
@@ -478,11 +475,8 @@ class EmbeddingIndex:
 
     def get(self, ids: Any) -> list[Hit | None]:
         """The stored items of ``ids`` (score 1.0), None for ids not in the index."""
-        arr = np.atleast_1d(np.asarray(ids))
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"ids must be integers, got {arr.dtype}")
-        ids_list = [int(i) for i in arr.tolist()]
-        rows = self._table.rows(ids_list)
+        ids_list = _id_list(ids)
+        rows = self._table.rows(_storable(ids_list))
         return [None if i not in rows else Hit(i, 1.0, *rows[i]) for i in ids_list]
 
     # -- persistence --------------------------------------------------------------------------------
@@ -947,3 +941,20 @@ def _saved_name(name: Any, folder: Path) -> str:
 def _item_text(x: Any) -> str | None:
     """What the table keeps of an added item: its text, or an image's path; in-memory images keep nothing."""
     return x if isinstance(x, str) else None
+
+
+def _id_list(ids: Any) -> list[int]:
+    """Ids to look up or remove as Python ints: integers, any of which may be unknown (an integer too large
+    for an id is simply not there)."""
+    arr = np.atleast_1d(np.asarray(ids, dtype=object if isinstance(ids, (list, tuple)) else None))
+    out = []
+    for v in arr.tolist():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputError(f"ids must be integers, got {type(v).__name__} {v!r}")
+        out.append(int(v))
+    return out
+
+
+def _storable(ids: list[int]) -> list[int]:
+    """The ids an item can have (64-bit integers); beyond them no item is there to find."""
+    return [i for i in ids if -(2**63) <= i < 2**63]
