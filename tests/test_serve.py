@@ -153,6 +153,15 @@ def test_a_damaged_save_is_cleared_by_a_fit_or_a_delete(serve, agnews, tmp_path)
     assert error(client.delete("/v1/models/gone"))["code"] == "not_found"
     assert client.post("/v1/indexes/shelf", json={}).status_code == 201
     assert client.post("/v1/indexes/shelf/items", json={"items": [{"text": "a book"}]}).status_code == 200
+    # an index whose folder is removed by hand while the server holds it is gone, not silently written to
+    assert client.post("/v1/indexes/box", json={}).status_code == 201
+    assert client.post("/v1/indexes/box/items", json={"items": [{"text": "a lamp"}]}).status_code == 200
+    import shutil
+
+    shutil.rmtree(indexes / "box")
+    assert error(client.post("/v1/indexes/box/items", json={"items": [{"text": "lost"}]}))["code"] == "not_found"
+    assert client.get("/v1/indexes/box").status_code == 404
+    assert client.post("/v1/indexes/box", json={}).status_code == 201  # and its name can be used again
     (indexes / "shelf" / "manifest.json").write_text("{ truncated")
     assert client.delete("/v1/indexes/shelf").json() == {"name": "shelf", "deleted": True}
     assert not (indexes / "shelf").exists()

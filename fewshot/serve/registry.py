@@ -16,6 +16,7 @@ Every method here is blocking; the app calls them from its worker threads, never
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -54,6 +55,9 @@ def check_name(name: str, kind: str) -> str:
             "name",
         )
     return name
+
+
+log = logging.getLogger("fewshot.serve")
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -454,7 +458,10 @@ class Registry:
         with self._lock:
             entry = self._indexes.get(name)
         if entry is not None and entry.writable:
-            return entry
+            if (folder / "manifest.json").exists():  # one stat: still on disk
+                return entry
+            self._forget_removed(name, entry)
+            raise not_found("index", name)
         if entry is not None and not write and time.monotonic() - entry.checked < self.settings.refresh_s:
             return entry
         with self._name_lock("index", name):
@@ -483,6 +490,19 @@ class Registry:
                 with old.guard.exclusive():
                     old.closed = True
             return new
+
+    def _forget_removed(self, name: str, entry: IndexEntry) -> None:
+        """Close an index whose folder was removed from disk while this server held it (by hand, or another
+        tool): writes to it would be acknowledged and then lost, so it is answered as gone instead."""
+        log.warning("index %r: its folder was removed while the server held it; it is closed", name)
+        with self._name_lock("index", name):
+            with self._lock:
+                if self._indexes.get(name) is entry:
+                    del self._indexes[name]
+            with entry.guard.exclusive():
+                if not entry.closed:
+                    entry.closed = True
+                    entry.index.close(checkpoint=False)
 
     def create_index(self, name: str, spec: str, kind: str) -> IndexEntry:
         folder = self.index_folder(name)
