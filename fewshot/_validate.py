@@ -209,6 +209,11 @@ def finite_number(v: Any) -> bool:
     )
 
 
+def int64(v: int) -> bool:
+    """Whether the integer ``v`` fits in 64 bits (what SQLite and FAISS ids hold)."""
+    return -(2**63) <= v < 2**63
+
+
 def json_label(v: Any) -> Any:
     """A label as a JSON scalar (numpy scalars become Python ones); anything else is refused."""
     v = _plain(v)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fewshot._concurrency import RWLock
-from fewshot._validate import as_embeddings, json_label
+from fewshot._validate import as_embeddings, int64, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
 from fewshot.errors import (
     ConcurrentWriteError,
@@ -944,8 +944,7 @@ def _item_text(x: Any) -> str | None:
 
 
 def _id_list(ids: Any) -> list[int]:
-    """Ids to look up or remove as Python ints: integers, any of which may be unknown (an integer too large
-    for an id is simply not there)."""
+    """Ids given to look up or remove, as Python ints (integers only: a float, string or bool is refused)."""
     arr = np.atleast_1d(np.asarray(ids, dtype=object if isinstance(ids, (list, tuple)) else None))
     out = []
     for v in arr.tolist():
@@ -957,4 +956,4 @@ def _id_list(ids: Any) -> list[int]:
 
 def _storable(ids: list[int]) -> list[int]:
     """The ids an item can have (64-bit integers); beyond them no item is there to find."""
-    return [i for i in ids if -(2**63) <= i < 2**63]
+    return [i for i in ids if int64(i)]

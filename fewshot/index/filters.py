@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshot._validate import int64
 from fewshot.errors import InputError
 
 # JSON types as SQLite's json_type names them, folded into the kinds a filter value can have
@@ -58,7 +59,7 @@ def sql_types(kind: str) -> list[str]:
 def _scalar(key: str, v: Any) -> Any:
     if isinstance(v, np.generic):
         v = v.item()
-    if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**63:
+    if isinstance(v, int) and not isinstance(v, bool) and not int64(v):
         raise InputError(f"where[{key!r}]: {v} is outside the 64-bit integers a filter can compare")
     if isinstance(v, float) and not math.isfinite(v):
         raise InputError(f"where[{key!r}]: {v!r} cannot match anything (NaN and infinity are never stored)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshot._validate import int64
 from fewshot.errors import CorruptFileError, InputError
 from fewshot.index.filters import compile_where, json_kind, sql_kind, sql_types
 
@@ -76,7 +77,7 @@ def _check_values(meta: dict, i: int) -> None:
                 raise InputError(f"metadata[{i}] is nested more than {MAX_METADATA_DEPTH} levels deep")
             children = value.values() if isinstance(value, dict) else value
             stack.extend((child, depth + 1) for child in children)
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool) and not int64(int(value)):
             raise InputError(f"metadata[{i}] holds {value}, outside the 64-bit integers an index can store and filter")
 
 

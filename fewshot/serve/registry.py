@@ -287,7 +287,7 @@ class Registry:
         check_deadline()  # a request already answered (timed out) saves nothing
         with self._name_lock("model", name):
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
-            if self._damaged(folder):  # a fit replaces the model of that name, a damaged save included
+            if self._save_state(folder) == "damaged":  # a fit replaces the model of its name, damaged or not
                 self._remove_folder(folder)
             clf.save(folder)
             entry = ModelEntry(clf, "classifier", _signature(folder / "manifest.json"))
@@ -327,23 +327,20 @@ class Registry:
     def delete_model(self, name: str) -> None:
         folder = self.model_folder(name)
         with self._name_lock("model", name):
-            if not self._damaged(folder) and read_manifest(folder) is None:
+            if self._save_state(folder) is None:
                 raise not_found("model", name)
             self._remove_folder(folder)
             with self._lock:
                 self._models.pop(name, None)
 
     @staticmethod
-    def _damaged(folder: Path) -> bool:
-        """Whether ``folder`` holds a save of this server's that can no longer be read (its manifest damaged):
-        deleting it, or fitting a model of its name, clears it, as nothing else through the API can."""
+    def _save_state(folder: Path) -> str | None:
+        """None when ``folder`` holds no save, "damaged" when its manifest can no longer be read (deleting it,
+        or fitting a model of its name, clears it, as nothing else through the API can), else "ok"."""
         try:
-            read_manifest(folder)
+            return None if read_manifest(folder) is None else "ok"
         except CorruptFileError:
-            return True
-        except OSError:
-            return False
-        return False
+            return "damaged"
 
     def _remove_folder(self, folder: Path) -> None:
         """Take the folder's writer lock, rename it out of sight (atomic), then delete it."""
@@ -521,7 +518,7 @@ class Registry:
     def delete_index(self, name: str) -> None:
         folder = self.index_folder(name)
         with self._name_lock("index", name):
-            if not self._damaged(folder) and read_manifest(folder) is None:
+            if self._save_state(folder) is None:
                 raise not_found("index", name)
             with self._lock:
                 entry = self._indexes.pop(name, None)
