@@ -21,7 +21,7 @@ import pytest
 
 from fewshot import FewShotClassifier, ZeroShotClassifier, batch
 from fewshot.batch.output import STAGING, write_pieces
-from fewshot.batch.sources import Columns, list_inputs, read_chunk, scan
+from fewshot.batch.sources import INPUT, Columns, list_inputs, read_chunk, scan
 from fewshot.errors import EncoderMismatchError, InputError, LockTimeoutError
 from tests.conftest import REPO
 
@@ -376,6 +376,17 @@ def test_a_record_without_an_id_is_refused_when_ids_are_asked_for(tmp_path):
             scan(list_inputs(tmp_path / name), cols, shard_rows=10)
     # without an id column the row number is the id, and a record needs none
     assert scan(list_inputs(tmp_path / "a.jsonl"), Columns(text="text"), shard_rows=10).rows == 2
+
+
+def test_a_csv_quote_that_never_closes_is_refused_not_read_as_one_long_record(tmp_path):
+    (tmp_path / "a.csv").write_text('text,id\n"hello, there",1\n"never closed,2\nplain,3\nmore,4\n')
+    with pytest.raises(InputError, match="record starting on line 3 opens a quote that is never closed"):
+        scan(list_inputs(tmp_path / "a.csv"), Columns(text="text"), shard_rows=10)
+    # quoted commas and newlines, and a quote inside an unquoted field, stay what they were
+    (tmp_path / "b.csv").write_text('text,id\n"hello, there",1\n"two\nlines",2\n5" screen,3\n')
+    plan = scan(list_inputs(tmp_path / "b.csv"), Columns(text="text"), shard_rows=10)
+    (table,) = read_chunk(plan, plan.chunks[0], Columns(text="text"), batch_rows=10)
+    assert table.column(INPUT).to_pylist() == ["hello, there", "two\nlines", '5" screen']
 
 
 def test_cells_are_typed_as_plain_numbers_or_kept_as_text(tmp_path):

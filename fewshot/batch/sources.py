@@ -353,17 +353,46 @@ def _delimiter(path: str) -> str:
 
 
 def _csv_records(path: str, offset: int, encoding: str) -> Iterator[tuple[list[str], int]]:
-    """CSV records from ``offset``, each with the byte offset where the next one starts."""
+    """CSV records from ``offset``, each with the byte offset where the next one starts.
+
+    Read to its end, the file's last record is checked for a quote that never closes: the lenient reader
+    would hand the rest of the file back as one field of one record, which is wrong output with no error.
+    """
     lines = _Lines(path, offset, encoding)
+    last = None
     try:
         reader = csv.reader(lines, delimiter=_delimiter(path))
+        start, first_line = offset, 1
         try:
             for rec in reader:
                 yield rec, lines.pos
+                last = (start, lines.pos, first_line)
+                start, first_line = lines.pos, lines.line + 1
         except csv.Error as exc:
             raise InputError(f"{path}: bad CSV near line {lines.line} ({exc})") from exc
     finally:
         lines.close()
+    if last is not None:
+        _check_closed(path, encoding, *last)
+
+
+def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) -> None:
+    """Refuse a record (bytes ``[start, stop)``, the last of the file) whose quoted field is still open at
+    the end of the file. Only the end of data is judged: other quoting the lenient reader takes stays taken."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        raw = f.read(stop - start)
+    codec = _codec(encoding)
+    text = raw.decode("utf-8-sig" if start == 0 and codec == "utf-8" else codec)
+    try:
+        for _ in csv.reader(text.splitlines(keepends=True), delimiter=_delimiter(path), strict=True):
+            pass
+    except csv.Error as exc:
+        if "end of data" in str(exc):  # CPython's message for a quoted field open at the end of the input
+            raise InputError(
+                f"{path}: the record starting on line {line} opens a quote that is never closed, so it runs "
+                "to the end of the file; close the quote or double a quote that is part of the text (\"\")"
+            ) from None
 
 
 def _check_text(v: Any, path: str, n: int, name: str) -> None:
