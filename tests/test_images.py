@@ -4,6 +4,7 @@ the CLIP path end to end on a small randomly initialised open_clip model saved t
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from fewshot import (
     EmbeddingIndex,
     EncoderMismatchError,
     FewShotClassifier,
+    FewShotWarning,
     ImageEncoder,
     InputError,
     ModelLoadError,
@@ -128,9 +130,21 @@ def test_bad_image_inputs_are_named(tmp_path):
     fake.write_text("this is not a picture")
     with pytest.raises(InputError, match="notes.jpg cannot be read as an image"):
         to_rgb(str(fake))
-    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(InputError, match="is a folder, not an image file"):
+        as_image_list([str(tmp_path)])
     with pytest.raises(InputError, match="no images found"):
         image_folder(tmp_path)
+    (tmp_path / "empty_class").mkdir()
+    png(tmp_path / "tiny.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(InputError, match="class folder 'empty_class' holds no image files"):
+        image_folder(tmp_path)
+
+
+def test_an_image_header_past_pillows_pixel_limit_is_named(tmp_path, monkeypatch):
+    png(tmp_path / "big.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # 64 pixels is past twice the limit: Pillow refuses
+    with pytest.raises(InputError, match="big.png declares more pixels than Pillow opens.*MAX_IMAGE_PIXELS"):
+        to_rgb(str(tmp_path / "big.png"))
 
 
 def test_image_folder_labels_by_subfolder(tmp_path):
@@ -139,8 +153,20 @@ def test_image_folder_labels_by_subfolder(tmp_path):
         for i in range(2):
             png(tmp_path / cls / f"{i}.png", np.full((8, 8, 3), value, dtype=np.uint8))
     (tmp_path / "dog" / "readme.txt").write_text("not an image")
-    files, labels = image_folder(tmp_path)
-    assert labels == ["cat", "cat", "dog", "dog"] and all(f.endswith(".png") for f in files)
+    (tmp_path / "dog" / "puppies").mkdir()
+    png(tmp_path / "dog" / "puppies" / "p.png", np.full((8, 8, 3), 180, dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a nested folder beside the class's own images is quietly its class
+        files, labels = image_folder(tmp_path)
+    assert labels == ["cat", "cat", "dog", "dog", "dog"] and all(f.endswith(".png") for f in files)
+    # a folder one level too high: its subfolders hold only class folders, so it would fit "train" vs "test"
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "top" / split / cls).mkdir(parents=True)
+            png(tmp_path / "top" / split / cls / "0.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.warns(FewShotWarning, match="'test', 'train' hold images only in nested folders.*top/test instead"):
+        _, labels = image_folder(tmp_path / "top")
+    assert sorted(set(labels)) == ["test", "train"]
 
 
 # -- the bundled backbone ---------------------------------------------------------------------------------

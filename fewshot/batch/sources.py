@@ -391,7 +391,7 @@ def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) ->
         if "end of data" in str(exc):  # CPython's message for a quoted field open at the end of the input
             raise InputError(
                 f"{path}: the record starting on line {line} opens a quote that is never closed, so it runs "
-                "to the end of the file; close the quote or double a quote that is part of the text (\"\")"
+                'to the end of the file; close the quote or double a quote that is part of the text ("")'
             ) from None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fewshot._validate import check_sequence
-from fewshot.errors import InputError, MissingDependencyError
+from fewshot.errors import InputError, MissingDependencyError, warn_user
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
@@ -66,6 +66,11 @@ def as_image_list(X: Any, *, what: str = "images") -> list[Any]:
         if isinstance(x, str):
             if not x.strip():
                 raise InputError(f"{what}[{i}] is an empty string, not an image path")
+            if Path(x).is_dir():
+                raise InputError(
+                    f"{what}[{i}]: {x} is a folder, not an image file; pass the image files in it "
+                    "(fit() takes a folder with one subfolder per class)"
+                )
             if not Path(x).is_file():
                 raise InputError(f"{what}[{i}]: no such image file: {x}")
         elif isinstance(x, np.ndarray):
@@ -97,6 +102,11 @@ def to_rgb(x: Any, where: str = "image") -> Any:
                 img = im.copy()
         except FileNotFoundError as exc:
             raise InputError(f"{where}: no such image file: {x}") from exc
+        except Image.DecompressionBombError as exc:  # not an OSError: a header claiming billions of pixels
+            raise InputError(
+                f"{where}: {x} declares more pixels than Pillow opens by default ({exc}); if the file is "
+                "trusted, raise PIL.Image.MAX_IMAGE_PIXELS"
+            ) from exc
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
             raise InputError(f"{where}: {x} cannot be read as an image ({type(exc).__name__}: {exc})") from exc
     elif isinstance(x, np.ndarray):
@@ -174,20 +184,37 @@ def image_cache_bytes(x: Any) -> bytes:
 def image_folder(path: str | Path) -> tuple[list[str], list[str]]:
     """Image files under ``path`` and their labels, one subfolder per class (the torchvision ImageFolder
     layout): ``path/cat/1.jpg`` is labelled ``"cat"``. Files are sorted, so the order is stable.
+
+    As in torchvision, images in folders nested inside a class folder belong to that class. A class folder
+    with no image anywhere in it is refused (a class with no example), and one whose images are all in
+    nested folders gets a warning: that is what a folder one level too high looks like (``photos/`` holding
+    ``train/cat``, ``train/dog``, ``test/...`` would otherwise fit the classes "train" and "test").
     """
     root = Path(path)
     if not root.is_dir():
         raise InputError(f"{path}: not a folder")
-    files, labels = [], []
+    files, labels, nested = [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(sub.rglob("*")):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(str(f))
-                labels.append(sub.name)
+        found = [f for f in sorted(sub.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if not found:
+            raise InputError(
+                f"{path}: the class folder {sub.name!r} holds no image files "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}); a class needs at least one example"
+            )
+        if all(f.parent != sub for f in found):
+            nested.append(sub.name)
+        files += [str(f) for f in found]
+        labels += [sub.name] * len(found)
     if not files:
         raise InputError(
             f"{path}: no images found; expected one subfolder per class holding image files "
             f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    if nested:
+        warn_user(
+            f"{path}: the class folder(s) {', '.join(map(repr, nested))} hold images only in nested folders, "
+            f"which are labelled with the class folder's name; if the nested folders are the classes, pass "
+            f"{Path(path) / nested[0]} instead"
         )
     return files, labels
 
