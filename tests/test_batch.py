@@ -22,7 +22,7 @@ import pytest
 from fewshot import FewShotClassifier, ZeroShotClassifier, batch
 from fewshot.batch.output import STAGING, write_pieces
 from fewshot.batch.sources import INPUT, Columns, list_inputs, read_chunk, scan
-from fewshot.errors import EncoderMismatchError, InputError, LockTimeoutError
+from fewshot.errors import AccessError, EncoderMismatchError, InputError, LockTimeoutError
 from tests.conftest import REPO
 
 N = 300  # real texts in the corpus every engine runs on
@@ -360,6 +360,32 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
         batch.embed(tmp_path / "in", tmp_path / "o9", address="auto", progress=None)
     with pytest.raises(InputError, match="no such folder"):
         batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "nomodel", progress=None)
+
+
+def test_an_output_folder_the_input_would_take_in_or_that_cannot_be_written_is_refused_first(tmp_path, monkeypatch):
+    import os
+
+    import fewshot.storage.bundle as bundle
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"text": "fine"}\n')
+    with pytest.raises(InputError, match="inside the input folder .*would be read as input"):
+        batch.embed(tmp_path / "in", tmp_path / "in" / "out", progress=None)
+    with pytest.raises(InputError, match="is the input folder"):
+        batch.embed(tmp_path / "in", tmp_path / "in", progress=None)
+    assert [p.name for p in (tmp_path / "in").iterdir()] == ["a.jsonl"]  # nothing was written there
+    real_access = os.access
+    # as a user without write permission there sees it (root's access() ignores the mode bits)
+    monkeypatch.setattr(bundle.os, "access", lambda p, mode: Path(p).name != "locked" and real_access(p, mode))
+    (tmp_path / "locked").mkdir()
+    with pytest.raises(AccessError, match="cannot write the batch output to .*locked is not writable"):
+        batch.embed(tmp_path / "in", tmp_path / "locked" / "out", progress=None)
+    # a folder of images is not a table: the message says how to make one
+    png = tmp_path / "photos" / "cat" / "1.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"")
+    with pytest.raises(InputError, match="holds images but no Parquet, JSONL or CSV shard.*image --encoder"):
+        batch.embed(tmp_path / "photos", tmp_path / "o", progress=None)
 
 
 def test_a_record_without_an_id_is_refused_when_ids_are_asked_for(tmp_path):

@@ -83,7 +83,8 @@ def run(
     ----------
     task : ``"predict"``, ``"tag"`` or ``"embed"``.
     source : a Parquet, JSONL or CSV file, or a folder of them (read recursively, in path order).
-    output : the folder of Parquet shards to write (new, empty, or a previous run of the same job to resume).
+    output : the folder of Parquet shards to write (new, empty, or a previous run of the same job to resume);
+        not inside ``source``, whose listing would read its shards as input.
     model : a folder saved by ``FewShotClassifier.save`` / ``fewshot fit`` (or a saved zero-shot classifier),
         for ``predict``.
     labels : zero-shot labels (a list, or a dict name -> description) for ``tag``, or for ``predict``
@@ -95,7 +96,7 @@ def run(
     templates, threshold, top_k : zero-shot templates, and the ``tag`` threshold and tag limit.
     probabilities : ``predict`` also writes every class's probability (a list column).
     text_col, id_col, keep_cols : the input's text (or image path) column, its id column (default: row
-        numbers), and columns to copy into the output.
+        numbers; ids are copied as given, not checked for uniqueness), and columns to copy into the output.
     format, encoding : the input format when file names do not tell it; the text encoding of CSV/JSONL.
     engine : ``"local"`` (this process, bounded memory) or ``"ray"`` (Ray Data).
     batch_size : rows per model call (and per Ray batch).

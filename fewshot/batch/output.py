@@ -90,9 +90,11 @@ class RunFolder:
 
     # -- starting or resuming -------------------------------------------------------------------------------
     def check_writable(self, overwrite: bool) -> dict[str, Any] | None:
-        """The previous run's manifest (None for a new folder); refuses a folder of other files."""
-        if self.folder.exists() and not self.folder.is_dir():
-            raise InputError(f"cannot write the batch output to {self.folder}: it is a file, not a folder")
+        """The previous run's manifest (None for a new folder); refuses a folder of other files, and one this
+        process may not write (before anything is loaded or encoded)."""
+        from fewshot.storage.bundle import check_folder_place
+
+        check_folder_place(self.folder, f"cannot write the batch output to {self.folder}")
         old = read_run_manifest(self.folder) if self.folder.is_dir() else None
         if old is None and self.folder.is_dir():
             foreign = [p.name for p in self.folder.iterdir() if not self._ours(p.name)]

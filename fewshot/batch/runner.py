@@ -128,6 +128,7 @@ def run_job(
     start = time.monotonic()
     folder = RunFolder(output)
     files = list_inputs(source, job.columns.format)  # a missing input is reported before the model loads
+    _check_outside(Path(source), folder.folder)
     folder.check_writable(overwrite=False)
     with FolderLock(folder.folder, timeout=0.0):  # one run per output folder at a time
         old = folder.check_writable(overwrite)
@@ -202,6 +203,24 @@ def run_job(
         shards_skipped=len(plan.chunks) - len(pending),
         seconds=time.monotonic() - start,
     )
+
+
+def _check_outside(source: Path, output: Path) -> None:
+    """Refuse an output folder that the input folder's listing would take in: its shards would be read as
+    input by the next run (and a rerun would find the input changed). Inside a folder named ``_...`` or
+    ``.*``, which the listing skips, it may be."""
+    if not source.is_dir():
+        return
+    try:
+        inside = output.resolve().relative_to(source.resolve())
+    except ValueError:
+        return
+    if not any(part.startswith((".", "_")) for part in inside.parts):
+        where = "is the input folder" if not inside.parts else f"is inside the input folder {source}"
+        raise InputError(
+            f"the output folder {output} {where}, so its Parquet shards would be "
+            "read as input; write it elsewhere (or under a name starting with '_', which the input listing skips)"
+        )
 
 
 def _counted(tables: Any, meter: Progress) -> Any:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fewshot.cli.records import json_record
+from fewshot.encoders.image_inputs import IMAGE_SUFFIXES
 from fewshot.errors import InputError
 
 FORMATS = ("parquet", "jsonl", "csv")
@@ -145,6 +146,12 @@ def list_inputs(source: str | Path, fmt: str | None = None) -> list[InputFile]:
             and (fmt is not None or p.suffix.lower() in SUFFIXES)
         )
         if not paths:
+            if fmt is None and any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.rglob("*")):
+                raise InputError(
+                    f"{source} holds images but no Parquet, JSONL or CSV shard: a batch job reads a table, so "
+                    "list the image paths in a column of one (a CSV with a header 'text', one path a line, "
+                    "relative to the CSV's folder) and pass an image --encoder; or use 'fewshot predict' on the folder"
+                )
             raise InputError(f"{source} holds no Parquet, JSONL or CSV files (.parquet, .jsonl, .json, .csv, .tsv)")
     out = []
     for p in paths:

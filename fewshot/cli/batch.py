@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fewshot.cli.common import ENCODER_HELP, parse_labels
+from fewshot.cli.common import ENCODER_KINDS, parse_labels
 
 
 def register(subparsers: Any) -> None:
@@ -42,7 +42,11 @@ def register(subparsers: Any) -> None:
         if task == "tag":
             sp.add_argument("--threshold", type=float, help="cosine threshold for a tag (default: measured)")
             sp.add_argument("--top-k", type=int, help="at most this many tags per record")
-        sp.add_argument("--encoder", help=ENCODER_HELP)
+        sp.add_argument(
+            "--encoder",
+            help=ENCODER_KINDS + "; default: the saved model's, else text. An image encoder reads --text-col as "
+            "image paths (relative ones against their shard's folder)",
+        )
         sp.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
         sp.add_argument("--address", help="Ray cluster to join (e.g. auto, or HOST:6379); default: start one here")
         sp.add_argument("--actors", type=int, default=1, help="Ray: model actors (each loads the model once)")

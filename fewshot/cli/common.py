@@ -12,13 +12,13 @@ from typing import Any
 from fewshot.cli.records import decode
 from fewshot.errors import InputError
 
-ENCODER_HELP = (
+ENCODER_KINDS = (
     "text (bundled MiniLM on torch), text:onnx (the same on ONNX Runtime), text:onnx-int8 (ONNX, int8: faster, "
     "slightly different vectors), static (a static model distilled from MiniLM: far faster, less accurate) or "
     "static:FOLDER (a local model2vec model), image (bundled MobileNetV2; image:onnx on ONNX Runtime), conse "
-    "(MobileNetV2 in MiniLM's text space; conse:onnx), clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER; default: "
-    "text for records, image for image folders"
+    "(MobileNetV2 in MiniLM's text space; conse:onnx), clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER"
 )
+ENCODER_HELP = ENCODER_KINDS + "; default: text for records, image for image folders"
 
 
 def quiet_libraries() -> None:

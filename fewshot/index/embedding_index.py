@@ -342,8 +342,10 @@ class EmbeddingIndex:
         arr = arr.astype(np.int64)
         if (arr < 0).any():
             raise InputError("ids must be non-negative integers")
-        if len(np.unique(arr)) != n:
-            raise InputError("ids contain duplicates")
+        values, counts = np.unique(arr, return_counts=True)
+        if len(values) != n:
+            repeated = values[counts > 1][:5].tolist()
+            raise InputError(f"ids contain duplicates ({', '.join(map(str, repeated))} more than once)")
         taken = self._table.existing(arr.tolist())
         if taken:
             raise InputError(f"ids already in the index: {sorted(taken)[:5]}")

@@ -132,6 +132,21 @@ def _split(logical: str) -> tuple[str, str]:
     return stem, dot + suffix
 
 
+def check_folder_place(path: Path, failing: str) -> None:
+    """Raise unless a folder can be written at ``path``: it is a folder or does not exist, and the nearest
+    folder that exists (itself, or the closest above it) is a folder this process may write in.
+    ``failing`` starts the message ("cannot save to PATH")."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{failing}: it is a file, not a folder")
+    nearest = path  # the folder itself, or the nearest one that exists above it
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise InputError(f"{failing}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise AccessError(f"{failing}: {nearest} is not writable")
+
+
 def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | tuple[str, ...] = ()) -> None:
     """Raise :class:`InputError` unless a ``bundle_type`` save can be written to ``path``.
 
@@ -140,15 +155,7 @@ def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | 
     holds only files a killed fewshot save left behind.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"cannot save to {path}: it is a file, not a folder")
-    nearest = path  # the folder the save is written in, or the nearest one that exists above it
-    while not nearest.exists() and nearest != nearest.parent:
-        nearest = nearest.parent
-    if not nearest.is_dir():
-        raise InputError(f"cannot save to {path}: {nearest} is a file, not a folder")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise AccessError(f"cannot save to {path}: {nearest} is not writable")
+    check_folder_place(path, f"cannot save to {path}")
     if not path.exists():
         return
     old = read_manifest(path)
