@@ -151,6 +151,19 @@ def test_ray_engine_gives_the_local_engines_answers(corpus, model_dir, local_run
     )
 
 
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_bad_input_found_while_encoding_names_its_record_on_either_engine(engine, tmp_path):
+    """An image path that is not there is found by the worker, not the scan: the error names the record,
+    and on Ray it comes back as the same one-line fewshot error, not Ray's wrapped traceback."""
+    if engine == "ray":
+        pytest.importorskip("ray")
+    (tmp_path / "in.csv").write_text("id,text\nk1,nowhere.png\n")
+    with pytest.raises(InputError) as caught:
+        batch.embed(tmp_path / "in.csv", tmp_path / "out", encoder="image", id_col="id", engine=engine, progress=None)
+    assert str(caught.value) == f"the record with id 'k1': no such image file: {tmp_path / 'nowhere.png'}"
+    assert not batch.output_shards(tmp_path / "out")
+
+
 def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
     """Two 1-CPU nodes and two 1-CPU actors: each node has to host one actor for the job to finish."""
     ray = pytest.importorskip("ray")

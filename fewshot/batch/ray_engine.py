@@ -13,6 +13,9 @@
   the actor rather than through a ``Datasink`` is measured: Ray started a new worker process for each write
   task (about 3.5 s of CPU each, importing Ray and Arrow), which on a 2-core machine took more time than the
   writes themselves.
+- A fewshot error an actor meets (an image path that is not there) comes back with the count, as data, and
+  the driver raises it as the local engine would: raised in the actor, Ray Data would wrap it in its own
+  exception, the actor's traceback in the message and the original lost.
 
 Without ``address`` a Ray instance is started on this machine for the job and stopped after it; with one,
 the job joins that cluster (``"auto"``, or ``"ray://host:10001"`` through Ray Client is not supported: the
@@ -21,6 +24,7 @@ workers write to the output folder, which every node must see at the same path).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -96,9 +100,29 @@ class StagingWorker(BatchWorker):
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        table = super().__call__(batch)
-        staged = write_pieces(self.folder, table, self.firsts, self.names) if table.num_rows else 0
-        return pa.table({"staged": pa.array([staged], type=pa.int64())})
+        try:
+            table = super().__call__(batch)
+            staged = write_pieces(self.folder, table, self.firsts, self.names) if table.num_rows else 0
+            error = None
+        except FewShotError as exc:  # bad input found here (an image path that is not there): sent back as data
+            staged, error = 0, json.dumps([type(exc).__name__, str(exc)])
+        return pa.table({"staged": pa.array([staged], type=pa.int64()), "error": pa.array([error], type=pa.string())})
+
+
+def _returned_error(table: Any) -> FewShotError | None:
+    """The fewshot error an actor sent back in its result, rebuilt as its own class, or None.
+
+    Ray Data wraps an exception raised in a UDF in its own, with the actor's traceback in the message and
+    the original lost in pickling; sent back as data, it reaches the caller as the one line the local engine
+    gives."""
+    from fewshot import errors as fewshot_errors
+
+    for value in table.column("error").to_pylist():
+        if value is not None:
+            name, message = json.loads(value)
+            cls = getattr(fewshot_errors, name, FewShotError)
+            return cls(message) if isinstance(cls, type) and issubclass(cls, FewShotError) else FewShotError(message)
+    return None
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -210,8 +234,12 @@ def run_ray(
         thread = threading.Thread(target=finalizer, name="fewshot-batch-finalizer", daemon=True)
         thread.start()
         try:
-            for _ in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                pass  # the actors stage the rows; what comes back is their counts
+            for counts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                error = _returned_error(counts)  # the actors stage the rows; what comes back is their counts
+                if error is not None:
+                    raise error
+        except FewShotError:
+            raise
         except Exception as exc:
             raise _cause(exc) from exc
         finally:

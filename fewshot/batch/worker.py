@@ -17,6 +17,7 @@ Arrow table of input rows (:mod:`fewshot.batch.sources`); the answer is an Arrow
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -106,6 +107,20 @@ class BatchWorker:
         self._label_type = None if self.classes is None else _label_type(self.classes, self.model)
 
     def __call__(self, batch: Any) -> Any:
+        try:
+            return self._run(batch)
+        except InputError as exc:  # "images[3]: ..." counts within this batch: name the record instead
+            m = _POSITION.match(str(exc))
+            if m is None or int(m.group(1)) >= batch.num_rows:
+                raise
+            i = int(m.group(1))
+            if self.job.columns.id is not None:
+                where = f"the record with {self.job.columns.id} {batch.column(self.job.columns.id)[i].as_py()!r}"
+            else:
+                where = f"the record at row {batch.column(ROW)[i].as_py()} of the input (counted from 0, as 'row' is)"
+            raise type(exc)(where + str(exc)[m.end() :]) from exc
+
+    def _run(self, batch: Any) -> Any:
         import pyarrow as pa
 
         texts = batch.column(INPUT).to_pylist()
@@ -146,6 +161,9 @@ class BatchWorker:
 
         v = _plain(v)
         return str(v) if v is not None and self._label_type == pa.string() and not isinstance(v, str) else v
+
+
+_POSITION = re.compile(r"^\w+\[(\d+)\]")  # how an encoder names an item: "images[3]: no such image file"
 
 
 def _plain(v: Any) -> Any:
