@@ -456,6 +456,13 @@ def test_client_mistakes_are_4xx_naming_the_field(populated, method, path, body,
     assert (r.status_code, err["code"], err["field"]) == (status, code, field), err
 
 
+def test_messages_use_the_requests_names_not_the_librarys(populated):
+    r = populated.post("/v1/models/m/examples", json={"inputs": ["a", "b"], "labels": ["x"]})
+    assert error(r) == {"code": "bad_input", "field": "labels", "message": "labels has 1 entries for 2 inputs"}
+    r = populated.post("/v1/models/m/examples", json={"inputs": ["a", "b"], "labels": ["World", " "]})
+    assert error(r)["field"] == "labels[1]" and error(r)["message"].startswith("labels[1] is an empty label")
+
+
 def test_body_size_input_count_and_content_type_limits(serve):
     client = serve(max_body_bytes=10_000, max_inputs=5)
     r = client.post("/v1/zeroshot", content=b"x" * 10_001, headers={"content-type": "application/json"})

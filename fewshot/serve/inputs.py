@@ -97,11 +97,15 @@ def field_of(message: str, default: str) -> tuple[str, str]:
     if setting:  # a classifier setting judged against the data: "abstain='auto' ... needs 2 examples"
         return setting.group(1), message
     head = message.split(" ", 1)[0].split(":", 1)[0]
+    if head == "y" or head.startswith("y["):  # the library's name for the labels
+        named = "labels" + head[1:]
+        message = named + message[len(head) :]
+        message = re.sub(r"^labels has (\d+) labels for (\d+) examples", r"labels has \1 entries for \2 inputs", message)
+        return named, message
     for prefix, field in (
         ("where", "where"),
         ("ids", "ids"),
         ("labels", "labels"),
-        ("y", "labels"),
         ("metadata", "metadata"),
         ("k", "k"),
         ("threshold", "threshold"),
