@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -848,6 +849,31 @@ def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tm
         a.kill()
     final = check_index(root / "indexes" / "crash", log)
     assert final["lost"] == 0 and final["resurrected"] == 0
+
+
+def test_a_body_sent_too_slowly_is_answered_408_and_its_connection_closed(tmp_path):
+    """A client that declares a body and sends part of it cannot hold a connection: uvicorn itself has no
+    body-read timeout."""
+    import socket
+
+    server = ServerProcess(tmp_path, args=("--body-timeout", "1", "--no-preload"))
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            head = "POST /v1/zeroshot HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall((head + "Content-Length: 100\r\n\r\n" + '{"inp').encode())
+            t0 = time.monotonic()
+            answer = b""
+            while chunk := sock.recv(4096):  # read until the server closes the connection
+                answer += chunk
+            waited = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408 ") and b'"code":"body_timeout"' in answer.replace(b" ", b"")
+        assert 0.9 < waited < 15
+        assert request(server.url, "POST", "/v1/zeroshot", {"inputs": ["a goal"], "labels": ["sport", "art"]})[0] == 200
+        metrics = urllib.request.urlopen(server.url + "/metrics", timeout=10).read().decode()
+        assert 'fewshot_rejected_total{reason="body_timeout"} 1' in metrics.splitlines()
+    finally:
+        server.kill()
 
 
 def test_text_queries_over_a_clip_image_index_work_as_in_the_library(serve, tmp_path):

@@ -43,6 +43,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "--batch-gap-ms", type=float, default=d.batch_gap_ms, help="stop waiting after this quiet gap (default 2)"
     )
     sp.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="request body limit (default 2 MB)")
+    sp.add_argument(
+        "--body-timeout", type=float, default=d.body_timeout_s, help="seconds to send a request body (default 30)"
+    )
     sp.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request (default 256)")
     sp.add_argument("--max-queue", type=int, default=d.max_queue, help="requests in progress before 429 (default 256)")
     sp.add_argument(
@@ -86,6 +89,7 @@ def settings_from_args(a: argparse.Namespace) -> Any:
         max_wait_ms=a.max_wait_ms,
         batch_gap_ms=a.batch_gap_ms,
         max_body_bytes=a.max_body_bytes,
+        body_timeout_s=a.body_timeout,
         max_inputs=a.max_inputs,
         max_queue=a.max_queue,
         request_timeout_s=a.request_timeout,

@@ -332,8 +332,13 @@ class BodyLimitAndMetrics:
                 return
             if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
                 chunks, size, more = [], 0, True
+                deadline = time.monotonic() + self.service.settings.body_timeout_s
                 while more:
-                    message = await receive()
+                    try:
+                        message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                    except TimeoutError:
+                        await self._too_slow(send_wrapper)
+                        return
                     if message["type"] == "http.disconnect":
                         return
                     chunk = message.get("body", b"")
@@ -362,6 +367,17 @@ class BodyLimitAndMetrics:
             m = self.service.metrics
             m.requests.inc(template, scope["method"], str(status["code"]))
             m.latency.observe(time.perf_counter() - start, template)
+
+    async def _too_slow(self, send: Callable) -> None:
+        """408 and ``Connection: close`` for a body that did not arrive in time (the server then drops the
+        connection, since the rest of the body is never read)."""
+        self.service.metrics.rejected.inc("body_timeout")
+        timeout = self.service.settings.body_timeout_s
+        err = ApiError(408, "body_timeout", f"the request body did not arrive within {timeout:g} s", None)
+        body = json.dumps(err.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 408, "headers": headers + [(b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _too_large(self, send: Callable, limit: int) -> None:
         self.service.metrics.rejected.inc("body_too_large")

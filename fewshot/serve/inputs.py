@@ -100,7 +100,8 @@ def field_of(message: str, default: str) -> tuple[str, str]:
     if head == "y" or head.startswith("y["):  # the library's name for the labels
         named = "labels" + head[1:]
         message = named + message[len(head) :]
-        message = re.sub(r"^labels has (\d+) labels for (\d+) examples", r"labels has \1 entries for \2 inputs", message)
+        count = r"^labels has (\d+) labels for (\d+) examples"
+        message = re.sub(count, r"labels has \1 entries for \2 inputs", message)
         return named, message
     for prefix, field in (
         ("where", "where"),

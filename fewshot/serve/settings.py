@@ -30,6 +30,9 @@ class ServeSettings:
     batch_gap_ms : the batcher stops waiting sooner when no request arrived for this long (default 2 ms), so
         a lone request waits 2 ms and a burst from many clients is collected whole.
     max_body_bytes : largest request body; a larger one is answered 413 (default 2 MB).
+    body_timeout_s : the time a client has to send the whole request body, from its first byte to its last;
+        a slower one is answered 408 and its connection closed (default 30 s), so that clients that declare a
+        body and send it slowly, or not at all, cannot hold connections open.
     max_inputs : most inputs, items, queries or ids in one request; more is answered 413 (default 256).
     max_queue : most requests doing model or index work at once (running or waiting); past it the answer
         is 429 with ``Retry-After`` (default 256).
@@ -59,6 +62,7 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     batch_gap_ms: float = 2.0
     max_body_bytes: int = 2 * 1024 * 1024
+    body_timeout_s: float = 30.0
     max_inputs: int = 256
     max_queue: int = 256
     retry_after_s: int = 1
@@ -79,10 +83,13 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_wait_ms", "batch_gap_ms", "request_timeout_s", "lock_timeout_s", "refresh_s"):
+        timings = ("max_wait_ms", "batch_gap_ms", "request_timeout_s", "lock_timeout_s", "refresh_s", "body_timeout_s")
+        for name in timings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise InputError(f"{name} must be a non-negative number, got {value!r}")
+        if self.body_timeout_s == 0:
+            raise InputError("body_timeout_s must be positive: no body arrives in no time")
         for scope in self.api_keys.values():
             if scope not in ("read", "write"):
                 raise InputError(f"an API key's scope must be read or write, got {scope!r}")
