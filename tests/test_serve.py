@@ -421,6 +421,8 @@ BAD = [
     ("POST", "/v1/indexes/nope/search", {"queries": ["a"]}, 404, "not_found", "name"),
     ("POST", "/v1/indexes/.hidden/search", {"queries": ["a"]}, 400, "bad_name", "name"),
     ("POST", "/v1/models/-rf/predict", {"inputs": ["a"]}, 400, "bad_name", "name"),
+    ("POST", "/v1/models/a%2Fb/predict", {"inputs": ["a"]}, 400, "bad_name", "name"),
+    ("GET", "/v1/indexes/..%2F..%2Fetc", None, 400, "bad_name", "name"),
     ("POST", "/v1/models/" + "a" * 65 + "/predict", {"inputs": ["a"]}, 400, "bad_name", "name"),
     ("GET", "/v1/nothing", None, 404, "not_found", None),
     ("PUT", "/v1/models/m/predict", None, 405, "method_not_allowed", None),

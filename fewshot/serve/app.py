@@ -13,7 +13,9 @@ import concurrent.futures
 import json
 import logging
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -490,6 +492,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            # "a%2Fb" is decoded to "a/b" before routing, so it matches no route: name the name, not the path
+            named = re.match(r"/v1/(models|indexes)/([^/]*%2[fF][^/]*)", request.scope.get("raw_path", b"").decode())
+            if named:
+                kind = "model" if named.group(1) == "models" else "index"
+                try:
+                    check_name(urllib.parse.unquote(named.group(2)), kind)
+                except ApiError as err:
+                    return await api_error(request, err)
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
         err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None)
         return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
