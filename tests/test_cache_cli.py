@@ -8,6 +8,7 @@ exports).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -27,6 +28,11 @@ from fewshot.encoders.derived import (
 from fewshot.storage.lock import FolderLock
 
 DAY = 86400.0
+
+
+def h(word: str) -> str:
+    """A cache folder's name starts with the SHA-256 of the weights it was made from."""
+    return hashlib.sha256(word.encode()).hexdigest()
 
 
 def build_into(payload: bytes, manifest: dict):
@@ -58,7 +64,7 @@ def run(capsys, *argv):
 
 
 def test_opening_a_cached_model_marks_it_used(home):
-    folder = add(home, "onnx", "a-fp32-v1", 10, days_unused=40)
+    folder = add(home, "onnx", f"{h('a')}-fp32-v1", 10, days_unused=40)
     before = folder.stat().st_mtime
     built = []
     cached_build(folder, lambda tmp: built.append(tmp))  # found whole: not built again, but marked used
@@ -66,8 +72,22 @@ def test_opening_a_cached_model_marks_it_used(home):
 
 
 def test_info_lists_each_model_with_its_size_and_last_use(home, capsys):
-    add(home, "onnx", "aaaa-int8-v1.2", 300, days_unused=2, manifest={"weights_sha256": "aaaa", "quantization": "int8"})
-    add(home, "static", "bbbb-pca256-v1", 500, days_unused=50, manifest={"distilled_from": {"weights_sha256": "bbbb"}})
+    add(
+        home,
+        "onnx",
+        f"{h('aaaa')}-int8-v1.2",
+        300,
+        days_unused=2,
+        manifest={"weights_sha256": "aaaa", "quantization": "int8"},
+    )
+    add(
+        home,
+        "static",
+        f"{h('bbbb')}-pca256-v1",
+        500,
+        days_unused=50,
+        manifest={"distilled_from": {"weights_sha256": "bbbb"}},
+    )
     code, out, _ = run(capsys, "cache", "info")
     info = json.loads(out)
     assert code == 0 and info["home"] == str(home)
@@ -80,9 +100,9 @@ def test_info_lists_each_model_with_its_size_and_last_use(home, capsys):
 
 
 def test_prune_removes_what_was_not_used_for_the_given_days(home, capsys):
-    old = add(home, "onnx", "old-int8-v1.2", 100, days_unused=45)
-    recent = add(home, "onnx", "new-int8-v1.2", 100, days_unused=3)
-    stale_static = add(home, "static", "stale-pca256-v1", 100, days_unused=31)
+    old = add(home, "onnx", f"{h('old')}-int8-v1.2", 100, days_unused=45)
+    recent = add(home, "onnx", f"{h('new')}-int8-v1.2", 100, days_unused=3)
+    stale_static = add(home, "static", f"{h('stale')}-pca256-v1", 100, days_unused=31)
     code, out, _ = run(capsys, "cache", "prune", "--dry-run")  # default: 30 days
     assert code == 0 and "would remove 2 folder(s)" in out and old.exists() and stale_static.exists()
     code, out, _ = run(capsys, "cache", "prune")
@@ -93,28 +113,46 @@ def test_prune_removes_what_was_not_used_for_the_given_days(home, capsys):
     assert code == 0 and not recent.exists()
 
 
+def test_folders_the_cache_did_not_make_are_neither_listed_nor_pruned(home, capsys):
+    mine = home / "static" / "my-model2vec"  # a model kept here by hand and used as static:FOLDER
+    mine.mkdir(parents=True)
+    (mine / "model.safetensors").write_bytes(b"weights")
+    notes = home / "onnx" / "notes"
+    notes.mkdir(parents=True)
+    past = time.time() - 90 * DAY
+    for folder in (mine, notes):
+        os.utime(folder, (past, past))
+    ours = add(home, "onnx", f"{h('old')}-int8-v1.2", 10, days_unused=90)
+    assert [e.path for e in cache_entries()] == [ours]
+    code, out, _ = run(capsys, "cache", "prune", "--older-than", "0")
+    assert code == 0 and "removed 1 folder(s)" in out and not ours.exists()
+    assert (mine / "model.safetensors").read_bytes() == b"weights" and notes.is_dir()
+
+
 def test_prune_clears_killed_builds_but_not_one_in_progress(home):
-    killed = home / "onnx" / ".dead-int8-v1.2.building-abc123"
+    killed = home / "onnx" / f".{h('dead')}-int8-v1.2.building-abc123"
     killed.mkdir(parents=True)
     (killed / "raw.onnx").write_bytes(b"half")
     past = time.time() - 2 * TEMPORARY_AGE
     os.utime(killed, (past, past))
-    fresh = home / "onnx" / ".busy-fp32-v1.building-def456"  # written to a minute ago: maybe a live build
+    fresh = home / "onnx" / f".{h('busy')}-fp32-v1.building-def456"  # written to a minute ago: maybe a live build
     fresh.mkdir()
-    locked = add(home, "onnx", "locked-fp32-v1", 10, days_unused=90)
-    rebuilding = home / "onnx" / ".locked-fp32-v1.building-ghi789"  # old, but its build holds the lock now
+    locked = add(home, "onnx", f"{h('locked')}-fp32-v1", 10, days_unused=90)
+    rebuilding = home / "onnx" / f".{h('locked')}-fp32-v1.building-ghi789"  # old, but its build holds the lock now
     rebuilding.mkdir()
     os.utime(rebuilding, (past, past))
-    with FolderLock(home / "onnx" / ".locks" / "locked-fp32-v1", timeout=0):  # another process builds it now
+    with FolderLock(home / "onnx" / ".locks" / f"{h('locked')}-fp32-v1", timeout=0):  # another process builds it now
         assert [e.path for e in prune(30, dry_run=True)] == [killed]  # a dry run sees the locks too
         removed = prune(30)
-    assert [e.path for e in removed] == [killed] and removed[0].temporary and removed[0].target == "dead-int8-v1.2"
+    assert (
+        [e.path for e in removed] == [killed] and removed[0].temporary and removed[0].target == f"{h('dead')}-int8-v1.2"
+    )
     assert not killed.exists() and fresh.exists() and locked.exists() and rebuilding.exists()
     assert {e.path for e in prune(30)} == {locked, rebuilding}  # its build over, the old model goes
 
 
 def test_a_model_opened_after_the_listing_is_kept(home):
-    folder = add(home, "onnx", "busy-int8-v1.2", 10, days_unused=60)
+    folder = add(home, "onnx", f"{h('busy')}-int8-v1.2", 10, days_unused=60)
     (entry,) = cache_entries()
     cutoff = time.time() - 30 * DAY
     assert mark_used(folder)  # a process opens it between the listing and the removal

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -196,6 +197,9 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
 
 # -- what the cache holds, and pruning it ------------------------------------------------------------
 KINDS = ("onnx", "static")  # the derived-model folders under the cache root
+# how this cache names a derived model: the source weights' SHA-256, a variant, a format version and, for
+# int8 exports, the recipe ("<sha>-int8-v1.2"); any other folder there is the user's and is never touched
+CACHE_NAME = re.compile(r"[0-9a-f]{64}-[a-z0-9]+-v\d+(\.[a-z0-9]+)?")
 TEMPORARY = (".building-", ".damaged-", ".scratch-")  # infixes of the temporary folders a build makes
 TEMPORARY_AGE = 3600.0  # seconds untouched after which a temporary folder is taken for a killed build's
 USE_RENEWAL = 3600.0  # seconds between the marks of a folder a running process keeps embedding with
@@ -253,14 +257,7 @@ class CacheEntry:
     @property
     def target(self) -> str:
         """The name of the derived-model folder this one is (or was being built as)."""
-        name = self.path.name
-        if not self.temporary:
-            return name
-        name = name[1:]  # ".<target>.building-xyz"
-        for infix in TEMPORARY:
-            if infix in name:
-                return name[: name.index(infix)]
-        return name
+        return _target_of(self.path.name) if self.temporary else self.path.name
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: path, kind, size, last use, and what the manifest says it is."""
@@ -281,6 +278,15 @@ class CacheEntry:
             if isinstance(m.get("distilled_from"), dict):  # a static model distilled from a source model
                 out["distilled_from"] = m["distilled_from"]
         return out
+
+
+def _target_of(temporary_name: str) -> str:
+    """The derived-model folder a build's temporary folder is for: ``.<target>.building-xyz`` -> target."""
+    name = temporary_name[1:]
+    for infix in TEMPORARY:
+        if infix in name:
+            return name[: name.index(infix)]
+    return name
 
 
 def _size(folder: Path) -> int:
@@ -307,6 +313,8 @@ def cache_entries(home: Path | None = None) -> list[CacheEntry]:
             temporary = folder.name.startswith(".") and any(t in folder.name for t in TEMPORARY)
             if folder.name.startswith(".") and not temporary:
                 continue
+            if not CACHE_NAME.fullmatch(_target_of(folder.name) if temporary else folder.name):
+                continue  # not a folder this cache made (a model2vec model kept here by hand, notes...)
             try:
                 used = folder.stat().st_mtime
             except OSError:  # removed meanwhile
