@@ -23,7 +23,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 pytest.importorskip("model2vec")
 
-from fewshot import EmbeddingIndex, FewShotClassifier, StaticEncoder, TextEncoder  # noqa: E402
+from fewshot import EmbeddingIndex, FewShotClassifier, StaticEncoder, TextEncoder, ZeroShotClassifier  # noqa: E402
 from fewshot.cli.common import make_encoder  # noqa: E402
 from fewshot.encoders import check_same_encoder, encoder_from_identity, numerics, same_encoder  # noqa: E402
 from fewshot.errors import EncoderMismatchError, InputError, MissingDependencyError, ModelLoadError  # noqa: E402
@@ -187,6 +187,22 @@ def test_static_encoder_contract_and_neighbours(static, texts, torch_vectors):
     np.fill_diagonal(S_torch, -1)
     agree = np.mean(S_static.argmax(1) == S_torch.argmax(1))
     assert agree > 0.2
+
+
+def test_a_text_the_static_model_cannot_read_gets_no_class_and_no_tag(static, few_shot):
+    """Its zero vector ties with everything: no head may turn that tie into a confident answer."""
+    X, y, Xt, _ = few_shot
+    knn = FewShotClassifier(static, head="knn", abstain="auto").fit(X, y)
+    with pytest.warns(UserWarning, match="no token the static model knows"):
+        P = knn.predict_proba(["🙂🙂", Xt[0]])
+        labels = knn.predict(["🙂🙂"])
+    np.testing.assert_allclose(P[0], 1 / len(knn.classes_))
+    assert P[1].max() > 0.5 and labels[0] is None  # a readable text still gets its vote
+    tagger = ZeroShotClassifier(sorted(set(y)), encoder=static)
+    with pytest.warns(UserWarning, match="no token the static model knows"):
+        tags = tagger.tag(["🙂🙂", Xt[0]], margin=0.05)
+        fixed = tagger.tag(["🙂🙂"], threshold=-0.5)
+    assert tags[0] == [] and fixed == [[]] and tags[1]
 
 
 def test_concurrent_encodes_give_the_serial_answer(onnx_int8, texts):

@@ -128,7 +128,8 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
         """Predicted labels, an object array of shape (n_samples,) whether or not the classifier abstains;
-        with abstention on, ``abstain_label`` marks the inputs whose best score falls below ``threshold_``."""
+        with abstention on, ``abstain_label`` marks the inputs whose best score falls below ``threshold_``, and
+        those on which every class scores the same."""
         return self._labels(self.class_scores(X, show_progress))
 
     def predict_with_scores(self, X: Any, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +156,8 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         labels = self.classes_[np.argmax(S, axis=1)].astype(object)
         threshold = getattr(self, "threshold_", None)
         if threshold is not None:
-            labels[S.max(axis=1) < threshold] = self.abstain_label
+            # every class scored alike (the zero vector of a text a static model cannot read) is no decision
+            labels[(S.max(axis=1) < threshold) | (np.ptp(S, axis=1) == 0)] = self.abstain_label
         return labels
 
     # -- calibration --------------------------------------------------------------------------------

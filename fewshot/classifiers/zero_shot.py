@@ -302,6 +302,7 @@ class ZeroShotClassifier(CalibratedClassifier):
                 none = self._looks_ordinary(E, S)
                 if none is not None:
                     keep &= ~none[:, None]
+            keep &= E.any(axis=1)[:, None]  # a zero vector (no token a static model knows) is similar to nothing
         out = []
         for row, ok in zip(S, keep):
             order = [j for j in np.argsort(-row, kind="stable") if ok[j]]

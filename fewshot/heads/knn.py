@@ -64,6 +64,9 @@ class KNNHead(BaseHead):
         votes = np.zeros((len(E), len(self.classes_)), dtype=np.float64)
         rows = np.repeat(np.arange(len(E)), I.shape[1]).reshape(I.shape)
         np.add.at(votes, (rows[valid], self.codes_[idx[valid]]), weights[valid])
+        # a zero vector (a text a static model has no token for) ties with every example: FAISS would hand
+        # back the first k, and their class would win the whole vote; it is similar to nothing, so no class
+        votes[~E.any(axis=1)] = 1.0
         total = votes.sum(axis=1, keepdims=True)
         return votes / np.where(total > 0, total, 1.0)
 
