@@ -193,6 +193,20 @@ def test_a_tuned_body_is_judged_on_examples_it_was_not_tuned_on(text_encoder, em
     assert abs(gap) < naive_gap - 0.03
 
 
+def test_too_few_examples_to_cross_fit_a_tune_calibrate_on_the_untuned_body(text_encoder, emotion):
+    """Two examples a class leave no pair to tune a held-out half on. The tuned body maps its own examples
+    onto their class, so a threshold from them (near 1) abstained on most new inputs of their classes."""
+    X, y, Xt, yt = emotion
+    two = np.concatenate([np.flatnonzero(y == c)[:2] for c in np.unique(y)])
+    X, y = [X[i] for i in two], y[two]
+    tuned = FewShotClassifier(text_encoder, tune={"steps": 6, "seed": 0}, abstain="auto").fit(X, y)
+    frozen = FewShotClassifier(text_encoder, abstain="auto").fit(X, y)
+    assert "untuned body" in tuned.calibration_["method"]
+    assert tuned.threshold_ == pytest.approx(frozen.threshold_)
+    abstained = np.mean([p is None for p in tuned.predict(Xt)])
+    assert abstained < 0.25  # measured: 0.0 here; a threshold from the tuned examples abstained on 97%
+
+
 def _without_dropout(encoder):
     """A copy of ``encoder`` whose model has no dropout, so that two ways of running a step can be compared."""
     import copy

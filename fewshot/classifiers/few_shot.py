@@ -31,6 +31,7 @@ PRIOR_TEMPLATES = "plain"  # the template the cache adapter's label prior fills 
 PRIOR_TEMPERATURE = 0.05
 TUNE_FOLDS = 2  # halves of the examples, each scored by a body tuned on the other (see _cross_fitted)
 CROSS_FITTED = f"on {TUNE_FOLDS} held-out folds of the support set, each scored by a body tuned without it"
+UNTUNED_HELD_OUT = "held-out support on the untuned body (too few examples a class to cross-fit the tune)"
 # on a tuned body, head="auto" keeps this candidate unless another beats it on the held-out folds by more
 # than one standard error: the cache adapter, chosen on the development datasets (eval/select_dev.py)
 TUNED_PREFERRED = "cache"
@@ -73,7 +74,9 @@ class FewShotClassifier(CalibratedClassifier):
         :meth:`fit_calibration` refits it (and the abstention threshold) on a labelled validation split.
     abstain : "none of these". None (default): always answer. ``"auto"``: abstain when the best class
         scores below the threshold that 5% of the examples' own held-out scores fall under
-        (:data:`fewshot.calibration.ABSTAIN_QUANTILE`). A number: that threshold on the head's class score
+        (:data:`fewshot.calibration.ABSTAIN_QUANTILE`); after a tune, held-out scores of bodies tuned
+        without them, or, with too few examples a class to tune on half of them, of the untuned body.
+        A number: that threshold on the head's class score
         (:meth:`class_scores`; a cosine for the prototype head).
     abstain_label : what ``predict`` returns for an abstention (default None; the CLI writes it as an
         empty label).
@@ -221,6 +224,10 @@ class FewShotClassifier(CalibratedClassifier):
                     S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
                 elif no_lexical:
                     self.lexical_ = {"picked": 0.0, "why": no_lexical}
+                if tuning is not None and held_out is None and self.lexical_channel_ is None:
+                    # too few examples to cross-fit the tune: the tuned body's own examples would look
+                    # perfect (an abstention threshold near 1); the untuned body's held-out scores do not
+                    S, how = self._untuned_held_out(base, items, y), UNTUNED_HELD_OUT
                 self._calibrate_on_support(E, y, kw, abstain, held_out_scores=S, how=how)
                 self._mark_fitted()
             except BaseException:
@@ -286,6 +293,16 @@ class FewShotClassifier(CalibratedClassifier):
         model = LexicalModel().fit(items, codes, n_classes, sample_weight=sample_weight)
         self.lexical_channel_ = LexicalChannel(model, weight, t_head, t_lexical, list(items), codes, sample_weight)
         return pool(head_logp, lexical_logp, weight, t_head, t_lexical), f"{how}, pooled with the lexical channel"
+
+    def _untuned_held_out(self, base: TextEncoder, items: list[Any], y: np.ndarray) -> np.ndarray | None:
+        """Held-out scores of the examples under the untuned body ``base`` (the fitted head's kind, and the
+        label prior made with that body), for calibration when the tune cannot be cross-fitted. New inputs
+        score higher under the tuned body than these, so a threshold from them errs towards answering."""
+        E0 = base.encode(items)
+        kw = {}
+        if getattr(self, "prior_", None) is not None:
+            kw = {"prior": _label_prior(self.classes_.tolist(), base).label_scores(E0)}
+        return self.head_.held_out_scores(E0, y, **kw)
 
     def _cross_fitted(
         self, base: TextEncoder, items: list[Any], y: np.ndarray, head: BaseHead, tuning: dict, show_progress: bool
