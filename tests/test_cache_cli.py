@@ -174,3 +174,14 @@ def test_bad_days_are_refused_with_the_setting_named(home, capsys):
         prune(-1)
     code, out, _ = run(capsys, "cache", "info")  # an empty cache is described, not an error
     assert code == 0 and json.loads(out)["entries"] == []
+
+
+def test_a_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch, capsys):
+    from fewshot.errors import AccessError
+
+    (tmp_path / "home").write_text("not a folder")
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    with pytest.raises(AccessError, match="cache folder .*home/onnx \\(not a directory\\).*FEWSHOT_HOME"):
+        cached_build(tmp_path / "home" / "onnx" / f"{h('x')}-fp32-v1", build_into(b"x", {}))
+    code, _, err = run(capsys, "cache", "info")
+    assert code == 1 and "(FEWSHOT_HOME) is a file, not a folder" in err

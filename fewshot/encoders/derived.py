@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fewshot.errors import CorruptFileError
+from fewshot.errors import AccessError, CorruptFileError
 
 BUILD_TIMEOUT = 1800.0  # seconds a process waits for another one building the same folder
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -51,6 +51,18 @@ _FINGERPRINT_LOCK = threading.Lock()
 def fewshot_home() -> Path:
     """The cache root: ``$FEWSHOT_HOME``, or ``~/.cache/fewshot``."""
     return Path(os.environ.get("FEWSHOT_HOME") or Path.home() / ".cache" / "fewshot").expanduser()
+
+
+def make_cache_folder(path: Path) -> None:
+    """Create ``path`` (a folder under the cache root) and its parents; :class:`AccessError` naming
+    ``FEWSHOT_HOME`` when that cannot be done (the root, or a folder on the way, is a file or not writable)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise AccessError(
+            f"cannot make the model cache folder {path} ({exc.strerror.lower()}): the cache lives under "
+            f"FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
+        ) from None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -112,7 +124,7 @@ def remember_weights_sha(folder: str | Path, sha: str, **facts: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -171,7 +183,7 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
     manifest = read_manifest(target)
     if manifest is not None and mark_used(target):  # else pruned meanwhile: built again below
         return manifest
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_cache_folder(target.parent)
     lock_folder = target.parent / ".locks" / target.name
     with FolderLock(lock_folder, timeout=BUILD_TIMEOUT):
         manifest = read_manifest(target)  # built by another process while this one waited
@@ -302,6 +314,8 @@ def cache_entries(home: Path | None = None) -> list[CacheEntry]:
     """Every derived-model folder under ``home`` (default :func:`fewshot_home`) and every temporary folder of a
     build, least recently used first."""
     home = fewshot_home() if home is None else Path(home)
+    if home.exists() and not home.is_dir():
+        raise AccessError(f"the model cache root {home} (FEWSHOT_HOME) is a file, not a folder")
     entries = []
     for kind in KINDS:
         root = home / kind
