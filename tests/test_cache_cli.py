@@ -69,6 +69,11 @@ def test_opening_a_cached_model_marks_it_used(home):
     built = []
     cached_build(folder, lambda tmp: built.append(tmp))  # found whole: not built again, but marked used
     assert built == [] and folder.stat().st_mtime > before + 39 * DAY
+    # built in a mkdtemp folder (0700), it is handed over with the modes any new folder and file get here
+    from fewshot.storage.bundle import new_file_mode
+
+    assert folder.stat().st_mode & 0o777 == new_file_mode(folder=True)
+    assert (folder / "manifest.json").stat().st_mode & 0o777 == new_file_mode()
 
 
 def test_info_lists_each_model_with_its_size_and_last_use(home, capsys):

@@ -130,3 +130,26 @@ def test_the_lock_excludes_a_second_writer_until_released(tmp_path):
     assert order == ["first done", "second"]
     with FolderLock(tmp_path / "f"), pytest.raises(LockTimeoutError, match="being written"):
         FolderLock(tmp_path / "f", timeout=0.2).acquire()
+
+
+def test_saved_files_get_the_umask_mode_however_their_writer_made_them(tmp_path):
+    import os
+    import stat
+    import tempfile
+
+    from fewshot.storage.bundle import new_file_mode
+
+    def private_writer(p):  # as a writer that goes through a temporary file does (safetensors' save_file)
+        fd, tmp = tempfile.mkstemp(dir=p.parent)
+        os.write(fd, b"weights")
+        os.close(fd)
+        os.replace(tmp, p)
+
+    old = os.umask(0o022)
+    try:
+        write_bundle(tmp_path / "m", "note", {}, {"body.bin": private_writer})
+    finally:
+        os.umask(old)
+    (body,) = (tmp_path / "m").glob("body-*.bin")
+    assert stat.S_IMODE(body.stat().st_mode) == 0o644 == stat.S_IMODE((tmp_path / "m" / "manifest.json").stat().st_mode)
+    assert new_file_mode(folder=True) == 0o777 & ~old

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from fewshot.errors import AccessError, CorruptFileError
+from fewshot.storage.bundle import new_file_mode
 
 BUILD_TIMEOUT = 1800.0  # seconds a process waits for another one building the same folder
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -131,6 +132,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -196,6 +198,7 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
         try:
             build(tmp)
+            os.chmod(tmp, new_file_mode(folder=True))  # mkdtemp makes it 0700
             os.replace(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -132,6 +132,26 @@ def _split(logical: str) -> tuple[str, str]:
     return stem, dot + suffix
 
 
+def _umask() -> int:
+    try:  # Linux reports it without changing it
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(folder: bool = False) -> int:
+    """The permission bits ``open()`` (or ``mkdir``) gives a new file (folder) under this process's umask:
+    what a saved file gets however its writer made it, so a model saved by one user can be served by another
+    as any file of theirs could."""
+    return (0o777 if folder else 0o666) & ~_umask()
+
+
 def check_folder_place(path: Path, failing: str) -> None:
     """Raise unless a folder can be written at ``path``: it is a folder or does not exist, and the nearest
     folder that exists (itself, or the closest above it) is a folder this process may write in.
@@ -249,6 +269,7 @@ def write_bundle(
             real = f"{stem}-{token}{suffix}"
             target = path / real
             writer(target)
+            os.chmod(target, new_file_mode())  # a writer that makes its file through a temporary one gets 0600
             with open(target, "rb+") as f:
                 os.fsync(f.fileno())
             entries[logical] = {"name": real, "bytes": target.stat().st_size, "sha256": _sha256_file(target)}
