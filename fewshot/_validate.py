@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.errors import DimensionError, FewShotWarning, InputError
+from fewshot.errors import DimensionError, FewShotWarning, InputError, warn_user
 
 
 def check_sequence(X: Any, what: str, items: str) -> None:
@@ -102,11 +102,9 @@ def _warn_near_duplicate_labels(names: set[str], what: str) -> None:
     for name in sorted(names):
         key = name.strip().casefold()
         if key in seen:
-            warnings.warn(
-                f"{what} has the labels {seen[key]!r} and {name!r}, which differ only in case or spaces: they are "
-                "two classes",
-                FewShotWarning,
-                stacklevel=4,
+            warn_user(
+                f"{what} has the labels {seen[key]!r} and {name!r}, which differ only in case or spaces: each is "
+                "a class of its own, though an uncased encoder reads them alike"
             )
             return
         seen[key] = name

@@ -51,7 +51,8 @@ def _refuse_identical_labels(head: ZeroShotHead) -> None:
         a, b = head.classes_.tolist()[i], head.classes_.tolist()[j]
         raise InputError(
             f"labels {a!r} and {b!r} get the same label vector from this encoder (their prompts read the same to "
-            "it: an uncased encoder does not see case or spacing); give each label once, or a description that "
+            "it: an uncased encoder does not see case or spacing, and characters it has no token for, such as "
+            "emoji, all read as one unknown token); give each label once, in words, or a description that "
             "tells them apart"
         )
 
