@@ -190,3 +190,13 @@ def test_a_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch, capsys):
         cached_build(tmp_path / "home" / "onnx" / f"{h('x')}-fp32-v1", build_into(b"x", {}))
     code, _, err = run(capsys, "cache", "info")
     assert code == 1 and "(FEWSHOT_HOME) is a file, not a folder" in err
+
+
+def test_a_pruned_cache_folder_given_as_a_static_model_says_what_happened(home):
+    from fewshot import StaticEncoder
+    from fewshot.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="model cache is gone.*StaticEncoder\\(\\)"):
+        StaticEncoder(home / "static" / f"{h('gone')}-pca256-v1")
+    with pytest.raises(ModelLoadError, match="no such model2vec folder"):
+        StaticEncoder(home / "elsewhere")

@@ -120,6 +120,16 @@ class StaticEncoder(Encoder):
                 raise InputError("give a model2vec folder as model, or distill_from to distil one, not both")
             p = Path(model).expanduser()
             if not p.is_dir():
+                from fewshot.encoders.derived import CACHE_NAME
+
+                if CACHE_NAME.fullmatch(p.name) and p.parent.name == "static":
+                    raise ModelLoadError(
+                        f"{model}: this folder of fewshot's model cache is gone (removed by 'fewshot cache prune'); "
+                        "the cache is no place to keep a model by path: use StaticEncoder() (--encoder static), "
+                        "which builds it again when needed, or copy a model2vec folder elsewhere. A model saved "
+                        "with it loads with FewShotClassifier.load(path, encoder=StaticEncoder()) if the distilled "
+                        "model is the same"
+                    )
                 raise ModelLoadError(f"{model}: no such model2vec folder (one with config.json and model.safetensors)")
             self.source = str(p.resolve())
             self._teacher = None
