@@ -373,25 +373,22 @@ class BodyLimitAndMetrics:
     async def _too_slow(self, send: Callable) -> None:
         """408 and ``Connection: close`` for a body that did not arrive in time (the server then drops the
         connection, since the rest of the body is never read)."""
-        self.service.metrics.rejected.inc("body_timeout")
         timeout = self.service.settings.body_timeout_s
         err = ApiError(408, "body_timeout", f"the request body did not arrive within {timeout:g} s", None)
-        body = json.dumps(err.body()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 408, "headers": headers + [(b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await self._refuse(send, err, close=True)
 
     async def _too_large(self, send: Callable, limit: int) -> None:
-        self.service.metrics.rejected.inc("body_too_large")
         err = ApiError(413, "body_too_large", f"the request body is over this server's limit of {limit} bytes", None)
+        await self._refuse(send, err)
+
+    async def _refuse(self, send: Callable, err: ApiError, close: bool = False) -> None:
+        """Answer ``err`` before the app sees the request, counted as rejected by its code."""
+        self.service.metrics.rejected.inc(err.code)
         body = json.dumps(err.body()).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
