@@ -224,7 +224,8 @@ class FewShotClassifier(CalibratedClassifier):
                     S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
                 elif no_lexical:
                     self.lexical_ = {"picked": 0.0, "why": no_lexical}
-                if tuning is not None and held_out is None and self.lexical_channel_ is None:
+                calibrating = self.calibrate or abstain == "auto"
+                if calibrating and tuning is not None and held_out is None and self.lexical_channel_ is None:
                     # too few examples to cross-fit the tune: the tuned body's own examples would look
                     # perfect (an abstention threshold near 1); the untuned body's held-out scores do not
                     S, how = self._untuned_held_out(base, items, y), UNTUNED_HELD_OUT
