@@ -238,3 +238,31 @@ def test_label_expansion_leaves_out_words_as_close_to_another_label():
     # the weight moves the label vector part of the way: w = 0 leaves it as it was
     assert np.allclose(expanded(V, names, W, k=1, w=0.0, lam=1.0), V)
     assert np.allclose(expanded(V, names, W, k=1, w=0.5, lam=1.0)[0], 0.5 * V[0] + 0.5 * own)
+
+
+def test_all_but_the_top_removes_the_references_shared_directions():
+    from eval.zeroshot_templates import all_but_the_top
+
+    rng = np.random.default_rng(0)
+    # reference rows spread mostly along axis 0, around a mean of 2 on axis 3
+    reference = rng.normal(size=(200, 5)) * np.array([10.0, 1.0, 0.5, 0.2, 0.1]) + np.array([0, 0, 0, 2.0, 0])
+    A = rng.normal(size=(7, 5))
+    top1 = all_but_the_top(reference, 1)(A)
+    assert np.allclose(np.linalg.norm(top1, axis=1), 1.0)
+    assert np.allclose(top1[:, 0], 0.0, atol=0.05)  # the dominant direction is gone
+    centred = A - reference.mean(axis=0)
+    # D = 0: the mean alone is taken away
+    assert np.allclose(all_but_the_top(reference, 0)(A), centred / np.linalg.norm(centred, axis=1, keepdims=True))
+
+
+def test_a_label_free_setting_is_chosen_on_the_development_group_alone():
+    from eval.zeroshot_templates import DEV, chosen
+
+    dev, other = DEV[0], "ag_news"
+    assert other not in DEV
+    rows = [
+        {"dataset": dev, "plain": 50.0, "csls": {"k=5": 51.0, "k=20": 49.0}},
+        {"dataset": other, "plain": 50.0, "csls": {"k=5": 40.0, "k=20": 70.0}},  # the report group: unread
+    ]
+    assert chosen(rows, "csls") == "k=5"
+    assert chosen(rows[1:], "csls") == "k=20"  # no development dataset run: all of them
