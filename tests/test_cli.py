@@ -380,3 +380,34 @@ def test_predict_writes_an_empty_label_for_a_models_abstain_label(tmp_path, caps
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0, err
     assert [r["prediction"] for r in rows] == ["billing", ""] and rows[1]["probability"] is None
+
+
+def test_images_given_to_a_text_model_or_index_are_refused_not_read_as_their_paths(
+    tmp_path, capsys, monkeypatch, train_csv
+):
+    from PIL import Image
+
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "idx"))
+    photos = tmp_path / "photos"
+    for label, colour in (("cat", "red"), ("truck", "blue")):
+        (photos / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8), colour).save(photos / label / "0001.png")
+    one = photos / "cat" / "0001.png"
+    model, docs = tmp_path / "model", tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"text": "a cat sat on the mat"}) + "\n")
+    assert run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)[0] == 0
+    assert run(capsys, "index", "build", "news", docs)[0] == 0
+    cases = [
+        (["fit", photos, "--encoder", "text", "-o", tmp_path / "m2"], "--encoder text reads text"),
+        (["zeroshot", photos, "--labels", "cat,truck", "--encoder", "text"], "--encoder text reads text"),
+        (["predict", model, photos], f"the model at {model} reads text"),
+        (["predict", model, one], "is an image file"),
+        (["index", "build", "pics", photos, "--encoder", "text"], "--encoder text reads text"),
+        (["index", "add", "news", photos], "reads text, not images"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and message in err and not out, (argv, err)
+    assert not (tmp_path / "m2").exists() and not (tmp_path / "idx" / "pics").exists()
+    code, out, _ = run(capsys, "index", "info", "news")
+    assert code == 0 and json.loads(out)["count"] == 1  # the text index was left as it was

@@ -10,6 +10,7 @@ import numpy as np
 
 from fewshot.cli.common import (
     abstain_setting,
+    check_images_readable,
     head_params,
     image_rows,
     is_image_input,
@@ -41,8 +42,9 @@ def cmd_fit(a: argparse.Namespace) -> int:
     check_target(a.output, "classifier", FILES)  # before any encoding
     params = head_params(a.head_params)
     check_head(make_head(a.head, **(params or {})))  # so are the head's settings
-    _, texts, labels = _records(a, a.data, a.label_col)
     encoder = make_encoder(a.encoder, is_image_input(a.data))
+    check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
+    _, texts, labels = _records(a, a.data, a.label_col)
     tune = False if a.tune is None else {"seed": a.seed} if a.tune == "auto" else {"steps": a.tune, "seed": a.seed}
     clf = FewShotClassifier(
         encoder,
@@ -126,6 +128,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
                 "head's: a score threshold needs a model fitted with --abstain (or --no-lexical)"
             )
         clf.threshold_ = threshold
+    check_images_readable(a.data, clf.encoder_, f"the model at {a.model}")
     rows, texts, _ = _records(a, a.data)
     labels, scores, proba = clf.predict_with_scores(texts, show_progress=True)
     fmt = output_format(a)
@@ -166,10 +169,11 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
             "or a number"
         )
     labels = parse_labels(a.labels, a.labels_file, a.encoding)
-    images = is_image_input(a.data)
+    encoder = make_encoder(a.encoder, is_image_input(a.data))
+    check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
     zs = ZeroShotClassifier(
         labels,
-        encoder=make_encoder(a.encoder, images),
+        encoder=encoder,
         templates=a.templates,
         adapt=a.adapt,
         abstain=abstain,

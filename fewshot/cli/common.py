@@ -81,6 +81,17 @@ def is_image_input(path: str | None) -> bool:
     return p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES
 
 
+def check_images_readable(path: str | None, encoder: Any, whose: str) -> None:
+    """Refuse an image folder or file given to an encoder that reads text: it would embed the file paths,
+    and classify or index them, as if they were text."""
+    if is_image_input(path) and getattr(encoder, "modality", "text") != "image":
+        what = "a folder (read as images)" if Path(path).is_dir() else "an image file"
+        raise InputError(
+            f"{path} is {what}, but {whose} reads text, not images: give a file of records (CSV, JSONL or plain "
+            "text) with a text column"
+        )
+
+
 def make_encoder(spec: str | None, images: bool) -> Any:
     """An encoder from ``--encoder``: text, text:onnx, text:onnx-int8, static, static:FOLDER, image, image:onnx,
     conse, conse:onnx, or clip:MODEL:CHECKPOINT / clip:local-dir:FOLDER.

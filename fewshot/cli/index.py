@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fewshot.cli.common import image_rows, is_image_input, make_encoder
+from fewshot.cli.common import check_images_readable, image_rows, is_image_input, make_encoder
 from fewshot.cli.records import column, label_column, read_records, text_column
 from fewshot.errors import InputError
 
@@ -66,8 +66,10 @@ def cmd_index_build(a: argparse.Namespace) -> int:
         return _build_from_embeddings(a, target)
     if getattr(a, "data", None) is None:
         raise InputError("index build takes a data file (or --from-embeddings OUTPUT, a batch embed job's folder)")
+    encoder = make_encoder(a.encoder, is_image_input(a.data))
+    check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
     items, ids, labels, metadata = _index_rows(a)
-    index = EmbeddingIndex(make_encoder(a.encoder, is_image_input(a.data)), kind=a.kind, name=target.name)
+    index = EmbeddingIndex(encoder, kind=a.kind, name=target.name)
     index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=True)
     index.save(target, overwrite=a.overwrite)  # checked again under the lock: another build may have finished
     print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
@@ -116,9 +118,10 @@ def cmd_index_add(a: argparse.Namespace) -> int:
     target = resolve_index_path(a.name)
     encoder = EmbeddingIndex.load(target).encoder  # the index's own encoder, checked against its weights
     check_target(target, "index", FILES + OWNED)  # a folder the add cannot be saved in: before any encoding
-    items, ids, labels, metadata = _index_rows(a)
     if encoder is None:
         raise InputError(f"the index at {target} holds raw vectors with no encoder; records cannot be added")
+    check_images_readable(a.data, encoder, f"the index at {target}")
+    items, ids, labels, metadata = _index_rows(a)
     E = encoder.encode(items, show_progress=True)  # the slow part, outside the writer lock
     with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
         stored = [x if isinstance(x, str) else None for x in items]
