@@ -382,7 +382,7 @@ def test_predict_writes_an_empty_label_for_a_models_abstain_label(tmp_path, caps
     assert [r["prediction"] for r in rows] == ["billing", ""] and rows[1]["probability"] is None
 
 
-def test_images_given_to_a_text_model_or_index_are_refused_not_read_as_their_paths(
+def test_images_for_a_text_model_and_a_classifier_folder_for_an_index_are_refused(
     tmp_path, capsys, monkeypatch, train_csv
 ):
     from PIL import Image
@@ -411,3 +411,6 @@ def test_images_given_to_a_text_model_or_index_are_refused_not_read_as_their_pat
     assert not (tmp_path / "m2").exists() and not (tmp_path / "idx" / "pics").exists()
     code, out, _ = run(capsys, "index", "info", "news")
     assert code == 0 and json.loads(out)["count"] == 1  # the text index was left as it was
+    # a classifier's folder named as an index: said so, not "an index already exists" (whose advice fails)
+    code, _, err = run(capsys, "index", "build", model, docs)
+    assert code == 1 and "holds a saved classifier" in err and "already exists" not in err, err

@@ -602,6 +602,18 @@ def test_cli_refuses_an_open_host_without_keys(tmp_path):
     assert s.max_inputs == 9 and "writer-key-0123456789" not in json.dumps(s.api_keys)
 
 
+def test_a_root_that_cannot_be_a_folder_is_one_error_line_before_uvicorn_starts(tmp_path, capsys):
+    from fewshot.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for root, message in ((afile, "is a file, not a folder"), (afile / "sub", "afile is a file, not a folder")):
+        assert main(["serve", "--root", str(root), "--port", "1"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("fewshot: error:") and message in err and "Traceback" not in err, err
+    assert afile.read_text() == "not a folder"
+
+
 # -- concurrency: coalescing, group commit, overload, timeouts, a free event loop ------------------------------
 def test_coalescing_encoder_merges_threads_and_keeps_each_callers_rows(text_encoder, agnews, tmp_path):
     calls = []

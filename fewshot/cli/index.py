@@ -59,9 +59,9 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     from fewshot.storage import check_target, read_manifest
 
     target = resolve_index_path(a.name)
+    check_target(target, "index", FILES)  # before any encoding; names whatever else the folder holds
     if target.exists() and read_manifest(target) is not None and not a.overwrite:
         raise InputError(f"an index already exists at {target}; use 'fewshot index add' or --overwrite")
-    check_target(target, "index", FILES)  # before any encoding
     if getattr(a, "from_embeddings", None):
         return _build_from_embeddings(a, target)
     if getattr(a, "data", None) is None:

@@ -8,11 +8,13 @@ use, run in a worker thread, with concurrent requests sharing model calls
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from fewshot.errors import InputError
 from fewshot.serve.settings import NAME_PATTERN, ServeSettings
 
-__all__ = ["NAME_PATTERN", "ServeSettings", "create_app", "run"]
+__all__ = ["NAME_PATTERN", "ServeSettings", "check_root", "create_app", "run"]
 
 
 def _require() -> None:
@@ -23,6 +25,17 @@ def _require() -> None:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise MissingDependencyError(f"the HTTP service needs {exc.name}: pip install 'fewshot[serve]'") from exc
+
+
+def check_root(root: Path) -> None:
+    """Raise unless ``root`` is a folder, or a folder can be made there (the service makes it on start-up):
+    uvicorn would report the failure as a traceback and "Application startup failed"."""
+    from fewshot.storage.bundle import check_folder_place
+
+    if root.exists() and not root.is_dir():
+        raise InputError(f"the service root {root} is a file, not a folder")
+    if not root.exists():
+        check_folder_place(root, f"cannot make the service root {root}")
 
 
 def create_app(settings: ServeSettings) -> Any:
@@ -37,5 +50,7 @@ def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_
     """Serve ``settings`` with uvicorn on ``host``:``port`` until interrupted."""
     _require()
     import uvicorn
+
+    check_root(settings.root)
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
