@@ -103,6 +103,14 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     assert code == 0 and [t["label"] for t in json.loads(out.splitlines()[0])["topic"]] == ["delivery"]  # as named
     code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--abstain", "auto")
     assert code != 0 and "--corpus FILE or --adapt-to-input" in err  # the CLI's flags, not fit(X)
+    # two records cannot self-train three labels: said, with the number the help gives, not skipped in silence
+    from fewshot.classifiers.adaptation import SELF_TRAIN_MIN_PER_LABEL
+
+    code, _, err = run(capsys, "zeroshot", data, "--labels", "money,delivery,sport", "--adapt-to-input")
+    assert code == 0 and "not adapted to the input: 2 corpus items for 3 labels" in err, err
+    with pytest.raises(SystemExit):
+        main(["zeroshot", "--help"])
+    assert f"from {SELF_TRAIN_MIN_PER_LABEL} records a label" in " ".join(capsys.readouterr().out.split())
     labels = tmp_path / "labels.txt"
     labels.write_text("bird: has feathers, has a beak\nfish: has fins, lives in water\n")
     data.write_text('{"text": "a small animal with a beak and feathers"}\n')

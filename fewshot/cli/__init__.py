@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--margin", type=float, help="--multi-label: more tags within this cosine of the best (default 0)")
     sp.add_argument("--threshold", type=float, help="--multi-label: a fixed cosine threshold instead")
     sp.add_argument(
-        "--corpus", help="unlabelled records of the task (file or image folder) to adapt the labels to (self-training)"
+        "--corpus",
+        help="unlabelled records of the task (file or image folder) to adapt the labels to (self-training, from "
+        "10 records a label: fewshot.classifiers.adaptation.SELF_TRAIN_MIN_PER_LABEL)",
     )
     sp.add_argument("--adapt-to-input", action="store_true", help="use the records being classified as that corpus")
     sp.add_argument("--adapt", default="auto", choices=ADAPT_METHODS)

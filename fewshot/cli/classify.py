@@ -185,6 +185,11 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
     elif a.adapt_to_input:
         corpus = texts
     zs.fit(corpus, show_progress=True)
+    why = zs.adaptation_.get("why")
+    if corpus is not None and why:  # too few records to self-train on: said, not skipped in silence
+        source = a.corpus or "the input"
+        note = "; --abstain auto still takes its threshold from it" if abstain == "auto" else ""
+        print(f"fewshot: note: the labels were not adapted to {source}: {why}{note}", file=sys.stderr)
     fmt = output_format(a)
     if a.multi_label:
         tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, margin=a.margin, show_progress=True)
