@@ -422,3 +422,19 @@ def test_images_for_a_text_model_and_a_classifier_folder_for_an_index_are_refuse
     # a classifier's folder named as an index: said so, not "an index already exists" (whose advice fails)
     code, _, err = run(capsys, "index", "build", model, docs)
     assert code == 1 and "holds a saved classifier" in err and "already exists" not in err, err
+
+
+def test_plain_text_on_stdin_and_an_unknown_output_name_get_advice_that_works(tmp_path, train_csv, capsys, monkeypatch):
+    model = tmp_path / "model"
+    assert run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)[0] == 0
+    lines = "refund please\nthe app crashes\n"
+    code, _, err = run(capsys, "predict", model, "-", stdin=lines, monkeypatch=monkeypatch)
+    assert code == 1 and "not valid JSON" in err and "--format txt" in err
+    code, out, _ = run(capsys, "predict", model, "-", "--format", "txt", stdin=lines, monkeypatch=monkeypatch)
+    assert code == 0 and [json.loads(x)["prediction"] for x in out.splitlines()] == ["billing", "technical"]
+    queries = tmp_path / "q.jsonl"
+    queries.write_text(json.dumps({"text": "refund please"}) + "\n")
+    # the output's name cannot say its format: the advice is about the output, not --format (the input's)
+    code, _, err = run(capsys, "predict", model, queries, "-o", tmp_path / "out.parquet")
+    assert code == 1 and "output format of" in err and "--format" not in err and "fewshot batch" in err
+    assert not (tmp_path / "out.parquet").exists()

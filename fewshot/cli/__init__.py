@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", help="folder written by 'fewshot fit'")
     data_args(sp, data_optional=True, label=False)
     sp.add_argument("--prediction-col", default="prediction", help=prediction_help)
-    sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
+    sp.add_argument("-o", "--output", help="output file (.csv, or .jsonl; .txt gets JSON lines); default: stdout")
     sp.add_argument("--abstain", help="override the saved abstention threshold: off or a number")
     sp.set_defaults(func=cmd_predict)
 
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "column (default: tags, their scores in tag_scores; another name N puts them in N_scores); never replaces "
         "an input column",
     )
-    sp.add_argument("-o", "--output", help="output file (.csv or .jsonl); default: stdout")
+    sp.add_argument("-o", "--output", help="output file (.csv, or .jsonl; .txt gets JSON lines); default: stdout")
     sp.set_defaults(func=cmd_zeroshot)
 
     ip = sub.add_parser("index", help="build, extend, search and describe a saved index")

@@ -73,7 +73,13 @@ def cmd_fit(a: argparse.Namespace) -> int:
 def output_format(a: argparse.Namespace) -> str:
     """The output format: the output file's, else the input's; plain text and images write JSON lines."""
     if a.output not in (None, "-"):
-        fmt = guess_format(a.output, None)
+        try:
+            fmt = guess_format(a.output, None)
+        except InputError:  # --format names the input's format, so the reader's advice would mislead here
+            raise InputError(
+                f"cannot tell the output format of {a.output}: name it .csv or .jsonl (.txt gets JSON lines); "
+                "for Parquet, use fewshot batch"
+            ) from None
     elif is_image_input(a.data):
         fmt = "jsonl"
     else:
@@ -129,9 +135,9 @@ def cmd_predict(a: argparse.Namespace) -> int:
             )
         clf.threshold_ = threshold
     check_images_readable(a.data, clf.encoder_, f"the model at {a.model}")
+    fmt = output_format(a)  # before any encoding
     rows, texts, _ = _records(a, a.data)
     labels, scores, proba = clf.predict_with_scores(texts, show_progress=True)
-    fmt = output_format(a)
     out_rows = prediction_rows(rows, labels, scores, clf.classes_.tolist(), proba, fmt, a.prediction_col)
     with output(a.output) as f:
         write_records(out_rows, f, fmt)
@@ -178,6 +184,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         adapt=a.adapt,
         abstain=abstain,
     )
+    fmt = output_format(a)  # before any encoding
     rows, texts, _ = _records(a, a.data)
     corpus = None
     if a.corpus:
@@ -190,7 +197,6 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         source = a.corpus or "the input"
         note = "; --abstain auto still takes its threshold from it" if abstain == "auto" else ""
         print(f"fewshot: note: the labels were not adapted to {source}: {why}{note}", file=sys.stderr)
-    fmt = output_format(a)
     if a.multi_label:
         tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, margin=a.margin, show_progress=True)
         taken = {str(k) for r in rows[:1] for k in r}

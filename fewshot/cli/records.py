@@ -53,19 +53,21 @@ def decode(data: bytes, where: str, encoding: str = "utf-8") -> str:
         ) from None
 
 
-def json_record(line: str, where: str) -> dict[str, Any]:
-    """One JSON-lines record: a JSON object, or an :class:`InputError` naming ``where`` (file and line)."""
+def json_record(line: str, where: str, hint: str = "") -> dict[str, Any]:
+    """One JSON-lines record: a JSON object, or an :class:`InputError` naming ``where`` (file and line),
+    ``hint`` appended to it when the line is not JSON."""
     try:
         rec = json.loads(line)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from exc
+        raise InputError(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)}){hint}") from exc
     if not isinstance(rec, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     return rec
 
 
-def parse_records(text: str, fmt: str, where: str, delimiter: str = ",") -> list[dict[str, Any]]:
-    """Rows of ``text`` in ``fmt`` as dicts; a .txt line becomes ``{"text": line}``."""
+def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: str = "") -> list[dict[str, Any]]:
+    """Rows of ``text`` in ``fmt`` as dicts; a .txt line becomes ``{"text": line}``. ``hint`` ends the
+    message of a JSON line that does not parse."""
     if "\x00" in text:
         raise InputError(f"{where} holds NUL bytes: it is not a text file")
     if fmt == "txt":
@@ -89,7 +91,7 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",") -> list
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            rows.append(json_record(line, f"{where} line {n}"))
+            rows.append(json_record(line, f"{where} line {n}", hint))
     if not rows:
         raise InputError(f"{where} holds no records")
     return rows
@@ -97,6 +99,9 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",") -> list
 
 def read_records(path: str | None, fmt: str | None = None, encoding: str = "utf-8") -> list[dict[str, Any]]:
     """Rows of ``path`` (``-`` or None: standard input) as dicts; a .txt line becomes ``{"text": line}``."""
+    hint = ""
+    if path in (None, "-") and not fmt:
+        hint = "; standard input is read as JSON lines: pass --format txt for one text a line, or --format csv"
     fmt = guess_format(path, fmt)
     if path in (None, "-"):
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
@@ -108,7 +113,7 @@ def read_records(path: str | None, fmt: str | None = None, encoding: str = "utf-
         data = p.read_bytes()
         where = str(path)
     delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
-    return parse_records(decode(data, where, encoding), fmt, where, delimiter)
+    return parse_records(decode(data, where, encoding), fmt, where, delimiter, hint)
 
 
 def column(rows: list[dict[str, Any]], name: str, where: str) -> list[Any]:
