@@ -196,6 +196,14 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys, monkeypatch, ar
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_missing_subcommand_is_named_by_its_choices(capsys):
+    for argv, choices in (([], "{fit,predict,"), (["cache"], "{info,prune}"), (["index"], "{build,add,search,info}")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        err = capsys.readouterr().err
+        assert f"required: {choices}" in err and "_command" not in err, err
+
+
 def test_fit_reports_a_missing_column(train_csv, tmp_path, capsys):
     code, _, err = run(capsys, "fit", train_csv, "-o", tmp_path / "m")
     assert code == 1 and "no column 'text'" in err and "message" in err
@@ -419,6 +427,10 @@ def test_images_for_a_text_model_and_a_classifier_folder_for_an_index_are_refuse
     assert not (tmp_path / "m2").exists() and not (tmp_path / "idx" / "pics").exists()
     code, out, _ = run(capsys, "index", "info", "news")
     assert code == 0 and json.loads(out)["count"] == 1  # the text index was left as it was
+    code, _, err = run(capsys, "index", "search", "news", one, "--image")
+    assert code == 1 and "holds text: search it with a text query, without --image" in err, err
+    code, _, err = run(capsys, "predict", model, docs, "--abstain", "maybe")
+    assert code == 1 and "--abstain takes off or a number" in err, err
     # a classifier's folder named as an index: said so, not "an index already exists" (whose advice fails)
     code, _, err = run(capsys, "index", "build", model, docs)
     assert code == 1 and "holds a saved classifier" in err and "already exists" not in err, err

@@ -312,5 +312,8 @@ def test_cli_fits_and_predicts_image_folders(cifar, tmp_path, capsys):
     assert cli(["index", "search", str(tmp_path / "idx"), str(first), "--image", "-k", "1", "--json"]) == 0
     hit = json.loads(capsys.readouterr().out.splitlines()[0])
     assert hit["item"] == str(first) and hit["label"] == first.parent.name
+    # an image path without --image would be embedded as text, which MobileNet cannot read: the flag is named
+    assert cli(["index", "search", str(tmp_path / "idx"), str(first)]) == 1
+    assert "give an image file with --image" in capsys.readouterr().err
     assert cli(["fit", str(query / "q00.png"), "-o", str(tmp_path / "m2")]) == 1
     assert "subfolder" in capsys.readouterr().err

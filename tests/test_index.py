@@ -299,7 +299,7 @@ def test_a_field_whose_items_are_all_removed_is_forgotten_in_memory_as_after_a_r
         with pytest.raises(InputError, match="the field 'lang' hold no values"):
             copy.search(np.ones(4), where={"lang": "en"})  # only the null of item 2 is left
         assert ids_of(copy, {"flag": 1}) == [2] and ids_of(copy, {"n": 2}) == [3]
-        with pytest.raises(InputError, match="bool.* but the field 'flag' hold number"):
+        with pytest.raises(InputError, match="bool.* but the field 'flag' holds number"):
             copy.search(np.ones(4), where={"flag": True})
     index.remove([2])
     with pytest.raises(InputError, match="no item has the metadata field 'flag'"):

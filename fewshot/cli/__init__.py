@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fewshot", description="Few-shot and zero-shot classification and semantic search."
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(required=True)
 
     def data_args(sp, data_optional=False, label=True, data_needed=True):
         if data_optional:
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_zeroshot)
 
     ip = sub.add_parser("index", help="build, extend, search and describe a saved index")
-    isub = ip.add_subparsers(dest="index_command", required=True)
+    isub = ip.add_subparsers(required=True)
     for name, func, helptext in [
         ("build", cmd_index_build, "build a new index from a file"),
         ("add", cmd_index_add, "add records to an index (waits for any other writer)"),

@@ -18,7 +18,7 @@ def register(subparsers: Any) -> None:
         "of Parquet shards. A run stopped midway and started again with the same arguments keeps the shards "
         "already written.",
     )
-    bsub = bp.add_subparsers(dest="batch_command", required=True)
+    bsub = bp.add_subparsers(required=True)
     for task, helptext in [
         ("predict", "labels, scores and class probabilities from a saved model (or zero-shot labels)"),
         ("tag", "zero-shot multi-label tags"),

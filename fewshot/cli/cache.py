@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
         "and cached under $FEWSHOT_HOME (default ~/.cache/fewshot); nothing removes them but 'prune'. A pruned "
         "model is built again when next used.",
     )
-    csub = cp.add_subparsers(dest="cache_command", required=True)
+    csub = cp.add_subparsers(required=True)
     sp = csub.add_parser("info", help="each cached model: kind, size, last use (JSON)")
     sp.set_defaults(func=cmd_cache_info)
     sp = csub.add_parser("prune", help="remove cached models not used for a while, and killed builds' leftovers")

@@ -63,11 +63,20 @@ def cmd_fit(a: argparse.Namespace) -> int:
         why = clf.lexical_.get("why")
         words = f", lexical channel off ({why})" if why else f", lexical weight {clf.lexical_['picked']}"
     print(
-        f"fitted a {a.head} classifier{picked} on {len(texts)} examples, {len(clf.classes_)} classes{tuned}{words} "
-        f"-> {a.output}",
+        f"fitted {article(a.head)} {a.head} classifier{picked} on {len(texts)} examples, "
+        f"{len(clf.classes_)} classes{tuned}{words} -> {a.output}",
         file=sys.stderr,
     )
     return 0
+
+
+def article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def verb(stem: str, subjects: list[str]) -> str:
+    """``stem`` agreeing with ``subjects``: "shapes" for one option, "shape" for several."""
+    return stem if len(subjects) > 1 else stem + "s"
 
 
 def output_format(a: argparse.Namespace) -> str:
@@ -125,9 +134,9 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
     clf = FewShotClassifier.load(a.model)
     if a.abstain is not None:
-        threshold = abstain_setting(a.abstain)
-        if threshold == "auto":
+        if a.abstain == "auto":
             raise InputError("predict --abstain takes off or a number; 'auto' is set when fitting (fit --abstain auto)")
+        threshold = abstain_setting(a.abstain, auto=False)
         if threshold is not None and getattr(clf, "lexical_channel_", None) is not None:
             raise InputError(
                 f"{a.model} pools its head with the lexical channel, whose scores are log-probabilities, not the "
@@ -152,8 +161,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         given = [f"--{k.replace('_', '-')}" for k in ("threshold", "top_k", "margin") if getattr(a, k) is not None]
         if given:
             raise InputError(
-                f"{', '.join(given)} shape the tags of --multi-label; without it each record gets one label "
-                "(--abstain gives 'none of these')"
+                f"{', '.join(given)} {verb('shape', given)} the tags of --multi-label; without it each record "
+                "gets one label (--abstain gives 'none of these')"
             )
     else:
         options = {
@@ -164,8 +173,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         single = [flag for flag, value in options.items() if value]
         if single:
             raise InputError(
-                f"{', '.join(single)} shape single-label predictions; --multi-label scores each label on its own "
-                "(it gives no tag where nothing fits; --threshold or --margin set how many tags)"
+                f"{', '.join(single)} {verb('shape', single)} single-label predictions; --multi-label scores "
+                "each label on its own (it gives no tag where nothing fits; --threshold or --margin set how many tags)"
             )
         if a.threshold is not None and a.margin is not None:
             raise InputError("give --threshold (a fixed cosine) or --margin (relative to the best label), not both")

@@ -156,16 +156,17 @@ def image_rows(path: str, labelled: bool) -> tuple[list[dict[str, Any]], list[st
     return [{"path": f} for f in files], files, None
 
 
-def abstain_setting(value: str | None) -> float | str | None:
-    """``--abstain``: auto, off, or a number."""
+def abstain_setting(value: str | None, auto: bool = True) -> float | str | None:
+    """``--abstain``: auto (where ``auto`` allows it), off, or a number."""
     if value is None or value == "off":
         return None
-    if value == "auto":
+    if value == "auto" and auto:
         return value
     try:
         return float(value)
     except ValueError:
-        raise InputError(f"--abstain takes auto, off or a number (a score threshold), got {value!r}") from None
+        takes = "auto, off or a number" if auto else "off or a number"
+        raise InputError(f"--abstain takes {takes} (a score threshold), got {value!r}") from None
 
 
 def head_params(text: str | None) -> dict[str, Any] | None:

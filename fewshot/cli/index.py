@@ -162,6 +162,13 @@ def cmd_index_search(a: argparse.Namespace) -> int:
     from fewshot.index import EmbeddingIndex
 
     index = EmbeddingIndex.load(a.name)
+    modality = getattr(index.encoder, "modality", None)  # None: raw vectors, which the library explains
+    if a.image and modality == "text":
+        raise InputError(f"the index {a.name} holds text: search it with a text query, without --image")
+    if not a.image and modality == "image" and not index.encoder.supports_text:
+        raise InputError(
+            f"the index {a.name} holds images and its encoder reads no text: give an image file with --image"
+        )
     query: Any = Path(a.query) if a.image else a.query
     if a.image and not Path(a.query).is_file():
         raise InputError(f"--image: no such image file: {a.query}")

@@ -128,7 +128,8 @@ def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set
                 if kind != "null" and kind not in kinds:
                     hint = f"; did you mean {str(v)!r}?" if "string" in kinds and kind in ("number", "boolean") else ""
                     held = ", ".join(sorted(kinds - {"null"})) or "no values"
-                    raise InputError(f"where[{key!r}] = {v!r} is a {kind}, but the {what} hold {held}{hint}")
+                    verb = "hold" if what == "labels" else "holds"
+                    raise InputError(f"where[{key!r}] = {v!r} is a {kind}, but the {what} {verb} {held}{hint}")
                 if kind == "null":
                     if column == "label":
                         ors.append("label IS NULL")
