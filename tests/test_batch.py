@@ -280,6 +280,13 @@ def test_job_settings_take_numpy_numbers_and_travel_as_plain_ones(tmp_path):
     assert (job.threshold, job.top_k) == (0.25, 2) and type(job.threshold) is float and type(job.top_k) is int
     with pytest.raises(InputError, match="threshold must be a number"):
         BatchJob(**kw, threshold=np.float64("nan"))
+    assert type(BatchJob(**kw, margin=np.float32(0.05)).margin) is float
+    with pytest.raises(InputError, match="not both"):
+        BatchJob(**kw, threshold=0.2, margin=0.05)
+    with pytest.raises(InputError, match="margin must be a non-negative number"):
+        BatchJob(**kw, margin=-0.1)
+    # a job without a margin is the same job as one recorded before the setting existed (a resume goes on)
+    assert "margin" not in BatchJob(**kw).fingerprint() and BatchJob(**kw, margin=0.1).fingerprint()["margin"] == 0.1
 
 
 def test_overwrite_replaces_another_jobs_output(corpus, tmp_path):
@@ -511,6 +518,13 @@ def test_cli_batch_predict_and_embed(corpus, model_dir, tmp_path, capsys):
     assert cli("batch", "tag", small, str(tmp_path / "t"), "--labels", "sport,politics", "--top-k", "1") == 0
     assert "batch: 100/100 items" in capsys.readouterr().err
     assert all(len(r) <= 1 for r in table(tmp_path / "t").column("tags").to_pylist())
+    # --margin: the tags tag(margin=) gives, as zeroshot --multi-label --margin gives them
+    labels = ["sport", "politics", "business", "science"]
+    assert cli("batch", "tag", small, str(tmp_path / "m"), "--labels", ",".join(labels), "--margin", "0.05") == 0
+    expected = ZeroShotClassifier(labels).tag(corpus["texts"][100:200], margin=0.05)  # b.csv's rows
+    got = table(tmp_path / "m").column("tags").to_pylist()
+    assert [[t["label"] for t in row] for row in got] == [[lab for lab, _ in row] for row in expected]
+    assert sum(len(row) > 1 for row in got) > 0  # the margin gave some record a second tag
 
 
 def test_index_built_from_an_embed_output_without_encoding_again(corpus, local_runs, tmp_path, text_encoder):

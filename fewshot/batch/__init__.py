@@ -61,6 +61,7 @@ def run(
     templates: Any = None,
     threshold: float | None = None,
     top_k: int | None = None,
+    margin: float | None = None,
     probabilities: bool = True,
     text_col: str = "text",
     id_col: str | None = None,
@@ -93,7 +94,9 @@ def run(
         ``conse``, ``clip:MODEL:CKPT``, ...);
         None is the bundled MiniLM (a saved model brings its own). An image encoder reads the text column
         as image paths, relative ones against their shard's folder.
-    templates, threshold, top_k : zero-shot templates, and the ``tag`` threshold and tag limit.
+    templates, threshold, top_k, margin : zero-shot templates, and the ``tag`` settings
+        (:meth:`~fewshot.ZeroShotClassifier.tag`): a fixed cosine threshold, the tag limit, and how close to
+        the best label another must score to be a tag too (threshold or margin, not both).
     probabilities : ``predict`` also writes every class's probability (a list column).
     text_col, id_col, keep_cols : the input's text (or image path) column, its id column (default: row
         numbers; ids are copied as given, not checked for uniqueness), and columns to copy into the output.
@@ -119,6 +122,7 @@ def run(
         templates=templates,
         threshold=threshold,
         top_k=top_k,
+        margin=margin,
         probabilities=probabilities,
         columns=Columns(text=text_col, id=id_col, keep=tuple(keep_cols), encoding=encoding, format=format),
     )

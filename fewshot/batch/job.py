@@ -34,7 +34,8 @@ class BatchJob:
     encoder : an ``--encoder`` spec (:func:`fewshot.cli.common.make_encoder`): ``text``, ``image``, ``conse``,
         ``clip:MODEL:CHECKPOINT``; None is the bundled text model (a saved model uses its own).
     templates : zero-shot template set or template.
-    threshold, top_k : ``tag`` settings (:meth:`~fewshot.ZeroShotClassifier.tag`).
+    threshold, top_k, margin : ``tag`` settings (:meth:`~fewshot.ZeroShotClassifier.tag`); ``threshold``
+        and ``margin`` exclude each other.
     probabilities : ``predict`` writes every class's probability as a list column.
     columns : the input columns (:class:`~fewshot.batch.sources.Columns`).
     model_save_id : the saved model's ``save_id`` (set by the planner: a re-saved model is another job).
@@ -48,6 +49,7 @@ class BatchJob:
     templates: Any = None
     threshold: float | None = None
     top_k: int | None = None
+    margin: float | None = None
     probabilities: bool = True
     columns: Columns = field(default_factory=Columns)
     model_save_id: str | None = None
@@ -66,6 +68,10 @@ class BatchJob:
             raise InputError("embed takes no labels")
         if self.threshold is not None and not finite_number(self.threshold):
             raise InputError(f"threshold must be a number, got {self.threshold!r}")
+        if self.margin is not None and (not finite_number(self.margin) or self.margin < 0):
+            raise InputError(f"margin must be a non-negative number, got {self.margin!r}")
+        if self.threshold is not None and self.margin is not None:
+            raise InputError("give threshold (a fixed cosine) or margin (relative to the best label), not both")
         if self.top_k is not None and (
             isinstance(self.top_k, (bool, np.bool_)) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 1
         ):
@@ -75,6 +81,8 @@ class BatchJob:
             object.__setattr__(self, "threshold", float(self.threshold))
         if self.top_k is not None:
             object.__setattr__(self, "top_k", int(self.top_k))
+        if self.margin is not None:
+            object.__setattr__(self, "margin", float(self.margin))
         if self.model is not None and not Path(self.model).is_dir():
             raise InputError(f"--model {self.model}: no such folder (give a folder written by 'fewshot fit')")
         for name in (self.columns.text, self.columns.id, *self.columns.keep):
@@ -99,4 +107,6 @@ class BatchJob:
         """What makes two runs the same job (the engine, batch size and actors do not change the output)."""
         d = self.to_dict()
         d["model"] = None if self.model is None else str(Path(self.model).resolve())
+        if d["margin"] is None:  # the default: the same job as one recorded before the setting existed
+            del d["margin"]
         return d

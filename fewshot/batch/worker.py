@@ -134,7 +134,7 @@ class BatchWorker:
             E = self.encoder.encode(texts)
             cols["embedding"] = _fixed_list(E)
         elif job.task == "tag":
-            tags = self.model.tag(texts, threshold=job.threshold, top_k=job.top_k)
+            tags = self.model.tag(texts, threshold=job.threshold, top_k=job.top_k, margin=job.margin)
             label_type = self._label_type
             struct = pa.struct([("label", label_type), ("score", pa.float32())])
             cols["tags"] = pa.array(

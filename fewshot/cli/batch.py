@@ -40,7 +40,13 @@ def register(subparsers: Any) -> None:
             sp.add_argument("--labels-file", help="labels: .txt (one per line) or .json (list or dict)")
             sp.add_argument("--templates", help="zero-shot template set name (plain, ensemble) or one template")
         if task == "tag":
-            sp.add_argument("--threshold", type=float, help="cosine threshold for a tag (default: measured)")
+            sp.add_argument("--margin", type=float, help="more tags within this cosine of the best label (default 0)")
+            sp.add_argument(
+                "--threshold",
+                type=float,
+                help="a fixed cosine threshold instead (default: the best label, or no "
+                "tag where it fits no better than ordinary text does; see the README)",
+            )
             sp.add_argument("--top-k", type=int, help="at most this many tags per record")
         sp.add_argument(
             "--encoder",
@@ -75,6 +81,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
         templates=getattr(a, "templates", None),
         threshold=getattr(a, "threshold", None),
         top_k=getattr(a, "top_k", None),
+        margin=getattr(a, "margin", None),
         probabilities=not getattr(a, "no_probabilities", False),
         text_col=a.text_col,
         id_col=a.id_col,
