@@ -227,6 +227,11 @@ def test_zeroshot_labels_and_tags_match_the_library(serve, agnews):
     assert [[(t["label"], round(t["score"], 5)) for t in p["tags"]] for p in r.json()["predictions"]] == [
         [(lab, round(s, 5)) for lab, s in row] for row in tags
     ]
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "multi_label": True, "margin": 0.05})
+    tags = ZeroShotClassifier(list(labels)).tag(texts, margin=0.05)
+    assert [[t["label"] for t in p["tags"]] for p in r.json()["predictions"]] == [
+        [lab for lab, _ in row] for row in tags
+    ]
     r = client.post(
         "/v1/zeroshot", json={"inputs": ["the striker scored twice"], "labels": ["sport", "politics"], "abstain": 0.99}
     )
@@ -408,6 +413,23 @@ BAD = [
     ),
     ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x", "y"], "threshold": 0.9}, 400, "bad_input", "threshold"),
     ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x", "y"], "top_k": 1}, 400, "bad_input", "top_k"),
+    ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x", "y"], "margin": 0.1}, 400, "bad_input", "margin"),
+    (
+        "POST",
+        "/v1/zeroshot",
+        {"inputs": ["a"], "labels": ["x", "y"], "multi_label": True, "margin": 0.1, "threshold": 0.2},
+        400,
+        "bad_input",
+        "margin",
+    ),
+    (
+        "POST",
+        "/v1/zeroshot",
+        {"inputs": ["a"], "labels": ["x", "y"], "multi_label": True, "margin": -0.1},
+        422,
+        "invalid_field",
+        "margin",
+    ),
     # a setting judged against the data names the setting, not the inputs
     (
         "POST",

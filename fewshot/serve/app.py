@@ -214,14 +214,21 @@ class Service:
                 "abstain is for single-label predictions; multi_label tags give none where nothing fits",
                 "abstain",
             )
-        for name in ("threshold", "top_k"):
+        for name in ("threshold", "top_k", "margin"):
             if not req.multi_label and getattr(req, name) is not None:
                 raise ApiError(400, "bad_input", f"{name} shapes multi_label tags; set multi_label or drop it", name)
+        if req.threshold is not None and req.margin is not None:
+            raise ApiError(
+                400,
+                "bad_input",
+                "give threshold (a fixed cosine) or margin (relative to the best label), not both",
+                "margin",
+            )
         labels = req.labels if isinstance(req.labels, dict) else list(req.labels)
         zs = self.registry.zeroshot(labels, req.encoder, req.abstain)
         X = _prepare(req.inputs, zs.encoder_, "inputs", self.settings.max_image_pixels)
         if req.multi_label:
-            tags = zs.tag(X, threshold=req.threshold, top_k=req.top_k)
+            tags = zs.tag(X, threshold=req.threshold, top_k=req.top_k, margin=req.margin)
             return {"predictions": [{"tags": [{"label": str(t), "score": sc} for t, sc in row]} for row in tags]}
         labels_out, best, proba = zs.predict_with_scores(X)
         return {"predictions": self._predictions(zs, labels_out, best, proba)}

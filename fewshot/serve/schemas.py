@@ -134,6 +134,11 @@ class ZeroShotRequest(Body):
         description="False: one label each (probabilities). True: tags, decided relative to the label set "
         "(the best label, or none where nothing fits), or by a fixed cosine with threshold.",
     )
+    margin: Annotated[Number, Field(ge=0)] | None = Field(
+        None,
+        description="multi_label only: labels within this cosine of the best are tags too (default 0; refused "
+        "otherwise, and with threshold).",
+    )
     threshold: Number | None = Field(
         None, description="multi_label only: every label whose cosine reaches this is a tag (refused otherwise)."
     )
