@@ -40,7 +40,10 @@ def resolve_templates(templates: str | list[str] | None, modality: str = "text")
             return list(sets[templates])
         if "{}" in templates:
             return [templates]
-        raise InputError(f"unknown template set {templates!r}; choose one of {', '.join(sets)} or give a list")
+        raise InputError(
+            f"templates {templates!r} is neither a template set ({', '.join(sets)}) nor a template: a template holds "
+            "'{}' where the label goes, e.g. 'A text about {}.'"
+        )
     out = list(templates)
     if not out:
         raise InputError("templates is empty")

@@ -39,7 +39,7 @@ def test_templates_are_data_and_resolve_by_name_list_or_default():
     assert resolve_templates(None) == sets["ensemble"]
     assert resolve_templates(None, "image") == template_sets("image")["plain"]
     assert resolve_templates("It is about {}.") == ["It is about {}."]
-    with pytest.raises(InputError, match="unknown template set"):
+    with pytest.raises(InputError, match="neither a template set .plain, ensemble. nor a template: a template holds"):
         resolve_templates("no-such-set")
     with pytest.raises(InputError, match="placeholder"):
         resolve_templates(["no placeholder"])
