@@ -108,6 +108,9 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
 
     code, _, err = run(capsys, "zeroshot", data, "--labels", "money,delivery,sport", "--adapt-to-input")
     assert code == 0 and "not adapted to the input: 2 corpus items for 3 labels" in err, err
+    # a library warning is one line, as an error is, not a source file and line
+    code, _, err = run(capsys, "zeroshot", data, "--labels", "sport")
+    assert code == 0 and err.startswith("fewshot: warning: one label ('sport')") and ".py:" not in err, err
     with pytest.raises(SystemExit):
         main(["zeroshot", "--help"])
     assert f"from {SELF_TRAIN_MIN_PER_LABEL} records a label" in " ".join(capsys.readouterr().out.split())

@@ -10,11 +10,13 @@ import csv
 import importlib
 import sqlite3
 import sys
+import warnings
+from typing import Any
 
 from fewshot.cli.classify import cmd_fit, cmd_predict, cmd_zeroshot
 from fewshot.cli.common import ENCODER_HELP, quiet_libraries
 from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_search
-from fewshot.errors import FewShotError
+from fewshot.errors import FewShotError, FewShotWarning
 
 # modules that each define ``register(subparsers)``; they import heavy optional packages only when run
 COMMAND_MODULES: tuple[str, ...] = ("fewshot.cli.serve", "fewshot.cli.batch", "fewshot.cli.cache")
@@ -191,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if issubclass(category, FewShotWarning):  # one line, as errors are, not a source file and line
+            print(f"fewshot: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    warnings.showwarning = show
     try:
         return args.func(args)
     except (FewShotError, ValueError, OSError, csv.Error, sqlite3.Error) as exc:
@@ -199,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # pragma: no cover
         print("fewshot: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from fewshot.cli.common import (
     make_encoder,
     output,
     parse_labels,
+    progress,
 )
 from fewshot.cli.records import guess_format, label_column, read_records, text_column, unique_name, write_records
 from fewshot.errors import InputError
@@ -54,7 +55,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
         abstain=abstain_setting(a.abstain),
         lexical="auto" if a.lexical else False,
     )
-    clf.fit(texts, labels, show_progress=True)
+    clf.fit(texts, labels, show_progress=progress(texts) or a.tune is not None)  # a tune shows its steps
     clf.save(a.output)
     picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
     tuned = f", body tuned for {clf.tuning_['steps']} steps" if clf.tuning_ else ""
@@ -146,7 +147,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
     check_images_readable(a.data, clf.encoder_, f"the model at {a.model}")
     fmt = output_format(a)  # before any encoding
     rows, texts, _ = _records(a, a.data)
-    labels, scores, proba = clf.predict_with_scores(texts, show_progress=True)
+    labels, scores, proba = clf.predict_with_scores(texts, show_progress=progress(texts))
     out_rows = prediction_rows(rows, labels, scores, clf.classes_.tolist(), proba, fmt, a.prediction_col)
     with output(a.output) as f:
         write_records(out_rows, f, fmt)
@@ -200,14 +201,14 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         corpus = _records(a, a.corpus)[1]
     elif a.adapt_to_input:
         corpus = texts
-    zs.fit(corpus, show_progress=True)
+    zs.fit(corpus, show_progress=progress(corpus))
     why = zs.adaptation_.get("why")
     if corpus is not None and why:  # too few records to self-train on: said, not skipped in silence
         source = a.corpus or "the input"
         note = "; --abstain auto still takes its threshold from it" if abstain == "auto" else ""
         print(f"fewshot: note: the labels were not adapted to {source}: {why}{note}", file=sys.stderr)
     if a.multi_label:
-        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, margin=a.margin, show_progress=True)
+        tags = zs.tag(texts, threshold=a.threshold, top_k=a.top_k, margin=a.margin, show_progress=progress(texts))
         taken = {str(k) for r in rows[:1] for k in r}
         base = a.prediction_col or "tags"
         name_tags = unique_name(base, taken)
@@ -222,7 +223,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
                 rec[name_tags] = [{"label": lab, "score": round(s, 6)} for lab, s in t]
             out_rows.append(rec)
     else:
-        labels_out, scores, proba = zs.predict_with_scores(texts, show_progress=True)
+        labels_out, scores, proba = zs.predict_with_scores(texts, show_progress=progress(texts))
         column = a.prediction_col or "prediction"
         out_rows = prediction_rows(rows, labels_out, scores, zs.classes_.tolist(), proba, fmt, column)
     with output(a.output) as f:

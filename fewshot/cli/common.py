@@ -21,6 +21,14 @@ ENCODER_KINDS = (
 ENCODER_HELP = ENCODER_KINDS + "; default: text for records, image for image folders"
 
 
+PROGRESS_MIN_INPUTS = 1000  # fewer inputs encode in seconds: a progress bar would only clutter stderr
+
+
+def progress(inputs: Any) -> bool:
+    """Whether encoding ``inputs`` shows a progress bar."""
+    return inputs is not None and len(inputs) >= PROGRESS_MIN_INPUTS
+
+
 def quiet_libraries() -> None:
     """Keep library chatter (weight-loading bars, hub warnings) off a tool's stderr."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

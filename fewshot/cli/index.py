@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fewshot.cli.common import check_images_readable, image_rows, is_image_input, make_encoder
+from fewshot.cli.common import check_images_readable, image_rows, is_image_input, make_encoder, progress
 from fewshot.cli.records import column, label_column, read_records, text_column
 from fewshot.errors import InputError
 
@@ -70,7 +70,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
     items, ids, labels, metadata = _index_rows(a)
     index = EmbeddingIndex(encoder, kind=a.kind, name=target.name)
-    index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=True)
+    index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=progress(items))
     index.save(target, overwrite=a.overwrite)  # checked again under the lock: another build may have finished
     print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
     return 0
@@ -122,7 +122,7 @@ def cmd_index_add(a: argparse.Namespace) -> int:
         raise InputError(f"the index at {target} holds raw vectors with no encoder; records cannot be added")
     check_images_readable(a.data, encoder, f"the index at {target}")
     items, ids, labels, metadata = _index_rows(a)
-    E = encoder.encode(items, show_progress=True)  # the slow part, outside the writer lock
+    E = encoder.encode(items, show_progress=progress(items))  # the slow part, outside the writer lock
     with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
         stored = [x if isinstance(x, str) else None for x in items]
         index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=stored)
