@@ -376,8 +376,10 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
         batch.embed(tmp_path / "in", tmp_path / "o7", engine="spark", progress=None)
     with pytest.raises(InputError, match="clash"):
         batch.embed(tmp_path / "in", tmp_path / "o8", keep_cols=["embedding"], progress=None)
-    with pytest.raises(InputError, match="address is for the Ray engine"):
+    with pytest.raises(InputError, match="address: for the Ray engine"):
         batch.embed(tmp_path / "in", tmp_path / "o9", address="auto", progress=None)
+    with pytest.raises(InputError, match="actors, cpus_per_actor: for the Ray engine"):  # not silently ignored
+        batch.embed(tmp_path / "in", tmp_path / "o9", actors=4, cpus_per_actor=1, progress=None)
     with pytest.raises(InputError, match="no such folder"):
         batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "nomodel", progress=None)
 

@@ -116,8 +116,10 @@ def run_job(
     _positive("shard_rows", shard_rows)
     _positive("actors", actors)
     _positive("cpus_per_actor", cpus_per_actor, allow_none=True)
-    if address is not None and engine != "ray":
-        raise InputError("address is for the Ray engine (engine='ray')")
+    ray_only = {"address": address is not None, "actors": actors != 1, "cpus_per_actor": cpus_per_actor is not None}
+    given = [name for name, set_ in ray_only.items() if set_]
+    if given and engine != "ray":  # the local engine would run as if they were not there
+        raise InputError(f"{', '.join(given)}: for the Ray engine (engine='ray', --engine ray)")
     clash = {id_column(job), *RESULT_COLUMNS[job.task]} & set(c for c in job.columns.keep if c != job.columns.id)
     if clash:
         raise InputError(f"kept column(s) {', '.join(sorted(clash))} would clash with the output's own columns")
