@@ -27,6 +27,18 @@ def check_sequence(X: Any, what: str, items: str) -> None:
         raise InputError(f"{what} is a set, which has no order; pass a list of {items}")
 
 
+def check_unicode(s: str, what: str) -> None:
+    """Refuse a string holding a lone surrogate: it is not Unicode text, so no tokenizer, file or database
+    takes it (it is often half of an emoji whose JSON escape was cut in two)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} holds a lone surrogate ({s[exc.start]!r} at character {exc.start}), which is not valid Unicode "
+            "text; repair its source (e.g. decode with errors='replace') or drop it"
+        ) from None
+
+
 def as_text_list(X: Any, *, what: str = "X") -> list[str]:
     """Return ``X`` (a string sequence or a pandas Series) as a list of non-empty strings.
 
@@ -58,6 +70,7 @@ def as_text_list(X: Any, *, what: str = "X") -> list[str]:
             raise InputError(f"{what}[{i}] is an empty string")
         if not any(c.isprintable() and not c.isspace() for c in t):  # e.g. zero-width spaces only
             raise InputError(f"{what}[{i}] has no visible character ({t!r})")
+        check_unicode(t, f"{what}[{i}]")
     return texts
 
 
@@ -144,6 +157,8 @@ def as_labels(y: Any, n: int, *, what: str = "y") -> np.ndarray:
             raise InputError(f"{what}[{i}] is infinite; a label is a class name or number")
         if isinstance(lab, str) and not lab.strip():
             raise InputError(f"{what}[{i}] is an empty label; every example needs a non-blank label")
+        if isinstance(lab, str):
+            check_unicode(lab, f"{what}[{i}]")
         if isinstance(lab, (list, tuple, set, dict, np.ndarray)):
             raise InputError(
                 f"Unknown label type: {what}[{i}] is a {type(lab).__name__}; a few-shot classifier takes one "

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshot._validate import check_unicode
 from fewshot.errors import InputError
 
 # the six-template "ensemble" is the default: with MiniLM, 0.5 points of accuracy over "plain" on an
@@ -86,6 +87,8 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
             raise InputError(f"label name {name!r} is a {type(name).__name__}; a label is a string or a number")
         if isinstance(name, float) and not name.is_integer():
             raise InputError(f"label name {name!r} is not a whole number; a label is a string or an integer")
+        if isinstance(name, str):
+            check_unicode(name, f"label {name!r}")
         if name in out:
             raise InputError(f"label {name!r} is given twice")
         if extra is None:
@@ -110,6 +113,7 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
         for p in phrasings:
             if not isinstance(p, str) or not p.strip():
                 raise InputError(f"label {name!r} has an empty or non-text description/attribute")
+            check_unicode(p, f"label {name!r}'s description")
         out[name] = phrasings
     kinds = {"number" if type(k) in (int, float) else type(k).__name__ for k in out}
     if len(kinds) > 1:

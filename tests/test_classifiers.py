@@ -463,3 +463,19 @@ def test_predictions_from_a_thread_pool_while_examples_are_added(fake_encoder):
         results = [f.result() for f in futures]
     assert all(pred == expected and n == 4 for pred, n in results)
     assert list(clf.classes_) == ["fruit", "vehicle", "animal"]
+
+
+def test_a_lone_surrogate_in_a_text_or_label_is_an_input_error_not_a_tokenizer_traceback(fake_encoder):
+    bad = "caf\udce9"  # what surrogateescape decoding leaves of a Latin-1 byte
+    X, y = ["a b", "c d", "e f", "g h"], ["x", "x", "z", "z"]
+    with pytest.raises(InputError, match=r"texts\[1\] holds a lone surrogate"):
+        FewShotClassifier(fake_encoder).fit(["a b", bad, "e f", "g h"], y)
+    with pytest.raises(InputError, match=r"y\[0\] holds a lone surrogate"):
+        FewShotClassifier(fake_encoder).fit(X, [bad, "x", "z", "z"])
+    clf = FewShotClassifier(fake_encoder).fit(X, y)
+    with pytest.raises(InputError, match="lone surrogate"):
+        clf.predict([bad])
+    with pytest.raises(InputError, match="label 'caf.udce9' holds a lone surrogate"):
+        ZeroShotClassifier([bad, "tea"], encoder=fake_encoder).fit()
+    with pytest.raises(InputError, match="description holds a lone surrogate"):
+        ZeroShotClassifier({"coffee": bad, "tea": "a hot drink"}, encoder=fake_encoder).fit()

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -910,3 +911,45 @@ def test_sigkill_of_a_durable_writer_loses_no_acknowledged_write(tmp_path):
         index = EmbeddingIndex.load(path)
         assert len(index) >= acked and all(h is not None for h in index.get(list(range(acked))))
     assert acked > 0
+
+
+def test_a_lone_surrogate_is_refused_before_it_reaches_a_save(tmp_path):
+    bad = json.loads('"x\\ud83d"')  # half an emoji, as a cut JSON escape gives it
+    index = EmbeddingIndex(dim=8, name="s")
+    index.add_embeddings(vectors(2, 8))
+    index.save(tmp_path / "s")
+    for kwargs, named in (
+        ({"metadata": [{bad: 1}]}, "metadata[0] holds a lone surrogate"),
+        ({"metadata": [{"k": [bad]}]}, "metadata[0] holds a lone surrogate"),
+        ({"items": [bad]}, "items[0] holds a lone surrogate"),
+        ({"labels": [bad]}, "labels[0] holds a lone surrogate"),
+    ):
+        with pytest.raises(InputError, match=re.escape(named)):
+            index.add_embeddings(vectors(1, 8, seed=1), **kwargs)
+    with pytest.raises(InputError, match="lone surrogate"):
+        index.search(vectors(1, 8)[0], where={"label": bad})
+    assert len(index) == 2
+    index.save(tmp_path / "s")
+    assert len(EmbeddingIndex.load(tmp_path / "s")) == 2  # the save still loads
+
+
+def test_a_durable_add_that_fails_leaves_no_journal_record_behind(tmp_path, monkeypatch):
+    from fewshot.index.metadata import MetadataTable
+
+    path = tmp_path / "durable"
+    index = EmbeddingIndex.open(path, create=True, dim=8)
+    index.add_embeddings(vectors(3, 8), items=["a", "b", "c"])
+    real = MetadataTable.insert
+
+    def failing(self, *args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(MetadataTable, "insert", failing)
+    with pytest.raises(sqlite3.OperationalError):
+        index.add_embeddings(vectors(1, 8, seed=1), items=["refused"])
+    monkeypatch.setattr(MetadataTable, "insert", real)
+    index.add_embeddings(vectors(1, 8, seed=2), items=["e"])  # acknowledged after the refused one
+    # a reader (or the writer's next start after a kill) applies the journal: every acknowledged write, nothing else
+    other = EmbeddingIndex.load(path)
+    assert len(other) == 4 and sorted(h.item for h in other.search(vectors(1, 8)[0], k=10)) == ["a", "b", "c", "e"]
+    index.close()

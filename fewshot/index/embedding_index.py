@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fewshot._concurrency import RWLock
-from fewshot._validate import as_embeddings, int64, json_label
+from fewshot._validate import as_embeddings, check_unicode, int64, json_label
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
 from fewshot.errors import (
     ConcurrentWriteError,
@@ -193,8 +193,10 @@ class EmbeddingIndex:
             records, rows_meta, rows_label, ids_arr = self._prepare_rows(len(E), ids, labels, metadata, items)
             if self._durable is not None:  # on disk before anything changes in memory
                 frame = journal.add_record(ids_arr, E, rows_label, [r[3] for r in records], [r[1] for r in records])
-                self._durable[2].append(frame)
-            self._apply_add(E, ids_arr, records, rows_meta, rows_label)
+                with self._durable[2].logged(frame):  # a refused add leaves no record behind
+                    self._apply_add(E, ids_arr, records, rows_meta, rows_label)
+            else:
+                self._apply_add(E, ids_arr, records, rows_meta, rows_label)
         self._maybe_checkpoint()
         return ids_arr
 
@@ -329,6 +331,10 @@ class EmbeddingIndex:
             label = rows_label[i]
             if isinstance(label, str) and not label.strip():
                 raise InputError(f"labels[{i}] is an empty string; give a label or None")
+            if isinstance(label, str):
+                check_unicode(label, f"labels[{i}]")
+            if isinstance(rows_item[i], str):
+                check_unicode(rows_item[i], f"items[{i}]")
             label_json = None if label is None else json.dumps(json_label(label))
             records.append((int(ids_arr[i]), rows_item[i], label_json, meta))
         return records, rows_meta, [None if v is None else json_label(v) for v in rows_label], ids_arr
@@ -365,10 +371,13 @@ class EmbeddingIndex:
             present = sorted(self._table.existing(ids_list))
             if not present:
                 return 0
-            if self._durable is not None:
-                self._durable[2].append(journal.remove_record(present))
-            self._table.delete(present)
-            self._vectors.remove(present)
+            if self._durable is None:
+                self._table.delete(present)
+                self._vectors.remove(present)
+            else:
+                with self._durable[2].logged(journal.remove_record(present)):
+                    self._table.delete(present)
+                    self._vectors.remove(present)
         self._maybe_checkpoint()
         return len(present)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot._validate import int64
+from fewshot._validate import check_unicode, int64
 from fewshot.errors import InputError
 
 # JSON types as SQLite's json_type names them, folded into the kinds a filter value can have
@@ -65,6 +65,8 @@ def _scalar(key: str, v: Any) -> Any:
         raise InputError(f"where[{key!r}]: {v!r} cannot match anything (NaN and infinity are never stored)")
     if v is not None and not isinstance(v, (str, int, float, bool)):
         raise InputError(f"where[{key!r}]: cannot filter on {v!r}; use strings, numbers, booleans or None")
+    if isinstance(v, str):
+        check_unicode(v, f"where[{key!r}]")
     return v
 
 
@@ -76,6 +78,7 @@ def _paths(key: str) -> list[str]:
     a key is looked up both ways."""
     if not isinstance(key, str) or not key or '"' in key:
         raise InputError(f"where key {key!r} must be a non-empty field name without double quotes")
+    check_unicode(key, f"where key {key!r}")
     written = "$." + json.dumps(key)
     plain = '$."' + key + '"'
     return [written] if written == plain else [written, plain]

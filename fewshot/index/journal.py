@@ -14,10 +14,12 @@ followed by more data is corruption and is reported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,21 @@ class JournalWriter:
         self._f.write(frame)
         self._f.flush()
         os.fsync(self._f.fileno())
+
+    @contextlib.contextmanager
+    def logged(self, frame: bytes) -> Iterator[None]:
+        """Append ``frame``, then run the block that applies it in memory; when the block fails, cut the
+        frame off again, so that the journal never holds a write that was refused (a reader could not
+        apply it, and would refuse the whole folder)."""
+        before = self.size
+        self.append(frame)
+        try:
+            yield
+        except BaseException:
+            self._f.truncate(before)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            raise
 
     @property
     def size(self) -> int:

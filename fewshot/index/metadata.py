@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot._validate import int64
+from fewshot._validate import check_unicode, int64
 from fewshot.errors import CorruptFileError, InputError
 from fewshot.index.filters import compile_where, json_kind, sql_kind, sql_types
 
@@ -59,6 +59,7 @@ def encode_metadata(meta: Any, i: int) -> str:
             )
     _check_values(meta, i)
     try:
+        check_unicode(json.dumps(meta, ensure_ascii=False, default=_json_default), f"metadata[{i}]")
         return json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
     except ValueError as exc:
         raise InputError(f"metadata[{i}] holds NaN or infinity, which cannot be stored or matched: {exc}") from exc
