@@ -322,14 +322,30 @@ def test_grid_search_across_processes(tmp_path, text_encoder, ag_news):
     )
     search.fit(X, y)
     assert set(search.cv_results_["param_head"]) == {"prototype", "knn"}
-    assert search.best_score_ > 0.4 and search.best_estimator_.predict(X[:2]).dtype == object
+    assert search.best_score_ > 0.4 and search.best_estimator_.predict(X[:2]).dtype == np.asarray(y).dtype
 
 
-def test_predict_returns_one_dtype_with_or_without_abstention(fake_encoder):
+def test_predict_gives_the_classes_dtype_and_keeps_it_whether_or_not_an_input_abstains(fake_encoder):
+    from sklearn.metrics import accuracy_score, f1_score
+
     X, y = ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
-    plain = FewShotClassifier(encoder=fake_encoder).fit(X, y).predict(["apple"])
-    abstaining = FewShotClassifier(encoder=fake_encoder, abstain=0.99).fit(X, y).predict(["apple"])
-    assert plain.dtype == abstaining.dtype == object and plain[0] == "fruit" and abstaining[0] is None
+    plain = FewShotClassifier(encoder=fake_encoder).fit(X, y)
+    assert plain.predict(["apple"]).dtype == plain.classes_.dtype and plain.predict(["apple"])[0] == "fruit"
+    for settings, dtype, marker in (({}, object, None), ({"abstain_label": "unknown"}, np.dtype("<U7"), "unknown")):
+        clf = FewShotClassifier(encoder=fake_encoder, abstain=0.99, **settings).fit(X, y)
+        abstains, answers = clf.predict(["apple"]), FewShotClassifier(encoder=fake_encoder, abstain=-1, **settings)
+        answered = answers.fit(X, y).predict(["apple"])
+        assert abstains.dtype == answered.dtype == dtype and abstains[0] == marker and answered[0] == "fruit"
+    # integer labels: scikit-learn's metrics take the predictions (an object array of ints they call "unknown")
+    codes = [0, 0, 1, 1]
+    ints = FewShotClassifier(encoder=fake_encoder).fit(X, codes)
+    assert accuracy_score(codes, ints.predict(X)) == 1.0 and f1_score(codes, ints.predict(X)) == 1.0
+    marked = FewShotClassifier(encoder=fake_encoder, abstain=0.99, abstain_label=-1).fit(X, codes)
+    out = marked.predict(X)
+    assert out.dtype.kind == "i" and set(out.tolist()) == {-1}
+    assert marked.score(X, [-1, -1, -1, -1]) == 1.0  # an abstention is right on a row labelled abstain_label
+    with pytest.raises(InputError, match=r"sample_weight must have shape \(4,\)"):
+        ints.score(X, codes, sample_weight=[1, 2])
 
 
 def test_zero_shot_follows_set_params_until_it_is_fitted_explicitly(fake_encoder):

@@ -15,6 +15,7 @@ from fewshot._validate import as_labels, json_label
 from fewshot.encoders import Encoder, TextEncoder
 from fewshot.errors import CorruptFileError, InputError, NotFittedError
 from fewshot.heads import BaseHead
+from fewshot.heads.base import check_sample_weight
 from fewshot.labels import encode_labels
 from fewshot.maths import softmax
 
@@ -127,9 +128,11 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
             return self._proba(self._scores(X, show_progress))
 
     def predict(self, X: Any, show_progress: bool = False) -> np.ndarray:
-        """Predicted labels, an object array of shape (n_samples,) whether or not the classifier abstains;
-        with abstention on, ``abstain_label`` marks the inputs whose best score falls below ``threshold_``, and
-        those on which every class scores the same."""
+        """Predicted labels, shape (n_samples,), of the dtype of ``classes_`` (as scikit-learn's classifiers
+        give them, so its metrics take them). With abstention on, ``abstain_label`` marks the inputs whose best
+        score falls below ``threshold_``, and those on which every class scores the same; the array is then of
+        the classes' dtype when ``abstain_label`` is of their kind, else of dtype object (``None``, the default,
+        or a label of another type). The dtype depends on the settings, never on whether an input abstained."""
         return self._labels(self.class_scores(X, show_progress))
 
     def predict_with_scores(self, X: Any, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,11 +156,18 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         return softmax(self._log_proba(S), getattr(self, "temperature_", 1.0))
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
-        labels = self.classes_[np.argmax(S, axis=1)].astype(object)
+        labels = self.classes_[np.argmax(S, axis=1)]
         threshold = getattr(self, "threshold_", None)
-        if threshold is not None:
-            # every class scored alike (the zero vector of a text a static model cannot read) is no decision
-            labels[(S.max(axis=1) < threshold) | (np.ptp(S, axis=1) == 0)] = self.abstain_label
+        if threshold is None:
+            return labels
+        marker = self.abstain_label
+        kind = None if marker is None else np.asarray([marker]).dtype
+        if kind is not None and kind.kind == labels.dtype.kind and kind.kind in "iubU":
+            labels = labels.astype(np.result_type(labels.dtype, kind))  # room for the marker ("oos", -1)
+        else:
+            labels = labels.astype(object)
+        # every class scored alike (the zero vector of a text a static model cannot read) is no decision
+        labels[(S.max(axis=1) < threshold) | (np.ptp(S, axis=1) == 0)] = marker
         return labels
 
     # -- calibration --------------------------------------------------------------------------------
@@ -244,9 +254,9 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         else:
             y, oos = as_labels(y, len(items)).astype(object), np.zeros(len(items), dtype=bool)
         encode_labels(list(y[~oos]), self.classes_)  # names labels the model never saw
-        pred = self.predict(items)
+        w = check_sample_weight(sample_weight, len(items))  # before the encoding
+        pred = self.predict(items).tolist()  # Python values: the abstain label compares by type
         hits = [self._is_abstain(p) if o else (not self._is_abstain(p) and p == t) for p, t, o in zip(pred, y, oos)]
-        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         return float(np.average(np.asarray(hits, dtype=float), weights=w))
 
     # -- saved calibration --------------------------------------------------------------------------

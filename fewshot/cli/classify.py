@@ -115,7 +115,7 @@ def prediction_rows(
     name_prob = unique_name("probability", taken | {name_pred, name_score})
     name_all = unique_name("probabilities", taken | {name_pred, name_score, name_prob})
     out = []
-    for r, lab, s, p in zip(rows, labels, scores, proba):
+    for r, lab, s, p in zip(rows, labels.tolist(), scores, proba):  # Python values, for JSON
         rec = dict(r)
         abstained = lab is None or lab not in classes  # None, or the model's abstain_label
         rec[name_pred] = "" if abstained else lab
