@@ -953,3 +953,16 @@ def test_a_durable_add_that_fails_leaves_no_journal_record_behind(tmp_path, monk
     other = EmbeddingIndex.load(path)
     assert len(other) == 4 and sorted(h.item for h in other.search(vectors(1, 8)[0], k=10)) == ["a", "b", "c", "e"]
     index.close()
+
+
+def test_the_largest_ids_are_taken_and_automatic_ids_past_them_are_refused_by_name():
+    index = EmbeddingIndex(dim=8)
+    top = 2**63 - 1
+    assert index.add_embeddings(vectors(1, 8), ids=[top]).tolist() == [top]
+    with pytest.raises(InputError, match="cannot number 1 more item.*pass ids="):
+        index.add_embeddings(vectors(1, 8, seed=1))
+    assert index.add_embeddings(vectors(1, 8, seed=2), ids=[5]).tolist() == [5]  # explicit ids still go in
+    for too_big in (np.array([2**63 + 5], dtype=np.uint64), [2**64]):
+        with pytest.raises(InputError, match=r"from 0 to 2\*\*63 - 1"):
+            index.add_embeddings(vectors(1, 8, seed=3), ids=too_big)
+    assert len(index) == 2

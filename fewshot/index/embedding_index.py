@@ -37,6 +37,7 @@ from fewshot.storage.bundle import check_target
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
 FILES = ("index.faiss", "meta.sqlite", "positions.npy")  # positions.npy: the row order of IVF-PQ vectors on disk
 OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
+MAX_ID = 2**63 - 1  # the largest id SQLite and FAISS hold
 CHECKPOINT_BYTES = 64 << 20  # a durable index writes a new save when its journal grows past this
 # kind="auto" goes from flat to HNSW past ``auto_threshold`` vectors and from either to IVF-PQ past this
 # many (eval/bench_scale.py measures the sizes where HNSW's float32 copy and build time stop paying)
@@ -341,10 +342,19 @@ class EmbeddingIndex:
 
     def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
         if ids is None:
+            if self._next_id + n - 1 > MAX_ID:
+                raise InputError(
+                    f"the index cannot number {n} more item(s) itself: it has held id {self._next_id - 1}, and ids "
+                    f"stop at 2**63 - 1; pass ids= for them"
+                )
             return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         arr = np.asarray(ids)
+        if arr.dtype == object and arr.shape == (n,) and all(isinstance(v, int) and not isinstance(v, bool) for v in arr):
+            raise InputError("ids must be integers from 0 to 2**63 - 1 (SQLite's and FAISS's 64-bit ids)")
         if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
             raise InputError(f"ids must be {n} integers, got {arr.dtype} array of shape {arr.shape}")
+        if arr.dtype == np.uint64 and (arr > MAX_ID).any():
+            raise InputError("ids must be integers from 0 to 2**63 - 1 (SQLite's and FAISS's 64-bit ids)")
         arr = arr.astype(np.int64)
         if (arr < 0).any():
             raise InputError("ids must be non-negative integers")
