@@ -495,3 +495,12 @@ def test_a_lone_surrogate_in_a_text_or_label_is_an_input_error_not_a_tokenizer_t
         ZeroShotClassifier([bad, "tea"], encoder=fake_encoder).fit()
     with pytest.raises(InputError, match="description holds a lone surrogate"):
         ZeroShotClassifier({"coffee": bad, "tea": "a hot drink"}, encoder=fake_encoder).fit()
+
+
+def test_examples_that_all_embed_to_one_vector_are_refused(text_encoder):
+    # MiniLM reads every one of these emoji as its unknown token: the two classes could never be told apart
+    X = ["😀", "😁", "😂", "🤣", "😡", "😠", "🤬", "👿"]
+    with pytest.raises(InputError, match="all 8 examples embed to one vector.*no token for their characters"):
+        FewShotClassifier(text_encoder).fit(X, ["pos"] * 4 + ["neg"] * 4)
+    clf = FewShotClassifier(text_encoder).fit(X[:2] + ["great, thanks", "awful"], ["pos", "pos", "pos", "neg"])
+    assert clf.predict(["thanks, great"])[0] == "pos"  # one readable example a class is enough to fit

@@ -202,6 +202,12 @@ class FewShotClassifier(CalibratedClassifier):
                     encoder = contrastive_tune(base, items, y, show_progress=show_progress, **_tune_settings(tuning))
                 self._encoder, self.tuning_ = encoder, tuning
                 E = encoder.encode(items, show_progress=show_progress)
+                if len(np.unique(y)) > 1 and not np.ptp(E, axis=0).any():
+                    raise InputError(
+                        f"all {len(items)} examples embed to one vector, so no class can be told from another: "
+                        f"{encoder.describe_source()} likely has no token for their characters (MiniLM reads every "
+                        "emoji as the same unknown token); give examples with words, or an encoder that reads them"
+                    )
                 self.prior_ = self._make_prior(head, np.unique(y).tolist(), y)
                 kw = self._prior_kw(items, E)
                 S = None

@@ -349,7 +349,8 @@ class EmbeddingIndex:
                 )
             return np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         arr = np.asarray(ids)
-        if arr.dtype == object and arr.shape == (n,) and all(isinstance(v, int) and not isinstance(v, bool) for v in arr):
+        whole = arr.dtype == object and all(isinstance(v, int) and not isinstance(v, bool) for v in arr.ravel())
+        if whole and arr.shape == (n,):  # Python integers past 64 bits
             raise InputError("ids must be integers from 0 to 2**63 - 1 (SQLite's and FAISS's 64-bit ids)")
         if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
             raise InputError(f"ids must be {n} integers, got {arr.dtype} array of shape {arr.shape}")
