@@ -72,6 +72,11 @@ def test_search_takes_one_query_and_batch_search_many(kind):
     assert [h[0].id for h in several] == [0, 1, 2, 3]
     with pytest.raises(InputError, match="one"):
         index.batch_search("a single string")
+    # several queries given to search point to the call that takes them, not to "an image index"
+    with pytest.raises(InputError, match="for 2 of them use batch_search"):
+        index.search(["a", "b"])
+    with pytest.raises(InputError, match=r"a query vector is 1-d.*search_embeddings"):
+        index.search(X[:2])
 
 
 def test_where_filters_on_label_metadata_and_id(kind):

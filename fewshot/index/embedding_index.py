@@ -456,6 +456,13 @@ class EmbeddingIndex:
             return as_embeddings(query, dim=self.dim, what="query vector", allow_1d=True)
         if query is None:
             raise InputError("the query is None; give a text, an image or a 1-d vector")
+        if isinstance(query, (list, tuple)):
+            raise InputError(f"search takes one query; for {len(query)} of them use batch_search")
+        if isinstance(query, np.ndarray) and query.ndim == 2 and query.shape[1] == self.dim:
+            raise InputError(
+                f"a query vector is 1-d, shape ({self.dim},), got shape {query.shape}: pass one row, or use "
+                "search_embeddings for several"
+            )
         encoder = self._require_encoder("search by image")
         if encoder.modality != "image":
             raise InputError(
