@@ -83,6 +83,11 @@ def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encode
     calls = fake_encoder.calls
     clf.add_examples(["blue whale", "grey whale"], ["animal", "animal"])
     assert fake_encoder.calls - calls == 2
+    with pytest.warns(FewShotWarning, match="new label 'Fruit ' differs from the class 'fruit' only in case"):
+        clf.add_examples(["yellow banana"], ["Fruit "])
+    assert list(clf.classes_) == ["fruit", "vehicle", "animal", "Fruit "]  # a class of its own, as fit makes it
+    clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)
+    clf.add_examples(["blue whale", "grey whale"], ["animal", "animal"])
     assert list(clf.classes_) == ["fruit", "vehicle", "animal"]
     assert clf.predict(["whale"])[0] == "animal"
     assert clf.predict_proba(["apple"]).shape == (1, 3)

@@ -471,6 +471,14 @@ class FewShotClassifier(CalibratedClassifier):
             prior = getattr(self, "prior_", None)
             new_classes = [c for c in np.unique(y).tolist() if c not in set(old.tolist())]
             self._check_abstain_label(new_classes)
+            known = {c.strip().casefold(): c for c in old.tolist() if isinstance(c, str)}
+            for c in new_classes:
+                if isinstance(c, str) and c.strip().casefold() in known:
+                    warn_user(
+                        f"the new label {c!r} differs from the class {known[c.strip().casefold()]!r} only in case or "
+                        "spaces: it becomes a class of its own, though an uncased encoder reads them alike"
+                    )
+                    break
             if prior is not None and new_classes:
                 # new classes: their label names join the prior, in the head's column order
                 prior = _label_prior(old.tolist() + new_classes, self.encoder_)
