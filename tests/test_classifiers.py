@@ -509,3 +509,11 @@ def test_examples_that_all_embed_to_one_vector_are_refused(text_encoder):
         FewShotClassifier(text_encoder).fit(X, ["pos"] * 4 + ["neg"] * 4)
     clf = FewShotClassifier(text_encoder).fit(X[:2] + ["great, thanks", "awful"], ["pos", "pos", "pos", "neg"])
     assert clf.predict(["thanks, great"])[0] == "pos"  # one readable example a class is enough to fit
+
+
+def test_a_class_weighed_zero_on_every_example_is_refused(fake_encoder):
+    X, y = ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
+    with pytest.raises(InputError, match="class 'vehicle' has weight 0 on every example"):
+        FewShotClassifier(encoder=fake_encoder).fit(X, y, sample_weight=[1, 2, 0, 0])
+    clf = FewShotClassifier(encoder=fake_encoder).fit(X, y, sample_weight=[1, 2, 0, 1])
+    assert clf.predict(["car"])[0] == "vehicle"

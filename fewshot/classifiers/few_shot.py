@@ -182,6 +182,15 @@ class FewShotClassifier(CalibratedClassifier):
         y = as_labels(y, len(items))
         self._check_abstain_label(np.unique(y).tolist())
         warn_conflicting_labels(items, y)
+        weight = check_sample_weight(sample_weight, len(items))
+        if weight is not None:
+            classes, codes = np.unique(y, return_inverse=True)
+            empty = classes[np.bincount(codes, weights=weight, minlength=len(classes)) == 0]
+            if len(empty):  # a zero prototype, or a class the regression never sees, would still be answered
+                raise InputError(
+                    f"class {empty[0].item()!r} has weight 0 on every example, so nothing can be learnt of it; "
+                    "drop its examples, or give some of them weight"
+                )
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
         check_head(head)
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
