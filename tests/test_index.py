@@ -302,7 +302,7 @@ def test_a_field_whose_items_are_all_removed_is_forgotten_in_memory_as_after_a_r
     index.remove([4])  # the only item with the odd key: removing it must not trip over its quote
     again = EmbeddingIndex.load(index.save(tmp_path / "typed"))
     for copy in (index, again):
-        with pytest.raises(InputError, match="the field 'lang' hold no values"):
+        with pytest.raises(InputError, match="the field 'lang' holds no values"):
             copy.search(np.ones(4), where={"lang": "en"})  # only the null of item 2 is left
         assert ids_of(copy, {"flag": 1}) == [2] and ids_of(copy, {"n": 2}) == [3]
         with pytest.raises(InputError, match="bool.* but the field 'flag' holds number"):
