@@ -933,6 +933,11 @@ def test_a_lone_surrogate_is_refused_before_it_reaches_a_save(tmp_path):
             index.add_embeddings(vectors(1, 8, seed=1), **kwargs)
     with pytest.raises(InputError, match="lone surrogate"):
         index.search(vectors(1, 8)[0], where={"label": bad})
+    import pandas as pd
+
+    for missing in (float("nan"), np.float32("nan"), pd.NA):  # a pandas column's missing labels: None is meant
+        with pytest.raises(InputError, match=r"labels\[0\] is .* \(a missing value\); give None"):
+            index.add_embeddings(vectors(1, 8, seed=1), labels=[missing])
     assert len(index) == 2
     index.save(tmp_path / "s")
     assert len(EmbeddingIndex.load(tmp_path / "s")) == 2  # the save still loads

@@ -329,7 +329,9 @@ class EmbeddingIndex:
         records = []
         for i in range(n):
             meta = encode_metadata(rows_meta[i], i)
-            label = rows_label[i]
+            label = rows_label[i].item() if isinstance(rows_label[i], np.generic) else rows_label[i]
+            if (isinstance(label, float) and np.isnan(label)) or type(label).__name__ in ("NAType", "NaTType"):
+                raise InputError(f"labels[{i}] is {label} (a missing value); give None for an item with no label")
             if isinstance(label, str) and not label.strip():
                 raise InputError(f"labels[{i}] is an empty string; give a label or None")
             if isinstance(label, str):
