@@ -108,12 +108,17 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def label_key(name: str) -> str:
+    """What two labels share when they differ only in case or surrounding spaces ("card" and "Card ")."""
+    return name.strip().casefold()
+
+
 def _warn_near_duplicate_labels(names: set[str], what: str) -> None:
     """Warn when distinct labels differ only in case or surrounding spaces ("card" and "card "): each is a
     class of its own, which is rarely what was meant."""
     seen: dict[str, str] = {}
     for name in sorted(names):
-        key = name.strip().casefold()
+        key = label_key(name)
         if key in seen:
             warn_user(
                 f"{what} has the labels {seen[key]!r} and {name!r}, which differ only in case or spaces: each is "

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import clone
 
 from fewshot import calibration as cal
-from fewshot._validate import as_labels, finite_number, json_label, warn_conflicting_labels
+from fewshot._validate import as_labels, finite_number, json_label, label_key, warn_conflicting_labels
 from fewshot.classifiers.base import FIT_FAILED, CalibratedClassifier, default_encoder, require_fitted
 from fewshot.classifiers.persistence import load_model, prefixed, save_model, untuned_start
 from fewshot.classifiers.zero_shot import ZeroShotClassifier
@@ -235,7 +235,6 @@ class FewShotClassifier(CalibratedClassifier):
                 self.lexical_, self.lexical_channel_ = None, None
                 how = None if held_out is None else f"held-out support ({CROSS_FITTED})"
                 if no_lexical is None:
-                    weight = check_sample_weight(sample_weight, len(items))
                     S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
                 elif no_lexical:
                     self.lexical_ = {"picked": 0.0, "why": no_lexical}
@@ -480,11 +479,11 @@ class FewShotClassifier(CalibratedClassifier):
             prior = getattr(self, "prior_", None)
             new_classes = [c for c in np.unique(y).tolist() if c not in set(old.tolist())]
             self._check_abstain_label(new_classes)
-            known = {c.strip().casefold(): c for c in old.tolist() if isinstance(c, str)}
+            known = {label_key(c): c for c in old.tolist() if isinstance(c, str)}
             for c in new_classes:
-                if isinstance(c, str) and c.strip().casefold() in known:
+                if isinstance(c, str) and label_key(c) in known:
                     warn_user(
-                        f"the new label {c!r} differs from the class {known[c.strip().casefold()]!r} only in case or "
+                        f"the new label {c!r} differs from the class {known[label_key(c)]!r} only in case or "
                         "spaces: it becomes a class of its own, though an uncased encoder reads them alike"
                     )
                     break
