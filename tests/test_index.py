@@ -339,6 +339,8 @@ def test_nan_and_infinite_metadata_are_refused_at_add_and_nothing_is_stored():
     ]:
         with pytest.raises(InputError, match=message):
             index.add_embeddings(np.ones((1, 4)), metadata=[bad])
+    with pytest.raises(InputError, match=r"labels\[0\] is 1180591620717411303424, outside the 64-bit"):
+        index.add_embeddings(np.ones((1, 4)), labels=[2**70])  # a label filters as metadata does
     assert len(index) == 5
     index.add_embeddings(np.ones((1, 4)), metadata=[{"big": 2**62, "list": [[[1]]]}])
     assert len(index.search_embeddings(np.ones(4), k=10)[1][0]) == 6

@@ -336,6 +336,8 @@ class EmbeddingIndex:
                 raise InputError(f"labels[{i}] is an empty string; give a label or None")
             if isinstance(label, str):
                 check_unicode(label, f"labels[{i}]")
+            if isinstance(label, int) and not isinstance(label, bool) and not int64(label):
+                raise InputError(f"labels[{i}] is {label}, outside the 64-bit integers an index can store and filter")
             if isinstance(rows_item[i], str):
                 check_unicode(rows_item[i], f"items[{i}]")
             label_json = None if label is None else json.dumps(json_label(label))
