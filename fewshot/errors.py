@@ -7,6 +7,10 @@ input), so ``except ValueError`` keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
 
@@ -70,12 +74,32 @@ class InputTypeError(InputError, TypeError):
     """Input of a type that cannot be used at all (a dict where numbers belong); also a ``TypeError``."""
 
 
+_COLLECTING: ContextVar[list[str] | None] = ContextVar("fewshot_warnings_said", default=None)
+
+
+@contextmanager
+def collected_warnings() -> Iterator[list[str]]:
+    """A list that receives the message of every :class:`FewShotWarning` issued in this thread (or task) while
+    the block runs; they are issued as usual too. The service answers with them, since its clients never see
+    the server's warnings, and unlike ``warnings.catch_warnings`` this is safe beside other threads."""
+    said: list[str] = []
+    token = _COLLECTING.set(said)
+    try:
+        yield said
+    finally:
+        _COLLECTING.reset(token)
+
+
 def warn_user(message: str) -> None:
     """Issue a :class:`FewShotWarning` attributed to the first caller outside this package (whatever path
     led there: a head's method reached through a classifier, or called directly)."""
     import os
     import sys
     import warnings
+
+    said = _COLLECTING.get()
+    if said is not None and message not in said:
+        said.append(message)
 
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this function

@@ -77,6 +77,31 @@ def test_save_load_gives_identical_predictions(tmp_path, text_encoder, ag_news):
         FewShotClassifier.load(tmp_path / "prototype", encoder=TextEncoder(text_encoder.model, normalize=False))
 
 
+def test_collected_warnings_are_each_threads_own_and_still_issued():
+    """The service answers each request with what the library warned of while serving it, from worker
+    threads running side by side: one thread's warnings must not reach another's list."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fewshot.errors import collected_warnings, warn_user
+
+    both = threading.Barrier(2)
+
+    def run(message: str) -> list[str]:
+        with collected_warnings() as said:
+            both.wait()
+            warn_user(message)
+            warn_user(message)  # said once
+            both.wait()  # the other thread has warned too
+        warn_user("after the block")
+        return said
+
+    with pytest.warns(FewShotWarning) as record, ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(run, ["first", "second"])
+    assert first == ["first"] and second == ["second"]
+    assert {"first", "second", "after the block"} <= {str(w.message) for w in record}
+
+
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):
     y4 = ["fruit", "fruit", "vehicle", "vehicle"]
     clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)

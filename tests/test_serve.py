@@ -190,6 +190,39 @@ def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path
         assert r.status_code == 200, r.text
 
 
+def test_the_librarys_warnings_reach_the_client_and_a_lost_race_asks_for_a_retry(serve, agnews, monkeypatch):
+    """A client never sees the server's stderr: what the library warns of comes back in ``warnings``."""
+    from fewshot.errors import ConcurrentWriteError
+
+    client = serve()
+    Xtr, ytr, _, _ = agnews
+    r = client.post("/v1/models/m", json={"inputs": Xtr, "labels": ytr, "head": "prototype"})
+    assert r.status_code == 200 and r.json()["warnings"] == [], r.text
+    r = client.post("/v1/models/m/examples", json={"inputs": ["a stock market rally"], "labels": ["business "]})
+    assert r.status_code == 200, r.text
+    assert "business " in r.json()["classes"]  # done as asked ...
+    (said,) = r.json()["warnings"]  # ... and said once, though the library warns as the fit and the save run
+    assert "'business ' differs from the class 'Business' only in case or spaces" in said
+    r = client.post("/v1/models/m/predict", json={"inputs": ["shares fell"]})
+    assert r.json()["warnings"] == []  # what one request said is not carried into the next
+    r = client.post("/v1/models/m2", json={"inputs": ["a", "b", "c", "d"], "labels": ["x", "x", "X", "X"]})
+    assert r.status_code == 200 and "differ only in case or spaces" in r.json()["warnings"][0], r.text
+
+    # another writer that saves the model whenever this server tries: 409, nothing saved, and a retry asked for
+    def lost(self, path, *args, **kwargs):
+        raise ConcurrentWriteError(f"{path} was saved by another writer after this classifier was loaded")
+
+    monkeypatch.setattr(FewShotClassifier, "save", lost)
+    r = client.post("/v1/models/m/examples", json={"inputs": ["a new kind of thing"], "labels": ["other"]})
+    body = error(r)
+    assert r.status_code == 409 and body["code"] == "conflict" and r.headers["retry-after"] == "1", body
+    assert "send it again" in body["message"] and "/models/m" not in body["message"]  # the server's advice
+    monkeypatch.undo()
+    assert "other" not in client.get("/v1/models/m").json()["classes"]
+    r = client.post("/v1/models/m/examples", json={"inputs": ["a new kind of thing"], "labels": ["other"]})
+    assert r.status_code == 200 and "other" in r.json()["classes"]  # the retry goes through
+
+
 def test_fit_with_the_lexical_channel_matches_the_library(serve, agnews, tmp_path, monkeypatch):
     import fewshot.lexical
 
@@ -251,7 +284,7 @@ def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_pat
     ids = client.post("/v1/indexes/news/items", json={"items": items}).json()["ids"]
     assert ids == list(range(len(items)))
     ids2 = client.post("/v1/indexes/news/items", json={"items": [{"text": "central banks raise rates", "id": 500}]})
-    assert ids2.json() == {"ids": [500]}
+    assert ids2.json() == {"ids": [500], "warnings": []}
 
     body = {"queries": [Xte[3], "stock markets fell sharply"], "k": 5, "where": {"lang": "en"}}
     r = client.post("/v1/indexes/news/search", json=body)
@@ -870,6 +903,10 @@ def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tm
         try:
             status, body = request(b.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "from b"}]})
             assert status == 409 and body["error"]["code"] == "locked", body
+            status, body = request(b.url, "DELETE", "/v1/indexes/crash")
+            assert status == 409 and body["error"]["code"] == "locked", body
+            # the folder is named by its place under the root, never by the server's own paths
+            assert "<root>/indexes/crash" in body["error"]["message"] and str(root) not in body["error"]["message"]
             assert request(b.url, "GET", "/v1/indexes/crash")[1]["writable"] is False
             status, body = request(a.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "late news from a"}]})
             assert status == 200

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +15,7 @@ from fewshot.classifiers.background import background_embeddings, nearest_backgr
 from fewshot.classifiers.base import CalibratedClassifier, default_encoder
 from fewshot.classifiers.persistence import load_model, prefixed, save_model
 from fewshot.encoders import ConSEEncoder, Encoder
-from fewshot.errors import CorruptFileError, FewShotWarning, InputError
+from fewshot.errors import CorruptFileError, InputError, warn_user
 from fewshot.heads import ZeroShotHead, head_from_state
 from fewshot.params import POSITIVE, Check, Options, validate_params
 from fewshot.prompts import label_prompts, parse_labels, resolve_templates
@@ -199,11 +198,9 @@ class ZeroShotClassifier(CalibratedClassifier):
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
         if S.shape[1] == 1 and getattr(self, "threshold_", None) is None:
-            warnings.warn(
+            warn_user(
                 f"one label ({self.classes_.tolist()[0]!r}) and no abstention: every input gets it; use tag() (or "
-                "fewshot zeroshot --multi-label) to ask whether it applies, or abstain= for 'none of these'",
-                FewShotWarning,
-                stacklevel=3,
+                "fewshot zeroshot --multi-label) to ask whether it applies, or abstain= for 'none of these'"
             )
         return super()._labels(S)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_f
 from fewshot.errors import (
     ConcurrentWriteError,
     CorruptFileError,
-    FewShotWarning,
     InputError,
     SaveExistsError,
     SaveNotFoundError,
+    warn_user,
 )
 from fewshot.index import journal
 from fewshot.index.metadata import MetadataTable, encode_metadata
@@ -216,10 +215,8 @@ class EmbeddingIndex:
         try:
             self._grow(self._vectors.ntotal)
         except Exception as exc:  # the rows are in, in the structure they went into: the add stands
-            warnings.warn(
-                f"the index stays {structure}: moving it to another structure failed ({exc}); the next add tries again",
-                FewShotWarning,
-                stacklevel=4,
+            warn_user(
+                f"the index stays {structure}: moving it to another structure failed ({exc}); the next add tries again"
             )
 
     def _grow(self, n: int, expected: int | None = None) -> None:

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fewshot import __version__
-from fewshot.errors import FewShotError
+from fewshot.errors import FewShotError, collected_warnings
 from fewshot.serve import auth
 from fewshot.serve import schemas as s
 from fewshot.serve.batching import CoalescingEncoder, deadline
@@ -89,8 +89,10 @@ class Service:
 
     @staticmethod
     def _call(end: float, fn: Callable[..., Any], args: tuple) -> Any:
-        with deadline(end - time.monotonic()):  # the time left of the request, counted from its arrival
-            return fn(*args)
+        # the time left of the request, counted from its arrival; the library's warnings go to the client
+        with deadline(end - time.monotonic()), collected_warnings() as said:
+            out = fn(*args)
+        return {**out, "warnings": said} if said and isinstance(out, dict) else out
 
     async def work(self, fn: Callable[..., Any], *args: Any, field: str | None = None) -> Any:
         """Run ``fn(*args)`` in a worker thread: 429 past ``max_queue`` requests in flight, 503 past the timeout,
@@ -117,7 +119,7 @@ class Service:
                 if field == "items":  # an add-items request: the library's columns are fields of its items
                     where = item_field(where)
                 err = from_library(exc, where)
-                if err.status < 500:
+                if err.status < 500 and err.message == str(exc):  # not one the service words itself
                     err.message = message
                 raise err from None
             except TimeoutError:
@@ -485,9 +487,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if exc.status >= 500:  # a server-side problem's message names files by their place under the root
-            for root in roots:
-                exc.message = exc.message.replace(root, "<root>")
+        for root in roots:  # a message names files by their place under the root, never by the server's paths
+            exc.message = exc.message.replace(root, "<root>")
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -50,9 +50,13 @@ def from_library(exc: FewShotError, field: str | None = None) -> ApiError:
     if isinstance(exc, DeadlineExceeded):
         return ApiError(503, "timeout", message, None, {"Retry-After": "1"})
     if isinstance(exc, LockTimeoutError):
-        return ApiError(409, "locked", message, None)
-    if isinstance(exc, ConcurrentWriteError):
-        return ApiError(409, "conflict", message, None)
+        return ApiError(409, "locked", message, None, {"Retry-After": "1"})
+    if isinstance(exc, ConcurrentWriteError):  # the library's advice (load it again) is the server's to follow
+        message = (
+            "another writer (another server on this root, or a program using the library) saved it while this "
+            "request ran, each time the server tried; nothing of this request was saved: send it again"
+        )
+        return ApiError(409, "conflict", message, None, {"Retry-After": "1"})
     if isinstance(exc, EncoderMismatchError):
         return ApiError(409, "encoder_mismatch", message, field)
     if isinstance(exc, CorruptFileError):

@@ -28,6 +28,14 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Answer(BaseModel):
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the library warned of while doing this (say, two labels that differ only in case): "
+        "done as asked, but probably not what was meant.",
+    )
+
+
 # -- errors and probes ------------------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
     code: str = Field(description="Machine-readable kind of error, e.g. bad_input, not_found, too_many_inputs.")
@@ -97,7 +105,7 @@ class ExamplesRequest(Body):
     )
 
 
-class FitResponse(BaseModel):
+class FitResponse(Answer):
     name: str = Field(description="The model's name.")
     classes: list[ModelLabel] = Field(description="Its classes after the change.")
     examples: int = Field(description="How many examples this request fitted or added.")
@@ -119,7 +127,7 @@ class Prediction(BaseModel):
     class_score: float = Field(description="The best label's class score, the one the abstention threshold uses.")
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(Answer):
     predictions: list[Prediction] = Field(description="One prediction per input, in order.")
 
 
@@ -169,7 +177,7 @@ class ZeroShotResult(BaseModel):
     tags: list[Tag] | None = Field(None, description="Multi-label: the labels that pass the threshold, best first.")
 
 
-class ZeroShotResponse(BaseModel):
+class ZeroShotResponse(Answer):
     predictions: list[ZeroShotResult] = Field(description="One result per input, in order.")
 
 
@@ -217,7 +225,7 @@ class AddItemsRequest(Body):
     items: list[Item] = Field(min_length=1, description="Items to add; stored whole or not at all.")
 
 
-class AddItemsResponse(BaseModel):
+class AddItemsResponse(Answer):
     ids: list[int] = Field(description="The ids of the items, in order; durable when this answer is sent.")
 
 
