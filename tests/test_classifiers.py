@@ -378,6 +378,42 @@ def test_predict_gives_the_classes_dtype_and_keeps_it_whether_or_not_an_input_ab
         ints.score(X, codes, sample_weight=[1, 2])
 
 
+def test_zero_shot_adaptation_reads_only_distinct_texts_the_encoder_can_read():
+    class Blind(FakeEncoder):  # reads no word with a circled letter, as a static model knows no token of it
+        def _encode(self, items, batch_size, show_progress):
+            out = super()._encode(items, batch_size, show_progress)
+            out[["ⓩ" in t for t in items]] = 0
+            return out
+
+    labels = ["sport", "politics"]
+    corpus = [f"sport match goal team {i}" for i in range(15)] + [f"politics vote election law {i}" for i in range(15)]
+    zs = ZeroShotClassifier(labels, encoder=Blind(), adapt="selftrain", abstain="auto").fit(corpus + ["ⓩⓩⓩ"] * 5)
+    assert zs.adaptation_["corpus"] == 30  # what it cannot read says nothing of the corpus
+    # a text it cannot read stays similar to nothing once inputs are centred on the corpus: no decision
+    assert zs.predict(["ⓩⓩⓩ ⓩ"])[0] is None
+    np.testing.assert_allclose(zs.predict_proba(["ⓩⓩⓩ ⓩ"]), 0.5)
+    assert zs.predict(["sport match"])[0] == "sport" and zs.predict(["election vote"])[0] == "politics"
+
+    # a column of one repeated text: centred on its own mean it is nothing, which no label may become
+    for method in ("selftrain", "center"):
+        with pytest.raises(InputError, match="the corpus has 1 distinct text the encoder can read; adapting needs 2"):
+            ZeroShotClassifier(labels, encoder=Blind(), adapt=method).fit(["same boilerplate"] * 50)
+    zs = ZeroShotClassifier(labels, encoder=Blind()).fit(["same boilerplate"] * 50)  # adapt="auto" leaves it
+    assert zs.adaptation_ == {"method": "none", "why": zs.adaptation_["why"]} and "1 distinct" in zs.adaptation_["why"]
+    assert zs.predict(["sport match", "election vote"]).tolist() == ["sport", "politics"]
+    # auto counts distinct texts against its 10 a label: 20 copies of each of 2 texts are 2, not 40
+    zs = ZeroShotClassifier(labels, encoder=Blind()).fit(["sport match"] * 20 + ["election vote"] * 20)
+    assert zs.adaptation_["method"] == "none" and zs.adaptation_["why"].startswith("2 distinct corpus items")
+
+
+def test_zero_shot_labels_given_as_a_dict_with_numpy_keys(fake_encoder):
+    """dict(zip(np.unique(y), descriptions)) gives numpy keys, which JSON refuses as keys."""
+    zs = ZeroShotClassifier({np.int64(0): "sport match goal", np.int64(1): "politics vote"}, encoder=fake_encoder)
+    assert zs.predict(["a goal in the match", "the vote"]).tolist() == [0, 1]
+    zs.set_params(labels={np.int64(1): "sport match goal", np.int64(0): "politics vote"})
+    assert zs.predict(["a goal in the match"]).tolist() == [1]  # a change of keys is a change of parameters
+
+
 def test_zero_shot_follows_set_params_until_it_is_fitted_explicitly(fake_encoder):
     zs = ZeroShotClassifier(["apple", "car"], encoder=fake_encoder)
     assert list(zs.classes_) == ["apple", "car"]  # fitted implicitly on first use

@@ -107,13 +107,13 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     from fewshot.classifiers.adaptation import SELF_TRAIN_MIN_PER_LABEL
 
     code, _, err = run(capsys, "zeroshot", data, "--labels", "money,delivery,sport", "--adapt-to-input")
-    assert code == 0 and "not adapted to the input: 2 corpus items for 3 labels" in err, err
+    assert code == 0 and "not adapted to the input: 2 distinct corpus items for 3 labels" in err, err
     # a library warning is one line, as an error is, not a source file and line
     code, _, err = run(capsys, "zeroshot", data, "--labels", "sport")
     assert code == 0 and err.startswith("fewshot: warning: one label ('sport')") and ".py:" not in err, err
     with pytest.raises(SystemExit):
         main(["zeroshot", "--help"])
-    assert f"from {SELF_TRAIN_MIN_PER_LABEL} records a label" in " ".join(capsys.readouterr().out.split())
+    assert f"from {SELF_TRAIN_MIN_PER_LABEL} distinct records a label" in " ".join(capsys.readouterr().out.split())
     labels = tmp_path / "labels.txt"
     labels.write_text("bird: has feathers, has a beak\nfish: has fins, lives in water\n")
     data.write_text('{"text": "a small animal with a beak and feathers"}\n')

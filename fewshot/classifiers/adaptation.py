@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshot.errors import InputError
 from fewshot.maths import l2_normalize
 
 SELF_TRAIN_MIN_PER_LABEL = 10  # corpus items per label before "auto" self-trains
@@ -24,7 +25,9 @@ def centre(E: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
     """``E`` (n, d) minus the corpus mean ``shift`` (d,), re-normalised; ``E`` itself without a shift."""
     if shift is None:
         return E
-    return l2_normalize(np.asarray(E, dtype=np.float64) - shift).astype(np.float32)
+    out = l2_normalize(np.asarray(E, dtype=np.float64) - shift).astype(np.float32)
+    out[~np.asarray(E).any(axis=1)] = 0  # a text the encoder cannot read stays similar to nothing, not to -shift
+    return out
 
 
 def adapt_label_vectors(
@@ -34,7 +37,7 @@ def adapt_label_vectors(
 
     Parameters
     ----------
-    method : ``"auto"`` (self-train when the corpus has :data:`SELF_TRAIN_MIN_PER_LABEL` items a label),
+    method : ``"auto"`` (self-train when the corpus has :data:`SELF_TRAIN_MIN_PER_LABEL` distinct items a label),
         ``"selftrain"``, ``"center"`` or ``"none"``.
 
     Returns
@@ -42,12 +45,21 @@ def adapt_label_vectors(
     (new label vectors (k, d) or None when unchanged, the corpus mean (d,) to centre inputs on or None, a
     report of what was done).
     """
-    n, k = len(C), len(V)
+    k = len(V)
     if method == "none":
         return None, None, {"method": "none"}
-    selftrain = method == "selftrain" or (method == "auto" and n >= SELF_TRAIN_MIN_PER_LABEL * k)
+    # the corpus is its distinct texts the encoder can read: a column of repeated boilerplate, or texts that
+    # embed to nothing, say nothing of the task (and centred on their own mean they are zero vectors)
+    C = C[C.any(axis=1)]
+    n, distinct = len(C), len(np.unique(C, axis=0))
+    if distinct < 2:
+        why = f"the corpus has {distinct} distinct text{'s' * (distinct != 1)} the encoder can read; adapting needs 2"
+        if method == "auto":
+            return None, None, {"method": "none", "why": why}
+        raise InputError(f"cannot adapt={method!r}: {why}")
+    selftrain = method == "selftrain" or (method == "auto" and distinct >= SELF_TRAIN_MIN_PER_LABEL * k)
     if method == "auto" and not selftrain:
-        why = f"{n} corpus items for {k} labels; self-training needs {SELF_TRAIN_MIN_PER_LABEL} a label"
+        why = f"{distinct} distinct corpus items for {k} labels; self-training needs {SELF_TRAIN_MIN_PER_LABEL} a label"
         return None, None, {"method": "none", "why": why}
     shift = C.astype(np.float64).mean(axis=0)
     Cc = centre(C, shift)
@@ -61,7 +73,7 @@ def adapt_label_vectors(
     m = max(SELF_TRAIN_MIN_KEEP, int(SELF_TRAIN_SHARE * n / k))
     protos, kept = [], []
     for c in range(k):
-        idx = np.flatnonzero(pred == c)
+        idx = np.flatnonzero((pred == c) & Cc.any(axis=1))  # an item at the corpus mean chooses no label
         top = idx[np.argsort(-key[idx], kind="stable")[:m]]
         protos.append(Cc[top].mean(axis=0) if len(top) else Vc[c])
         kept.append(int(len(top)))

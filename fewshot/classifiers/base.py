@@ -59,7 +59,7 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
     def _params_key(self) -> str:
         params = self.get_params(deep=False)
         params["encoder"] = id(params["encoder"])  # cheap, and checked on every prediction
-        return json.dumps(params, default=repr, sort_keys=True)
+        return json.dumps({k: _as_key(v) for k, v in params.items()}, default=repr, sort_keys=True)
 
     def _mark_fitted(self, lazy: bool = False) -> None:
         """Record that the fitted state follows the current parameters (``lazy``: fitted implicitly)."""
@@ -283,3 +283,13 @@ def require_fitted(estimator: Any, attribute: str = "head_") -> Any:
     if not hasattr(estimator, attribute):
         raise NotFittedError(f"this {type(estimator).__name__} is not fitted yet; call fit first")
     return getattr(estimator, attribute)
+
+
+def _as_key(v: Any) -> Any:
+    """``v`` with every dict made a list of ``[repr(key), value]`` pairs, so that JSON takes keys of any type
+    (numpy integers, labels of mixed types) and their order counts."""
+    if isinstance(v, dict):
+        return [[repr(k), _as_key(x)] for k, x in v.items()]
+    if isinstance(v, (list, tuple)):
+        return [_as_key(x) for x in v]
+    return v

@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--corpus",
         help="unlabelled records of the task (file or image folder) to adapt the labels to (self-training, from "
-        "10 records a label: fewshot.classifiers.adaptation.SELF_TRAIN_MIN_PER_LABEL)",
+        "10 distinct records a label: fewshot.classifiers.adaptation.SELF_TRAIN_MIN_PER_LABEL)",
     )
     sp.add_argument("--adapt-to-input", action="store_true", help="use the records being classified as that corpus")
     sp.add_argument("--adapt", default="auto", choices=ADAPT_METHODS)
