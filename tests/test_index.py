@@ -552,6 +552,25 @@ def test_a_new_index_does_not_replace_one_saved_under_its_name_unless_told(tmp_p
     assert len(EmbeddingIndex.load(folder)) == 4
 
 
+def test_a_journal_counts_its_net_items_from_headers_alone(tmp_path):
+    """What a listing of indexes reads instead of loading each: the journal's adds less its removals."""
+    from fewshot.index import journal
+    from fewshot.storage import read_manifest
+
+    index, X = filled("flat", n=10)
+    path = index.save(tmp_path / "s")
+    durable = EmbeddingIndex.open(path)
+    durable.add_embeddings(X[:4], ids=[100, 101, 102, 103])
+    durable.remove([100, 3, 999])  # 999 is absent: not journalled, not counted
+    durable.close(checkpoint=False)  # as a killed server leaves it
+    log = journal.journal_path(path, read_manifest(path)["save_id"])
+    assert journal.count_change(log) == 2 and read_manifest(path)["count"] == 10
+    assert len(EmbeddingIndex.load(path)) == 12
+    with open(log, "ab") as f:  # a torn last write, never acknowledged, is not counted
+        f.write(journal.add_record(np.array([7]), X[:1], [None], ["{}"], [None])[:-3])
+    assert journal.count_change(log) == 2 and journal.count_change(tmp_path / "none.log") == 0
+
+
 def test_a_copy_cannot_drop_writes_journalled_or_saved_since_it_was_loaded(tmp_path):
     index, X = filled("flat", n=10)
     path = index.save(tmp_path / "s")

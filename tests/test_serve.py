@@ -359,6 +359,7 @@ def test_images_travel_as_base64_for_image_models_and_indexes(serve, data_root, 
 BAD = [
     # (method, path, body, status, code, field)
     ("POST", "/v1/models/m/predict", b'{"inputs": [', 400, "malformed_json", None),
+    ("POST", "/v1/models/m/predict", b'{"inputs": ["\xff\xfe"]}', 400, "malformed_json", None),  # not UTF-8
     ("POST", "/v1/models/m/predict", {"inputs": []}, 422, "invalid_field", "inputs"),
     ("POST", "/v1/models/m/predict", {"inputs": [""]}, 400, "bad_input", "inputs[0]"),
     ("POST", "/v1/models/m/predict", {"inputs": ["a", 3]}, 422, "invalid_field", "inputs[1]"),
@@ -887,6 +888,9 @@ def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tm
             assert result["lost"] == 0 and result["resurrected"] == 0, result
             a.start()
         assert len(log["acked"]) >= 3 and not log["errors"]
+        # the list counts what the journal holds before the index is loaded, as loading it does
+        (listed,) = request(a.url, "GET", "/v1/indexes")[1]["indexes"]
+        assert listed["loaded"] is False and listed["count"] == request(a.url, "GET", "/v1/indexes/crash")[1]["count"]
         # the restarted server serves every acknowledged item
         some = sorted(log["acked"])[:10]
         status, body = request(

@@ -98,6 +98,32 @@ def remove_record(ids: list[int]) -> bytes:
     return encode_frame({"op": "remove", "ids": [int(i) for i in ids]})
 
 
+def count_change(path: Path) -> int:
+    """How many items the journal at ``path`` adds, less those it removes (0 when there is none), from its
+    frames' headers alone (an add holds new ids only, a removal present ones only), skipping the vectors: a
+    listing of indexes should not have to load each one to count it."""
+    change = 0
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return 0
+    with f:
+        size, pos = os.fstat(f.fileno()).st_size, 0
+        while size - pos >= FRAME.size:
+            magic, n_head, n_body, _ = FRAME.unpack(f.read(FRAME.size))
+            end = pos + FRAME.size + n_head + n_body
+            if magic != MAGIC or end > size:
+                break  # a torn last write, never acknowledged (a damaged journal is the load's to report)
+            try:
+                header = json.loads(f.read(n_head))
+                change += len(header["ids"]) * (1 if header["op"] == "add" else -1)
+            except (ValueError, KeyError, TypeError):
+                break
+            f.seek(end)
+            pos = end
+    return change
+
+
 class JournalWriter:
     """Appends frames to one journal file, each write flushed and fsynced before it returns."""
 

@@ -506,6 +506,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
                     check_name(urllib.parse.unquote(named.group(2)), kind)
                 except ApiError as err:
                     return await api_error(request, err)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # bytes that are not UTF-8 (FastAPI's decoding fails before any JSON is parsed)
+            return await api_error(request, ApiError(400, "malformed_json", "the body is not JSON text in UTF-8"))
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
         err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None)
         return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -34,7 +34,7 @@ import numpy as np
 from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier
 from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder_from_identity, identity_fingerprint
 from fewshot.errors import ConcurrentWriteError, CorruptFileError, FewShotError, InputError, LockTimeoutError
-from fewshot.index import EmbeddingIndex
+from fewshot.index import EmbeddingIndex, journal
 from fewshot.serve.batching import CoalescingEncoder, GroupCommit, check_deadline
 from fewshot.serve.errors import ApiError, not_found
 from fewshot.serve.settings import NAME_RE, ServeSettings
@@ -392,7 +392,7 @@ class Registry:
                 continue
             with self._lock:
                 entry = self._indexes.get(sub.name)
-            count = len(entry.index) if entry is not None else manifest.get("count")
+            count = len(entry.index) if entry is not None else _saved_count(sub, manifest)
             out.append({"name": sub.name, "loaded": entry is not None, "count": count})
         return out
 
@@ -558,3 +558,15 @@ class Registry:
                     entry.index.close(checkpoint=False)
         for enc in encoders:
             enc.close()
+
+
+def _saved_count(folder: Path, manifest: dict[str, Any]) -> int | None:
+    """The items of the index saved in ``folder``: its last save's count and what its journal (written by a
+    server since, perhaps killed before a checkpoint) adds and removes."""
+    count = manifest.get("count")
+    if not isinstance(count, int) or not isinstance(manifest.get("save_id"), str):
+        return count
+    try:
+        return count + journal.count_change(journal.journal_path(folder, manifest["save_id"]))
+    except OSError:
+        return count

@@ -193,7 +193,7 @@ class IndexCreateRequest(Body):
 class IndexSummary(BaseModel):
     name: str = Field(description="The index's name (its folder under indexes/).")
     loaded: bool = Field(description="Whether the server holds it in memory now.")
-    count: int | None = Field(None, description="Items in its last save (the journal may hold more).")
+    count: int | None = Field(None, description="Items in it: its last save and the writes journalled since.")
 
 
 class IndexList(BaseModel):
