@@ -999,10 +999,11 @@ def test_a_contrastively_tuned_model_is_served_with_its_own_body(serve, agnews, 
 def test_the_serve_command_registers_its_options():
     import argparse
 
-    from fewshot.cli.serve import cmd_serve, register
+    from fewshot.cli.serve import cmd_serve, register, settings_from_args
 
     p = argparse.ArgumentParser()
     register(p.add_subparsers(dest="command"))
     a = p.parse_args(["serve", "--root", "r", "--port", "9000", "--max-wait-ms", "5", "--encoder", "clip:m:/w.pt"])
     assert a.func is cmd_serve and a.port == 9000 and a.max_wait_ms == 5 and a.encoder == ["clip:m:/w.pt"]
     assert a.host == "127.0.0.1" and a.insecure_open is False and a.api_keys is None
+    assert settings_from_args(p.parse_args(["serve", "--root", "r", "--max-labels", "300"])).max_labels == 300

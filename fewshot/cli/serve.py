@@ -48,6 +48,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     )
     sp.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request (default 256)")
     sp.add_argument("--max-queue", type=int, default=d.max_queue, help="requests in progress before 429 (default 256)")
+    sp.add_argument("--max-labels", type=int, default=d.max_labels, help="labels per zero-shot request (default 100)")
     sp.add_argument(
         "--request-timeout", type=float, default=d.request_timeout_s, help="seconds before 503 (default 30)"
     )
@@ -92,6 +93,7 @@ def settings_from_args(a: argparse.Namespace) -> Any:
         body_timeout_s=a.body_timeout,
         max_inputs=a.max_inputs,
         max_queue=a.max_queue,
+        max_labels=a.max_labels,
         request_timeout_s=a.request_timeout,
         threads=a.threads,
         lock_timeout_s=a.lock_timeout,

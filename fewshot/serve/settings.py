@@ -79,7 +79,16 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        for name in ("max_batch_size", "max_body_bytes", "max_inputs", "max_queue", "threads", "zeroshot_cache"):
+        counts = (
+            "max_batch_size",
+            "max_body_bytes",
+            "max_inputs",
+            "max_queue",
+            "threads",
+            "zeroshot_cache",
+            "max_labels",
+        )
+        for name in counts:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
