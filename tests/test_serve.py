@@ -349,7 +349,9 @@ def test_images_travel_as_base64_for_image_models_and_indexes(serve, data_root, 
     assert bad.status_code == 400 and error(bad)["field"] == "inputs[1]" and error(bad)["code"] == "bad_image"
     bad = client.post("/v1/indexes/photos/items", json={"items": [{"text": base64.b64encode(b"hello").decode()}]})
     assert (
-        bad.status_code == 400 and error(bad)["field"] == "items[0]" and "not a readable image" in error(bad)["message"]
+        bad.status_code == 400
+        and error(bad)["field"] == "items[0].text"
+        and "not a readable image" in error(bad)["message"]
     )
     r = client.post("/v1/indexes/photos/search", json={"queries": ["a field"], "query_type": "text"})
     assert r.status_code == 400  # MobileNetV2 has no text side (CLIP and ConSE do)

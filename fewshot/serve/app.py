@@ -255,7 +255,7 @@ class Service:
             encoder = entry.index.encoder
             texts = [it.text for it in items]
             image = encoder is not None and encoder.modality == "image"
-            X = decode_images(texts, "items", self.settings.max_image_pixels) if image else texts
+            X = decode_images(texts, "items", self.settings.max_image_pixels, ".text") if image else texts
             ids = self.registry.add_items(
                 entry,
                 X,

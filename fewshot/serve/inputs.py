@@ -53,8 +53,9 @@ def decode_image(text: str, field: str, max_pixels: int) -> Any:
         ) from None
 
 
-def decode_images(texts: list[str], field: str, max_pixels: int) -> list[Any]:
-    return [decode_image(t, f"{field}[{i}]", max_pixels) for i, t in enumerate(texts)]
+def decode_images(texts: list[str], field: str, max_pixels: int, part: str = "") -> list[Any]:
+    """Each base64 string of ``field`` decoded, an error naming ``field[i]`` and ``part`` (``.text``)."""
+    return [decode_image(t, f"{field}[{i}]{part}", max_pixels) for i, t in enumerate(texts)]
 
 
 def try_image(text: str, max_pixels: int) -> Any | None:
