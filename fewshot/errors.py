@@ -74,16 +74,17 @@ class InputTypeError(InputError, TypeError):
     """Input of a type that cannot be used at all (a dict where numbers belong); also a ``TypeError``."""
 
 
-_COLLECTING: ContextVar[list[str] | None] = ContextVar("fewshot_warnings_said", default=None)
+_COLLECTING: ContextVar[tuple[list[str], bool] | None] = ContextVar("fewshot_warnings_said", default=None)
 
 
 @contextmanager
-def collected_warnings() -> Iterator[list[str]]:
+def collected_warnings(issue: bool = True) -> Iterator[list[str]]:
     """A list that receives the message of every :class:`FewShotWarning` issued in this thread (or task) while
-    the block runs; they are issued as usual too. The service answers with them, since its clients never see
-    the server's warnings, and unlike ``warnings.catch_warnings`` this is safe beside other threads."""
+    the block runs; they are issued as usual too, unless ``issue`` is False (a caller that decides afterwards
+    what to say). The service answers with them, since its clients never see the server's warnings, and
+    unlike ``warnings.catch_warnings`` this is safe beside other threads."""
     said: list[str] = []
-    token = _COLLECTING.set(said)
+    token = _COLLECTING.set((said, issue))
     try:
         yield said
     finally:
@@ -97,9 +98,13 @@ def warn_user(message: str) -> None:
     import sys
     import warnings
 
-    said = _COLLECTING.get()
-    if said is not None and message not in said:
-        said.append(message)
+    collecting = _COLLECTING.get()
+    if collecting is not None:
+        said, issue = collecting
+        if message not in said:
+            said.append(message)
+        if not issue:
+            return
 
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this function

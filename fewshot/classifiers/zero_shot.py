@@ -15,7 +15,7 @@ from fewshot.classifiers.background import background_embeddings, nearest_backgr
 from fewshot.classifiers.base import CalibratedClassifier, default_encoder
 from fewshot.classifiers.persistence import load_model, prefixed, save_model
 from fewshot.encoders import ConSEEncoder, Encoder
-from fewshot.errors import CorruptFileError, InputError, warn_user
+from fewshot.errors import CorruptFileError, InputError, collected_warnings, warn_user
 from fewshot.heads import ZeroShotHead, head_from_state
 from fewshot.params import POSITIVE, Check, Options, validate_params
 from fewshot.prompts import label_prompts, parse_labels, resolve_templates
@@ -175,7 +175,10 @@ class ZeroShotClassifier(CalibratedClassifier):
         uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
         C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
         # classes_ keep the order the user gave the labels in
-        head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
+        # the head would warn of label names alike but for case: here their vectors decide, refused below when
+        # the encoder reads them as one, and otherwise told apart (a cased encoder, or their descriptions)
+        with collected_warnings(issue=False):
+            head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
         if not self.__dict__.get("_same_label_vectors_ok"):
             _refuse_identical_labels(head)
         self.label_head_ = head
