@@ -71,6 +71,12 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     assert code == 0 and json.loads(out.splitlines()[0])["prediction"] == "delivery"
     code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--top-k", "2", "--margin", "0.1")
     assert code != 0 and "--top-k, --margin shape the tags of --multi-label" in err  # not silently ignored
+    for flags in (["zeroshot", data, "--multi-label", "--top-k", "0"], ["index", "search", "news", "q", "-k", "x"]):
+        with pytest.raises(SystemExit) as exit_:  # argparse's refusal names the flag, not top_k or k
+            main([str(f) for f in flags])
+        assert exit_.value.code == 2
+    _, err = capsys.readouterr()
+    assert "argument --top-k: must be 1 or more, got 0" in err and "argument -k: 'x' is not a whole number" in err
     code, out, _ = run(
         capsys,
         "zeroshot",

@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from fewshot.cli.classify import cmd_fit, cmd_predict, cmd_zeroshot
-from fewshot.cli.common import ENCODER_HELP, quiet_libraries
+from fewshot.cli.common import ENCODER_HELP, positive_int, quiet_libraries
 from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_search
 from fewshot.errors import FewShotError, FewShotWarning
 
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--abstain", help="'none of these' (empty label): a cosine threshold, or auto (needs --corpus/--adapt-to-input)"
     )
-    sp.add_argument("--top-k", type=int, help="at most this many tags per record")
+    sp.add_argument("--top-k", type=positive_int, help="at most this many tags per record")
     sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.add_argument(
         "--prediction-col",
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", help="index name or folder")
     sp.add_argument("query", help="a text query, or with --image the path of a query image")
     sp.add_argument("--image", action="store_true", help="QUERY is an image file (image indexes)")
-    sp.add_argument("-k", type=int, default=5, help="hits to show (default 5)")
+    sp.add_argument("-k", type=positive_int, default=5, help="hits to show (default 5)")
     sp.add_argument(
         "--where",
         action="append",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fewshot.cli.common import ENCODER_KINDS, parse_labels
+from fewshot.cli.common import ENCODER_KINDS, parse_labels, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
                 help="a fixed cosine threshold instead (default: the best label, or no "
                 "tag where it fits no better than ordinary text does; see the README)",
             )
-            sp.add_argument("--top-k", type=int, help="at most this many tags per record")
+            sp.add_argument("--top-k", type=positive_int, help="at most this many tags per record")
         sp.add_argument(
             "--encoder",
             help=ENCODER_KINDS + "; default: the saved model's, else text. An image encoder reads --text-col as "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -22,6 +23,17 @@ ENCODER_HELP = ENCODER_KINDS + "; default: text for records, image for image fol
 
 
 PROGRESS_MIN_INPUTS = 1000  # fewer inputs encode in seconds: a progress bar would only clutter stderr
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 def progress(inputs: Any) -> bool:
