@@ -198,6 +198,11 @@ def test_abstention_and_adaptation_survive_save_and_load(tmp_path):
     rewrite_manifest(manifest.parent, lambda meta: meta["calibration"].update(threshold="high"))
     with pytest.raises(CorruptFileError, match="calibration"):
         FewShotClassifier.load(tmp_path / "m", encoder=enc)
+    # values that would give NaN probabilities, or probabilities that disagree with predict, are refused too
+    for bad in ({"temperature": 0}, {"temperature": -1.0}, {"threshold": None, "temperature": "nan"}, [1]):
+        rewrite_manifest(tmp_path / "z", lambda meta, bad=bad: meta.update(calibration=bad))
+        with pytest.raises(CorruptFileError, match="saved calibration cannot be read"):
+            ZeroShotClassifier.load(tmp_path / "z", encoder=enc)
 
 
 def test_cli_writes_an_empty_label_for_an_abstention(tmp_path, capsys):

@@ -268,11 +268,15 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         }
 
     def _set_calibration_state(self, saved: dict[str, Any] | None, path: Any) -> None:
-        saved = dict(saved or {})
         try:
+            saved = dict(saved or {})
             self.temperature_ = float(saved.pop("temperature", 1.0))
             threshold = saved.pop("threshold", None)
             self.threshold_ = None if threshold is None else float(threshold)
+            if not (np.isfinite(self.temperature_) and self.temperature_ > 0):
+                raise ValueError(f"temperature {self.temperature_}, where a positive number belongs")
+            if self.threshold_ is not None and not np.isfinite(self.threshold_):
+                raise ValueError(f"threshold {self.threshold_}")
         except (TypeError, ValueError) as exc:
             raise CorruptFileError(f"{path}: the saved calibration cannot be read ({exc})") from exc
         self.calibration_ = saved or {"method": "none"}
