@@ -513,6 +513,11 @@ def test_onnx_image_encoder_matches_torch_and_saves(home, cifar_split, tmp_path)
     assert fast.identity["backend"] == "onnx" and same_encoder(fast.identity, torch_enc.identity)
     assert type(encoder_from_identity(fast.identity)) is OnnxImageEncoder
     assert len(pickle.dumps(fast)) < 50_000
+    # another size, after the default size's export: the graph is traced at one size, so each has its own
+    small, small_torch = OnnxImageEncoder(image_size=160), ImageEncoder(image_size=160)
+    F_small, F_small_torch = small.features_and_logits(Xq[:3])[0], small_torch.features_and_logits(Xq[:3])[0]
+    cos = (F_small * F_small_torch).sum(1) / (np.linalg.norm(F_small, axis=1) * np.linalg.norm(F_small_torch, axis=1))
+    assert cos.min() >= 0.9999
     clf = FewShotClassifier(fast).fit(X, y)
     clf.save(tmp_path / "img")
     back = FewShotClassifier.load(tmp_path / "img")

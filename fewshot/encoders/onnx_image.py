@@ -27,8 +27,10 @@ IMAGE_EXPORT_VERSION = 1
 FEATURES_MIN_COSINE = 0.9999
 
 
-def image_export_folder(weights_sha: str) -> Path:
-    return fewshot_home() / "onnx" / f"{weights_sha}-image-v{IMAGE_EXPORT_VERSION}"
+def image_export_folder(weights_sha: str, image_size: int) -> Path:
+    """The cached export of the weights ``weights_sha`` at ``image_size``: the graph is traced at one size (a
+    backbone with a fixed-size adaptive pooling exports at a fixed size only), so each size has its own."""
+    return fewshot_home() / "onnx" / f"{weights_sha}-image{int(image_size)}-v{IMAGE_EXPORT_VERSION}"
 
 
 class OnnxImageEncoder(ImageEncoder):
@@ -100,7 +102,7 @@ class OnnxImageEncoder(ImageEncoder):
         if self._session is None:
             onnxruntime_module()
             sha = self._weights_sha()
-            folder = image_export_folder(sha)
+            folder = image_export_folder(sha, self.image_size)
             manifest = cached_build(folder, lambda tmp: self._export(tmp, sha))
             threads = self.threads or default_threads()
             self._manifest = manifest
