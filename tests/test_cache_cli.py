@@ -192,6 +192,40 @@ def test_a_cache_root_that_is_a_file_is_named(tmp_path, monkeypatch, capsys):
     assert code == 1 and "(FEWSHOT_HOME) is a file, not a folder" in err
 
 
+@pytest.mark.parametrize("refusal", [PermissionError(13, "Permission denied"), OSError(30, "Read-only file system")])
+def test_a_cache_this_process_may_not_write_is_named_when_a_build_is_needed(home, monkeypatch, refusal):
+    """A cache whose folders exist but refuse writes (a read-only mount, another user's cache): as root the
+    permission bits are not enforced, so the refusal is raised where the file system would raise it."""
+    import tempfile
+
+    from fewshot.encoders.derived import write_text_atomic
+    from fewshot.errors import AccessError
+
+    built = add(home, "onnx", f"{h('kept')}-fp32-v1", 10, 0)  # a complete entry is still read
+    real_acquire = FolderLock.acquire
+
+    def refuse(*args, **kwargs):
+        raise refusal
+
+    monkeypatch.setattr(FolderLock, "acquire", refuse)
+    assert cached_build(built, build_into(b"y", {}))["files"]["model.onnx"]["size"] == 10
+    with pytest.raises(
+        AccessError, match=f"model cache \\({refusal.strerror.lower()}\\).*FEWSHOT_HOME \\(now {home}\\)"
+    ):
+        cached_build(home / "onnx" / f"{h('new')}-int8-v1", build_into(b"x", {}))
+    monkeypatch.setattr(FolderLock, "acquire", real_acquire)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(AccessError, match="FEWSHOT_HOME"):
+        cached_build(home / "onnx" / f"{h('new')}-int8-v1", build_into(b"x", {}))
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(AccessError, match="sources.json in the model cache"):
+        write_text_atomic(home / "sources" / "sources.json", "{}")
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError, match="No space left"):  # not a refusal to write: left as it is
+        write_text_atomic(home / "sources" / "sources.json", "{}")
+
+
 def test_a_pruned_cache_folder_given_as_a_static_model_says_what_happened(home):
     from fewshot import StaticEncoder
     from fewshot.errors import ModelLoadError

@@ -25,6 +25,7 @@ pruned (a saved model whose export was pruned exports its body again when next u
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,21 @@ def make_cache_folder(path: Path) -> None:
         raise AccessError(
             f"cannot make the model cache folder {path} ({exc.strerror.lower()}): the cache lives under "
             f"FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
+        ) from None
+
+
+@contextlib.contextmanager
+def cache_writes(path: Path) -> Iterator[None]:
+    """Turn a refusal to write ``path`` under the cache (permissions, a read-only file system) into an
+    :class:`AccessError` naming ``FEWSHOT_HOME``, as :func:`make_cache_folder` does."""
+    try:
+        yield
+    except OSError as exc:
+        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+            raise
+        raise AccessError(
+            f"cannot write {path} in the model cache ({(exc.strerror or str(exc)).lower()}): the cache lives "
+            f"under FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
         ) from None
 
 
@@ -126,7 +142,8 @@ def remember_weights_sha(folder: str | Path, sha: str, **facts: Any) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     make_cache_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with cache_writes(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -187,15 +204,18 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
         return manifest
     make_cache_folder(target.parent)
     lock_folder = target.parent / ".locks" / target.name
-    with FolderLock(lock_folder, timeout=BUILD_TIMEOUT):
+    with cache_writes(lock_folder):
+        lock = FolderLock(lock_folder, timeout=BUILD_TIMEOUT).acquire()
+    try:
         manifest = read_manifest(target)  # built by another process while this one waited
         if manifest is not None:
             return manifest
-        if target.exists():  # damaged: set aside (only a folder this cache made), then build anew
-            trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged-"))
-            os.replace(target, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
+        with cache_writes(target):
+            if target.exists():  # damaged: set aside (only a folder this cache made), then build anew
+                trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged-"))
+                os.replace(target, trash / "old")
+                shutil.rmtree(trash, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.building-"))
         try:
             build(tmp)
             os.chmod(tmp, new_file_mode(folder=True))  # mkdtemp makes it 0700
@@ -203,6 +223,8 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    finally:
+        lock.release()
     manifest = read_manifest(target)
     if manifest is None:  # pragma: no cover - the build wrote an inconsistent folder
         raise CorruptFileError(f"{target}: the folder just built does not match its manifest")
