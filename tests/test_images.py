@@ -113,6 +113,10 @@ def test_16_bit_pictures_keep_their_tones(tmp_path):
         to_rgb(np.full((2, 2), 70000, dtype=np.int32))
     with pytest.raises(InputError, match="undo any normalisation"):
         to_rgb(np.full((3, 3, 3), -2.0))
+    centred = np.linspace(-0.5, 0.5, 27).reshape(3, 3, 3)  # [0, 1] pixels less 0.5: not a dark 0-255 picture
+    with pytest.raises(InputError, match="run from -0.5 to 0.5; give them in \\[0, 1\\] or \\[0, 255\\]"):
+        to_rgb(centred)
+    assert np.asarray(to_rgb(np.array([[-0.3, 200.0]])))[0].tolist() == [[0, 0, 0], [200, 200, 200]]  # 0-255
 
 
 def test_bad_image_inputs_are_named(tmp_path):

@@ -149,7 +149,7 @@ def _to_uint8(a: np.ndarray, where: str) -> np.ndarray:
         slack = 0.5 / 255
         if lo >= -slack and hi <= 1 + slack:
             scale = 255.0
-        elif lo >= -0.5 and hi <= 255.5:
+        elif lo >= -0.5 and 1 + slack < hi <= 255.5:  # values below 0 and none above 1: normalised, not 0-255
             scale = 1.0
         else:
             raise InputError(
