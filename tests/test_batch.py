@@ -127,6 +127,18 @@ def test_tag_writes_each_inputs_labels_above_the_threshold(corpus, tmp_path):
     assert all(0.1 <= d["score"] for row in got for d in row) and any(len(row) == 2 for row in got)
 
 
+def test_labels_as_a_tuple_an_array_or_a_dict_with_number_keys_rerun_as_the_same_job(corpus, tmp_path):
+    names = ("World", "Sports", "Business", "Science and technology")
+    first = batch.tag(corpus["input"], tmp_path / "t", labels=names, progress=None)
+    again = batch.tag(corpus["input"], tmp_path / "t", labels=np.array(names), progress=None)
+    assert first.computed == N and again.computed == 0  # the same job: nothing to redo, not "labels differ"
+    described = {0: "world news and politics", 1: "sports", 2: "business and markets", 3: "science and technology"}
+    assert batch.tag(corpus["input"], tmp_path / "d", labels=described, progress=None).computed == N
+    assert batch.tag(corpus["input"], tmp_path / "d", labels=described, progress=None).computed == 0
+    with pytest.raises(InputError, match="labels must be a list, or a dict name -> description"):
+        batch.tag(corpus["input"], tmp_path / "s", labels={"World", "Sports"}, progress=None)  # a set has no order
+
+
 # -- Ray ------------------------------------------------------------------------------------------------------
 def test_ray_engine_gives_the_local_engines_answers(corpus, model_dir, local_runs, tmp_path):
     ray = pytest.importorskip("ray")
@@ -323,6 +335,23 @@ def test_scan_reads_every_format_and_chunks_with_byte_offsets(corpus):
             got_texts += t.column("__input__").to_pylist()
             assert t.column("__row__").to_pylist()[0] >= chunk.first_row
     assert got_ids == corpus["ids"] and got_texts == corpus["texts"]
+
+
+def test_format_is_for_names_that_do_not_tell(corpus, tmp_path):
+    """A folder of named shards and one without a suffix: --format reads that one, the others by their names."""
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(corpus["input"], folder)
+    (folder / "d").write_text("doc,text,topic\n1,an extra row,World\n")
+    files = list_inputs(folder, fmt="csv")
+    assert [(Path(f.path).name, f.format) for f in files] == [
+        ("a.jsonl", "jsonl"),
+        ("b.csv", "csv"),
+        ("c.parquet", "parquet"),
+        ("d", "csv"),
+    ]
+    assert scan(files, Columns(text="text", id="doc", keep=("topic",)), shard_rows=50).rows == N + 1
 
 
 def test_reading_a_large_csv_stays_in_bounded_memory(tmp_path):

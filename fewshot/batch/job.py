@@ -6,6 +6,7 @@ what a run records in its output folder, so that a rerun with other arguments is
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,10 @@ class BatchJob:
             object.__setattr__(self, "top_k", int(self.top_k))
         if self.margin is not None:
             object.__setattr__(self, "margin", float(self.margin))
+        for name in ("labels", "templates"):  # a tuple, a numpy array or numpy names as the JSON they are saved as
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, _as_json(value, name))
         if self.model is not None and not Path(self.model).is_dir():
             raise InputError(f"--model {self.model}: no such folder (give a folder written by 'fewshot fit')")
         for name in (self.columns.text, self.columns.id, *self.columns.keep):
@@ -104,9 +109,26 @@ class BatchJob:
         return replace(self, **changes)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What makes two runs the same job (the engine, batch size and actors do not change the output)."""
+        """What makes two runs the same job (the engine, batch size and actors do not change the output), as
+        its manifest holds it (JSON: the keys of a labels dict are text there)."""
         d = self.to_dict()
         d["model"] = None if self.model is None else str(Path(self.model).resolve())
         if d["margin"] is None:  # the default: the same job as one recorded before the setting existed
             del d["margin"]
-        return d
+        return json.loads(json.dumps(d))
+
+
+def _as_json(value: Any, name: str) -> Any:
+    """``value`` (labels or templates) as plain JSON values: sequences as lists, numpy scalars as Python ones;
+    what JSON cannot hold, or a set (no order), is refused naming ``name``."""
+    if isinstance(value, dict):
+        return {_as_json(k, name): _as_json(v, name) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)) or type(value).__name__ == "Series":
+        return [_as_json(v, name) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise InputError(
+        f"{name} must be a list, or a dict name -> description, of plain names; got {type(value).__name__}"
+    )

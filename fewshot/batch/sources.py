@@ -155,7 +155,7 @@ def list_inputs(source: str | Path, fmt: str | None = None) -> list[InputFile]:
             raise InputError(f"{source} holds no Parquet, JSONL or CSV files (.parquet, .jsonl, .json, .csv, .tsv)")
     out = []
     for p in paths:
-        kind = fmt or SUFFIXES.get(p.suffix.lower())
+        kind = SUFFIXES.get(p.suffix.lower()) or fmt  # a name that tells its format is read by it
         if kind is None:
             raise InputError(f"cannot tell the format of {p}; name it .parquet, .jsonl or .csv, or pass --format")
         st = p.stat()

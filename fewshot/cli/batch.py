@@ -30,7 +30,11 @@ def register(subparsers: Any) -> None:
         sp.add_argument("--text-col", default="text", help="column holding the text, or image paths (default: text)")
         sp.add_argument("--id-col", help="column holding the records' ids (default: the row number, column 'row')")
         sp.add_argument("--keep-cols", help="comma-separated input columns to copy into the output")
-        sp.add_argument("--format", choices=["parquet", "jsonl", "csv"], help="input format when names do not tell")
+        sp.add_argument(
+            "--format",
+            choices=["parquet", "jsonl", "csv"],
+            help="format of input files whose names do not tell (a .parquet, .jsonl or .csv name is read as such)",
+        )
         sp.add_argument("--encoding", default="utf-8", help="text encoding of CSV/JSONL input (default: utf-8)")
         if task == "predict":
             sp.add_argument("--model", help="folder written by 'fewshot fit' (or a saved zero-shot classifier)")
