@@ -188,6 +188,9 @@ def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
     cluster.add_node(num_cpus=1)
     try:
         cluster.wait_for_nodes()
+        # a pool the cluster cannot hold is refused, not waited for in silence
+        with pytest.raises(InputError, match="3 actors of 1 CPU need 3 CPUs and the Ray cluster at .* has 2"):
+            batch.embed(corpus["input"], tmp_path / "big", engine="ray", address=cluster.address, actors=3)
         result = batch.embed(
             corpus["input"],
             tmp_path / "two-nodes",
@@ -218,6 +221,15 @@ def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
         cluster.shutdown()
     assert result.computed == N
     np.testing.assert_allclose(vectors(table(result.output)), vectors(table(local_runs["embed"].output)), atol=1e-5)
+
+
+def test_a_ray_address_where_nothing_answers_is_refused_within_seconds(corpus, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.shutdown()
+    # checked before ray.init, which would retry for minutes printing only Ray's own warnings
+    with pytest.raises(InputError, match="nothing answers at --address 127.0.0.1:1 .*ray start"):
+        batch.embed(corpus["input"], tmp_path / "out", engine="ray", address="127.0.0.1:1", progress=None)
+    assert not ray.is_initialized()
 
 
 # -- resuming -------------------------------------------------------------------------------------------------

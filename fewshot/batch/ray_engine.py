@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -36,7 +37,7 @@ from fewshot.batch.output import RunFolder, shard_metadata, write_pieces
 from fewshot.batch.progress import Progress
 from fewshot.batch.sources import Chunk, Columns, Plan, read_chunk
 from fewshot.batch.worker import BatchWorker
-from fewshot.errors import FewShotError, MissingDependencyError
+from fewshot.errors import FewShotError, InputError, MissingDependencyError
 
 try:
     import ray
@@ -49,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 FINALIZE_EVERY = 1.0  # seconds between the driver's looks at the staged pieces
 NICENESS = "RAY_worker_niceness"  # the raylet setting for the priority of worker processes
+CONNECT_TIMEOUT = 5.0  # seconds to wait for an answer at --address before saying nothing is there
 
 
 class ChunkSource(Datasource):
@@ -142,13 +144,43 @@ def _cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` address where nothing answers, within seconds (``ray.init`` retries for many
+    minutes, printing only Ray's own warnings); "auto" and other forms are Ray's to resolve."""
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise InputError(
+            f"nothing answers at --address {address} ({exc.strerror or exc}): start the cluster there ('ray start "
+            "--head' on its head node), or leave --address out to run on a Ray instance of the job's own"
+        ) from None
+
+
+def _check_resources(actors: int, cpus: int, address: str | None) -> None:
+    """Refuse a pool the cluster cannot hold: Ray Data would wait for its actors for ever, saying nothing."""
+    total = ray.cluster_resources().get("CPU", 0.0)
+    if actors * cpus > total:
+        raise InputError(
+            f"{actors} actor{'s' * (actors != 1)} of {cpus} CPU{'s' * (cpus != 1)} need {actors * cpus} CPUs and the "
+            f"Ray cluster at {address or 'this machine'} has {total:g}: lower --actors or --cpus-per-actor (on a "
+            "cluster that adds nodes as it needs them, start them first)"
+        )
+
+
 def connect(address: str | None, num_cpus: int) -> bool:
     """Join the cluster at ``address``, or start a local Ray instance; return whether one was started."""
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
     if address:
-        ray.init(address=address, **quiet)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as exc:  # "auto" with no cluster running on this machine
+            raise InputError(f"cannot join a Ray cluster at --address {address}: {exc}") from None
         return False
     # Ray runs its workers at nice 15 unless told otherwise; on a machine shared with other work that starves
     # the model actors (measured: a 4x slower encode), so an instance started for the job runs them at 0
@@ -181,6 +213,7 @@ def run_ray(
     cpus = cpus_per_actor or (max(1, (os.cpu_count() or 1) // actors) if local else 1)
     started = connect(address, actors * cpus)
     try:
+        _check_resources(actors, cpus, address)
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
