@@ -28,7 +28,11 @@ labelled data, on the shipped ensemble's label vectors:
 - hubness: a label close to much ordinary text wins too often, so its score is lowered by half its mean
   cosine to its ``k`` nearest background sentences (CSLS, Conneau et al. 2018);
 - the directions all sentences share removed ("all-but-the-top", Mu and Viswanath 2018): texts and label
-  vectors alike less the background sentences' mean and their top ``D`` principal directions.
+  vectors alike less the background sentences' mean and their top ``D`` principal directions;
+- what sets each label apart within its own label set: label vectors less ``a`` times the label set's mean,
+  back on the unit sphere (which weighs up labels close to the others' centre);
+- templates voting with probabilities rather than vectors: each template's softmax over the labels at the
+  library's zero-shot temperature, averaged over the ensemble's templates.
 
 Each setting is chosen on :data:`DEV` (the zero-shot development group of ``eval.run_zeroshot``) and
 reported on the other datasets.
@@ -49,6 +53,7 @@ from eval.datasets import load
 from eval.run_text import run_per_dataset, scores
 from eval.sampling import capped_subsample
 from fewshot import TextEncoder, ZeroShotClassifier
+from fewshot.classifiers import ZEROSHOT_TEMPERATURE
 from fewshot.classifiers.background import background_embeddings
 from fewshot.prompts import resolve_templates
 
@@ -70,6 +75,7 @@ TEST_CAP = 2000
 EXPANSION_GRID = {"k": (5, 10, 20), "w": (0.3, 0.5), "lam": (0.5, 1.0)}
 CSLS_K = (5, 20)
 TOP_DIRECTIONS = (0, 1, 3)
+LABEL_SET_CENTRING = (0.5, 1.0)
 SHIP_GAIN = 1.0  # points over the ensemble on the development group that a direction must gain to ship
 LABEL_FREE_K = 10
 GREEDY_MAX = 6
@@ -198,6 +204,9 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
     Q = _unit(P[[POOL.index(t) for t in resolve_templates("ensemble")]])
     csls = {f"k={k}": _score(name, y, S - np.sort(V @ B.T, axis=1)[:, -k:].mean(axis=1) / 2) for k in CSLS_K}
     top = {f"D={D}": _score(name, y, (f := all_but_the_top(B, D))(E) @ f(V).T) for D in TOP_DIRECTIONS}
+    centred = {f"a={a}": _score(name, y, E @ _unit(V - a * V.mean(axis=0)).T) for a in LABEL_SET_CENTRING}
+    T = np.einsum("nd,tkd->tnk", E, Q) / ZEROSHOT_TEMPERATURE
+    T = np.exp(T - T.max(axis=2, keepdims=True))
     return {
         "dataset": name,
         "test_size": len(idx),
@@ -216,6 +225,8 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         "max_template": _score(name, y, np.einsum("nd,tkd->tnk", E, Q).max(axis=0)),
         "csls": csls,
         "all_but_the_top": top,
+        "label_set_centred": centred,
+        "template_vote": _score(name, y, (T / T.sum(axis=2, keepdims=True)).mean(axis=0)),
         "per_template": dict(zip(POOL, single, strict=True)),
     }
 
@@ -231,14 +242,30 @@ ROWS = {
     "max_template": "ensemble, each label's best template (max, not mean)",
     "csls": "ensemble, hub labels lowered by their closeness to background sentences (CSLS; k chosen on development)",
     "all_but_the_top": "ensemble, the background's mean and top directions removed (D chosen on development)",
+    "label_set_centred": "ensemble, label vectors less the label set's mean (a chosen on development)",
+    "template_vote": "ensemble, templates' probabilities averaged instead of their vectors",
     "oracle_single": "oracle: best single template, chosen on the test set",
     "oracle_greedy": f"oracle: greedy ensemble of at most {GREEDY_MAX}, chosen on the test set",
 }
 
 
 # the label-free directions measured beside the ensemble, in the tables' order
-DIRECTIONS = ("background_centred", "background_z", "expanded", "max_template", "csls", "all_but_the_top")
-GRIDS = {"expanded": "expansion", "csls": "csls", "all_but_the_top": "all_but_the_top"}  # row: its settings
+DIRECTIONS = (
+    "background_centred",
+    "background_z",
+    "expanded",
+    "max_template",
+    "csls",
+    "all_but_the_top",
+    "label_set_centred",
+    "template_vote",
+)
+GRIDS = {  # row: its settings
+    "expanded": "expansion",
+    "csls": "csls",
+    "all_but_the_top": "all_but_the_top",
+    "label_set_centred": "label_set_centred",
+}
 
 
 def chosen(rows: list[dict], grid: str) -> str:
@@ -278,8 +305,9 @@ def markdown(out: dict) -> str:
         f"({', '.join(DEV)}) and reported on the other datasets: {setting} ({len(EXPANSION_GRID['k'])} word "
         f"counts k, {len(EXPANSION_GRID['w'])} weights w, {len(EXPANSION_GRID['lam'])} penalties lam for "
         f"closeness to another label; the best mean gain over the plain template), CSLS {settings['csls']} "
-        f"(of {', '.join(map(str, CSLS_K))}) and all-but-the-top {settings['all_but_the_top']} (of "
-        f"{', '.join(map(str, TOP_DIRECTIONS))}).",
+        f"(of {', '.join(map(str, CSLS_K))}), all-but-the-top {settings['all_but_the_top']} (of "
+        f"{', '.join(map(str, TOP_DIRECTIONS))}) and the label set's centring {settings['label_set_centred']} (of "
+        f"{', '.join(map(str, LABEL_SET_CENTRING))}).",
         "",
         "| method | development: mean | vs plain | worst | report: mean | vs plain | worst |",
         "|---|---|---|---|---|---|---|",
@@ -302,10 +330,13 @@ def markdown(out: dict) -> str:
         "max_template": "best template",
         "csls": "CSLS",
         "all_but_the_top": "all-but-the-top",
+        "label_set_centred": "label-set centring",
+        "template_vote": "template vote",
     }
 
     def against_ensemble(group: list[dict]) -> str:
-        return ", ".join(f"{names[key]} {np.mean([r[key] - r['ensemble'] for r in group]):+.1f}" for key in DIRECTIONS)
+        gains = {key: round(float(np.mean([r[key] - r["ensemble"] for r in group])), 1) + 0.0 for key in DIRECTIONS}
+        return ", ".join(f"{names[key]} {gain:+.1f}" for key, gain in gains.items())  # + 0.0: no "-0.0"
 
     lines += ["", "Mean gain of each direction over the ensemble alone, the shipped default:"]
     for title, group in zip(("development", "report"), groups, strict=True):
