@@ -164,8 +164,11 @@ def test_zero_shot_label_forms_and_save(tmp_path, text_encoder):
                 ZeroShotClassifier(same, encoder=text_encoder).fit()
     told_apart = {"US": "the United States of America", "us": "the first person plural pronoun"}
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # their descriptions tell them apart: nothing to warn of
+        warnings.simplefilter("error")  # their descriptions tell them apart: nothing to warn of, adapted or not
         assert ZeroShotClassifier(told_apart, encoder=text_encoder).fit().classes_.tolist() == ["US", "us"]
+        corpus = ["we travelled across the country", "they told us the news", "the president spoke", "give us time"]
+        adapted = ZeroShotClassifier(told_apart, encoder=text_encoder, adapt="center").fit(corpus)
+        assert adapted.adaptation_["method"] == "center"
     texts = ["great", "superb", "fine", "okay", "awful", "bad"]
     cased = FewShotClassifier(text_encoder, head="cache").fit(texts, ["Pos", "Pos", "pos", "pos", "neg", "neg"])
     assert cased.classes_.tolist() == ["Pos", "neg", "pos"]
@@ -393,16 +396,24 @@ def test_zero_shot_adaptation_reads_only_distinct_texts_the_encoder_can_read():
     labels = ["sport", "politics"]
     corpus = [f"sport match goal team {i}" for i in range(15)] + [f"politics vote election law {i}" for i in range(15)]
     zs = ZeroShotClassifier(labels, encoder=Blind(), adapt="selftrain", abstain="auto").fit(corpus + ["ⓩⓩⓩ"] * 5)
-    assert zs.adaptation_["corpus"] == 30  # what it cannot read says nothing of the corpus
+    assert zs.adaptation_["corpus"] == 30  # what it cannot read says nothing of the corpus, nor of the threshold
+    readable = ZeroShotClassifier(labels, encoder=Blind(), adapt="selftrain", abstain="auto").fit(corpus)
+    assert zs.threshold_ == readable.threshold_ and zs.adaptation_ == readable.adaptation_
     # a text it cannot read stays similar to nothing once inputs are centred on the corpus: no decision
     assert zs.predict(["ⓩⓩⓩ ⓩ"])[0] is None
     np.testing.assert_allclose(zs.predict_proba(["ⓩⓩⓩ ⓩ"]), 0.5)
-    assert zs.predict(["sport match"])[0] == "sport" and zs.predict(["election vote"])[0] == "politics"
+    assert zs.predict(["sport match goal team", "politics vote election law"]).tolist() == ["sport", "politics"]
 
     # a column of one repeated text: centred on its own mean it is nothing, which no label may become
     for method in ("selftrain", "center"):
         with pytest.raises(InputError, match="the corpus has 1 distinct text the encoder can read; adapting needs 2"):
             ZeroShotClassifier(labels, encoder=Blind(), adapt=method).fit(["same boilerplate"] * 50)
+    # a refused refit leaves a fitted classifier as it was
+    before = (zs.adaptation_, zs.threshold_, zs.class_scores(["sport match", "vote"]))
+    with pytest.raises(InputError, match="1 distinct text"):
+        zs.fit(["same boilerplate"] * 50)
+    assert (zs.adaptation_, zs.threshold_) == before[:2]
+    np.testing.assert_array_equal(zs.class_scores(["sport match", "vote"]), before[2])
     zs = ZeroShotClassifier(labels, encoder=Blind()).fit(["same boilerplate"] * 50)  # adapt="auto" leaves it
     assert zs.adaptation_ == {"method": "none", "why": zs.adaptation_["why"]} and "1 distinct" in zs.adaptation_["why"]
     assert zs.predict(["sport match", "election vote"]).tolist() == ["sport", "politics"]

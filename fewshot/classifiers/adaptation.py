@@ -48,8 +48,9 @@ def adapt_label_vectors(
     k = len(V)
     if method == "none":
         return None, None, {"method": "none"}
-    # the corpus is its distinct texts the encoder can read: a column of repeated boilerplate, or texts that
-    # embed to nothing, say nothing of the task (and centred on their own mean they are zero vectors)
+    # the corpus is the texts the encoder can read (one that embeds to nothing says nothing of the task), and
+    # how many distinct ones it holds decides what can be done: a column of one repeated text is one text,
+    # which centred on its own mean is nothing (copies still weigh the means, as repeated texts do)
     C = C[C.any(axis=1)]
     n, distinct = len(C), len(np.unique(C, axis=0))
     if distinct < 2:

@@ -81,7 +81,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         six datasets outside the headline table; with a labelled validation split, :meth:`fit_calibration`
         fits one for your data.
     adapt : what ``fit(X)`` does with unlabelled inputs ``X`` of the task (your corpus): ``"auto"``
-        (default) self-trains when ``X`` has at least ten items per label, ``"selftrain"`` always,
+        (default) self-trains when ``X`` has at least ten distinct items per label, ``"selftrain"`` always,
         ``"center"`` only centres, ``"none"`` ignores ``X`` (see :mod:`fewshot.classifiers.adaptation`).
     abstain : "none of these". None (default): always answer. A number: abstain when the best label's
         score (a cosine) is below it. ``"auto"``: the 5% quantile of the best scores of the corpus given
@@ -181,23 +181,32 @@ class ZeroShotClassifier(CalibratedClassifier):
             head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
         if not self.__dict__.get("_same_label_vectors_ok"):
             _refuse_identical_labels(head)
-        self.label_head_ = head
-        self.head_, self.shift_ = self.label_head_, None
+        scoring, shift, adaptation = head, None, {"method": "none"}
+        if C is not None and self.adapt != "none":
+            V, shift, adaptation = adapt_label_vectors(head.centroids_, C, self.adapt)
+            if V is not None:
+                with collected_warnings(issue=False):  # the same names again
+                    scoring = ZeroShotHead(temperature=temperature).fit(V, head.classes_, classes=head.classes_)
+        threshold = None
+        if abstain == "auto":
+            readable = C[C.any(axis=1)]  # a text the encoder cannot read scores 0 and says nothing of the task
+            if not len(readable):
+                raise InputError("abstain='auto' sets the threshold from the unlabelled inputs; the encoder reads none")
+            threshold = float(
+                np.quantile(scoring.class_scores(centre(readable, shift)).max(axis=1), cal.ABSTAIN_QUANTILE)
+            )
+        elif abstain is not None:
+            threshold = float(abstain)
         # a few-shot classifier's label prior only scores labels: it leaves out the statistics tag() uses, as a
         # loaded prior does (and a tuned fit's bodies are spared embedding the background sentences each)
-        self.background_ = None if self.__dict__.get("_scores_only") else self._background_stats(encoder)
-        self.adaptation_: dict[str, Any] = {"method": "none"}
-        self.temperature_, self.threshold_, self.calibration_ = 1.0, None, {"method": "default temperature"}
-        if C is not None and self.adapt != "none":
-            V, self.shift_, self.adaptation_ = adapt_label_vectors(self.label_head_.centroids_, C, self.adapt)
-            if V is not None:
-                classes = self.label_head_.classes_  # not self.classes_: that would start a lazy fit
-                self.head_ = ZeroShotHead(temperature=temperature).fit(V, classes, classes=classes)
-        if abstain == "auto":
-            best = self.head_.class_scores(centre(C, self.shift_)).max(axis=1)
-            self.threshold_ = float(np.quantile(best, cal.ABSTAIN_QUANTILE))
-        elif abstain is not None:
-            self.threshold_ = float(abstain)
+        background = None
+        if not self.__dict__.get("_scores_only") and encoder.modality == "text":
+            B = head.class_scores(background_embeddings(encoder))
+            background = {"mean": B.mean(axis=0), "std": np.maximum(B.std(axis=0), 1e-6)}
+        # nothing failed: the fitted state changes at once
+        self.label_head_, self.head_, self.shift_, self.background_ = head, scoring, shift, background
+        self.adaptation_: dict[str, Any] = adaptation
+        self.temperature_, self.threshold_, self.calibration_ = 1.0, threshold, {"method": "default temperature"}
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
         if S.shape[1] == 1 and getattr(self, "threshold_", None) is None:
@@ -206,13 +215,6 @@ class ZeroShotClassifier(CalibratedClassifier):
                 "fewshot zeroshot --multi-label) to ask whether it applies, or abstain= for 'none of these'"
             )
         return super()._labels(S)
-
-    def _background_stats(self, encoder: Encoder) -> dict[str, np.ndarray] | None:
-        """Each label's mean and spread of scores over the background sentences (text inputs only)."""
-        if encoder.modality != "text":
-            return None
-        B = self.label_head_.class_scores(background_embeddings(encoder))
-        return {"mean": B.mean(axis=0), "std": np.maximum(B.std(axis=0), 1e-6)}
 
     def _fitted_head(self) -> ZeroShotHead:
         """The fitted head, fitting on the label text first when the classifier was never fitted (or was
