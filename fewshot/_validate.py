@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from fewshot.errors import DimensionError, FewShotWarning, InputError, warn_user
+from fewshot.errors import DimensionError, InputError, warn_user
 
 
 def check_sequence(X: Any, what: str, items: str) -> None:
@@ -210,11 +209,9 @@ def warn_conflicting_labels(items: list[Any], y: np.ndarray, what: str = "X") ->
     if conflicts:
         text, a, b = conflicts[0]
         short = text if len(text) <= 60 else text[:57] + "..."
-        warnings.warn(
+        warn_user(
             f"{len(conflicts)} example(s) of {what} appear with two different labels, e.g. {short!r} as "
-            f"{a!r} and {b!r}; each copy counts as an example of its label",
-            FewShotWarning,
-            stacklevel=3,
+            f"{a!r} and {b!r}; each copy counts as an example of its label"
         )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
 
@@ -74,17 +75,18 @@ class InputTypeError(InputError, TypeError):
     """Input of a type that cannot be used at all (a dict where numbers belong); also a ``TypeError``."""
 
 
-_COLLECTING: ContextVar[tuple[list[str], bool] | None] = ContextVar("fewshot_warnings_said", default=None)
+_COLLECTING: ContextVar[tuple[list[str], bool, Any] | None] = ContextVar("fewshot_warnings_said", default=None)
 
 
 @contextmanager
 def collected_warnings(issue: bool = True) -> Iterator[list[str]]:
-    """A list that receives the message of every :class:`FewShotWarning` issued in this thread (or task) while
-    the block runs; they are issued as usual too, unless ``issue`` is False (a caller that decides afterwards
-    what to say). The service answers with them, since its clients never see the server's warnings, and
-    unlike ``warnings.catch_warnings`` this is safe beside other threads."""
+    """A list that receives the message of every :class:`FewShotWarning` issued through :func:`warn_user` in
+    this thread (or task) while the block runs. They are issued as usual too, and reach any block around
+    this one, unless ``issue`` is False (a caller that decides afterwards what to say: nothing goes further).
+    The service answers with them, since its clients never see the server's warnings, and unlike
+    ``warnings.catch_warnings`` this is safe beside other threads."""
     said: list[str] = []
-    token = _COLLECTING.set((said, issue))
+    token = _COLLECTING.set((said, issue, _COLLECTING.get()))
     try:
         yield said
     finally:
@@ -99,12 +101,13 @@ def warn_user(message: str) -> None:
     import warnings
 
     collecting = _COLLECTING.get()
-    if collecting is not None:
-        said, issue = collecting
+    while collecting is not None:
+        said, issue, outer = collecting
         if message not in said:
             said.append(message)
         if not issue:
             return
+        collecting = outer
 
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this function

@@ -101,6 +101,13 @@ def test_collected_warnings_are_each_threads_own_and_still_issued():
         first, second = pool.map(run, ["first", "second"])
     assert first == ["first"] and second == ["second"]
     assert {"first", "second", "after the block"} <= {str(w.message) for w in record}
+    # a block inside another passes what it hears on, unless it keeps it (issue=False) to decide itself
+    with pytest.warns(FewShotWarning), collected_warnings() as outer:
+        with collected_warnings() as inner:
+            warn_user("heard by both")
+        with collected_warnings(issue=False) as kept:
+            warn_user("kept inside")
+    assert inner == ["heard by both"] and kept == ["kept inside"] and outer == ["heard by both"]
 
 
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):

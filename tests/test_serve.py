@@ -205,6 +205,11 @@ def test_the_librarys_warnings_reach_the_client_and_a_lost_race_asks_for_a_retry
     assert "'business ' differs from the class 'Business' only in case or spaces" in said
     r = client.post("/v1/models/m/predict", json={"inputs": ["shares fell"]})
     assert r.json()["warnings"] == []  # what one request said is not carried into the next
+    r = client.post("/v1/zeroshot", json={"inputs": ["shares fell"], "labels": ["markets", "sport"]})
+    assert r.json()["warnings"] == []  # every answer that can carry them has the field
+    # two copies of one text under two labels: the library's other warning of labels, through the service
+    r = client.post("/v1/models/m3", json={"inputs": ["a", "a", "b", "c"], "labels": ["x", "y", "x", "y"]})
+    assert r.status_code == 200 and "appear with two different labels" in r.json()["warnings"][0], r.text
     r = client.post("/v1/models/m2", json={"inputs": ["a", "b", "c", "d"], "labels": ["x", "x", "X", "X"]})
     assert r.status_code == 200 and "differ only in case or spaces" in r.json()["warnings"][0], r.text
 

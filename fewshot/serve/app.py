@@ -92,7 +92,7 @@ class Service:
         # the time left of the request, counted from its arrival; the library's warnings go to the client
         with deadline(end - time.monotonic()), collected_warnings() as said:
             out = fn(*args)
-        return {**out, "warnings": said} if said and isinstance(out, dict) else out
+        return {**out, "warnings": said} if isinstance(out, dict) else out  # an answer without them drops them
 
     async def work(self, fn: Callable[..., Any], *args: Any, field: str | None = None) -> Any:
         """Run ``fn(*args)`` in a worker thread: 429 past ``max_queue`` requests in flight, 503 past the timeout,
