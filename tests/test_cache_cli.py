@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -220,6 +221,10 @@ def test_a_cache_this_process_may_not_write_is_named_when_a_build_is_needed(home
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(AccessError, match="sources.json in the model cache"):
         write_text_atomic(home / "sources" / "sources.json", "{}")
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "mkdir", refuse)  # a cache folder not made yet, on a mount that refuses it
+    with pytest.raises(AccessError, match=f"cannot make the model cache folder .*static \\({refusal.strerror.lower()}"):
+        cached_build(home / "static" / f"{h('new')}-fp32-v1", build_into(b"x", {}))
     monkeypatch.undo()
     monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
     with pytest.raises(OSError, match="No space left"):  # not a refusal to write: left as it is

@@ -60,10 +60,12 @@ def make_cache_folder(path: Path) -> None:
     ``FEWSHOT_HOME`` when that cannot be done (the root, or a folder on the way, is a file or not writable)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+    except OSError as exc:  # a file in the way, no permission, a read-only file system
+        if not isinstance(exc, (FileExistsError, NotADirectoryError, PermissionError)) and exc.errno != errno.EROFS:
+            raise
         raise AccessError(
-            f"cannot make the model cache folder {path} ({exc.strerror.lower()}): the cache lives under "
-            f"FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
+            f"cannot make the model cache folder {path} ({(exc.strerror or str(exc)).lower()}): the cache lives "
+            f"under FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
         ) from None
 
 

@@ -110,7 +110,10 @@ def count_change(path: Path) -> int:
     with f:
         size, pos = os.fstat(f.fileno()).st_size, 0
         while size - pos >= FRAME.size:
-            magic, n_head, n_body, _ = FRAME.unpack(f.read(FRAME.size))
+            raw = f.read(FRAME.size)
+            if len(raw) < FRAME.size:
+                break  # cut short while this read it (a refused write's record taken back)
+            magic, n_head, n_body, _ = FRAME.unpack(raw)
             end = pos + FRAME.size + n_head + n_body
             if magic != MAGIC or end > size:
                 break  # a torn last write, never acknowledged (a damaged journal is the load's to report)

@@ -563,10 +563,16 @@ class Registry:
 def _saved_count(folder: Path, manifest: dict[str, Any]) -> int | None:
     """The items of the index saved in ``folder``: its last save's count and what its journal (written by a
     server since, perhaps killed before a checkpoint) adds and removes."""
-    count = manifest.get("count")
-    if not isinstance(count, int) or not isinstance(manifest.get("save_id"), str):
-        return count
-    try:
-        return count + journal.count_change(journal.journal_path(folder, manifest["save_id"]))
-    except OSError:
-        return count
+    for _ in range(3):  # a checkpoint may replace the save and start a new journal while this reads
+        count = manifest.get("count")
+        if not isinstance(count, int) or not isinstance(manifest.get("save_id"), str):
+            return count
+        try:
+            change = journal.count_change(journal.journal_path(folder, manifest["save_id"]))
+            now = read_manifest(folder)
+        except (OSError, FewShotError):
+            return count
+        if now is None or now.get("save_id") == manifest["save_id"]:
+            return count + change
+        manifest = now
+    return manifest.get("count")
