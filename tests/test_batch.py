@@ -135,6 +135,18 @@ def test_labels_as_a_tuple_an_array_or_a_dict_with_number_keys_rerun_as_the_same
     described = {0: "world news and politics", 1: "sports", 2: "business and markets", 3: "science and technology"}
     assert batch.tag(corpus["input"], tmp_path / "d", labels=described, progress=None).computed == N
     assert batch.tag(corpus["input"], tmp_path / "d", labels=described, progress=None).computed == 0
+    # text names are other labels than numbers, and another order is other columns: other jobs
+    for other in ({str(k): v for k, v in described.items()}, dict(reversed(described.items()))):
+        with pytest.raises(InputError, match="labels differ"):
+            batch.tag(corpus["input"], tmp_path / "d", labels=other, progress=None)
+    # a run recorded before labels dicts were kept as pairs (a JSON object, names as text) resumes as it did
+    named = {"world": "world news and politics", "sport": "sports"}
+    assert batch.tag(corpus["input"], tmp_path / "o", labels=named, progress=None).computed == N
+    manifest = tmp_path / "o" / "_fewshot_batch.json"
+    recorded = json.loads(manifest.read_text())
+    recorded["job"]["labels"] = dict(sorted(named.items()))
+    manifest.write_text(json.dumps(recorded))
+    assert batch.tag(corpus["input"], tmp_path / "o", labels=named, progress=None).computed == 0
     with pytest.raises(InputError, match="labels must be a list, or a dict name -> description"):
         batch.tag(corpus["input"], tmp_path / "s", labels={"World", "Sports"}, progress=None)  # a set has no order
 

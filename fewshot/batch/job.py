@@ -115,7 +115,20 @@ class BatchJob:
         d["model"] = None if self.model is None else str(Path(self.model).resolve())
         if d["margin"] is None:  # the default: the same job as one recorded before the setting existed
             del d["margin"]
+        if isinstance(self.labels, dict):  # [name, description] pairs: JSON keeps their order and names' types
+            d["labels"] = [[k, v] for k, v in self.labels.items()]
         return json.loads(json.dumps(d))
+
+    @staticmethod
+    def recorded_as_now(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """``old``, a fingerprint from a run's manifest, in the form of ``new``: before labels dicts were
+        recorded as pairs they were a JSON object (names as text, order lost), which stands for the same
+        labels when it holds the same text names and descriptions."""
+        labels, now = old.get("labels"), new.get("labels")
+        if isinstance(labels, dict) and isinstance(now, list) and all(isinstance(p, list) and len(p) == 2 for p in now):
+            if all(isinstance(k, str) for k, _ in now) and labels == dict(now):
+                return {**old, "labels": now}
+        return old
 
 
 def _as_json(value: Any, name: str) -> Any:

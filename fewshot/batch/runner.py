@@ -143,7 +143,7 @@ def run_job(
         )
         fingerprint = {**job.fingerprint(), "shard_rows": shard_rows}
         if old is not None:
-            folder.resume_check(old, fingerprint)
+            folder.resume_check({**old, "job": BatchJob.recorded_as_now(old.get("job", {}), fingerprint)}, fingerprint)
             plan = Plan.from_dict(old["plan"])
             changed = [f.path for f, g in zip(files, plan.files) if f != g]
             if len(files) != len(plan.files) or changed:
