@@ -72,6 +72,15 @@ def test_tuning_beats_the_frozen_body_on_held_out_data(text_encoder, emotion, tm
         EmbeddingIndex.load(saved, encoder=tuned.encoder_)
 
 
+def test_an_empty_tune_dict_tunes_and_loads_as_auto_does(text_encoder, tmp_path):
+    """tune={} is every setting from the schedule: after loading, the encoder parameter is the untuned body."""
+    X, y = ["a lovely film", "great fun", "a dull mess", "truly awful"], ["pos", "pos", "neg", "neg"]
+    tuned = FewShotClassifier(text_encoder, head="prototype", lexical=False, tune={}).fit(X, y)
+    assert "tuned_from" in tuned.encoder_.identity
+    again = FewShotClassifier.load(tuned.save(tmp_path / "empty-tune"))
+    assert "tuned_from" not in again.encoder.identity and again.encoder_.identity == tuned.encoder_.identity
+
+
 def test_tuning_refuses_what_it_cannot_tune(text_encoder):
     with pytest.raises(InputError, match="TextEncoder"):
         FewShotClassifier(FakeEncoder(), tune=True).fit(["a", "b", "c", "d"], [0, 0, 1, 1])

@@ -575,7 +575,7 @@ class FewShotClassifier(CalibratedClassifier):
         manifest, arrays, encoder, head = load_model(path, "classifier", encoder, reserved_prefixes=(PRIOR, LEXICAL))
         # a model that tuned its body keeps, as its encoder parameter, the body it started from (as in
         # memory), so that fitting it again (or a clone) tunes from there rather than tuning the tuned body
-        start = untuned_start(encoder) if manifest.get("tune") else encoder
+        start = untuned_start(encoder) if manifest.get("tune", False) not in (None, False) else encoder  # {} tunes
         try:
             self = cls(
                 encoder=start,
