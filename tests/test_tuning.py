@@ -174,6 +174,18 @@ def test_tune_auto_records_its_choice_and_keeps_given_settings(text_encoder, emo
         FewShotClassifier(text_encoder, tune="always").fit(X, y)
 
 
+def test_too_few_examples_to_hold_out_of_the_tune_keep_the_tuned_rule_and_say_so(text_encoder, emotion):
+    """Three examples a class cannot be split into halves for cross-fitted tunes: auto's folds would see
+    examples the body was tuned on (every head perfect), so the tuned body's rule keeps the cache adapter, and
+    the lexical channel, with no held-out scores to be weighed on, says why it is off."""
+    X, y, _, _ = emotion
+    keep = np.concatenate([np.flatnonzero(y == c)[:3] for c in np.unique(y)[:4]])
+    X, y = [X[i] for i in keep], y[keep]
+    clf = FewShotClassifier(text_encoder, head="auto", tune={"steps": 4, "seed": 0}).fit(X, y)
+    assert clf.head_.selection_["picked"] == "cache" and clf.head_.selection_["prefer"] == "cache"
+    assert clf.lexical_ == {"picked": 0.0, "why": "too few examples a class to hold some out of the tune"}
+
+
 def test_a_tuned_body_is_judged_on_examples_it_was_not_tuned_on(text_encoder, emotion):
     """head="auto" and the temperature after a tune come from folds scored by bodies tuned without them:
     on the tuned body's own examples every head is perfect and the probabilities far too sure."""

@@ -231,10 +231,19 @@ class FewShotClassifier(CalibratedClassifier):
                     chosen = self.head_.head_ if isinstance(head, AutoHead) else self.head_
                     S = _fold_scores(chosen, folds, len(items))
                 else:
+                    if tuning is not None and isinstance(head, AutoHead):
+                        # too few examples to cross-fit the tune: auto's folds see examples the body was tuned
+                        # on, where every head looks perfect, so the tuned body's rule decides (keep the cache)
+                        names = [describe_head(h) for h in head._heads()]
+                        kw["prefer"] = TUNED_PREFERRED if TUNED_PREFERRED in names else None
                     self.head_ = head.fit(E, y, sample_weight=sample_weight, **kw)
+                    kw.pop("prefer", None)
                 self.lexical_, self.lexical_channel_ = None, None
                 how = None if held_out is None else f"held-out support ({CROSS_FITTED})"
-                if no_lexical is None:
+                if no_lexical is None and tuning is not None and held_out is None:
+                    # the tuned body's own examples would be the held-out scores: every weight looks perfect
+                    self.lexical_ = {"picked": 0.0, "why": "too few examples a class to hold some out of the tune"}
+                elif no_lexical is None:
                     S, how = self._fit_lexical(items, y, E, kw, S, held_out, how, weight)
                 elif no_lexical:
                     self.lexical_ = {"picked": 0.0, "why": no_lexical}
