@@ -242,6 +242,10 @@ def test_fit_with_tuning_and_auto_head(tmp_path, train_csv, capsys):
     queries.write_text("money was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries)
     assert code == 0 and [json.loads(line)["prediction"] for line in out.splitlines()] == ["billing", "technical"]
+    # a seed without a tune has nothing to seed: said, not ignored
+    code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--seed", 3, "-o", tmp_path / "plain")
+    assert code == 1 and "--seed is the seed of the tuning: give --tune with it" in err
+    assert not (tmp_path / "plain").exists()
 
 
 def test_fit_with_and_without_the_lexical_channel(tmp_path, train_csv, capsys, monkeypatch):

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="contrastively tune the text model first: for as long as the examples call for (no value), or for "
         "STEPS optimiser steps",
     )
-    sp.add_argument("--seed", type=int, default=0, help="seed of the tuning (default 0)")
+    sp.add_argument("--seed", type=int, help="seed of the tuning, with --tune (default 0)")
     sp.add_argument(
         "--lexical",
         action=argparse.BooleanOptionalAction,

@@ -40,13 +40,16 @@ def cmd_fit(a: argparse.Namespace) -> int:
     from fewshot.heads.registry import check_head, make_head
     from fewshot.storage import check_target
 
+    if a.seed is not None and a.tune is None:
+        raise InputError("--seed is the seed of the tuning: give --tune with it")
     check_target(a.output, "classifier", FILES)  # before any encoding
     params = head_params(a.head_params)
     check_head(make_head(a.head, **(params or {})))  # so are the head's settings
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
     _, texts, labels = _records(a, a.data, a.label_col)
-    tune = False if a.tune is None else {"seed": a.seed} if a.tune == "auto" else {"steps": a.tune, "seed": a.seed}
+    seed = 0 if a.seed is None else a.seed
+    tune = False if a.tune is None else {"seed": seed} if a.tune == "auto" else {"steps": a.tune, "seed": seed}
     clf = FewShotClassifier(
         encoder,
         head=a.head,
