@@ -58,29 +58,24 @@ def fewshot_home() -> Path:
 def make_cache_folder(path: Path) -> None:
     """Create ``path`` (a folder under the cache root) and its parents; :class:`AccessError` naming
     ``FEWSHOT_HOME`` when that cannot be done (the root, or a folder on the way, is a file or not writable)."""
-    try:
+    with cache_writes(path, making=True):
         path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file in the way, no permission, a read-only file system
-        if not isinstance(exc, (FileExistsError, NotADirectoryError, PermissionError)) and exc.errno != errno.EROFS:
-            raise
-        raise AccessError(
-            f"cannot make the model cache folder {path} ({(exc.strerror or str(exc)).lower()}): the cache lives "
-            f"under FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
-        ) from None
 
 
 @contextlib.contextmanager
-def cache_writes(path: Path) -> Iterator[None]:
-    """Turn a refusal to write ``path`` under the cache (permissions, a read-only file system) into an
-    :class:`AccessError` naming ``FEWSHOT_HOME``, as :func:`make_cache_folder` does."""
+def cache_writes(path: Path, making: bool = False) -> Iterator[None]:
+    """Turn a refusal to write ``path`` under the cache (permissions, a read-only file system, and when
+    ``making`` the folder a file in the way) into an :class:`AccessError` naming ``FEWSHOT_HOME``."""
+    refusals = (PermissionError, FileExistsError, NotADirectoryError) if making else (PermissionError,)
     try:
         yield
     except OSError as exc:
-        if not isinstance(exc, PermissionError) and exc.errno != errno.EROFS:
+        if not isinstance(exc, refusals) and exc.errno != errno.EROFS:
             raise
+        what = f"cannot make the model cache folder {path}" if making else f"cannot write {path} in the model cache"
         raise AccessError(
-            f"cannot write {path} in the model cache ({(exc.strerror or str(exc)).lower()}): the cache lives "
-            f"under FEWSHOT_HOME (now {fewshot_home()}); set it to a folder this process may write"
+            f"{what} ({(exc.strerror or str(exc)).lower()}): the cache lives under FEWSHOT_HOME (now "
+            f"{fewshot_home()}); set it to a folder this process may write"
         ) from None
 
 
