@@ -174,9 +174,9 @@ class ZeroShotClassifier(CalibratedClassifier):
         L = encoder.encode_text(texts)
         uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
         C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
-        # classes_ keep the order the user gave the labels in
-        # the head would warn of label names alike but for case: here their vectors decide, refused below when
-        # the encoder reads them as one, and otherwise told apart (a cased encoder, or their descriptions)
+        # classes_ keep the order the user gave the labels in. The head would warn of label names alike but for
+        # case: here their vectors decide, refused below when the encoder reads them as one, and otherwise told
+        # apart (a cased encoder, or their descriptions)
         with collected_warnings(issue=False):
             head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
         if not self.__dict__.get("_same_label_vectors_ok"):
