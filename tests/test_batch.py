@@ -435,6 +435,14 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
         batch.embed(tmp_path / "in", tmp_path / "o9", actors=4, cpus_per_actor=1, progress=None)
     with pytest.raises(InputError, match="no such folder"):
         batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "nomodel", progress=None)
+    (tmp_path / "notamodel").mkdir()
+    with pytest.raises(InputError, match="not a saved model"):  # refused once the output folder was locked
+        batch.predict(tmp_path / "in", tmp_path / "o11", model=tmp_path / "notamodel", progress=None)
+    assert not (tmp_path / "o11").exists()  # a refused run leaves no folder behind
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(InputError, match="not a saved model"):
+        batch.predict(tmp_path / "in", tmp_path / "mine", model=tmp_path / "notamodel", progress=None)
+    assert (tmp_path / "mine").is_dir()  # but never one it did not make
 
 
 def test_an_output_folder_the_input_would_take_in_or_that_cannot_be_written_is_refused_first(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -132,8 +134,9 @@ def run_job(
     files = list_inputs(source, job.columns.format)  # a missing input is reported before the model loads
     _check_outside(Path(source), folder.folder)
     folder.check_writable(overwrite=False)
-    with FolderLock(folder.folder, timeout=0.0):  # one run per output folder at a time
-        old = folder.check_writable(overwrite)
+    made = not folder.folder.exists()
+    with FolderLock(folder.folder, timeout=0.0), _removed_if_refused(folder.folder, made):
+        old = folder.check_writable(overwrite)  # one run per output folder at a time
         worker = BatchWorker(job.to_dict())  # loads the model: its identity and classes describe the job
         base = _description(job, worker)
         job = job.with_(
@@ -205,6 +208,24 @@ def run_job(
         shards_skipped=len(plan.chunks) - len(pending),
         seconds=time.monotonic() - start,
     )
+
+
+@contextmanager
+def _removed_if_refused(folder: Path, made: bool) -> Iterator[None]:
+    """Remove the output folder this run made if it stops before writing anything there but the lock file,
+    so that a refused run (a model that will not load, labels it cannot read) leaves no trace. Done under the
+    lock, which every other run asks for without waiting."""
+    try:
+        yield
+    except BaseException:
+        if made:
+            from fewshot.storage.lock import LOCK_NAME
+
+            with suppress(OSError):
+                if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+                    (folder / LOCK_NAME).unlink()
+                    folder.rmdir()
+        raise
 
 
 def _check_outside(source: Path, output: Path) -> None:
