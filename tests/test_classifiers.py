@@ -370,6 +370,20 @@ def test_grid_search_across_processes(tmp_path, text_encoder, ag_news):
     assert search.best_score_ > 0.4 and search.best_estimator_.predict(X[:2]).dtype == np.asarray(y).dtype
 
 
+def test_a_numeric_abstain_outside_the_heads_scores_is_refused_naming_their_range(fake_encoder):
+    X, y = ["red apple", "green apple", "fast car", "red car"], ["fruit", "fruit", "vehicle", "vehicle"]
+    with pytest.raises(InputError, match=r"abstain=2.5 is outside .* prototype head \(-1 to 1\).*every input would"):
+        FewShotClassifier(encoder=fake_encoder, head="prototype", abstain=2.5).fit(X, y)
+    with pytest.raises(InputError, match=r"abstain=-0.5 .* knn head \(0 to 1\), so no input could abstain"):
+        FewShotClassifier(encoder=fake_encoder, head="knn", abstain=-0.5).fit(X, y)
+    with pytest.raises(InputError, match=r"abstain=2.5 .* prototype head \(head='auto' chose it\)"):
+        FewShotClassifier(
+            encoder=fake_encoder, head="auto", head_params={"candidates": ["prototype"]}, abstain=2.5
+        ).fit(X, y)
+    logits = FewShotClassifier(encoder=fake_encoder, head="linear", abstain=2.5).fit(X, y)  # logits: any number
+    assert logits.threshold_ == 2.5
+
+
 def test_predict_gives_the_classes_dtype_and_keeps_it_whether_or_not_an_input_abstains(fake_encoder):
     from sklearn.metrics import accuracy_score, f1_score
 

@@ -77,7 +77,8 @@ class FewShotClassifier(CalibratedClassifier):
         (:data:`fewshot.calibration.ABSTAIN_QUANTILE`); after a tune, held-out scores of bodies tuned
         without them, or, with too few examples a class to tune on half of them, of the untuned body.
         A number: that threshold on the head's class score
-        (:meth:`class_scores`; a cosine for the prototype head).
+        (:meth:`class_scores`; a cosine for the prototype head, a vote share for kNN; one outside that
+        range is refused, as every input, or none, would abstain).
     abstain_label : what ``predict`` returns for an abstention (default None; the CLI writes it as an
         empty label).
     lexical : ``"auto"`` (default): for a text encoder, a lexical channel beside the head, TF-IDF features
@@ -193,6 +194,8 @@ class FewShotClassifier(CalibratedClassifier):
                 )
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
         check_head(head)
+        if isinstance(abstain, float) and not isinstance(head, AutoHead):
+            _check_threshold(head, abstain)  # before any work; auto's head is known once it is chosen
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
         tuning = self._tuning(len(items), len(np.unique(y)), base)
@@ -435,6 +438,7 @@ class FewShotClassifier(CalibratedClassifier):
                 )
             self.threshold_ = cal.quantile_threshold(S, codes)
         elif abstain is not None:
+            _check_threshold(self.head_, float(abstain))
             self.threshold_ = float(abstain)
 
     def _wants_prior(self, y: np.ndarray) -> bool:
@@ -622,6 +626,19 @@ class FewShotClassifier(CalibratedClassifier):
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         self._mark_fitted()
         return self
+
+
+def _check_threshold(head: BaseHead, threshold: float) -> None:
+    """Refuse an abstention threshold outside the head's class scores, where every input, or none, abstains."""
+    bounds = head.score_bounds
+    if bounds is not None and not bounds[0] <= threshold <= bounds[1]:
+        lo, hi = bounds
+        name = f"{head.choice_} head (head='auto' chose it)" if isinstance(head, AutoHead) else f"{head.name} head"
+        raise InputError(
+            f"abstain={threshold:g} is outside the class scores of the {name} ({lo:g} to {hi:g}), so "
+            f"{'every input would abstain' if threshold > hi else 'no input could abstain'}; give a threshold in "
+            "that range, or abstain='auto' to set one from the examples"
+        )
 
 
 def _fold_scores(head: BaseHead, folds: list[tuple], n: int) -> np.ndarray:

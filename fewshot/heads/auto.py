@@ -223,6 +223,10 @@ class AutoHead(BaseHead):
     def temperature(self) -> float:
         return self.head_.temperature
 
+    @property
+    def score_bounds(self) -> tuple[float, float] | None:  # type: ignore[override]
+        return self.head_.score_bounds
+
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config, arrays = super().get_state()
         inner_config, inner_arrays = self.head_.get_state()

@@ -59,6 +59,7 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     name: ClassVar[str] = "base"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
     accepts_prior: ClassVar[bool] = False  # fit and scores take zero-shot prior scores (``prior=``)
+    score_bounds: ClassVar[tuple[float, float] | None] = None  # where class_scores lie, when they are bounded
 
     # -- fitting ------------------------------------------------------------------------------------
     def fit(self, E: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> BaseHead:

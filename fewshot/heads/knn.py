@@ -32,6 +32,7 @@ class KNNHead(BaseHead):
 
     name = "knn"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"k": [POSITIVE_INT], "temperature": [POSITIVE]}
+    score_bounds: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
 
     def __init__(self, k: int = 10, temperature: float = 0.05) -> None:
         self.k = k

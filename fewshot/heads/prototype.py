@@ -36,6 +36,7 @@ class PrototypeHead(BaseHead):
 
     name = "prototype"
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"center": [bool], "temperature": [POSITIVE]}
+    score_bounds: ClassVar[tuple[float, float] | None] = (-1.0, 1.0)
 
     def __init__(self, center: bool = False, temperature: float = 0.05) -> None:
         self.center = center
