@@ -567,7 +567,7 @@ def test_service_fits_and_searches_with_fast_encoders(home, few_shot, tmp_path):
 
     X, y, X_test, _ = few_shot
     root = tmp_path / "root"
-    with TestClient(create_app(ServeSettings(root=root))) as client:
+    with TestClient(create_app(ServeSettings(root=root)), base_url="http://localhost") as client:
         r = client.post("/v1/models/fast", json={"inputs": X, "labels": y, "encoder": "text:onnx-int8"})
         assert r.status_code in (200, 201), r.text
         r = client.post("/v1/models/fast/predict", json={"inputs": X_test[:20]})

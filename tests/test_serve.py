@@ -48,7 +48,7 @@ def serve(tmp_path):
 
     def make(**overrides) -> TestClient:
         root = overrides.pop("root", tmp_path / "root")
-        client = TestClient(create_app(ServeSettings(root=root, **overrides)))
+        client = TestClient(create_app(ServeSettings(root=root, **overrides)), base_url="http://localhost")
         client.__enter__()
         clients.append(client)
         wait_ready(client)
@@ -495,7 +495,9 @@ BAD = [
 @pytest.fixture(scope="module")
 def populated(tmp_path_factory, agnews):
     """One service with a model ``m`` and an index ``i``, shared by the bad-input tests (none changes them)."""
-    client = TestClient(create_app(ServeSettings(root=tmp_path_factory.mktemp("bad") / "root")))
+    client = TestClient(
+        create_app(ServeSettings(root=tmp_path_factory.mktemp("bad") / "root")), base_url="http://localhost"
+    )
     client.__enter__()
     wait_ready(client)
     Xtr, ytr, _, _ = agnews
@@ -663,6 +665,36 @@ def test_cli_refuses_an_open_host_without_keys(tmp_path):
         p.parse_args(["--root", root, "--host", "0.0.0.0", "--api-keys", str(keys), "--max-inputs", "9"])
     )
     assert s.max_inputs == 9 and "writer-key-0123456789" not in json.dumps(s.api_keys)
+
+
+def test_a_keyless_server_answers_loopback_host_names_only_so_dns_rebinding_cannot_reach_it(serve, tmp_path):
+    import argparse
+
+    from fewshot.cli.serve import add_arguments, settings_from_args
+
+    client = serve()
+    body = {"inputs": ["a b", "c d"], "labels": ["x", "y"], "head": "prototype"}
+    r = client.post("/v1/models/rebound", json=body, headers={"Host": "attacker.example:8000"})
+    assert r.status_code == 400 and error(r)["code"] == "untrusted_host" and "attacker.example" in error(r)["message"]
+    assert not (tmp_path / "root" / "models" / "rebound").exists()  # refused before the app saw it
+    assert client.get("/v1/models", headers={"Host": "attacker.example"}).status_code == 400
+    for host in ["localhost:8000", "127.0.0.1", "127.0.0.1:8000", "[::1]:8000", "app.localhost", "LOCALHOST."]:
+        assert client.get("/health", headers={"Host": host}).status_code == 200, host
+    assert 'fewshot_rejected_total{reason="untrusted_host"} 2\n' in client.get("/metrics").text
+    named = serve(root=tmp_path / "r2", allowed_hosts=("fewshot.internal",))
+    assert named.get("/health", headers={"Host": "fewshot.internal:80"}).status_code == 200
+    assert named.get("/health", headers={"Host": "other.internal"}).status_code == 400
+    keyed = serve(root=tmp_path / "r3", api_keys={digest("reader-key-0123456789"): "read"})
+    assert keyed.get("/health", headers={"Host": "models.example.com"}).status_code == 200  # keys guard it
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    root = str(tmp_path / "r")
+    assert settings_from_args(p.parse_args(["--root", root])).allowed_hosts is None
+    assert settings_from_args(p.parse_args(["--root", root, "--allowed-host", "a.lan"])).allowed_hosts == ("a.lan",)
+    opened = settings_from_args(p.parse_args(["--root", root, "--host", "0.0.0.0", "--insecure-open"]))
+    assert opened.host_allowed("198.51.100.7") and not ServeSettings(root=root).host_allowed("198.51.100.7")
+    with pytest.raises(InputError, match="allowed_hosts must be a tuple of host names"):
+        ServeSettings(root=root, allowed_hosts="a.lan")
 
 
 def test_a_root_that_cannot_be_a_folder_is_one_error_line_before_uvicorn_starts(tmp_path, capsys):
@@ -944,7 +976,7 @@ def test_a_body_sent_too_slowly_is_answered_408_and_its_connection_closed(tmp_pa
     server.start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
-            head = "POST /v1/zeroshot HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            head = "POST /v1/zeroshot HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             sock.sendall((head + "Content-Length: 100\r\n\r\n" + '{"inp').encode())
             t0 = time.monotonic()
             answer = b""

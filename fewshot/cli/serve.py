@@ -1,13 +1,13 @@
 """``fewshot serve``: the HTTP service (FastAPI on uvicorn, from the ``serve`` extra).
 
-Without ``--api-keys`` the server listens on a loopback address only; another ``--host`` is refused unless
-``--insecure-open`` says that an open server is wanted.
+Without ``--api-keys`` the server listens on a loopback address only, and answers requests whose ``Host`` is a
+loopback name (or one ``--allowed-host`` adds); another ``--host`` is refused unless ``--insecure-open`` says that
+an open server is wanted.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from typing import Any
 
@@ -27,6 +27,14 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "--insecure-open",
         action="store_true",
         help="allow a non-loopback --host without --api-keys (anyone who reaches it may read and write)",
+    )
+    sp.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name the server answers besides loopback ones (repeat for more); without --api-keys only "
+        "those are answered, so that web pages cannot reach the server through DNS rebinding",
     )
     sp.add_argument(
         "--encoder",
@@ -63,21 +71,12 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def settings_from_args(a: argparse.Namespace) -> Any:
     from fewshot.serve.auth import read_key_file
-    from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings
+    from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings, is_loopback_name
 
     keys = read_key_file(a.api_keys) if a.api_keys else {}
-    if not keys and not is_loopback(a.host) and not a.insecure_open:
+    if not keys and not is_loopback_name(a.host) and not a.insecure_open:
         raise InputError(
             f"refusing to listen on {a.host} without --api-keys: anyone who can reach it could read and change "
             "every model and index. Give --api-keys FILE, listen on 127.0.0.1, or pass --insecure-open"
@@ -100,14 +99,16 @@ def settings_from_args(a: argparse.Namespace) -> Any:
         encoders=tuple(dict.fromkeys([*DEFAULT_ENCODERS, *a.encoder])),
         api_keys=keys,
         preload=not a.no_preload,
+        allowed_hosts=("*",) if a.insecure_open else tuple(a.allowed_host) or None,
     )
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
     from fewshot.serve import run
+    from fewshot.serve.settings import is_loopback_name
 
     settings = settings_from_args(a)
-    if not settings.api_keys and not is_loopback(a.host):
+    if not settings.api_keys and not is_loopback_name(a.host):
         print(f"fewshot: warning: serving {a.host} with no API keys (--insecure-open)", file=sys.stderr)
     run(settings, host=a.host, port=a.port, log_level=a.log_level)
     return 0

@@ -331,6 +331,10 @@ class BodyLimitAndMetrics:
             await send(message)
 
         try:
+            host = _host_name(scope)
+            if not self.service.settings.host_allowed(host):
+                await self._refuse(send_wrapper, _untrusted_host(host))
+                return
             declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
             too_big = False
             if declared is not None:
@@ -399,6 +403,30 @@ class BodyLimitAndMetrics:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _host_name(scope: dict) -> str:
+    """The host a request was sent to, from its ``Host`` header without the port (the server's own address
+    when a client sent none, as HTTP/1.0 clients may)."""
+    value = next((v for k, v in scope["headers"] if k == b"host"), None)
+    if value is None:
+        server = scope.get("server")
+        return str(server[0]) if server else ""
+    host = value.decode("latin-1").strip()
+    if host.startswith("["):  # [::1]:8000
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _untrusted_host(host: str) -> ApiError:
+    return ApiError(
+        400,
+        "untrusted_host",
+        f"this server does not answer requests for host {host!r}: without API keys it answers loopback names only "
+        "(localhost, 127.0.0.1, [::1]), so that a web page cannot reach it by pointing its own domain at this "
+        "machine; reach it as http://127.0.0.1:PORT, or start it with --allowed-host NAME",
+        "Host",
+    )
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:

@@ -9,7 +9,7 @@ What ``GET /metrics`` reports:
 - ``fewshot_queue_depth{encoder}``: items waiting for a model call now.
 - ``fewshot_inflight_requests``: requests doing model or index work now (the bound of the 429 answer).
 - ``fewshot_rejected_total{reason}``: requests refused before any work (``overload``, ``body_too_large``,
-  ``body_timeout``).
+  ``body_timeout``, ``untrusted_host``).
 - ``fewshot_merged_writes``: index writes so far that carried more than one request's items.
 """
 

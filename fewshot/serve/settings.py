@@ -17,6 +17,19 @@ NAME_RE = re.compile(NAME_PATTERN)
 DEFAULT_ENCODERS = ("text", "text:onnx", "text:onnx-int8", "static", "image", "image:onnx", "conse", "conse:onnx")
 
 
+def is_loopback_name(host: str) -> bool:
+    """Whether ``host`` (an address, bracketed or not, or a name) can only mean this machine."""
+    import ipaddress
+
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always the loopback address
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass
 class ServeSettings:
     """What ``fewshot serve`` is configured with.
@@ -55,6 +68,11 @@ class ServeSettings:
     api_keys : SHA-256 hex digest of each accepted key -> its scope (``read`` or ``write``); empty means
         no authentication (the CLI then allows loopback addresses only).
     preload : load the default text encoder at start-up (``/ready`` answers 503 until it is loaded).
+    allowed_hosts : the names a request's ``Host`` header may give. None (default): with no ``api_keys``,
+        loopback names only (``localhost``, ``*.localhost``, ``127.0.0.1`` and the rest of 127/8, ``[::1]``),
+        so that a web page the user visits cannot reach a keyless server by pointing its own domain at
+        127.0.0.1 (DNS rebinding); with keys, any. A tuple adds those names to the loopback ones; ``"*"``
+        allows any (what ``--insecure-open`` sets). A refused request is answered 400 ``untrusted_host``.
     """
 
     root: Path
@@ -76,6 +94,7 @@ class ServeSettings:
     encoders: tuple[str, ...] = DEFAULT_ENCODERS
     api_keys: dict[str, str] = field(default_factory=dict)
     preload: bool = True
+    allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -99,9 +118,21 @@ class ServeSettings:
                 raise InputError(f"{name} must be a non-negative number, got {value!r}")
         if self.body_timeout_s == 0:
             raise InputError("body_timeout_s must be positive: no body arrives in no time")
+        if self.allowed_hosts is not None:
+            if isinstance(self.allowed_hosts, str) or not all(isinstance(h, str) and h for h in self.allowed_hosts):
+                raise InputError(f"allowed_hosts must be a tuple of host names, got {self.allowed_hosts!r}")
+            self.allowed_hosts = tuple(h.lower() for h in self.allowed_hosts)
         for scope in self.api_keys.values():
             if scope not in ("read", "write"):
                 raise InputError(f"an API key's scope must be read or write, got {scope!r}")
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether a request whose ``Host`` header names ``host`` (port left off) may be answered."""
+        if self.allowed_hosts is None and self.api_keys:
+            return True
+        allowed = self.allowed_hosts or ()
+        host = host.lower().rstrip(".")
+        return "*" in allowed or host in allowed or is_loopback_name(host)
 
     @property
     def models_dir(self) -> Path:
