@@ -35,7 +35,7 @@ from fewshot.serve import auth
 from fewshot.serve import schemas as s
 from fewshot.serve.batching import CoalescingEncoder, deadline
 from fewshot.serve.errors import ApiError, from_library
-from fewshot.serve.inputs import decode_images, field_of, item_field, try_image
+from fewshot.serve.inputs import decode_images, field_of, item_field, refuse_images, try_image
 from fewshot.serve.metrics import Metrics
 from fewshot.serve.registry import Registry, check_name
 from fewshot.serve.settings import NAME_PATTERN, ServeSettings
@@ -59,11 +59,11 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _prepare(inputs: list[str], encoder: Any, field: str, max_pixels: int) -> list[Any]:
+def _prepare(inputs: list[str], encoder: Any, field: str, max_pixels: int, what: str = "this model") -> list[Any]:
     """Texts as they are; for an image encoder, base64 strings decoded to images."""
     if encoder is not None and encoder.modality == "image":
         return decode_images(inputs, field, max_pixels)
-    return list(inputs)
+    return refuse_images(inputs, field, what)
 
 
 class Service:
@@ -255,7 +255,10 @@ class Service:
             encoder = entry.index.encoder
             texts = [it.text for it in items]
             image = encoder is not None and encoder.modality == "image"
-            X = decode_images(texts, "items", self.settings.max_image_pixels, ".text") if image else texts
+            if image:
+                X = decode_images(texts, "items", self.settings.max_image_pixels, ".text")
+            else:
+                X = refuse_images(texts, "items", "this index", ".text")
             ids = self.registry.add_items(
                 entry,
                 X,
@@ -284,7 +287,7 @@ class Service:
             elif req.query_type == "auto" and image_index:
                 queries = [img if (img := try_image(q, pixels)) is not None else q for q in req.queries]
             else:
-                queries = list(req.queries)
+                queries = refuse_images(req.queries, "queries", "this index") if not image_index else list(req.queries)
             results = entry.index.batch_search(queries, k=req.k, where=req.where)
         return {
             "results": [

@@ -58,6 +58,19 @@ def decode_images(texts: list[str], field: str, max_pixels: int, part: str = "")
     return [decode_image(t, f"{field}[{i}]{part}", max_pixels) for i, t in enumerate(texts)]
 
 
+_IMAGE_URL = re.compile(r"^\s*data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+def refuse_images(texts: list[str], field: str, what: str, part: str = "") -> list[str]:
+    """``texts`` as they are, unless one is an image as a ``data:image/...;base64,`` URL (what the page sends
+    for a picked file): embedded as text it would get a confident answer about its base64 characters."""
+    for i, t in enumerate(texts):
+        if _IMAGE_URL.match(t):
+            name = f"{field}[{i}]{part}"
+            raise ApiError(400, "bad_input", f"{name} is an image (a data:image/ URL), but {what} embeds text", name)
+    return list(texts)
+
+
 def try_image(text: str, max_pixels: int) -> Any | None:
     """The image ``text`` encodes, or None when it is not a base64 image (then it is text)."""
     try:
