@@ -154,3 +154,55 @@ def test_the_api_docs_render_offline(page, server):
     paths = page.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
     assert "/v1/models/{name}/predict" in [p.replace("\u200b", "") for p in paths]
     assert EXTERNAL[before:] == []
+
+
+def home(page, server) -> None:
+    """Back to the page (the docs test leaves it), its lists filled."""
+    page.goto(server + "/")
+    page.wait_for_function("document.querySelectorAll('#clf-model option').length > 0")
+
+
+def test_a_server_that_cannot_be_reached_or_asks_for_a_key_is_said_so(page, server):
+    home(page, server)
+    page.route("**/v1/zeroshot", lambda route: route.abort())  # as when the server has stopped
+    page.fill("#zs-text", "The team won the final")
+    page.fill("#zs-labels", "sport, politics")
+    click(page, "zs")
+    assert f"cannot reach the fewshot server at {server}; is it running?" in page.inner_text("#zs-out .error")
+    page.unroute("**/v1/zeroshot")
+    unauthorized = '{"error": {"code": "unauthorized", "message": "this server needs an API key", "field": null}}'
+    page.route("**/v1/models", lambda route: route.fulfill(status=401, body=unauthorized))
+    page.evaluate("refreshLists()")
+    page.wait_for_function("document.querySelector('#clf-model').dataset.error !== undefined")
+    click(page, "clf")  # the list's own failure is the reason, not "no saved model"
+    shown = page.inner_text("#clf-out .error")
+    assert "cannot list them: this server needs an API key" in shown and "API key field" in shown
+    page.unroute("**/v1/models")
+    page.evaluate("refreshLists()")
+    page.wait_for_function("document.querySelector('#clf-model').value === 'support'")
+    page.fill("#api-key", "ключ-0123456789abcdef")  # not Latin-1: said plainly, not the browser's TypeError
+    click(page, "zs")
+    assert "printable ASCII" in page.inner_text("#zs-out .error")
+    page.fill("#api-key", "")
+    page.dispatch_event("#api-key", "change")  # the page keeps a key for the session once it changes
+
+
+def test_only_the_latest_request_of_a_panel_is_shown(page, server):
+    """A slow answer to an older question never replaces the answer to the question the fields now ask."""
+    home(page, server)
+    page.fill("#zs-labels", "sport, weather")
+    page.fill("#zs-text", "The striker scored twice in the final")
+    page.evaluate(  # every answer arrives a second late
+        "window.realFetch = window.fetch; window.fetch = (...a) => "
+        "window.realFetch(...a).then(r => new Promise(done => setTimeout(() => done(r), 1000)))"
+    )
+    page.click("#zs-go")
+    assert page.is_disabled("#zs-go")  # no second request of the panel while one runs
+    page.fill("#zs-text", "Heavy rain and strong winds expected tomorrow")
+    page.press("#zs-labels", "Enter")  # ignored while busy
+    page.wait_for_selector('#zs-out[data-state="done"]')
+    page.evaluate("window.fetch = window.realFetch")
+    assert rows(page, "zs-out")[0][0] == "sport" and not page.is_disabled("#zs-go")
+    page.press("#zs-labels", "Enter")  # the new text, asked now
+    page.wait_for_selector('#zs-out[data-state="done"]')
+    assert rows(page, "zs-out")[0][0] == "weather"

@@ -6,16 +6,20 @@ const $ = (id) => document.getElementById(id);
 function headers() {
   const h = { "Content-Type": "application/json" };
   const key = $("api-key").value.trim();
+  // a header carries Latin-1 only; the browser would throw its own puzzling message
+  if (key && !/^[\x21-\x7e]+$/.test(key)) throw new Error("the API key may hold only printable ASCII characters");
   if (key) h["Authorization"] = "Bearer " + key;
   return h;
 }
 
 async function call(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: headers(),
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const init = { method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body) };
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    throw new Error("cannot reach the fewshot server at " + location.origin + "; is it running? (" + e.message + ")");
+  }
   let data = null;
   try {
     data = await response.json();
@@ -24,7 +28,8 @@ async function call(method, path, body) {
   }
   if (!response.ok) {
     const err = data && data.error ? data.error : { message: response.statusText, code: String(response.status) };
-    throw new Error(err.message + (err.field ? " (" + err.field + ")" : ""));
+    const hint = response.status === 401 ? " Type a key in the API key field at the top of the page." : "";
+    throw new Error(err.message + (err.field ? " (" + err.field + ")" : "") + hint);
   }
   return data;
 }
@@ -84,6 +89,32 @@ function showScores(out, prediction) {
     .forEach(([name, p]) => out.appendChild(bar(name, p, prediction.label !== null && name === String(prediction.label))));
 }
 
+// One request of a panel at a time: its button is disabled while it runs, the previous answer is cleared, and
+// an answer that comes back after a newer request was made is dropped, so what is shown always answers what
+// the fields now say.
+const latest = {};
+
+async function run(panel, work) {
+  const out = $(panel + "-out");
+  const button = $(panel + "-go");
+  const ticket = (latest[panel] = (latest[panel] || 0) + 1);
+  out.dataset.state = "loading";
+  button.disabled = true;
+  clear(out);
+  note(out, "working…");
+  try {
+    const render = await work();
+    if (ticket === latest[panel]) render(out);
+  } catch (e) {
+    if (ticket === latest[panel]) showError(out, e);
+  } finally {
+    if (ticket === latest[panel]) {
+      button.disabled = false;
+      out.dataset.state = "done";
+    }
+  }
+}
+
 function readImage(input) {
   return new Promise((resolve, reject) => {
     const file = input.files && input.files[0];
@@ -95,56 +126,50 @@ function readImage(input) {
   });
 }
 
-async function tag() {
-  const out = $("zs-out");
-  out.dataset.state = "loading";
-  try {
+function tag() {
+  return run("zs", async () => {
     const text = $("zs-text").value.trim();
     const labels = $("zs-labels").value.split(",").map((s) => s.trim()).filter((s) => s);
     if (!text) throw new Error("type a text to tag");
     if (!labels.length) throw new Error("type at least one label");
     const multi = $("zs-multi").checked;
     const data = await call("POST", "/v1/zeroshot", { inputs: [text], labels, multi_label: multi });
-    showScores(out, data.predictions[0]);
-  } catch (e) {
-    showError(out, e);
-  } finally {
-    out.dataset.state = "done";
-  }
+    return (out) => showScores(out, data.predictions[0]);
+  });
 }
 
-async function classify() {
-  const out = $("clf-out");
-  out.dataset.state = "loading";
-  try {
-    const model = $("clf-model").value;
-    if (!model) throw new Error("no saved model to classify with");
+// the saved model or index a select names, or the reason the list could not be read
+function chosen(select, none) {
+  if (select.value) return select.value;
+  throw new Error(select.dataset.error || none);
+}
+
+function classify() {
+  return run("clf", async () => {
+    const model = chosen($("clf-model"), "no saved model to classify with");
     const image = await readImage($("clf-image"));
     const input = image || $("clf-text").value.trim();
     if (!input) throw new Error("type a text or choose an image");
     const data = await call("POST", "/v1/models/" + encodeURIComponent(model) + "/predict", { inputs: [input] });
-    showScores(out, data.predictions[0]);
-  } catch (e) {
-    showError(out, e);
-  } finally {
-    out.dataset.state = "done";
-  }
+    return (out) => showScores(out, data.predictions[0]);
+  });
 }
 
-async function search() {
-  const out = $("search-out");
-  out.dataset.state = "loading";
-  try {
-    const index = $("search-index").value;
-    if (!index) throw new Error("no saved index to search");
+function search() {
+  return run("search", async () => {
+    const index = chosen($("search-index"), "no saved index to search");
     const image = await readImage($("search-image"));
     const query = image || $("search-query").value.trim();
     if (!query) throw new Error("type a query or choose an image");
     const kText = $("search-k").value.trim();
     const k = kText === "" ? 5 : Number(kText); // the server checks it (1 to 1000)
     const data = await call("POST", "/v1/indexes/" + encodeURIComponent(index) + "/search", { queries: [query], k });
+    return (out) => showHits(out, data.results[0]);
+  });
+}
+
+function showHits(out, hits) {
     clear(out);
-    const hits = data.results[0];
     if (!hits.length) note(out, "no hits");
     hits.forEach((h, i) => {
       const div = document.createElement("div");
@@ -156,17 +181,13 @@ async function search() {
       div.appendChild(text);
       out.appendChild(div);
     });
-  } catch (e) {
-    showError(out, e);
-  } finally {
-    out.dataset.state = "done";
-  }
 }
 
 async function fill(select, path, key) {
   try {
     const data = await call("GET", path);
     clear(select);
+    delete select.dataset.error;
     data[key].forEach((entry) => {
       const option = document.createElement("option");
       option.value = entry.name;
@@ -175,9 +196,10 @@ async function fill(select, path, key) {
     });
   } catch (e) {
     clear(select);
+    select.dataset.error = "cannot list them: " + e.message;
     const option = document.createElement("option");
     option.value = "";
-    option.textContent = e.message;
+    option.textContent = "(cannot list them)";
     select.appendChild(option);
   }
 }
@@ -197,8 +219,22 @@ document.addEventListener("DOMContentLoaded", () => {
   $("zs-go").addEventListener("click", tag);
   $("clf-go").addEventListener("click", classify);
   $("search-go").addEventListener("click", search);
-  $("search-query").addEventListener("keydown", (e) => {
-    if (e.key === "Enter") search();
+  // Enter in a one-line field asks, as does Ctrl+Enter in a text box; a busy panel ignores it
+  const submit = { "zs-text": tag, "zs-labels": tag, "clf-text": classify, "search-query": search, "search-k": search };
+  Object.entries(submit).forEach(([id, action]) => {
+    $(id).addEventListener("keydown", (e) => {
+      const multiline = $(id).tagName === "TEXTAREA";
+      const panel = id.split("-")[0];
+      if (e.key === "Enter" && (!multiline || e.ctrlKey || e.metaKey) && !$(panel + "-go").disabled) {
+        e.preventDefault();
+        action();
+      }
+    });
+  });
+  // a text or an image, never both: choosing one clears the other
+  [["clf-text", "clf-image"], ["search-query", "search-image"]].forEach(([text, image]) => {
+    $(text).addEventListener("input", () => ($(image).value = ""));
+    $(image).addEventListener("change", () => ($(text).value = ""));
   });
   refreshLists();
 });
