@@ -264,6 +264,20 @@ def test_cache_weighs_a_good_prior_up_and_a_useless_one_down():
     assert wc >= 4 * wp
 
 
+def test_cache_held_out_scores_come_from_the_head_as_fitted_so_they_share_its_scale():
+    E, y = clusters(n_classes=3, per_class=10, seed=4, spread=1.5)
+    codes = np.searchsorted(np.unique(y), y)
+    prior = np.eye(3)[codes] * 0.5 + 0.1
+    head = CacheAdapterHead().fit(E, y, prior=prior)
+    template = head._held_out_template()
+    assert (template.beta, tuple(template.weights)) == (head.beta_, tuple(head.weights_))  # not chosen again
+    S = head.held_out_scores(E, y, prior=prior)
+    own = S[np.arange(len(E)), codes]
+    full = head.class_scores(E, prior=prior)[np.arange(len(E)), codes]
+    assert abs(np.median(own) / np.median(full) - 1) < 0.25, (np.median(own), np.median(full))
+    assert CacheAdapterHead().fit(E, y)._held_out_template().weights is None  # no prior: the cache alone
+
+
 def test_cache_prior_must_be_given_consistently():
     E, y = clusters(seed=6)
     with_prior = CacheAdapterHead().fit(E, y, prior=np.zeros((len(E), 3)))

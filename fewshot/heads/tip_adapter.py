@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import clone
 
 from fewshot._validate import as_embeddings
 from fewshot.errors import InputError
@@ -260,6 +261,12 @@ class CacheAdapterHead(BaseHead):
         self.beta_, self.weights_ = pick
         _, _, self.cache_scale_, self.temperature_ = found[pick]
         self.selection_["picked"] = {"beta": self.beta_, "weights": list(self.weights_), "why": why}
+
+    def _held_out_template(self) -> BaseHead:
+        # the folds keep the beta and weights chosen on all examples: chosen again in each fold they differ
+        # (a fold's cache alone against the full fit's prior plus four times the cache), and scores on
+        # another scale would set the abstention threshold and the temperature for a head that is not this one
+        return clone(self).set_params(beta=self.beta_, weights=tuple(self.weights_) if self.uses_prior_ else None)
 
     # -- prediction ---------------------------------------------------------------------------------
     @property
