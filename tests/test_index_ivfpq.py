@@ -205,6 +205,32 @@ def test_a_damaged_vector_file_is_reported(tmp_path):
         EmbeddingIndex.load(path)
 
 
+def test_a_reader_keeps_reading_after_a_writer_compacts_its_vector_files_away(tmp_path, monkeypatch):
+    index, X = ivf_filled("ivfpq")
+    path = index.save(tmp_path / "shared")
+    before = segments(path)
+    reader = EmbeddingIndex.load(path)  # as the service holds it, not yet searched
+    with EmbeddingIndex.update(path) as writer:
+        writer.remove(list(range(100)))
+        writer.compact()
+    assert not set(before) & set(segments(path))  # the file the reader was given is gone
+    assert reader.search_embeddings(X[200:201], k=1)[1][0, 0] == 200  # re-ranked from the file it checked
+    assert reader.search_embeddings(X[50:51], k=1)[1][0, 0] == 50  # its own view: no removal seen
+    # a save replaced between reading the manifest and reading its vector files is read again, not damage
+    real, raced = EmbeddingIndex._from_save.__func__, []
+
+    def racing(cls, folder, *rest):
+        if not raced:
+            raced.append(folder)
+            with EmbeddingIndex.update(folder) as other:
+                other.remove(list(range(100, 150)))
+                other.compact()
+        return real(cls, folder, *rest)
+
+    monkeypatch.setattr(EmbeddingIndex, "_from_save", classmethod(racing))
+    assert len(EmbeddingIndex.load(path)) == 150 and raced
+
+
 def test_a_killed_first_save_leaves_a_folder_the_next_save_takes_over(tmp_path):
     path = tmp_path / "first"
     path.mkdir()

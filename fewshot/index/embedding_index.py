@@ -19,6 +19,7 @@ from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_f
 from fewshot.errors import (
     ConcurrentWriteError,
     CorruptFileError,
+    FewShotError,
     InputError,
     SaveExistsError,
     SaveNotFoundError,
@@ -395,16 +396,23 @@ class EmbeddingIndex:
 
     def compact(self) -> None:
         """Rebuild the HNSW graph without removed vectors (searches already skip them); for IVF-PQ, drop
-        removed rows from the vectors on disk (the next save writes the smaller files)."""
+        removed rows from the vectors on disk (the next save writes the smaller files). A durable index
+        (:meth:`open`) writes a new save at once: the journal holds adds and removals, not compactions, so
+        replayed over the old save an id added again after the compaction would be taken for a removed one."""
         with self._lock.write():
+            changed = False
             if self._vectors is not None and self._vectors.removed:
                 self._vectors.rebuild(self._vectors.structure)
+                changed = True
             raw = self._vectors.raw if self._vectors is not None else None
             if raw is not None and raw.live < raw.rows:
                 fresh = RawVectors(raw.dim)
                 for ids, vecs in raw.iter_live():
                     fresh.add(vecs, ids)
                 self._vectors.raw = fresh
+                changed = True
+            if changed and self._durable is not None:
+                self.checkpoint()
 
     def retrain(self) -> None:
         """Train an IVF-PQ index's lists and codes again on a fresh sample of its vectors (from disk), e.g.
@@ -636,7 +644,13 @@ class EmbeddingIndex:
         """The manifest fields and file writers of a save (the caller holds this index's lock)."""
         if self._vectors is None:
             self._vectors = self._new_store()
-        vectors, removed = self._vectors.to_bytes(), set(self._vectors.removed)
+        removed = set(self._vectors.removed)
+        if self._vectors.ntotal != len(self) + len(removed):  # what load() would refuse is never written
+            raise FewShotError(
+                f"index {self.name!r}: {len(self)} items and {len(removed)} removed ones, but {self._vectors.ntotal} "
+                "vectors; nothing was saved, and the last save is left as it was"
+            )
+        vectors = self._vectors.to_bytes()
         table = self._table.to_bytes(removed)
         meta = {
             "name": self.name,
@@ -677,7 +691,28 @@ class EmbeddingIndex:
             recorded encoder; its weights are checked against the recorded hash when first used.
         """
         folder = resolve_index_path(path)
-        manifest, files, frames, journal_bytes = _read_with_journal(folder)
+        for _ in range(20):
+            manifest, files, frames, journal_bytes = _read_with_journal(folder)
+            try:
+                return cls._from_save(folder, encoder, manifest, files, frames, journal_bytes)
+            except CorruptFileError:
+                # IVF-PQ's vector files are read after the rest: a checkpoint that compacted them away in
+                # between is a newer save to read again, not damage
+                now = read_manifest(folder)
+                if manifest.get("raw") is None or now is None or now.get("save_id") == manifest["save_id"]:
+                    raise
+        raise CorruptFileError(f"{folder} kept changing while it was read; try again")
+
+    @classmethod
+    def _from_save(
+        cls,
+        folder: Path,
+        encoder: Encoder | None,
+        manifest: dict[str, Any],
+        files: dict[str, bytes],
+        frames: list,
+        journal_bytes: int,
+    ) -> EmbeddingIndex:
         saved_identity = manifest.get("encoder")
         deferred = None
         if saved_identity is not None:
@@ -743,6 +778,10 @@ class EmbeddingIndex:
                         for i, item, lab, meta in zip(ids, header["items"], header["labels"], header["metadata"])
                     ]
                     metadata = [json.loads(r[3]) for r in records]
+                    if self._vectors.removed & set(ids.tolist()):
+                        # an id added again after a compaction its writer made (a journal written before
+                        # compactions were followed by a save): compact here too, as that writer had
+                        self._vectors.rebuild(self._vectors.structure)
                     self._apply_add(E, ids, records, metadata, header["labels"])
                 elif header["op"] == "remove":
                     present = sorted(self._table.existing(ids.tolist()))

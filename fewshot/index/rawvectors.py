@@ -37,10 +37,14 @@ def _new_name() -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
+        return _sha256_of(f)
+
+
+def _sha256_of(f: Any) -> str:
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 22), b""):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -231,18 +235,28 @@ class RawVectors:
             if not SEGMENT.fullmatch(d["name"]):
                 raise CorruptFileError(f"{folder}: the manifest names an unexpected vector file {d['name']!r}")
             try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+                f = open(path, "rb")  # checked and mapped through one descriptor: a compaction that deletes
+            except FileNotFoundError:  # the file later leaves this copy reading what it checked
                 raise CorruptFileError(
                     f"{folder}: the vector file {d['name']} named in the manifest is missing"
                 ) from None
-            if size != d["bytes"] or d["bytes"] != d["rows"] * dim * 4:
-                raise CorruptFileError(
-                    f"{path} is {size} bytes but the manifest says {d['bytes']}: the file is truncated or altered"
-                )
-            if sha256_file(path) != d["sha256"]:
-                raise CorruptFileError(f"{path} fails its checksum: the file is corrupt or was altered")
-            raw.segments.append(Segment(path, int(d["rows"]), dim, d["sha256"]))
+            with f:
+                size = os.fstat(f.fileno()).st_size
+                if d["bytes"] != d["rows"] * dim * 4:
+                    raise CorruptFileError(
+                        f"{folder}: the manifest gives {d['name']} {d['rows']} rows of {dim} floats in {d['bytes']} "
+                        "bytes, which cannot be: the manifest is altered"
+                    )
+                if size != d["bytes"]:
+                    raise CorruptFileError(
+                        f"{path} is {size} bytes but the manifest says {d['bytes']}: the file is truncated or altered"
+                    )
+                if _sha256_of(f) != d["sha256"]:
+                    raise CorruptFileError(f"{path} fails its checksum: the file is corrupt or was altered")
+                segment = Segment(path, int(d["rows"]), dim, d["sha256"])
+                if segment.rows:
+                    segment._map = np.memmap(f, dtype=np.float32, mode="r", shape=(segment.rows, dim))
+            raw.segments.append(segment)
             total += int(d["rows"])
         if total != len(pos_ids):
             raise CorruptFileError(f"{folder}: the vector files hold {total} rows, the position map {len(pos_ids)}")
