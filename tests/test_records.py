@@ -22,6 +22,17 @@ def test_csv_tsv_jsonl_and_txt(tmp_path):
     assert read_records(str(tmp_path / "a.txt")) == [{"text": "one"}, {"text": "two"}]
 
 
+def test_records_split_at_line_ends_only_not_at_unicode_separators(tmp_path):
+    import json
+
+    line = json.dumps({"text": "a\u2028b"}, ensure_ascii=False)  # JSON may write U+2028 raw inside a string
+    (tmp_path / "sep.jsonl").write_text(line + '\r\n{"text": "c"}\n')
+    assert [r["text"] for r in read_records(str(tmp_path / "sep.jsonl"))] == ["a\u2028b", "c"]
+    (tmp_path / "sep.txt").write_bytes("one\x85 two\x0cthree\r\nfour\rfive\n".encode("latin-1"))
+    texts = [r["text"] for r in read_records(str(tmp_path / "sep.txt"), encoding="latin-1")]
+    assert texts == ["one\x85 two\x0cthree", "four", "five"]  # U+0085 (cp1252's ellipsis) and a form feed stay
+
+
 def test_encodings_byte_order_marks_and_long_fields(tmp_path):
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncafé crème,food\n".encode("latin-1"))

@@ -15,6 +15,7 @@ column and the kept columns under their own names.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -392,7 +393,7 @@ def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) ->
     codec = _codec(encoding)
     text = raw.decode("utf-8-sig" if start == 0 and codec == "utf-8" else codec)
     try:
-        for _ in csv.reader(text.splitlines(keepends=True), delimiter=_delimiter(path), strict=True):
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(path), strict=True):
             pass
     except csv.Error as exc:
         if "end of data" in str(exc):  # CPython's message for a quoted field open at the end of the input

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fewshot.cli.records import decode
+from fewshot.cli.records import decode, lines
 from fewshot.errors import InputError
 
 ENCODER_KINDS = (
@@ -88,7 +88,7 @@ def parse_labels(inline: str | None, path: str | None, encoding: str = "utf-8") 
                 f"not a {type(labels).__name__}"
             )
         return labels
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [line.strip() for line in lines(text) if line.strip()]
 
 
 def is_image_input(path: str | None) -> bool:

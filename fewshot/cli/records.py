@@ -53,6 +53,13 @@ def decode(data: bytes, where: str, encoding: str = "utf-8") -> str:
         ) from None
 
 
+def lines(text: str) -> list[str]:
+    """``text`` split at line ends: LF, CRLF or CR, and nothing else. ``str.splitlines`` also splits at form
+    feeds, U+0085 and U+2028, which a text may hold (JSON writes U+2028 raw inside strings, and latin-1 reads
+    a cp1252 ellipsis as U+0085): one record would become two, or a valid JSON line an invalid one."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def json_record(line: str, where: str, hint: str = "") -> dict[str, Any]:
     """One JSON-lines record: a JSON object, or an :class:`InputError` naming ``where`` (file and line),
     ``hint`` appended to it when the line is not JSON."""
@@ -71,7 +78,7 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: s
     if "\x00" in text:
         raise InputError(f"{where} holds NUL bytes: it is not a text file")
     if fmt == "txt":
-        rows: list[dict[str, Any]] = [{"text": line} for line in text.splitlines() if line.strip()]
+        rows: list[dict[str, Any]] = [{"text": line} for line in lines(text) if line.strip()]
     elif fmt == "csv":
         try:
             reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -88,7 +95,7 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: s
                 raise InputError(f"{where}: the header repeats a column name ({', '.join(names)})")
     else:
         rows = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(lines(text), 1):
             if not line.strip():
                 continue
             rows.append(json_record(line, f"{where} line {n}", hint))
