@@ -90,6 +90,19 @@ def test_a_folder_that_cannot_take_a_save_is_named_and_the_save_there_kept(tmp_p
         check_target(tmp_path / "kept" / "new", "note")  # a new folder below it is the same
     monkeypatch.undo()
     assert read_bundle(tmp_path / "kept", "note")[1]["data.txt"] == b"first"
+
+    # where access() says yes but no folder can be made (root in /proc or /sys, a read-only mount)
+    def refuse(**kw):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(bundle.tempfile, "mkdtemp", refuse)
+    with pytest.raises(AccessError, match=r"cannot save to .*deep/model: no folder can be made in .* \(Read-only"):
+        save(tmp_path / "deep" / "model", "first")
+    monkeypatch.undo()
+    assert not (tmp_path / "deep").exists()
+    if Path("/proc/self").is_dir():  # Linux: what the probe is for
+        with pytest.raises(AccessError, match="no folder can be made in /proc"):
+            check_target("/proc/no-such-folder/model", "note")
     # a manifest that is a folder is damage, not an OS error
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "manifest.json").mkdir()

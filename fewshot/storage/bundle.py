@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import secrets
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,6 +166,11 @@ def check_folder_place(path: Path, failing: str) -> None:
         raise InputError(f"{failing}: {nearest} is a file, not a folder")
     if not os.access(nearest, os.W_OK | os.X_OK):
         raise AccessError(f"{failing}: {nearest} is not writable")
+    if nearest != path:  # folders to make: try one, as access() says yes to root even in /proc or /sys
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".fewshot-probe-", dir=nearest))
+        except OSError as exc:
+            raise AccessError(f"{failing}: no folder can be made in {nearest} ({exc.strerror})") from None
 
 
 def check_target(path: str | Path, bundle_type: str, logical_names: list[str] | tuple[str, ...] = ()) -> None:
