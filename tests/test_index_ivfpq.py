@@ -241,6 +241,33 @@ def test_a_killed_first_save_leaves_a_folder_the_next_save_takes_over(tmp_path):
     assert len(EmbeddingIndex.load(path)) == 300
 
 
+def test_a_first_save_stopped_while_writing_vectors_is_no_index_and_the_next_save_takes_over(tmp_path, monkeypatch):
+    from fewshot.errors import SaveNotFoundError
+    from fewshot.index import rawvectors
+
+    def killed(self, folder):  # as a kill -9 while the vector files are written
+        raise KeyboardInterrupt
+
+    index, X = ivf_filled("ivfpq")
+    monkeypatch.setattr(rawvectors.RawVectors, "save_into", killed)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "big")
+    monkeypatch.undo()
+    with pytest.raises(SaveNotFoundError, match="first save was stopped before its vectors were written"):
+        EmbeddingIndex.load(tmp_path / "big")  # not an empty index that reads as a finished one
+    other, _ = ivf_filled("ivfpq")
+    other.save(tmp_path / "big")  # another index object takes it over: nothing there to lose
+    assert len(EmbeddingIndex.load(tmp_path / "big")) == 300
+    monkeypatch.setattr(rawvectors.RawVectors, "save_into", killed)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(tmp_path / "again")
+    monkeypatch.undo()
+    with EmbeddingIndex.update(tmp_path / "again", create=True, dim=32, kind="ivfpq", ivfpq=SMALL) as fresh:
+        assert len(fresh) == 0  # a new index, not the placeholder loaded
+        fresh.add_embeddings(X[:10])
+    assert len(EmbeddingIndex.load(tmp_path / "again")) == 10
+
+
 def test_durable_ivfpq_index_journals_and_replays(tmp_path):
     path = tmp_path / "wal"
     X, _ = clustered(700, 1, dim=32)

@@ -38,6 +38,7 @@ KINDS = ("auto", "flat", "hnsw", "ivfpq")
 FILES = ("index.faiss", "meta.sqlite", "positions.npy")  # positions.npy: the row order of IVF-PQ vectors on disk
 OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
 MAX_ID = 2**63 - 1  # the largest id SQLite and FAISS hold
+UNFINISHED = "unfinished_first_save"  # the manifest of the empty index an IVF-PQ first save writes first
 CHECKPOINT_BYTES = 64 << 20  # a durable index writes a new save when its journal grows past this
 # kind="auto" goes from flat to HNSW past ``auto_threshold`` vectors and from either to IVF-PQ past this
 # many (eval/bench_scale.py measures the sizes where HNSW's float32 copy and build time stop paying)
@@ -577,11 +578,14 @@ class EmbeddingIndex:
                 problem = check(old) if check is not None and old is not None and mine else None
                 if problem:
                     raise ConcurrentWriteError(f"{target}: {problem}")
-                if old is None:  # a first save: the folder becomes an (empty) index first,
+                if old is None:  # a first save: the folder becomes an (empty) index marked unfinished first,
                     empty = EmbeddingIndex(None, dim=self.dim, kind=self.kind, name=self.name)  # so that a
                     meta, files = empty._save_parts()  # killed save leaves a folder the next one takes over
                     meta["encoder"] = None if self.encoder is None else self._identity()
+                    meta[UNFINISHED] = True  # (load refuses it rather than reading an empty index)
                     expect = write_bundle(target, "index", meta, files, lock=lock, owned=OWNED)["save_id"]
+                elif old.get(UNFINISHED):  # a killed first save's placeholder, this save's to finish
+                    expect = old.get("save_id")
                 segments = raw.save_into(target)
                 meta, files = self._save_parts()
                 meta["raw"] = segments
@@ -615,6 +619,8 @@ class EmbeddingIndex:
                 return None
 
             def refuse(old: dict[str, Any]) -> str | None:
+                if old.get(UNFINISHED):  # a first save killed before its vectors were written: nothing to lose
+                    return None
                 raise SaveExistsError(
                     f"{target} already holds an index ({old.get('name')!r}, {old.get('count', '?')} items) that "
                     "this one was not loaded from; load it (or use EmbeddingIndex.update / open) to change it, or "
@@ -693,6 +699,11 @@ class EmbeddingIndex:
         folder = resolve_index_path(path)
         for _ in range(20):
             manifest, files, frames, journal_bytes = _read_with_journal(folder)
+            if manifest.get(UNFINISHED):
+                raise SaveNotFoundError(
+                    f"no saved index at {folder}: its first save was stopped before its vectors were written, "
+                    "so nothing of it can be read; save the index there again (the next save takes the folder over)"
+                )
             try:
                 return cls._from_save(folder, encoder, manifest, files, frames, journal_bytes)
             except CorruptFileError:
@@ -817,7 +828,7 @@ class EmbeddingIndex:
         folder = resolve_index_path(path)
         check_target(folder, "index", FILES + OWNED)
         with FolderLock(folder, timeout) as lock:
-            if read_manifest(folder) is not None:
+            if _holds_index(folder):
                 index = cls.load(folder, encoder)
             elif create:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
@@ -854,7 +865,7 @@ class EmbeddingIndex:
         check_target(folder, "index", FILES + OWNED)
         lock = FolderLock(folder, timeout).acquire()
         try:
-            if read_manifest(folder) is not None:
+            if _holds_index(folder):
                 index = cls.load(folder, encoder)
             elif create:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
@@ -968,6 +979,12 @@ class EmbeddingIndex:
             self._vectors = VectorStore.from_bytes(
                 vectors[0], self._dim, self.hnsw, vectors[1], "a pickled index", self.ivfpq, raw
             )
+
+
+def _holds_index(folder: Path) -> bool:
+    """Whether ``folder`` holds a save to load: a manifest, and not the placeholder of a killed first save."""
+    manifest = read_manifest(folder)
+    return manifest is not None and not manifest.get(UNFINISHED)
 
 
 def _read_with_journal(folder: Path) -> tuple[dict[str, Any], dict[str, bytes], list, int]:
