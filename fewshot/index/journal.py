@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot.errors import CorruptFileError
+from fewshot.errors import CorruptFileError, warn_user
 
 MAGIC = b"FSJR"
 FRAME = struct.Struct(">4sIII")
@@ -63,7 +63,13 @@ def read_frames(data: bytes, where: str) -> tuple[list[tuple[dict[str, Any], byt
         if zlib.crc32(body, zlib.crc32(head)) != crc:
             if end == len(data):
                 _torn_tail(data, pos, where)
-                break  # the last frame, half written
+                # whole but wrong: a write a crash cut short after the file grew (never acknowledged), or a
+                # record damaged later; the two look alike, so it is left out, and said
+                warn_user(
+                    f"{where}: the journal's last record (byte {pos}, {end - pos} bytes) fails its checksum; it is "
+                    "left out as a write a crash cut short. If that write was acknowledged, the journal is damaged"
+                )
+                break
             raise CorruptFileError(f"{where}: journal frame at byte {pos} fails its checksum; the journal is damaged")
         frames.append((json.loads(head.decode("utf-8")), body))
         pos = end
