@@ -628,6 +628,59 @@ def test_index_built_from_an_embed_output_without_encoding_again(corpus, local_r
         EmbeddingIndex(name="x").add_batch_output(local_runs["predict"].output)
 
 
+def test_an_embed_output_is_indexed_all_or_nothing_and_its_columns_are_checked(tmp_path, monkeypatch):
+    from fewshot import EmbeddingIndex
+    from fewshot.cli.index import cmd_index_build
+
+    rows = [{"doc": 1000 + i, "text": f"note number {i}", "topic": "a" if i % 2 else "b"} for i in range(12)]
+    rows[9]["doc"] = 1003  # an id repeated in the output
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    batch.embed(tmp_path / "in.jsonl", tmp_path / "dup", id_col="doc", keep_cols=["topic"], progress=None)
+    index = EmbeddingIndex()
+    with pytest.raises(InputError, match="id 1003 is in column 'doc' more than once \\(rows 4 and 10\\).*nothing"):
+        index.add_batch_output(tmp_path / "dup", batch_rows=3)
+    assert len(index) == 0
+    rows[9]["doc"] = 1009
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    batch.embed(tmp_path / "in.jsonl", tmp_path / "ok", id_col="doc", keep_cols=["topic"], progress=None)
+    index.add_embeddings(np.eye(384, dtype=np.float32)[:1], ids=[1011])
+    with pytest.raises(InputError, match="ids already in the index: \\[1011\\]; nothing was added"):
+        index.add_batch_output(tmp_path / "ok", batch_rows=3)
+    assert len(index) == 1
+    real, calls = EmbeddingIndex.add_embeddings, []
+
+    def fails_third(self, *args, **kwargs):  # a failure found midway (a bad value in the third batch)
+        calls.append(1)
+        if len(calls) == 3:
+            raise InputError("bad value")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingIndex, "add_embeddings", fails_third)
+    fresh = EmbeddingIndex()
+    with pytest.raises(InputError, match="bad value"):
+        fresh.add_batch_output(tmp_path / "ok", batch_rows=3)
+    assert len(fresh) == 0  # the two batches added before it went again
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="id_col 'topic' holds string values, and index ids are integers"):
+        EmbeddingIndex().add_batch_output(tmp_path / "ok", id_col="topic")
+    args = argparse.Namespace(
+        name=str(tmp_path / "ix"),
+        from_embeddings=str(tmp_path / "ok"),
+        data=None,
+        kind="auto",
+        overwrite=False,
+        encoder=None,
+        label_col=None,
+        id_col=None,
+        meta_cols="",
+        text_col="body",
+        format=None,
+        encoding="utf-8",
+    )
+    with pytest.raises(InputError, match="--text-col body: .* has no such column"):
+        cmd_index_build(args)
+
+
 def test_text_ids_called_id_become_a_source_id_field(tmp_path):
     from fewshot import EmbeddingIndex
 

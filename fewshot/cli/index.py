@@ -84,11 +84,17 @@ def _build_from_embeddings(a: argparse.Namespace, target: Path) -> int:
         raise InputError("give either a data file or --from-embeddings, not both")
     meta_cols = [c for c in (a.meta_cols or "").split(",") if c]
     text_col = getattr(a, "text_col", None)
+    columns = _output_columns(a.from_embeddings)
+    if text_col not in columns and text_col != "text":  # the default is kept only when the job kept it
+        raise InputError(
+            f"--text-col {text_col}: {a.from_embeddings} has no such column (columns: {', '.join(columns)}); keep "
+            "it in the embed job with --keep-cols"
+        )
     options = dict(
         id_col=a.id_col or "auto",
         label_col=a.label_col,
         meta_cols=meta_cols,
-        item_col=text_col if text_col in _output_columns(a.from_embeddings) else None,
+        item_col=text_col if text_col in columns else None,
     )
     if a.encoder:  # an encoder given as well: the vectors must have come from it (checked when adding)
         index = EmbeddingIndex(make_encoder(a.encoder, False), kind=a.kind, name=target.name)

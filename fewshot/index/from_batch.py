@@ -141,26 +141,55 @@ def add_batch_output(
     import pyarrow as pa
 
     if use_ids is not None and not pa.types.is_integer(pq.read_schema(shards[0]).field(use_ids).type):
+        if id_col != "auto":
+            raise InputError(
+                f"id_col {id_col!r} holds {pq.read_schema(shards[0]).field(use_ids).type} values, and index ids are "
+                "integers; leave id_col out to number the items, and list the column in meta_cols to keep it"
+            )
         meta_cols = (*meta_cols, use_ids) if use_ids not in meta_cols else tuple(meta_cols)
-        use_ids = None  # text ids are kept as metadata; the index numbers the items itself
+        use_ids = None  # the job's own text ids are kept as metadata; the index numbers the items itself
     # a column called "id" is kept as "source_id": "id" is the item's own id in where-filters
     keys = {c: f"source_{c}" if c in BUILT_IN_FIELDS else c for c in meta_cols}
     index._plan_for(total)
     if index._vectors is not None and index._vectors.structure != "ivfpq" and index._wants_ivfpq(total):
         sample = _sample(shards, total, index.ivfpq.training_rows(len(index) + total), index.ivfpq.seed)
         index._train_for(sample, len(index) + total)
+    if use_ids:
+        _check_ids(index, shards, use_ids, str(path))
     columns = list(dict.fromkeys(["embedding", *([use_ids] if use_ids else []), *wanted, *meta_cols]))
-    added = 0
-    for p in shards:
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=batch_rows, columns=columns):
-            E = _matrix(batch.column("embedding"))
-            ids = batch.column(use_ids).to_numpy() if use_ids else None
-            labels = batch.column(label_col).to_pylist() if label_col else None
-            items = batch.column(item_col).to_pylist() if item_col else None
-            metadata = None
-            if meta_cols:
-                cols = {c: batch.column(c).to_pylist() for c in meta_cols}
-                metadata = [{keys[c]: cols[c][i] for c in meta_cols} for i in range(batch.num_rows)]
-            index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=items)
-            added += batch.num_rows
-    return added
+    added: list[np.ndarray] = []
+    try:
+        for p in shards:
+            for batch in pq.ParquetFile(p).iter_batches(batch_size=batch_rows, columns=columns):
+                E = _matrix(batch.column("embedding"))
+                ids = batch.column(use_ids).to_numpy() if use_ids else None
+                labels = batch.column(label_col).to_pylist() if label_col else None
+                items = batch.column(item_col).to_pylist() if item_col else None
+                metadata = None
+                if meta_cols:
+                    cols = {c: batch.column(c).to_pylist() for c in meta_cols}
+                    metadata = [{keys[c]: cols[c][i] for c in meta_cols} for i in range(batch.num_rows)]
+                added.append(index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=items))
+    except BaseException:
+        if added:  # all or nothing: the rows of the batches already added go again
+            index.remove(np.concatenate(added))
+        raise
+    return int(sum(len(a) for a in added))
+
+
+def _check_ids(index: EmbeddingIndex, shards: list[Path], column: str, where: str) -> None:
+    """Refuse, before anything is added, ids that repeat within the output or are in the index already."""
+    import pyarrow.parquet as pq
+
+    ids = np.concatenate([pq.read_table(p, columns=[column]).column(column).to_numpy() for p in shards])
+    values, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        repeated = int(values[counts > 1][0])
+        rows = np.flatnonzero(ids == repeated)[:2] + 1
+        raise InputError(
+            f"{where}: id {repeated} is in column {column!r} more than once (rows {rows[0]} and {rows[1]}); "
+            "ids must be unique: nothing was added"
+        )
+    present = sorted(index._table.existing(values.tolist()))
+    if present:
+        raise InputError(f"{where}: ids already in the index: {present[:5]}; nothing was added")
