@@ -112,7 +112,7 @@ def label_key(name: str) -> str:
     return name.strip().casefold()
 
 
-def _warn_near_duplicate_labels(names: set[str], what: str) -> None:
+def _warn_near_duplicate_labels(names: set[str]) -> None:
     """Warn when distinct labels differ only in case or surrounding spaces ("card" and "card "): each is a
     class of its own, which is rarely what was meant."""
     seen: dict[str, str] = {}
@@ -120,8 +120,8 @@ def _warn_near_duplicate_labels(names: set[str], what: str) -> None:
         key = label_key(name)
         if key in seen:
             warn_user(
-                f"{what} has the labels {seen[key]!r} and {name!r}, which differ only in case or spaces: each is "
-                "a class of its own, though an uncased encoder reads them alike"
+                f"the labels {seen[key]!r} and {name!r}, which differ only in case or spaces, are each a class of "
+                "their own, though an uncased encoder reads them alike"
             )
             return
         seen[key] = name
@@ -179,7 +179,7 @@ def as_labels(y: Any, n: int, *, what: str = "y") -> np.ndarray:
     arr[:] = labels
     kind = next(iter(kinds)) if len(kinds) == 1 else float
     if kind is str:
-        _warn_near_duplicate_labels(set(labels), what)
+        _warn_near_duplicate_labels(set(labels))
         arr = arr.astype(str)
     elif kind is bool:
         arr = arr.astype(bool)

@@ -218,6 +218,14 @@ def test_fit_reports_a_missing_column(train_csv, tmp_path, capsys):
     assert code == 1 and "no column 'text'" in err and "message" in err
 
 
+def test_a_warning_is_one_line_said_once_in_the_commands_words(tmp_path, capsys):
+    data = tmp_path / "case.csv"
+    data.write_text("text,label\nmy parcel never arrived,shipping\nwhere is my box,Shipping\nrefund me,billing\n")
+    assert main(["fit", str(data), "-o", str(tmp_path / "m")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fewshot: warning:")]
+    assert len(warned) == 1 and "the labels 'Shipping' and 'shipping'" in warned[0], warned  # not the library's "y"
+
+
 def test_demo_runs_every_part(capsys):
     code, out, _ = run(capsys, "demo")
     assert code == 0

@@ -194,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     shown = warnings.showwarning
+    said: set[str] = set()
 
     def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
         if issubclass(category, FewShotWarning):  # one line, as errors are, not a source file and line
-            print(f"fewshot: warning: {message}", file=sys.stderr)
+            if str(message) not in said:  # once, though several steps of a command met it
+                said.add(str(message))
+                print(f"fewshot: warning: {message}", file=sys.stderr)
         else:
             shown(message, category, *rest, **kw)
 
