@@ -173,8 +173,8 @@ class AutoHead(BaseHead):
             selection = {"prefer": prefer, "margin": round(margin, 4)}
             if kept and names[best] != prefer:
                 why = (
-                    f"{prefer} is preferred: {names[best]}'s {scores[names[best]]:.4f} beats its "
-                    f"{scores[prefer]:.4f} by no more than one standard error ({margin:.4f}); {why}"
+                    f"{prefer} is preferred: its {scores[prefer]:.4f} is within one standard error ({margin:.4f}) "
+                    f"of {names[best]}'s {scores[names[best]]:.4f}; {why}"
                 )
             best = names.index(prefer) if kept else best
         self.selection_ = {
