@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fit", help="fit a few-shot classifier on labelled examples and save it")
     data_args(sp)
     sp.add_argument("-o", "--output", required=True, help="folder to save the model in")
-    sp.add_argument("--head", default="prototype", choices=FEW_SHOT_HEADS)
+    sp.add_argument(
+        "--head",
+        default="prototype",
+        choices=FEW_SHOT_HEADS,
+        help="the classifier on the embeddings (default prototype: class means; auto picks by cross-validation)",
+    )
     sp.add_argument("--head-params", help="JSON keyword arguments for the head, e.g. '{\"k\": 5}'")
     sp.add_argument("--encoder", help=ENCODER_HELP)
     sp.add_argument(
@@ -127,7 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         "10 distinct records a label: fewshot.classifiers.adaptation.SELF_TRAIN_MIN_PER_LABEL)",
     )
     sp.add_argument("--adapt-to-input", action="store_true", help="use the records being classified as that corpus")
-    sp.add_argument("--adapt", default="auto", choices=ADAPT_METHODS)
+    sp.add_argument(
+        "--adapt",
+        default="auto",
+        choices=ADAPT_METHODS,
+        help="how the labels adapt to the corpus: selftrain, center (less the corpus mean), none, or auto "
+        "(self-training when the corpus is large enough, default)",
+    )
     sp.add_argument(
         "--abstain", help="'none of these' (empty label): a cosine threshold, or auto (needs --corpus/--adapt-to-input)"
     )

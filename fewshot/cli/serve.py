@@ -68,7 +68,12 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         help="seconds a write waits for a held index (default 2)",
     )
     sp.add_argument("--no-preload", action="store_true", help="load the text model on first use, not at start-up")
-    sp.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sp.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default info: one line a request)",
+    )
 
 
 def settings_from_args(a: argparse.Namespace) -> Any:
