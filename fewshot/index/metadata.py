@@ -61,6 +61,8 @@ def encode_metadata(meta: Any, i: int) -> str:
     try:
         check_unicode(json.dumps(meta, ensure_ascii=False, default=_json_default), f"metadata[{i}]")
         return json.dumps(meta, sort_keys=True, allow_nan=False, default=_json_default)
+    except InputError:  # a lone surrogate, said as such (InputError is a ValueError too)
+        raise
     except ValueError as exc:
         raise InputError(f"metadata[{i}] holds NaN or infinity, which cannot be stored or matched: {exc}") from exc
     except TypeError as exc:
