@@ -96,7 +96,7 @@ def as_embeddings(E: Any, *, dim: int | None = None, what: str = "embeddings", a
     if arr.shape[0] == 0:
         raise InputError(f"{what} is empty; give at least one row")
     if dim is not None and arr.shape[1] != dim:
-        raise DimensionError(f"{what} have dimension {arr.shape[1]}, but this model/index uses {dim}")
+        raise DimensionError(f"{what}: dimension {arr.shape[1]}, but this model/index uses {dim}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     if not np.isfinite(arr).all():
         raise InputError(f"{what} contain NaN or infinite values")
