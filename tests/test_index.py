@@ -900,6 +900,19 @@ def test_an_id_added_again_after_a_durable_compaction_is_found_by_readers_and_th
     assert len(EmbeddingIndex.load(path)) == 10
 
 
+def test_settings_that_the_saved_index_contradicts_are_refused_not_dropped(tmp_path):
+    path = tmp_path / "held"
+    with EmbeddingIndex.update(path, create=True, dim=8, kind="flat") as index:
+        index.add_embeddings(vectors(3, 8))
+    with pytest.raises(InputError, match=r"holds an index with dim=8 and kind='flat'; dim=16, kind='hnsw' would make"):
+        EmbeddingIndex.open(path, create=True, dim=16, kind="hnsw")
+    with pytest.raises(InputError, match="kind='hnsw' would make a new one"):
+        with EmbeddingIndex.update(path, kind="hnsw"):
+            pass
+    with EmbeddingIndex.open(path, create=True, dim=8, kind="flat") as same:  # what it holds: opened
+        assert len(same) == 3
+
+
 def test_a_damaged_journal_is_reported(tmp_path):
     from fewshot.index import journal
 

@@ -830,6 +830,7 @@ class EmbeddingIndex:
         with FolderLock(folder, timeout) as lock:
             if _holds_index(folder):
                 index = cls.load(folder, encoder)
+                _check_settings(index, kwargs, folder)
             elif create:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
             else:
@@ -867,6 +868,7 @@ class EmbeddingIndex:
         try:
             if _holds_index(folder):
                 index = cls.load(folder, encoder)
+                _check_settings(index, kwargs, folder)
             elif create:
                 index = cls(encoder, name=kwargs.pop("name", folder.name), **kwargs)
                 index._save(folder, lock)
@@ -979,6 +981,19 @@ class EmbeddingIndex:
             self._vectors = VectorStore.from_bytes(
                 vectors[0], self._dim, self.hnsw, vectors[1], "a pickled index", self.ivfpq, raw
             )
+
+
+def _check_settings(index: EmbeddingIndex, settings: dict[str, Any], folder: Path) -> None:
+    """Refuse constructor settings that the index already in ``folder`` contradicts: they make a new index
+    only where the folder holds none, and would otherwise be dropped in silence."""
+    given = {k: settings[k] for k in ("dim", "kind") if settings.get(k) is not None}
+    have = {"dim": index.dim, "kind": index.kind}
+    clash = [f"{k}={v!r}" for k, v in given.items() if v != have[k]]
+    if clash:
+        raise InputError(
+            f"{folder} holds an index with dim={index.dim} and kind={index.kind!r}; {', '.join(clash)} would make a "
+            "new one, which create=True does only in a folder that holds none"
+        )
 
 
 def _holds_index(folder: Path) -> bool:
