@@ -88,7 +88,7 @@ def flat_norm(Q: np.ndarray) -> np.ndarray:
     return Q / np.linalg.norm(Q, axis=1, keepdims=True)
 
 
-def test_stays_exact_until_enough_vectors_to_train_then_trains_on_a_sample():
+def test_stays_exact_until_enough_vectors_to_train_then_trains_on_a_sample(capfd):
     X, Q = clustered(1_200, 5, dim=32)
     index = EmbeddingIndex(dim=32, kind="ivfpq", ivfpq={"train_size": 1_000, "m": 8, "nbits": 6})
     index.add_embeddings(X[:999])
@@ -96,6 +96,7 @@ def test_stays_exact_until_enough_vectors_to_train_then_trains_on_a_sample():
     index.add_embeddings(X[999:])
     info = index.info()["ivfpq"]
     assert index.structure == "ivfpq" and info["trained"] and info["vectors_on_disk"] == 1_200
+    assert "WARNING" not in capfd.readouterr().err  # FAISS's k-means note on small samples stays quiet
     assert (index.search_embeddings(X[:20], k=1)[1][:, 0] == np.arange(20)).all()
     with pytest.raises(InputError, match="must divide the dimension 32"):
         EmbeddingIndex(dim=32, kind="ivfpq", ivfpq={"train_size": 10, "m": 7}).add_embeddings(X[:20])

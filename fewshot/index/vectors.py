@@ -429,9 +429,11 @@ class VectorStore:
 
 
 def _quiet_training(index: Any) -> None:
-    """k-means warns on stderr when a sample is small for its centroids; the sizes are checked above."""
+    """k-means warns on stderr (whatever ``verbose`` says) when it has under ``min_points_per_centroid``
+    points a centroid; the sizes are checked above, and that setting serves that warning alone."""
     try:
         index.cp.verbose = False
         index.pq.verbose = False
+        index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
     except AttributeError:  # pragma: no cover - older FAISS
         pass
