@@ -94,6 +94,21 @@ def test_state_round_trip_gives_identical_outputs(head):
     np.testing.assert_allclose(again.predict_proba(E), head.predict_proba(E), rtol=1e-6, atol=1e-9)
 
 
+def test_a_state_whose_parts_disagree_is_refused_as_corrupt(head):
+    from fewshot.errors import CorruptFileError
+
+    E, y = clusters(seed=4)
+    head.fit(E, np.array(["a", "b", "c"])[y])
+    config, arrays = head.get_state()
+    fewer = {**config, "classes": config["classes"][:2]}  # one class dropped, its codes and columns kept
+    narrower = {k: (v[..., :8].copy() if v.ndim == 2 and v.shape[-1] == E.shape[1] else v) for k, v in arrays.items()}
+    for bad_config, bad_arrays in ((fewer, arrays), (config, narrower)):
+        if bad_arrays is narrower and all(v is arrays[k] for k, v in narrower.items()):
+            continue  # a head without arrays of the embedding's width
+        with pytest.raises(CorruptFileError, match="the saved .* head"):  # auto: its own, or its chosen one
+            head_from_state(bad_config, bad_arrays)
+
+
 def test_partial_fit_adds_a_new_class_without_moving_old_columns(head):
     E, y = clusters(n_classes=4, seed=6)
     old, new = y < 3, y == 3

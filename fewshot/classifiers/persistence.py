@@ -94,6 +94,8 @@ def load_model(
         own = {k: v for k, v in arrays.items() if not k.startswith(reserved_prefixes)} if reserved_prefixes else arrays
         head = head_from_state(manifest["head"], own)
         identity = manifest["encoder"]
+    except CorruptFileError as exc:
+        raise CorruptFileError(f"{path}: {exc}") from exc
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise CorruptFileError(f"{path}: the saved model cannot be read ({type(exc).__name__}: {exc})") from exc
     if encoder is None:

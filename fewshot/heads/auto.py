@@ -257,6 +257,7 @@ class AutoHead(BaseHead):
             head.choice_ = head.selection_.get("picked", head.head_.name)
         except KeyError as exc:
             raise CorruptFileError(f"the saved auto head lacks {exc}") from exc
+        head._check_loaded()
         return head
 
     def _arrays(self) -> dict[str, np.ndarray]:

@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import validate_data
 
 from fewshot._validate import as_labels, json_label
-from fewshot.errors import DimensionError, InputError, InputTypeError, NotFittedError
+from fewshot.errors import CorruptFileError, DimensionError, InputError, InputTypeError, NotFittedError
 from fewshot.labels import encode_labels, merge_classes, ordered_classes
 from fewshot.maths import l2_normalize, log_softmax
 from fewshot.params import validate_params
@@ -216,7 +216,26 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         head.classes_ = np.asarray(config["classes"])
         head.n_features_in_ = int(config["n_features_in"])
         head._set_arrays(arrays)
+        head._check_loaded()
         return head
+
+    def _check_loaded(self) -> None:
+        """Refuse a loaded state whose parts disagree (class codes past the classes, arrays of another width):
+        a save altered with its checksums made again would otherwise fail later, inside a prediction."""
+        n = len(self.classes_)
+        codes = getattr(self, "codes_", None)
+        if codes is not None and len(codes) and (int(np.min(codes)) < 0 or int(np.max(codes)) >= n):
+            raise CorruptFileError(f"the saved {self.name} head has class codes outside its {n} classes")
+        probe = np.zeros((1, self.n_features_in_))
+        probe[0, 0] = 1.0
+        inner = getattr(self, "head_", self)
+        kw = {"prior": np.zeros((1, n))} if getattr(inner, "uses_prior_", False) else {}
+        try:
+            S = self.class_scores(probe, **kw)
+        except Exception as exc:  # whatever the disagreement makes numpy, FAISS or the head raise
+            raise CorruptFileError(f"the saved {self.name} head cannot score ({type(exc).__name__}: {exc})") from exc
+        if np.shape(S) != (1, n):
+            raise CorruptFileError(f"the saved {self.name} head gives {np.shape(S)[-1]} scores for {n} classes")
 
     def _arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
