@@ -342,6 +342,19 @@ def projected_setfit(n: int) -> dict[str, float]:
     return {t["dataset"]: t["projected_fit_s"] for t in timing if t["shots"] == n}
 
 
+def _refreshed(res: dict) -> str:
+    """What a results file refreshed by ``eval.refresh_accuracy`` says of where its numbers come from."""
+    r = res.get("refreshed")
+    if not r:
+        return ""
+    return (
+        f" Results re-measured after a change ({r['why']}) with `{r['results_from']}`: "
+        f"{len(r['changed_rows'])} of the {len(res['rows'])} rows came out otherwise (`changed_rows` in the "
+        "file). Fit times are those of the quiet run, the change altering a choice a fit makes, not its work "
+        "(`python -m eval.refresh_accuracy`)."
+    )
+
+
 def tuning_section(res: dict) -> list[str]:
     """Training-free adapters and contrastive tuning against SetFit, one group of datasets, one N."""
     import numpy as np
@@ -373,7 +386,7 @@ def tuning_section(res: dict) -> list[str]:
         "(the same support sets for every row, SetFit's included), test sets capped at "
         f"{max(r['test_size'] for r in rows):,} rows (a fixed stratified subsample). "
         f"Fit s = encoding the support set + tuning (tuned rows) + the head. Measured {res['date']} on "
-        f"{res['machine']} in {res['wall_s'] / 60:.0f} min. Command: `{res['command']}`.",
+        f"{res['machine']} in {res['wall_s'] / 60:.0f} min. Command: `{res['command']}`." + _refreshed(res),
         "",
         "| method | " + " | ".join(datasets) + f" | mean | fit s, {len(datasets)} datasets |",
         "|---|" + "---|" * (len(datasets) + 2),

@@ -266,3 +266,21 @@ def test_a_label_free_setting_is_chosen_on_the_development_group_alone():
     ]
     assert chosen(rows, "csls") == "k=5"
     assert chosen(rows[1:], "csls") == "k=20"  # no development dataset run: all of them
+
+
+def test_a_refreshed_results_file_takes_results_from_the_rerun_and_times_from_the_quiet_run():
+    from eval.refresh_accuracy import refresh
+
+    def row(method, seed, acc, fit_s):
+        return {"method": method, "dataset": "d", "shots": 8, "seed": seed, "accuracy": acc, "fit_s": fit_s}
+
+    quiet = {"command": "quiet", "rows": [row("a", 0, 0.5, 10.0), row("a", 1, 0.6, 11.0)]}
+    rerun = {"command": "rerun", "rows": [row("a", 0, 0.5, 30.0), row("a", 1, 0.7, 33.0)]}
+    out = refresh(quiet, rerun, "a fix")
+    assert [(r["accuracy"], r["fit_s"]) for r in out["rows"]] == [(0.5, 10.0), (0.7, 11.0)]
+    assert out["refreshed"]["changed_rows"] == [
+        {"row": ["a", "d", 8, 1], "accuracy": [0.6, 0.7], "macro_f1": [None, None], "mcc": [None, None]}
+    ]
+    assert out["command"] == "quiet" and out["refreshed"]["results_from"] == "rerun"
+    with pytest.raises(SystemExit, match="do not hold the same rows"):
+        refresh(quiet, {"command": "x", "rows": rerun["rows"][:1]}, "")
