@@ -713,8 +713,10 @@ def test_a_keyless_server_answers_loopback_host_names_only_so_dns_rebinding_cann
     assert client.get("/v1/models", headers={"Host": "attacker.example"}).status_code == 400
     for host in ["localhost:8000", "127.0.0.1", "127.0.0.1:8000", "[::1]:8000", "app.localhost", "LOCALHOST."]:
         assert client.get("/health", headers={"Host": host}).status_code == 200, host
-    assert 'fewshot_rejected_total{reason="untrusted_host"} 2\n' in client.get("/metrics").text
-    named = serve(root=tmp_path / "r2", allowed_hosts=("fewshot.internal",))
+    for host in ["localhost:80@evil.example", "[::1]evil.example", "localhost:http", "127.0.0.1.evil.example"]:
+        assert client.get("/health", headers={"Host": host}).status_code == 400, host
+    assert 'fewshot_rejected_total{reason="untrusted_host"} 6\n' in client.get("/metrics").text
+    named = serve(root=tmp_path / "r2", allowed_hosts=("FewShot.Internal.",))
     assert named.get("/health", headers={"Host": "fewshot.internal:80"}).status_code == 200
     assert named.get("/health", headers={"Host": "other.internal"}).status_code == 400
     keyed = serve(root=tmp_path / "r3", api_keys={digest("reader-key-0123456789"): "read"})
@@ -726,6 +728,12 @@ def test_a_keyless_server_answers_loopback_host_names_only_so_dns_rebinding_cann
     assert settings_from_args(p.parse_args(["--root", root, "--allowed-host", "a.lan"])).allowed_hosts == ("a.lan",)
     opened = settings_from_args(p.parse_args(["--root", root, "--host", "0.0.0.0", "--insecure-open"]))
     assert opened.host_allowed("198.51.100.7") and not ServeSettings(root=root).host_allowed("198.51.100.7")
+    local = settings_from_args(p.parse_args(["--root", root, "--insecure-open"]))  # on 127.0.0.1: still guarded
+    assert not local.host_allowed("attacker.example")
+    with pytest.raises(InputError, match="--insecure-open"):  # a name the resolver may send anywhere
+        settings_from_args(p.parse_args(["--root", root, "--host", "app.localhost"]))
+    with pytest.raises(InputError, match="without a port, got 'proxy:8080'"):
+        ServeSettings(root=root, allowed_hosts=("proxy:8080",))
     with pytest.raises(InputError, match="allowed_hosts must be a tuple of host names"):
         ServeSettings(root=root, allowed_hosts="a.lan")
 

@@ -33,8 +33,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="a Host name the server answers besides loopback ones (repeat for more); without --api-keys only "
-        "those are answered, so that web pages cannot reach the server through DNS rebinding",
+        help="a Host name the server answers besides loopback ones (repeat for more). Without --api-keys only "
+        "those are answered, so that web pages cannot reach the server through DNS rebinding; with keys, giving "
+        "it limits the server to them",
     )
     sp.add_argument(
         "--encoder",
@@ -78,10 +79,11 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 def settings_from_args(a: argparse.Namespace) -> Any:
     from fewshot.serve.auth import read_key_file
-    from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings, is_loopback_name
+    from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings
 
     keys = read_key_file(a.api_keys) if a.api_keys else {}
-    if not keys and not is_loopback_name(a.host) and not a.insecure_open:
+    open_host = not binds_loopback(a.host)
+    if not keys and open_host and not a.insecure_open:
         raise InputError(
             f"refusing to listen on {a.host} without --api-keys: anyone who can reach it could read and change "
             "every model and index. Give --api-keys FILE, listen on 127.0.0.1, or pass --insecure-open"
@@ -104,16 +106,28 @@ def settings_from_args(a: argparse.Namespace) -> Any:
         encoders=tuple(dict.fromkeys([*DEFAULT_ENCODERS, *a.encoder])),
         api_keys=keys,
         preload=not a.no_preload,
-        allowed_hosts=("*",) if a.insecure_open else tuple(a.allowed_host) or None,
+        # an open server answers any Host; one on a loopback address keeps refusing others (DNS rebinding)
+        allowed_hosts=("*",) if a.insecure_open and open_host and not keys else tuple(a.allowed_host) or None,
     )
+
+
+def binds_loopback(host: str) -> bool:
+    """Whether listening on ``host`` can only be reached from this machine: a loopback address, or
+    ``localhost`` (other names, ``*.localhost`` among them, resolve as the system's resolver says)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
     from fewshot.serve import run
-    from fewshot.serve.settings import is_loopback_name
-
     settings = settings_from_args(a)
-    if not settings.api_keys and not is_loopback_name(a.host):
+    if not settings.api_keys and not binds_loopback(a.host):
         print(f"fewshot: warning: serving {a.host} with no API keys (--insecure-open)", file=sys.stderr)
     run(settings, host=a.host, port=a.port, log_level=a.log_level)
     return 0

@@ -416,9 +416,8 @@ def _host_name(scope: dict) -> str:
         server = scope.get("server")
         return str(server[0]) if server else ""
     host = value.decode("latin-1").strip()
-    if host.startswith("["):  # [::1]:8000
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]@/\s]*)(:\d{1,5})?", host)  # a name or [IPv6], then a port
+    return m.group(1) if m else host  # anything else stays whole, and no allowed name is like it
 
 
 def _untrusted_host(host: str) -> ApiError:

@@ -17,6 +17,21 @@ NAME_RE = re.compile(NAME_PATTERN)
 DEFAULT_ENCODERS = ("text", "text:onnx", "text:onnx-int8", "static", "image", "image:onnx", "conse", "conse:onnx")
 
 
+def _host_key(host: str) -> str:
+    """A host name as compared: lower case, without a final dot or IPv6 brackets."""
+    return host.strip().lower().rstrip(".").strip("[]")
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def is_loopback_name(host: str) -> bool:
     """Whether ``host`` (an address, bracketed or not, or a name) can only mean this machine."""
     import ipaddress
@@ -121,7 +136,10 @@ class ServeSettings:
         if self.allowed_hosts is not None:
             if isinstance(self.allowed_hosts, str) or not all(isinstance(h, str) and h for h in self.allowed_hosts):
                 raise InputError(f"allowed_hosts must be a tuple of host names, got {self.allowed_hosts!r}")
-            self.allowed_hosts = tuple(h.lower() for h in self.allowed_hosts)
+            self.allowed_hosts = tuple(_host_key(h) for h in self.allowed_hosts)
+            ported = [h for h in self.allowed_hosts if ":" in h and not _is_ip(h)]
+            if ported:
+                raise InputError(f"allowed_hosts takes host names without a port, got {ported[0]!r}")
         for scope in self.api_keys.values():
             if scope not in ("read", "write"):
                 raise InputError(f"an API key's scope must be read or write, got {scope!r}")
@@ -131,8 +149,7 @@ class ServeSettings:
         if self.allowed_hosts is None and self.api_keys:
             return True
         allowed = self.allowed_hosts or ()
-        host = host.lower().rstrip(".")
-        return "*" in allowed or host in allowed or is_loopback_name(host)
+        return "*" in allowed or _host_key(host) in allowed or is_loopback_name(host)
 
     @property
     def models_dir(self) -> Path:
