@@ -126,6 +126,7 @@ def binds_loopback(host: str) -> bool:
 
 def cmd_serve(a: argparse.Namespace) -> int:
     from fewshot.serve import run
+
     settings = settings_from_args(a)
     if not settings.api_keys and not binds_loopback(a.host):
         print(f"fewshot: warning: serving {a.host} with no API keys (--insecure-open)", file=sys.stderr)
