@@ -217,6 +217,13 @@ def test_a_reader_keeps_reading_after_a_writer_compacts_its_vector_files_away(tm
     assert not set(before) & set(segments(path))  # the file the reader was given is gone
     assert reader.search_embeddings(X[200:201], k=1)[1][0, 0] == 200  # re-ranked from the file it checked
     assert reader.search_embeddings(X[50:51], k=1)[1][0, 0] == 50  # its own view: no removal seen
+    saver = EmbeddingIndex.load(path)  # a copy that writes its own vector file, then sees it compacted away
+    saver.add_embeddings(battery.vectors(10, 32, seed=9))
+    saver.save(path)
+    with EmbeddingIndex.update(path) as writer:
+        writer.remove(list(range(100, 110)))
+        writer.compact()
+    assert saver.search_embeddings(X[105:106], k=1)[1][0, 0] == 105
     # a save replaced between reading the manifest and reading its vector files is read again, not damage
     real, raced = EmbeddingIndex._from_save.__func__, []
 
@@ -229,7 +236,7 @@ def test_a_reader_keeps_reading_after_a_writer_compacts_its_vector_files_away(tm
         return real(cls, folder, *rest)
 
     monkeypatch.setattr(EmbeddingIndex, "_from_save", classmethod(racing))
-    assert len(EmbeddingIndex.load(path)) == 150 and raced
+    assert len(EmbeddingIndex.load(path)) == 160 and raced
 
 
 def test_a_killed_first_save_leaves_a_folder_the_next_save_takes_over(tmp_path):

@@ -49,16 +49,16 @@ def _sha256_of(f: Any) -> str:
 
 
 class Segment:
-    """One immutable file of ``rows`` float32 rows; mapped on first read."""
+    """One immutable file of ``rows`` float32 rows, mapped when made (from ``file``, an open file object of
+    it, when given): a compaction elsewhere that deletes the file leaves this copy reading what it had."""
 
-    def __init__(self, path: Path, rows: int, dim: int, sha256: str | None = None) -> None:
+    def __init__(self, path: Path, rows: int, dim: int, sha256: str | None = None, file: Any = None) -> None:
         self.path, self.rows, self.dim, self.sha256 = Path(path), rows, dim, sha256
-        self._map: np.memmap | None = None
+        source = file if file is not None else self.path
+        self._map = np.memmap(source, dtype=np.float32, mode="r", shape=(rows, dim)) if rows else None
 
     def array(self) -> np.ndarray:
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
-        return self._map
+        return self._map if self._map is not None else np.empty((0, self.dim), dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         if self.sha256 is None:
@@ -253,10 +253,7 @@ class RawVectors:
                     )
                 if _sha256_of(f) != d["sha256"]:
                     raise CorruptFileError(f"{path} fails its checksum: the file is corrupt or was altered")
-                segment = Segment(path, int(d["rows"]), dim, d["sha256"])
-                if segment.rows:
-                    segment._map = np.memmap(f, dtype=np.float32, mode="r", shape=(segment.rows, dim))
-            raw.segments.append(segment)
+                raw.segments.append(Segment(path, int(d["rows"]), dim, d["sha256"], file=f))
             total += int(d["rows"])
         if total != len(pos_ids):
             raise CorruptFileError(f"{folder}: the vector files hold {total} rows, the position map {len(pos_ids)}")
