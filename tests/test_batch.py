@@ -656,11 +656,12 @@ def test_an_embed_output_is_indexed_all_or_nothing_and_its_columns_are_checked(t
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(EmbeddingIndex, "add_embeddings", fails_third)
-    fresh = EmbeddingIndex()
+    fresh = EmbeddingIndex(kind="hnsw")
     with pytest.raises(InputError, match="bad value"):
         fresh.add_batch_output(tmp_path / "ok", batch_rows=3)
     assert len(fresh) == 0  # the two batches added before it went again
     monkeypatch.undo()
+    assert fresh.add_batch_output(tmp_path / "ok", batch_rows=3) == 12  # their ids free again in the graph
     with pytest.raises(InputError, match="id_col 'topic' holds string values, and index ids are integers"):
         EmbeddingIndex().add_batch_output(tmp_path / "ok", id_col="topic")
     args = argparse.Namespace(

@@ -16,7 +16,7 @@ import numpy as np
 
 from fewshot.encoders import same_encoder
 from fewshot.encoders.identity import describe
-from fewshot.errors import EncoderMismatchError, InputError
+from fewshot.errors import EncoderMismatchError, InputError, warn_user
 from fewshot.index.metadata import BUILT_IN_FIELDS
 
 if TYPE_CHECKING:
@@ -148,14 +148,14 @@ def add_batch_output(
             )
         meta_cols = (*meta_cols, use_ids) if use_ids not in meta_cols else tuple(meta_cols)
         use_ids = None  # the job's own text ids are kept as metadata; the index numbers the items itself
+    if use_ids:  # before training or moving the index to another structure
+        _check_ids(index, shards, use_ids, str(path))
     # a column called "id" is kept as "source_id": "id" is the item's own id in where-filters
     keys = {c: f"source_{c}" if c in BUILT_IN_FIELDS else c for c in meta_cols}
     index._plan_for(total)
     if index._vectors is not None and index._vectors.structure != "ivfpq" and index._wants_ivfpq(total):
         sample = _sample(shards, total, index.ivfpq.training_rows(len(index) + total), index.ivfpq.seed)
         index._train_for(sample, len(index) + total)
-    if use_ids:
-        _check_ids(index, shards, use_ids, str(path))
     columns = list(dict.fromkeys(["embedding", *([use_ids] if use_ids else []), *wanted, *meta_cols]))
     added: list[np.ndarray] = []
     try:
@@ -171,8 +171,12 @@ def add_batch_output(
                     metadata = [{keys[c]: cols[c][i] for c in meta_cols} for i in range(batch.num_rows)]
                 added.append(index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=items))
     except BaseException:
-        if added:  # all or nothing: the rows of the batches already added go again
-            index.remove(np.concatenate(added))
+        if added:  # all or nothing: the rows of the batches already added go again, and their vectors with
+            try:  # them (an HNSW graph keeps removed ids until compacted, refusing them if added again)
+                index.remove(np.concatenate(added))
+                index.compact()
+            except Exception as undo:  # the first error is the one to see; say the second beside it
+                warn_user(f"the rows added before the error could not all be removed again ({undo})")
         raise
     return int(sum(len(a) for a in added))
 
