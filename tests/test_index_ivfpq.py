@@ -263,6 +263,18 @@ def test_a_first_save_stopped_while_writing_vectors_is_no_index_and_the_next_sav
     monkeypatch.undo()
     with pytest.raises(SaveNotFoundError, match="first save was stopped before its vectors were written"):
         EmbeddingIndex.load(tmp_path / "big")  # not an empty index that reads as a finished one
+    from fewshot.cli import main
+    from fewshot.index.embedding_index import holds_index
+
+    assert not holds_index(tmp_path / "big")
+    (tmp_path / "docs.txt").write_text("rates rise\na late goal\n")
+    cli_target = tmp_path / "cli"
+    monkeypatch.setattr(rawvectors.RawVectors, "save_into", killed)
+    with pytest.raises(KeyboardInterrupt):
+        index.save(cli_target)
+    monkeypatch.undo()
+    assert main(["index", "build", str(cli_target), str(tmp_path / "docs.txt")]) == 0  # no --overwrite needed
+    assert len(EmbeddingIndex.load(cli_target)) == 2
     other, _ = ivf_filled("ivfpq")
     other.save(tmp_path / "big")  # another index object takes it over: nothing there to lose
     assert len(EmbeddingIndex.load(tmp_path / "big")) == 300

@@ -55,12 +55,12 @@ def _index_rows(a: argparse.Namespace):
 
 def cmd_index_build(a: argparse.Namespace) -> int:
     from fewshot.index import EmbeddingIndex, resolve_index_path
-    from fewshot.index.embedding_index import FILES
-    from fewshot.storage import check_target, read_manifest
+    from fewshot.index.embedding_index import FILES, holds_index
+    from fewshot.storage import check_target
 
     target = resolve_index_path(a.name)
     check_target(target, "index", FILES)  # before any encoding; names whatever else the folder holds
-    if target.exists() and read_manifest(target) is not None and not a.overwrite:
+    if target.exists() and holds_index(target) and not a.overwrite:  # a killed first save's placeholder: ours
         raise InputError(f"an index already exists at {target}; use 'fewshot index add' or --overwrite")
     if getattr(a, "from_embeddings", None):
         return _build_from_embeddings(a, target)

@@ -828,7 +828,7 @@ class EmbeddingIndex:
         folder = resolve_index_path(path)
         check_target(folder, "index", FILES + OWNED)
         with FolderLock(folder, timeout) as lock:
-            if _holds_index(folder):
+            if holds_index(folder):
                 index = cls.load(folder, encoder)
                 _check_settings(index, kwargs, folder)
             elif create:
@@ -866,7 +866,7 @@ class EmbeddingIndex:
         check_target(folder, "index", FILES + OWNED)
         lock = FolderLock(folder, timeout).acquire()
         try:
-            if _holds_index(folder):
+            if holds_index(folder):
                 index = cls.load(folder, encoder)
                 _check_settings(index, kwargs, folder)
             elif create:
@@ -996,9 +996,9 @@ def _check_settings(index: EmbeddingIndex, settings: dict[str, Any], folder: Pat
         )
 
 
-def _holds_index(folder: Path) -> bool:
+def holds_index(folder: str | Path) -> bool:
     """Whether ``folder`` holds a save to load: a manifest, and not the placeholder of a killed first save."""
-    manifest = read_manifest(folder)
+    manifest = read_manifest(Path(folder))
     return manifest is not None and not manifest.get(UNFINISHED)
 
 

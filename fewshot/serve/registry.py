@@ -35,6 +35,7 @@ from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier
 from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder_from_identity, identity_fingerprint
 from fewshot.errors import ConcurrentWriteError, CorruptFileError, FewShotError, InputError, LockTimeoutError
 from fewshot.index import EmbeddingIndex, journal
+from fewshot.index.embedding_index import UNFINISHED, holds_index
 from fewshot.serve.batching import CoalescingEncoder, GroupCommit, check_deadline
 from fewshot.serve.errors import ApiError, not_found
 from fewshot.serve.settings import NAME_RE, ServeSettings
@@ -388,7 +389,7 @@ class Registry:
     def list_indexes(self) -> list[dict[str, Any]]:
         out = []
         for sub, manifest in _saved_folders(self.settings.indexes_dir):
-            if manifest.get("type") != "index":
+            if manifest.get("type") != "index" or manifest.get(UNFINISHED):  # a killed first save: no index
                 continue
             with self._lock:
                 entry = self._indexes.get(sub.name)
@@ -505,7 +506,7 @@ class Registry:
         folder = self.index_folder(name)
         encoder = self.encoder_for_spec(spec)
         with self._name_lock("index", name):
-            if read_manifest(folder) is not None:
+            if holds_index(folder):  # (a killed first save's placeholder is taken over)
                 raise ApiError(409, "exists", f"index {name!r} already exists", "name")
             index = EmbeddingIndex.open(
                 folder, encoder=encoder, create=True, kind=kind, timeout=self.settings.lock_timeout_s
