@@ -932,6 +932,9 @@ def test_a_damaged_journal_is_reported(tmp_path):
     with pytest.warns(FewShotWarning, match="last record .* fails its checksum; it is left out"):
         assert len(EmbeddingIndex.load(path)) == 2
     index.close(checkpoint=False)
+    with pytest.warns(FewShotWarning) as said:  # a writer reopening it says so once, not once a reading
+        EmbeddingIndex.open(path).close(checkpoint=False)
+    assert sum("fails its checksum" in str(w.message) for w in said) == 1
 
 
 def test_a_damaged_frame_length_is_not_taken_for_a_torn_tail(tmp_path):

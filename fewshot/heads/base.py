@@ -226,11 +226,11 @@ class BaseHead(ClassifierMixin, BaseEstimator):
         codes = getattr(self, "codes_", None)
         if codes is not None and len(codes) and (int(np.min(codes)) < 0 or int(np.max(codes)) >= n):
             raise CorruptFileError(f"the saved {self.name} head has class codes outside its {n} classes")
-        probe = np.zeros((1, self.n_features_in_))
-        probe[0, 0] = 1.0
         inner = getattr(self, "head_", self)
         kw = {"prior": np.zeros((1, n))} if getattr(inner, "uses_prior_", False) else {}
         try:
+            probe = np.zeros((1, self.n_features_in_))
+            probe[0, 0] = 1.0
             S = self.class_scores(probe, **kw)
         except Exception as exc:  # whatever the disagreement makes numpy, FAISS or the head raise
             raise CorruptFileError(f"the saved {self.name} head cannot score ({type(exc).__name__}: {exc})") from exc

@@ -44,8 +44,9 @@ def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     return FRAME.pack(MAGIC, len(head), len(body), crc) + head + body
 
 
-def read_frames(data: bytes, where: str) -> tuple[list[tuple[dict[str, Any], bytes]], int]:
-    """The whole frames in ``data`` and the offset where they end (a torn last frame is left out)."""
+def read_frames(data: bytes, where: str, warn: bool = True) -> tuple[list[tuple[dict[str, Any], bytes]], int]:
+    """The whole frames in ``data`` and the offset where they end (a torn last frame is left out; one whole
+    but failing its checksum is warned of unless ``warn`` is False)."""
     frames: list[tuple[dict[str, Any], bytes]] = []
     pos = 0
     while pos < len(data):
@@ -65,10 +66,11 @@ def read_frames(data: bytes, where: str) -> tuple[list[tuple[dict[str, Any], byt
                 _torn_tail(data, pos, where)
                 # whole but wrong: a write a crash cut short after the file grew (never acknowledged), or a
                 # record damaged later; the two look alike, so it is left out, and said
-                warn_user(
-                    f"{where}: the journal's last record (byte {pos}, {end - pos} bytes) fails its checksum; it is "
-                    "left out as a write a crash cut short. If that write was acknowledged, the journal is damaged"
-                )
+                if warn:
+                    warn_user(
+                        f"{where}: the journal's last record (byte {pos}, {end - pos} bytes) fails its checksum; it is "
+                        "left out as a write a crash cut short. If that write was acknowledged, the journal is damaged"
+                    )
                 break
             raise CorruptFileError(f"{where}: journal frame at byte {pos} fails its checksum; the journal is damaged")
         frames.append((json.loads(head.decode("utf-8")), body))
@@ -139,7 +141,7 @@ class JournalWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         existing = path.read_bytes() if path.exists() else b""
-        _, good = read_frames(existing, str(path))
+        _, good = read_frames(existing, str(path), warn=False)  # the load before it said so
         self._f = open(path, "ab")
         if good < len(existing):  # a torn frame of a killed writer: cut it before appending
             self._f.truncate(good)
