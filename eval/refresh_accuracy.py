@@ -26,8 +26,13 @@ def _key(row: dict) -> tuple:
 def refresh(quiet: dict, rerun: dict, why: str) -> dict:
     """``rerun`` with each row's timing fields taken from the matching row of ``quiet``."""
     timed = {_key(r): r for r in quiet["rows"]}
-    if set(timed) != {_key(r) for r in rerun["rows"]}:
-        raise SystemExit("the two runs do not hold the same rows (method, dataset, N, seed)")
+    keys = [_key(r) for r in rerun["rows"]]
+    if len(timed) != len(quiet["rows"]) or len(set(keys)) != len(keys) or set(timed) != set(keys):
+        raise SystemExit("the two runs do not hold the same rows (method, dataset, N, seed), each once")
+    for r in rerun["rows"]:
+        untimed = [k for k in TIMING if k in r and k not in timed[_key(r)]]
+        if untimed:
+            raise SystemExit(f"the quiet run's row {_key(r)} has no {', '.join(untimed)}: the re-run's would stand")
     rows, changed = [], []
     for r in rerun["rows"]:
         old = timed[_key(r)]
@@ -39,9 +44,9 @@ def refresh(quiet: dict, rerun: dict, why: str) -> dict:
         "rows": rows,
         "refreshed": {
             "why": why,
-            "results_from": rerun["command"],
+            "results_from": rerun.get("command", "?"),
             "results_note": rerun.get("note", ""),
-            "times_from": quiet["command"],
+            "times_from": quiet.get("command", "?"),
             "changed_rows": changed,
         },
     }

@@ -284,3 +284,5 @@ def test_a_refreshed_results_file_takes_results_from_the_rerun_and_times_from_th
     assert out["command"] == "quiet" and out["refreshed"]["results_from"] == "rerun"
     with pytest.raises(SystemExit, match="do not hold the same rows"):
         refresh(quiet, {"command": "x", "rows": rerun["rows"][:1]}, "")
+    with pytest.raises(SystemExit, match="each once"):
+        refresh(quiet, {"command": "x", "rows": [rerun["rows"][0], rerun["rows"][0]]}, "")

@@ -58,7 +58,9 @@ def decode_images(texts: list[str], field: str, max_pixels: int, part: str = "")
     return [decode_image(t, f"{field}[{i}]{part}", max_pixels) for i, t in enumerate(texts)]
 
 
-_IMAGE_URL = re.compile(r"^\s*data:image/[\w.+-]+;base64,", re.IGNORECASE)
+# a file as the page reads it: an image type, or the type a browser gives a file it cannot name, with any
+# parameters before the base64 marker
+_IMAGE_URL = re.compile(r"^\s*data:(image/[\w.+-]+|application/octet-stream)(;[\w.+-]+=[^;,]*)*;base64,", re.I)
 
 
 def refuse_images(texts: list[str], field: str, what: str, part: str = "") -> list[str]:

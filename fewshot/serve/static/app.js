@@ -89,9 +89,9 @@ function showScores(out, prediction) {
     .forEach(([name, p]) => out.appendChild(bar(name, p, prediction.label !== null && name === String(prediction.label))));
 }
 
-// One request of a panel at a time: its button is disabled while it runs, the previous answer is cleared, and
-// an answer that comes back after a newer request was made is dropped, so what is shown always answers what
-// the fields now say.
+// One request of a panel at a time: its button is disabled while it runs (Enter too waits) and the previous
+// answer is cleared, so what is shown answers the last question asked; should a newer request start anyway,
+// an older answer coming back after it is dropped.
 const latest = {};
 
 async function run(panel, work) {
@@ -183,9 +183,13 @@ function showHits(out, hits) {
     });
 }
 
+const listing = {};
+
 async function fill(select, path, key) {
+  const ticket = (listing[select.id] = (listing[select.id] || 0) + 1); // a newer listing (a new key) wins
   try {
     const data = await call("GET", path);
+    if (ticket !== listing[select.id]) return;
     clear(select);
     delete select.dataset.error;
     data[key].forEach((entry) => {
@@ -195,6 +199,7 @@ async function fill(select, path, key) {
       select.appendChild(option);
     });
   } catch (e) {
+    if (ticket !== listing[select.id]) return;
     clear(select);
     select.dataset.error = "cannot list them: " + e.message;
     const option = document.createElement("option");
