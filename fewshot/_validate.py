@@ -66,7 +66,7 @@ def as_text_list(X: Any, *, what: str = "X") -> list[str]:
         if not isinstance(t, str):
             raise InputError(f"{what}[{i}] is {type(t).__name__} ({t!r}), not a string")
         if not t.strip():
-            raise InputError(f"{what}[{i}] is {'an empty string' if not t else 'only whitespace'} ({t!r})")
+            raise InputError(f"{what}[{i}] is {'an empty string' if not t else 'empty but for whitespace'} ({t!r})")
         if not any(c.isprintable() and not c.isspace() for c in t):  # e.g. zero-width spaces only
             raise InputError(f"{what}[{i}] has no visible character ({t!r})")
         check_unicode(t, f"{what}[{i}]")

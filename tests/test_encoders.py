@@ -50,7 +50,7 @@ def test_unnormalised_output_when_asked(text_encoder):
     [
         ([], "empty"),
         ([""], "empty string"),
-        (["ok", "   "], r"texts\[1\] is only whitespace"),
+        (["ok", "   "], r"texts\[1\] is empty but for whitespace"),
         (None, "None"),
         ("just one string", "single string"),
         ([1, 2], "not a string"),
