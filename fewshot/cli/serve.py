@@ -79,7 +79,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 def settings_from_args(a: argparse.Namespace) -> Any:
     from fewshot.serve.auth import read_key_file
-    from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings
+    from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings, binds_loopback
 
     keys = read_key_file(a.api_keys) if a.api_keys else {}
     open_host = not binds_loopback(a.host)
@@ -111,21 +111,9 @@ def settings_from_args(a: argparse.Namespace) -> Any:
     )
 
 
-def binds_loopback(host: str) -> bool:
-    """Whether listening on ``host`` can only be reached from this machine: a loopback address, or
-    ``localhost`` (other names, ``*.localhost`` among them, resolve as the system's resolver says)."""
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def cmd_serve(a: argparse.Namespace) -> int:
     from fewshot.serve import run
+    from fewshot.serve.settings import binds_loopback
 
     settings = settings_from_args(a)
     if not settings.api_keys and not binds_loopback(a.host):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,27 +23,26 @@ def _host_key(host: str) -> str:
     return host.strip().lower().rstrip(".").strip("[]")
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address (bracketed or not), or None for a name."""
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def binds_loopback(host: str) -> bool:
+    """Whether listening on ``host`` can only be reached from this machine: a loopback address, or
+    ``localhost`` (other names, ``*.localhost`` among them, resolve as the system's resolver says)."""
+    ip = _ip(host)
+    return host == "localhost" or (ip is not None and ip.is_loopback)
 
 
 def is_loopback_name(host: str) -> bool:
-    """Whether ``host`` (an address, bracketed or not, or a name) can only mean this machine."""
-    import ipaddress
-
+    """Whether ``host`` named in a request (an address, bracketed or not, or a name) can only mean this
+    machine: ``*.localhost`` too (RFC 6761: always the loopback address)."""
     host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: always the loopback address
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or binds_loopback(host)
 
 
 @dataclass
@@ -137,7 +137,7 @@ class ServeSettings:
             if isinstance(self.allowed_hosts, str) or not all(isinstance(h, str) and h for h in self.allowed_hosts):
                 raise InputError(f"allowed_hosts must be a tuple of host names, got {self.allowed_hosts!r}")
             self.allowed_hosts = tuple(_host_key(h) for h in self.allowed_hosts)
-            ported = [h for h in self.allowed_hosts if ":" in h and not _is_ip(h)]
+            ported = [h for h in self.allowed_hosts if ":" in h and _ip(h) is None]
             if ported:
                 raise InputError(f"allowed_hosts takes host names without a port, got {ported[0]!r}")
         for scope in self.api_keys.values():
