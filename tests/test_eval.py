@@ -286,3 +286,32 @@ def test_a_refreshed_results_file_takes_results_from_the_rerun_and_times_from_th
         refresh(quiet, {"command": "x", "rows": rerun["rows"][:1]}, "")
     with pytest.raises(SystemExit, match="each once"):
         refresh(quiet, {"command": "x", "rows": [rerun["rows"][0], rerun["rows"][0]]}, "")
+
+
+def test_the_tagging_rule_grid_decides_as_tag_does_with_the_shipped_settings(text_encoder):
+    from eval.tagging_rule import counts, decide, micro_f1, scores, shipped
+    from fewshot import ZeroShotClassifier
+
+    labels = ["sport", "politics", "technology", "cooking", "weather"]
+    texts = [
+        "Our team lost the final after a penalty shoot-out.",
+        "The senate passed the budget bill late last night.",
+        "Simmer the onions in butter until golden.",
+        "Heavy rain and strong winds are expected tomorrow.",
+        "The new phone ships with a faster chip.",
+        "I went to bed early because I was tired.",
+        "My grandmother told me a story about her childhood.",
+        "The striker scored twice as the storm rolled in over the stadium.",
+    ]
+    Y = np.zeros((len(texts), len(labels)), dtype=np.int8)
+    for i, j in enumerate([0, 1, 3, 4, 2, -1, -1, 0]):
+        if j >= 0:
+            Y[i, j] = 1
+    d = scores(texts, Y, labels, text_encoder)
+    P = decide(d, *shipped())
+    tags = ZeroShotClassifier(labels, encoder=text_encoder).fit().tag(texts)
+    assert [{labels[j] for j in np.flatnonzero(row)} for row in P] == [{t for t, _ in tg} for tg in tags]
+    # a margin wide enough takes every label, and a rule that never abstains tags every item
+    assert decide(d, 5, -1.0, 1.5, 2.0).all()
+    assert decide(d, 5, -1.0, float("inf"), 0.0).sum(axis=1).min() == 1
+    assert micro_f1(counts(Y, P)) == pytest.approx(f1_score(Y, P, average="micro", zero_division=0))
