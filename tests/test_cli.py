@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,7 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
         (["fit", "missing.csv", "-o", "m"], "missing.csv: no such file"),
         (["index", "search", "nothing-here", "query"], "no saved index"),
         (["zeroshot", "x.jsonl"], "--labels"),
+        (["zeroshot", "--labels-file", ".", "x.txt"], ".: a folder, not a file"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path, capsys, monkeypatch, argv, message):
@@ -203,6 +205,29 @@ def test_errors_are_one_line_without_traceback(tmp_path, capsys, monkeypatch, ar
     assert code == 1
     assert err.startswith("fewshot: error:") and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_texts_and_labels_come_through_a_pipe_as_process_substitution_gives_them(tmp_path, capsys):
+    texts, labels = tmp_path / "texts", tmp_path / "labels"
+    os.mkfifo(texts)
+    os.mkfifo(labels)
+
+    def feed(path, data):
+        with open(path, "w") as f:
+            f.write(data)
+
+    writers = [
+        threading.Thread(target=feed, args=(texts, "Heavy rain and wind are expected tomorrow.\n")),
+        threading.Thread(target=feed, args=(labels, "weather\nsport\n")),
+    ]
+    for w in writers:
+        w.start()
+    code, out, err = run(capsys, "zeroshot", "--labels-file", labels, texts, "--format", "txt")
+    for w in writers:
+        w.join(timeout=10)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[0])["prediction"] == "weather"
 
 
 def test_a_missing_subcommand_is_named_by_its_choices(capsys):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fewshot.cli.records import decode, lines
+from fewshot.cli.records import decode, lines, read_input_file
 from fewshot.errors import InputError
 
 ENCODER_KINDS = (
@@ -74,9 +74,7 @@ def parse_labels(inline: str | None, path: str | None, encoding: str = "utf-8") 
             raise InputError("--labels holds no label names")
         return labels
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    text = decode(p.read_bytes(), str(path), encoding)
+    text = decode(read_input_file(p), str(path), encoding)
     if p.suffix.lower() == ".json":
         try:
             labels = json.loads(text)

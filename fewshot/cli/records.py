@@ -104,6 +104,20 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: s
     return rows
 
 
+def read_input_file(path: str | Path) -> bytes:
+    """The bytes of an input file. Anything readable that is not a folder will do: a pipe (``<(cmd)``) or a
+    device is read as a stream; a missing path and a folder are named as such."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file")
+    if p.is_dir():
+        raise InputError(f"{path}: a folder, not a file")
+    try:
+        return p.read_bytes()
+    except PermissionError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from exc
+
+
 def read_records(path: str | None, fmt: str | None = None, encoding: str = "utf-8") -> list[dict[str, Any]]:
     """Rows of ``path`` (``-`` or None: standard input) as dicts; a .txt line becomes ``{"text": line}``."""
     hint = ""
@@ -114,10 +128,7 @@ def read_records(path: str | None, fmt: str | None = None, encoding: str = "utf-
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
         where = "standard input"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"{path}: no such file")
-        data = p.read_bytes()
+        data = read_input_file(path)
         where = str(path)
     delimiter = "\t" if str(path).lower().endswith(".tsv") else ","
     return parse_records(decode(data, where, encoding), fmt, where, delimiter, hint)
