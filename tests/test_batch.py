@@ -429,6 +429,16 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
         batch.embed(tmp_path / "in", tmp_path / "o7", engine="spark", progress=None)
     with pytest.raises(InputError, match="clash"):
         batch.embed(tmp_path / "in", tmp_path / "o8", keep_cols=["embedding"], progress=None)
+    for task, name in (("embed", "embedding"), ("predict", "score"), ("tag", "tags")):  # would replace the ids
+        with pytest.raises(InputError, match=f"the id column '{name}' has the name of one of the output's own"):
+            batch.run(
+                task,
+                tmp_path / "in",
+                tmp_path / "o8",
+                labels=["a", "b"] if task != "embed" else None,
+                id_col=name,
+                progress=None,
+            )
     with pytest.raises(InputError, match="address: for the Ray engine"):
         batch.embed(tmp_path / "in", tmp_path / "o9", address="auto", progress=None)
     with pytest.raises(InputError, match="actors, cpus_per_actor: for the Ray engine"):  # not silently ignored
@@ -439,6 +449,11 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
     with pytest.raises(InputError, match="not a saved model"):  # refused once the output folder was locked
         batch.predict(tmp_path / "in", tmp_path / "o11", model=tmp_path / "notamodel", progress=None)
     assert not (tmp_path / "o11").exists()  # a refused run leaves no folder behind
+    (tmp_path / "late").mkdir()
+    (tmp_path / "late" / "z.jsonl").write_text('{"text": "fine"}\n{"text": "\\u200b"}\n')
+    with pytest.raises(InputError, match="row 1 .* has no visible character"):  # found by the encoder, mid-run
+        batch.embed(tmp_path / "late", tmp_path / "o12", progress=None)
+    assert not (tmp_path / "o12").exists()  # its manifest held a plan, no output: gone too
     (tmp_path / "mine").mkdir()
     with pytest.raises(InputError, match="not a saved model"):
         batch.predict(tmp_path / "in", tmp_path / "mine", model=tmp_path / "notamodel", progress=None)
@@ -509,7 +524,27 @@ def test_cells_are_typed_as_plain_numbers_or_kept_as_text(tmp_path):
     plan = scan(list_inputs(tmp_path / "b.jsonl"), Columns(text="text", keep=("n",)), shard_rows=10)
     (table,) = read_chunk(plan, plan.chunks[0], Columns(text="text", keep=("n",)), batch_rows=10)
     assert table.column("n").to_pylist() == ["12345678901234567890", "3"]
-    (tmp_path / "c.csv").write_text("text,v\na,1.5\nb,-2e-3\nc,7\n")
+    # codes whose form a number would lose stay text: zero-padded, a leading plus
+    (tmp_path / "d.csv").write_text("id,text,zip,phone,n\n007,a,02139,+441234567,-5\n008,b,10001,+15551234,0\n")
+    cols = Columns(text="text", id="id", keep=("zip", "phone", "n"))
+    plan = scan(list_inputs(tmp_path / "d.csv"), cols, shard_rows=10)
+    assert plan.kinds == {"id": "string", "zip": "string", "phone": "string", "n": "int64"}
+    (table,) = read_chunk(plan, plan.chunks[0], cols, batch_rows=10)
+    assert table.column("id").to_pylist() == ["007", "008"] and table.column("zip").to_pylist() == ["02139", "10001"]
+    assert table.column("phone").to_pylist() == ["+441234567", "+15551234"] and table.column("n").to_pylist() == [-5, 0]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    big = pa.array([1, 2**63 + 5], type=pa.uint64())  # past int64: kept as digits, as a JSON number is
+    pq.write_table(
+        pa.table({"text": ["a", "b"], "big": big, "small": pa.array([1, 2], pa.uint64())}), tmp_path / "u.parquet"
+    )
+    cols = Columns(text="text", id="big", keep=("small",))
+    plan = scan(list_inputs(tmp_path / "u.parquet"), cols, shard_rows=10)
+    assert plan.kinds == {"big": "string", "small": "int64"}
+    (table,) = read_chunk(plan, plan.chunks[0], cols, batch_rows=10)
+    assert table.column("big").to_pylist() == ["1", str(2**63 + 5)] and table.column("small").to_pylist() == [1, 2]
+    (tmp_path / "c.csv").write_text("text,v\na,1.5\nb,-2e-3\nc,7\nd,0.25\ne,-0.5\n")
     assert scan(list_inputs(tmp_path / "c.csv"), Columns(text="text", keep=("v",)), shard_rows=10).kinds == {
         "v": "float64"
     }
@@ -642,7 +677,8 @@ def test_an_embed_output_is_indexed_all_or_nothing_and_its_columns_are_checked(t
     assert len(index) == 0
     rows[9]["doc"] = 1009
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    batch.embed(tmp_path / "in.jsonl", tmp_path / "ok", id_col="doc", keep_cols=["topic"], progress=None)
+    batch.embed(tmp_path / "in.jsonl", tmp_path / "ok", id_col="doc", keep_cols="topic", progress=None)
+    assert table(tmp_path / "ok").column("topic").to_pylist()[:2] == ["b", "a"]  # a string names columns
     index.add_embeddings(np.eye(384, dtype=np.float32)[:1], ids=[1011])
     with pytest.raises(InputError, match="ids already in the index: \\[1011\\]; nothing was added"):
         index.add_batch_output(tmp_path / "ok", batch_rows=3)

@@ -65,7 +65,7 @@ def run(
     probabilities: bool = True,
     text_col: str = "text",
     id_col: str | None = None,
-    keep_cols: list[str] | tuple[str, ...] = (),
+    keep_cols: list[str] | tuple[str, ...] | str = (),
     format: str | None = None,
     encoding: str = "utf-8",
     engine: str = "local",
@@ -99,7 +99,8 @@ def run(
         the best label another must score to be a tag too (threshold or margin, not both).
     probabilities : ``predict`` also writes every class's probability (a list column).
     text_col, id_col, keep_cols : the input's text (or image path) column, its id column (default: row
-        numbers; ids are copied as given, not checked for uniqueness), and columns to copy into the output.
+        numbers; ids are copied as given, not checked for uniqueness), and columns to copy into the output
+        (a list, or one string of names separated by commas as ``--keep-cols`` takes them).
     format, encoding : the input format when file names do not tell it; the text encoding of CSV/JSONL.
     engine : ``"local"`` (this process, bounded memory) or ``"ray"`` (Ray Data).
     batch_size : rows per model call (and per Ray batch).
@@ -114,6 +115,8 @@ def run(
     -------
     BatchResult
     """
+    if isinstance(keep_cols, str):  # "a,b" is two columns, not the characters of a string
+        keep_cols = [c.strip() for c in keep_cols.split(",") if c.strip()]
     job = BatchJob(
         task=task,
         model=None if model is None else str(model),

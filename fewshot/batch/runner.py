@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from fewshot.batch.job import ENGINES, BatchJob
-from fewshot.batch.output import FORMAT, VERSION, RunFolder, now, shard_metadata
+from fewshot.batch.output import FORMAT, MANIFEST, STAGING, VERSION, RunFolder, now, shard_metadata
 from fewshot.batch.progress import Progress
 from fewshot.batch.sources import Plan, list_inputs, read_chunk, scan
 from fewshot.batch.worker import RESULT_COLUMNS, BatchWorker, id_column
@@ -125,6 +125,11 @@ def run_job(
     clash = {id_column(job), *RESULT_COLUMNS[job.task]} & set(c for c in job.columns.keep if c != job.columns.id)
     if clash:
         raise InputError(f"kept column(s) {', '.join(sorted(clash))} would clash with the output's own columns")
+    if job.columns.id in RESULT_COLUMNS[job.task]:
+        raise InputError(
+            f"the id column {job.columns.id!r} has the name of one of the output's own columns "
+            f"({', '.join(RESULT_COLUMNS[job.task])}), which would replace the ids: rename it in the input"
+        )
     if engine == "ray":
         from fewshot.batch import ray_engine  # fails early, naming the extra, when Ray is missing
     from fewshot.storage import FolderLock
@@ -212,8 +217,9 @@ def run_job(
 
 @contextmanager
 def _removed_if_refused(folder: Path, made: bool) -> Iterator[None]:
-    """Remove the output folder this run made if it stops before writing anything there but the lock file,
-    so that a refused run (a model that will not load, labels it cannot read) leaves no trace. Done under the
+    """Remove the output folder this run made if it stops before writing any output there (only the lock
+    file and the job's manifest), so that a refused run (a model that will not load, labels it cannot read, a
+    Ray cluster it cannot reach) leaves no trace. Done under the
     lock, which every other run asks for without waiting."""
     try:
         yield
@@ -222,8 +228,17 @@ def _removed_if_refused(folder: Path, made: bool) -> Iterator[None]:
             from fewshot.storage.lock import LOCK_NAME
 
             with suppress(OSError):
-                if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
-                    (folder / LOCK_NAME).unlink()
+                entries = list(folder.iterdir())
+
+                def empty(p: Path) -> bool:  # the manifest records a plan, not output; staging may be empty
+                    return p.name in (LOCK_NAME, MANIFEST) or (p.name == STAGING and not any(p.iterdir()))
+
+                if all(empty(p) for p in entries):
+                    for p in sorted(entries, key=lambda p: p.name == LOCK_NAME):  # the lock last
+                        if p.is_dir():
+                            p.rmdir()
+                        else:
+                            p.unlink()
                     folder.rmdir()
         raise
 

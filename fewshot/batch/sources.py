@@ -191,9 +191,13 @@ class _KindCounter:
         """A CSV cell: empty is null, then an integer, a number, or text."""
         if v == "":
             return
-        digits = v.strip().lstrip("+-")
-        if digits.isascii() and digits.isdigit() and not (len(digits) > 1 and digits.startswith("0")):  # not "007"
-            self.seen.add("int64" if _INT64_MIN <= int(v) <= _INT64_MAX else "string")
+        s = v.strip()
+        body = s[1:] if s[:1] == "-" else s
+        if s[:1] == "+" or (len(body) > 1 and body[0] == "0" and body[1].isdigit()):
+            self.seen.add("string")  # "+441234567", "007", "02139", "00.5": codes whose form a number would lose
+            return
+        if body.isascii() and body.isdigit():
+            self.seen.add("int64" if _INT64_MIN <= int(s) <= _INT64_MAX else "string")
             return
         # a plain decimal number; not "1_000" or "nan", which float() would also take
         if _DECIMAL.fullmatch(v.strip()) and math.isfinite(float(v)):
@@ -272,6 +276,8 @@ def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list
         raise InputError(f"{f.path}: column {columns.text!r} holds {text_type}, not text")
     for c in columns.wanted[1:]:
         t = _simple_kind(schema.field(c).type)
+        if pa.types.is_uint64(schema.field(c).type) and _past_int64(pf, c):
+            t = "string"  # as a JSON number past the int64 range: kept as its digits
         if types.setdefault(c, t) != t:
             raise InputError(f"column {c!r} is {types[c]} in one Parquet shard and {t} in {f.path}; use one type")
     checked = list(dict.fromkeys([columns.text] if columns.id is None else [columns.text, columns.id]))
@@ -294,6 +300,17 @@ def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list
                 _check_id(None, f.path, seen + first + 1, columns.id)
         seen += len(col)
     return list(range(pf.metadata.num_rows + 1))
+
+
+def _past_int64(pf: Any, column: str) -> bool:
+    """Whether an unsigned 64-bit Parquet column holds a value an int64 cannot."""
+    import pyarrow.compute as pc
+
+    for batch in pf.iter_batches(batch_size=65_536, columns=[column]):
+        top = pc.max(batch.column(0)).as_py()
+        if top is not None and top > _INT64_MAX:
+            return True
+    return False
 
 
 def _simple_kind(t: Any) -> str:
