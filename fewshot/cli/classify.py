@@ -10,6 +10,7 @@ import numpy as np
 
 from fewshot.cli.common import (
     abstain_setting,
+    check_image_records,
     check_images_readable,
     head_params,
     image_rows,
@@ -23,13 +24,16 @@ from fewshot.cli.records import guess_format, label_column, read_records, text_c
 from fewshot.errors import InputError
 
 
-def _records(a: argparse.Namespace, path: str | None, label_col: str | None = None):
-    """(rows, texts, labels) of a record file or an image folder/file."""
+def _records(a: argparse.Namespace, path: str | None, label_col: str | None = None, reader: Any = None):
+    """(rows, texts, labels) of a record file or an image folder/file. ``reader``: (encoder, whose), so
+    that records given to an encoder that reads images are checked to name image files."""
     if is_image_input(path):
         return image_rows(path, labelled=label_col is not None)
     rows = read_records(path, a.format, a.encoding)
     where = path if path not in (None, "-") else "standard input"
     texts = text_column(rows, a.text_col, where)
+    if reader is not None:
+        check_image_records(path, texts, *reader)
     labels = label_column(rows, label_col, where) if label_col is not None else None
     return rows, texts, labels
 
@@ -47,7 +51,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     check_head(make_head(a.head, **(params or {})))  # so are the head's settings
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
-    _, texts, labels = _records(a, a.data, a.label_col)
+    _, texts, labels = _records(a, a.data, a.label_col, reader=(encoder, f"--encoder {a.encoder}"))
     seed = 0 if a.seed is None else a.seed
     tune = False if a.tune is None else {"seed": seed} if a.tune == "auto" else {"steps": a.tune, "seed": seed}
     clf = FewShotClassifier(
@@ -149,7 +153,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
         clf.threshold_ = threshold
     check_images_readable(a.data, clf.encoder_, f"the model at {a.model}")
     fmt = output_format(a)  # before any encoding
-    rows, texts, _ = _records(a, a.data)
+    rows, texts, _ = _records(a, a.data, reader=(clf.encoder_, f"the model at {a.model}"))
     labels, scores, proba = clf.predict_with_scores(texts, show_progress=progress(texts))
     out_rows = prediction_rows(rows, labels, scores, clf.classes_.tolist(), proba, fmt, a.prediction_col)
     with output(a.output) as f:
@@ -198,10 +202,10 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         abstain=abstain,
     )
     fmt = output_format(a)  # before any encoding
-    rows, texts, _ = _records(a, a.data)
+    rows, texts, _ = _records(a, a.data, reader=(encoder, f"--encoder {a.encoder}"))
     corpus = None
     if a.corpus:
-        corpus = _records(a, a.corpus)[1]
+        corpus = _records(a, a.corpus, reader=(encoder, f"--encoder {a.encoder}"))[1]
     elif a.adapt_to_input:
         corpus = texts
     zs.fit(corpus, show_progress=progress(corpus))

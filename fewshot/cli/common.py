@@ -110,6 +110,21 @@ def check_images_readable(path: str | None, encoder: Any, whose: str) -> None:
         )
 
 
+def check_image_records(path: str | None, values: list[Any], encoder: Any, whose: str) -> None:
+    """Refuse records whose column names no image file when ``whose`` reads images: lines of text would
+    otherwise be taken as image paths, one 'no such image file' at a time."""
+    if getattr(encoder, "modality", "text") != "image" or is_image_input(path):
+        return
+    for i, v in enumerate(values):
+        if not (isinstance(v, str) and Path(v).is_file()):
+            shown = v if len(str(v)) <= 60 else f"{str(v)[:57]}..."
+            where = path if path not in (None, "-") else "standard input"
+            raise InputError(
+                f"{whose} reads images, but record {i + 1} of {where} names no image file ({shown!r}): give an "
+                "image folder or file, or records whose text column holds image paths"
+            )
+
+
 def make_encoder(spec: str | None, images: bool) -> Any:
     """An encoder from ``--encoder``: text, text:onnx, text:onnx-int8, static, static:FOLDER, image, image:onnx,
     conse, conse:onnx, or clip:MODEL:CHECKPOINT / clip:local-dir:FOLDER.

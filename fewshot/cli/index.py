@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fewshot.cli.common import check_images_readable, image_rows, is_image_input, make_encoder, progress
+from fewshot.cli.common import (
+    check_image_records,
+    check_images_readable,
+    image_rows,
+    is_image_input,
+    make_encoder,
+    progress,
+)
 from fewshot.cli.records import column, label_column, read_records, text_column
 from fewshot.errors import InputError
 
@@ -27,7 +34,7 @@ def _id(value: Any, i: int, a: argparse.Namespace) -> int:
     raise InputError(f"{a.data}: record {i + 1} has id {value!r} in column {a.id_col!r}; ids must be integers")
 
 
-def _index_rows(a: argparse.Namespace):
+def _index_rows(a: argparse.Namespace, encoder: Any, whose: str):
     """(items, ids, labels, metadata) of a record file or an image folder (labels from subfolders)."""
     if is_image_input(a.data):
         _, files, _ = image_rows(a.data, labelled=False)
@@ -40,6 +47,7 @@ def _index_rows(a: argparse.Namespace):
         return files, None, labels, None
     rows = read_records(a.data, a.format, a.encoding)
     texts = text_column(rows, a.text_col, a.data)
+    check_image_records(a.data, texts, encoder, whose)
     labels = label_column(rows, a.label_col, a.data) if a.label_col else None
     ids = None
     if a.id_col:
@@ -68,7 +76,7 @@ def cmd_index_build(a: argparse.Namespace) -> int:
         raise InputError("index build takes a data file (or --from-embeddings OUTPUT, a batch embed job's folder)")
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
-    items, ids, labels, metadata = _index_rows(a)
+    items, ids, labels, metadata = _index_rows(a, encoder, f"--encoder {a.encoder}")
     index = EmbeddingIndex(encoder, kind=a.kind, name=target.name)
     index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=progress(items))
     index.save(target, overwrite=a.overwrite)  # checked again under the lock: another build may have finished
@@ -127,7 +135,7 @@ def cmd_index_add(a: argparse.Namespace) -> int:
     if encoder is None:
         raise InputError(f"the index at {target} holds raw vectors with no encoder; records cannot be added")
     check_images_readable(a.data, encoder, f"the index at {target}")
-    items, ids, labels, metadata = _index_rows(a)
+    items, ids, labels, metadata = _index_rows(a, encoder, f"the index at {target}")
     E = encoder.encode(items, show_progress=progress(items))  # the slow part, outside the writer lock
     with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
         stored = [x if isinstance(x, str) else None for x in items]

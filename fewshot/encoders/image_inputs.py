@@ -78,6 +78,14 @@ def as_image_list(X: Any, *, what: str = "images") -> list[Any]:
         elif type(x).__module__.startswith("PIL."):
             if min(x.size) == 0:
                 raise InputError(f"{what}[{i}] is an image of size {x.size[0]}x{x.size[1]}; it has no pixels")
+            try:  # its pixels are read here anyway (they key the embedding cache); Pillow asserts on a closed file
+                x.load()
+            except (AssertionError, ValueError, OSError, SyntaxError) as exc:
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else "its file is closed"
+                raise InputError(
+                    f"{what}[{i}]: the PIL image cannot be read ({why}); an image opened in a `with` block must be "
+                    "used, or .copy()'d, inside it"
+                ) from exc
         else:
             raise InputError(f"{what}[{i}] is {type(x).__name__}; give an image path, a PIL image or an array")
     return items

@@ -430,7 +430,7 @@ class EmbeddingIndex:
         Parameters
         ----------
         query : a string is a text query (through the encoder's text side: text encoders, CLIP, ConSE);
-            a ``pathlib.Path``, a PIL image or an array of shape (H, W[, C]) is an image query; a 1-d array
+            a ``pathlib.Path``, a PIL image or an array of shape (H, W) or (H, W, 1|3|4) is an image query; a 1-d array
             of length ``dim`` is a vector. A string is never read as a file name.
         k : hits to return (fewer when fewer items match).
         where : keep only items whose fields match: ``{"label": "sports"}``, ``{"lang": ["en", "fr"]}``
