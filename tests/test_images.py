@@ -231,6 +231,10 @@ def test_conse_spaces_and_index_text_query(image_encoder, tmp_path):
     assert len(hits) == 2 and hits[0].item is None
     saved = index.save(tmp_path / "idx")
     assert len(EmbeddingIndex.load(saved)) == 3
+    # a lone label: tag() would give every image its best label, so the advice is abstain= or more labels
+    with pytest.warns(FewShotWarning, match="every input gets it; give abstain=.*or labels for what else") as got:
+        assert ZeroShotClassifier(["dog"], encoder=conse).predict(imgs[:1]).tolist() == ["dog"]
+    assert all("tag()" not in str(w.message) for w in got)
 
 
 def test_image_index_finds_the_same_image(image_encoder, cifar, tmp_path):

@@ -210,10 +210,15 @@ class ZeroShotClassifier(CalibratedClassifier):
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
         if S.shape[1] == 1 and getattr(self, "threshold_", None) is None:
-            warn_user(
-                f"one label ({self.classes_.tolist()[0]!r}) and no abstention: every input gets it; use tag() (or "
-                "fewshot zeroshot --multi-label) to ask whether it applies, or abstain= for 'none of these'"
-            )
+            label = self.classes_.tolist()[0]
+            if self.encoder_.modality == "image":  # tag() gives images their best label: a lone label always
+                advice = "give abstain= (a score threshold) for 'none of these', or labels for what else they show"
+            else:
+                advice = (
+                    "use tag() (or fewshot zeroshot --multi-label) to ask whether it applies, or abstain= for "
+                    "'none of these'"
+                )
+            warn_user(f"one label ({label!r}) and no abstention: every input gets it; {advice}")
         return super()._labels(S)
 
     def _fitted_head(self) -> ZeroShotHead:
