@@ -449,11 +449,16 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
     with pytest.raises(InputError, match="not a saved model"):  # refused once the output folder was locked
         batch.predict(tmp_path / "in", tmp_path / "o11", model=tmp_path / "notamodel", progress=None)
     assert not (tmp_path / "o11").exists()  # a refused run leaves no folder behind
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     (tmp_path / "late").mkdir()
     (tmp_path / "late" / "z.jsonl").write_text('{"text": "fine"}\n{"text": "\\u200b"}\n')
-    with pytest.raises(InputError, match="row 1 .* has no visible character"):  # found by the encoder, mid-run
-        batch.embed(tmp_path / "late", tmp_path / "o12", progress=None)
-    assert not (tmp_path / "o12").exists()  # its manifest held a plan, no output: gone too
+    pq.write_table(pa.table({"text": ["fine", "caf\u00e9 \u3000ok", "\u200b\u200d"]}), tmp_path / "late.parquet")
+    for source, record in ((tmp_path / "late", "z.jsonl: record 2"), (tmp_path / "late.parquet", "parquet: record 3")):
+        with pytest.raises(InputError, match=f"{record} has no visible character in 'text'"):  # found by the scan
+            batch.embed(source, tmp_path / "o12", progress=None)
+        assert not (tmp_path / "o12").exists()
     (tmp_path / "mine").mkdir()
     with pytest.raises(InputError, match="not a saved model"):
         batch.predict(tmp_path / "in", tmp_path / "mine", model=tmp_path / "notamodel", progress=None)

@@ -166,6 +166,7 @@ def list_inputs(source: str | Path, fmt: str | None = None) -> list[InputFile]:
 
 # -- scanning ---------------------------------------------------------------------------------------------------
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+VISIBLE = r"[^\p{C}\p{Z}]"  # a character neither control, format, unassigned nor a separator (RE2)
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -289,6 +290,10 @@ def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list
         if pc.any(bad).as_py():
             first = pc.index(bad, True).as_py()
             raise InputError(f"{f.path}: record {seen + first + 1} has an empty or missing {columns.text!r}")
+        unseen = pc.invert(pc.match_substring_regex(col, VISIBLE))  # what str.isprintable and isspace leave
+        if pc.any(unseen).as_py():
+            first = pc.index(unseen, True).as_py()
+            _check_text(col[first].as_py(), f.path, seen + first + 1, columns.text)
         if columns.id is not None:
             ids = batch.column(checked.index(columns.id))
             missing = pc.is_null(ids)
@@ -423,6 +428,8 @@ def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) ->
 def _check_text(v: Any, path: str, n: int, name: str) -> None:
     if not isinstance(v, str) or not v.strip():
         raise InputError(f"{path}: record {n} has an empty or non-text {name!r}")
+    if not any(c.isprintable() and not c.isspace() for c in v):  # zero-width spaces only: the encoder refuses it
+        raise InputError(f"{path}: record {n} has no visible character in {name!r} ({v!r})")
 
 
 def _check_id(v: Any, path: str, n: int, name: str) -> None:
