@@ -29,6 +29,7 @@ from eval.run_text import CACHE, RESULTS, machine
 from fewshot import TextEncoder, ZeroShotClassifier
 from fewshot.classifiers import zero_shot as zs_module
 from fewshot.classifiers.background import background_embeddings
+from fewshot.classifiers.zero_shot import best_label_z, looks_ordinary
 
 NEIGHBOURS = (1, 3, 5, 10, 20)
 DELTAS = tuple(round(d, 2) for d in np.arange(-0.30, 0.101, 0.025))
@@ -45,9 +46,7 @@ def scores(texts: list[str], Y: np.ndarray, labels: object, encoder: TextEncoder
     zs = ZeroShotClassifier(labels, encoder=encoder).fit()
     E = encoder.encode(texts, show_progress=len(texts) > 2000)
     S = zs.label_head_.class_scores(E)
-    best = S.argmax(axis=1)
-    top = S[np.arange(len(S)), best]
-    z = (top - zs.background_["mean"][best]) / zs.background_["std"][best]
+    top, z = best_label_z(S, zs.background_)
     sims = E @ background_embeddings(encoder).T
     sims.sort(axis=1)
     near = {k: sims[:, -k:].mean(axis=1) for k in NEIGHBOURS}
@@ -56,7 +55,7 @@ def scores(texts: list[str], Y: np.ndarray, labels: object, encoder: TextEncoder
 
 def decide(d: dict, k: int, delta: float, z_max: float, margin: float) -> np.ndarray:
     keep = d["S"] >= d["top"][:, None] - margin
-    none = (d["z"] < z_max) & (d["top"] <= d["near"][k] + delta)
+    none = looks_ordinary(d["top"], d["z"], d["near"][k], delta, z_max)
     keep &= ~none[:, None] & ~d["empty"][:, None]
     return keep.astype(np.int8)
 

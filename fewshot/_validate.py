@@ -38,6 +38,12 @@ def check_unicode(s: str, what: str) -> None:
         ) from None
 
 
+def has_visible(text: str) -> bool:
+    """Whether ``text`` has a character that shows: not whitespace, a control, a format character (such as a
+    zero-width space) or an unassigned code point."""
+    return any(c.isprintable() and not c.isspace() for c in text)
+
+
 def as_text_list(X: Any, *, what: str = "X") -> list[str]:
     """Return ``X`` (a string sequence or a pandas Series) as a list of non-empty strings.
 
@@ -67,7 +73,7 @@ def as_text_list(X: Any, *, what: str = "X") -> list[str]:
             raise InputError(f"{what}[{i}] is {type(t).__name__} ({t!r}), not a string")
         if not t.strip():
             raise InputError(f"{what}[{i}] is {'an empty string' if not t else 'empty but for whitespace'} ({t!r})")
-        if not any(c.isprintable() and not c.isspace() for c in t):  # e.g. zero-width spaces only
+        if not has_visible(t):  # e.g. zero-width spaces only
             raise InputError(f"{what}[{i}] has no visible character ({t!r})")
         check_unicode(t, f"{what}[{i}]")
     return texts

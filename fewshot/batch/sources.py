@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fewshot._validate import has_visible
 from fewshot.cli.records import json_record
 from fewshot.encoders.image_inputs import IMAGE_SUFFIXES
 from fewshot.errors import InputError
@@ -166,7 +167,7 @@ def list_inputs(source: str | Path, fmt: str | None = None) -> list[InputFile]:
 
 # -- scanning ---------------------------------------------------------------------------------------------------
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-VISIBLE = r"[^\p{C}\p{Z}]"  # a character neither control, format, unassigned nor a separator (RE2)
+VISIBLE = r"[^\p{C}\p{Z}]"  # what has_visible looks for, in RE2: neither control, format, unassigned nor space
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
@@ -428,7 +429,7 @@ def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) ->
 def _check_text(v: Any, path: str, n: int, name: str) -> None:
     if not isinstance(v, str) or not v.strip():
         raise InputError(f"{path}: record {n} has an empty or non-text {name!r}")
-    if not any(c.isprintable() and not c.isspace() for c in v):  # zero-width spaces only: the encoder refuses it
+    if not has_visible(v):  # zero-width spaces only: the encoder refuses it
         raise InputError(f"{path}: record {n} has no visible character in {name!r} ({v!r})")
 
 

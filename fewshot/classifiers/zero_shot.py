@@ -36,6 +36,22 @@ TAG_NONE_DELTA = -0.15  # ... and abstains when the best label is not above thei
 TAG_NONE_Z = 1.5  # ... and the best label's score is not unusual for ordinary text (z below this)
 
 
+def best_label_z(S: np.ndarray, stats: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Each input's best label score (shape (n,)) and its z-score against that label's scores on the
+    background sentences (``stats``: per-label ``mean`` and ``std``)."""
+    best = S.argmax(axis=1)
+    top = S[np.arange(len(S)), best]
+    return top, (top - stats["mean"][best]) / stats["std"][best]
+
+
+def looks_ordinary(
+    top: np.ndarray, z: np.ndarray, near: np.ndarray, delta: float = TAG_NONE_DELTA, z_max: float = TAG_NONE_Z
+) -> np.ndarray:
+    """``tag()``'s "none of these": the best label is not unusual for ordinary text (z under ``z_max``) and no
+    closer than ``near`` (the mean cosine of the input's nearest background sentences) plus ``delta``."""
+    return (z < z_max) & (top <= near + delta)
+
+
 def _refuse_identical_labels(head: ZeroShotHead) -> None:
     """Refuse two labels whose label vectors are the same: their prompts read the same to the encoder (an
     uncased one, for labels that differ only in case or spacing), so each would take half of one label's
@@ -322,11 +338,9 @@ class ZeroShotClassifier(CalibratedClassifier):
         stats = getattr(self, "background_", None)
         if stats is None:
             return None
-        best = S.argmax(axis=1)
-        top = S[np.arange(len(S)), best]
-        z = (top - stats["mean"][best]) / stats["std"][best]
+        top, z = best_label_z(S, stats)
         near = nearest_background(E, background_embeddings(self.encoder_), TAG_NONE_NEIGHBOURS)
-        return (z < TAG_NONE_Z) & (top <= near + TAG_NONE_DELTA)
+        return looks_ordinary(top, z, near)
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
