@@ -1,6 +1,6 @@
 """The settings of ``tag()``'s default decision rule, chosen on the development sets and checked on the others.
 
-    python -m eval.tagging_rule          # a few minutes with the embedding cache warm
+    python -m eval.tagging_rule          # seconds with the embedding cache warm, minutes without
 
 ``ZeroShotClassifier.tag()`` tags an input with its best label and any label within ``TAG_MARGIN`` of it,
 and with none of them when the best label is both no closer than the ordinary sentences the input most
