@@ -555,6 +555,26 @@ def test_cells_are_typed_as_plain_numbers_or_kept_as_text(tmp_path):
     }
 
 
+def test_category_columns_as_pandas_writes_them_are_read_as_their_values(tmp_path):
+    import pandas as pd
+
+    df = pd.DataFrame({"text": ["red wine", "a goal", "red wine"], "topic": ["food", "sport", "food"], "id": [3, 1, 2]})
+    df.astype({"text": "category", "topic": "category", "id": "category"}).to_parquet(tmp_path / "a.parquet")
+    df.iloc[:1].to_parquet(tmp_path / "b.parquet")  # a shard of plain columns beside it
+    assert pa.types.is_dictionary(pq.read_schema(tmp_path / "a.parquet").field("text").type)
+    cols = Columns(text="text", id="id", keep=("topic",))
+    plan = scan(list_inputs(tmp_path), cols, shard_rows=10)
+    assert plan.kinds == {"id": "int64", "topic": "string"}
+    tables = [t for c in plan.chunks for t in read_chunk(plan, c, cols, batch_rows=10)]
+    assert sum((t.column(INPUT).to_pylist() for t in tables), []) == ["red wine", "a goal", "red wine", "red wine"]
+    assert sum((t.column("id").to_pylist() for t in tables), []) == [3, 1, 2, 3]
+    assert all(t.column("topic").type == pa.string() for t in tables)
+    # an empty text is still refused, category or not
+    pd.DataFrame({"text": pd.Categorical(["fine", " "])}).to_parquet(tmp_path / "c.parquet")
+    with pytest.raises(InputError, match=r"record 2 has an empty or missing 'text'"):
+        scan(list_inputs(tmp_path / "c.parquet"), Columns(text="text"), shard_rows=10)
+
+
 def test_image_paths_are_read_relative_to_their_shard(tmp_path, data_root):
     import tarfile
 

@@ -273,19 +273,19 @@ def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list
         if schema.get_field_index(c) < 0:
             have = ", ".join(schema.names) or "none"
             raise InputError(f"{f.path} has no column {c!r} (columns: {have})")
-    text_type = schema.field(columns.text).type
+    text_type = _value_type(schema.field(columns.text).type)
     if str(text_type) not in ("string", "large_string"):
         raise InputError(f"{f.path}: column {columns.text!r} holds {text_type}, not text")
     for c in columns.wanted[1:]:
         t = _simple_kind(schema.field(c).type)
-        if pa.types.is_uint64(schema.field(c).type) and _past_int64(pf, c):
+        if pa.types.is_uint64(_value_type(schema.field(c).type)) and _past_int64(pf, c):
             t = "string"  # as a JSON number past the int64 range: kept as its digits
         if types.setdefault(c, t) != t:
             raise InputError(f"column {c!r} is {types[c]} in one Parquet shard and {t} in {f.path}; use one type")
     checked = list(dict.fromkeys([columns.text] if columns.id is None else [columns.text, columns.id]))
     seen = 0
     for batch in pf.iter_batches(batch_size=65_536, columns=checked):
-        col = batch.column(0)
+        col = _decoded(batch.column(0))
         bad = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0))
         bad = pc.fill_null(bad, True)
         if pc.any(bad).as_py():
@@ -296,7 +296,7 @@ def _scan_parquet(f: InputFile, columns: Columns, types: dict[str, str]) -> list
             first = pc.index(unseen, True).as_py()
             _check_text(col[first].as_py(), f.path, seen + first + 1, columns.text)
         if columns.id is not None:
-            ids = batch.column(checked.index(columns.id))
+            ids = _decoded(batch.column(checked.index(columns.id)))
             missing = pc.is_null(ids)
             if pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type):
                 missing = pc.or_kleene(missing, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids)), 0))
@@ -313,16 +313,32 @@ def _past_int64(pf: Any, column: str) -> bool:
     import pyarrow.compute as pc
 
     for batch in pf.iter_batches(batch_size=65_536, columns=[column]):
-        top = pc.max(batch.column(0)).as_py()
+        top = pc.max(_decoded(batch.column(0))).as_py()
         if top is not None and top > _INT64_MAX:
             return True
     return False
 
 
-def _simple_kind(t: Any) -> str:
-    """An Arrow type as one of :data:`KINDS` when it is one of those in another width, else its name."""
+def _value_type(t: Any) -> Any:
+    """The type of the values of a dictionary-encoded Arrow type (a pandas category), else ``t``."""
     import pyarrow as pa
 
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _decoded(col: Any) -> Any:
+    """A dictionary-encoded Arrow array as the plain array of its values; any other as it is."""
+    import pyarrow as pa
+
+    return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+
+
+def _simple_kind(t: Any) -> str:
+    """An Arrow type as one of :data:`KINDS` when it is one of those in another width (or dictionary-encoded, as
+    pandas writes a category), else its name."""
+    import pyarrow as pa
+
+    t = _value_type(t)
     if pa.types.is_integer(t):
         return "int64"
     if pa.types.is_floating(t):
@@ -596,12 +612,12 @@ def _read_parquet(plan: Plan, f: InputFile, chunk: Chunk, columns: Columns, batc
             continue
         batch = batch.slice(skip, min(batch.num_rows - skip, left))
         skip = 0
-        texts = batch.column(columns.text)
+        texts = _decoded(batch.column(columns.text))
         if columns.images:
             texts = pa.array(_resolve(texts.to_pylist(), folder), type=pa.string())
         cols = {ROW: pa.array(range(row, row + batch.num_rows), type=pa.int64()), INPUT: texts.cast(pa.string())}
         for c in columns.wanted[1:]:
-            col = batch.column(c)
+            col = _decoded(batch.column(c))
             target = arrow_type(plan.kinds[c])
             cols[c] = col.cast(target) if target is not None and col.type != target else col
         yield pa.table(cols)
