@@ -904,12 +904,19 @@ def test_settings_that_the_saved_index_contradicts_are_refused_not_dropped(tmp_p
     path = tmp_path / "held"
     with EmbeddingIndex.update(path, create=True, dim=8, kind="flat") as index:
         index.add_embeddings(vectors(3, 8))
-    with pytest.raises(InputError, match=r"holds an index with dim=8 and kind='flat'; dim=16, kind='hnsw' would make"):
+    with pytest.raises(InputError, match=r"holds an index with dim=8, kind='flat'; dim=16, kind='hnsw' would make"):
         EmbeddingIndex.open(path, create=True, dim=16, kind="hnsw")
     with pytest.raises(InputError, match="kind='hnsw' would make a new one"):
         with EmbeddingIndex.update(path, kind="hnsw"):
             pass
-    with EmbeddingIndex.open(path, create=True, dim=8, kind="flat") as same:  # what it holds: opened
+    with pytest.raises(InputError, match="with hnsw_m=32; hnsw_m=64 would make a new one"):
+        EmbeddingIndex.open(path, hnsw_m=64)
+    with pytest.raises(InputError, match=r"with ivfpq=IVFPQSettings\(nlist=0.*; ivfpq=IVFPQSettings\(nlist=64"):
+        EmbeddingIndex.open(path, ivfpq={"nlist": 64})
+    with pytest.raises(InputError, match="unknown index setting.s. hnsw_M; the settings are dim, kind, name, hnsw_m"):
+        EmbeddingIndex.open(path, hnsw_M=64)  # a typo is not dropped either
+    assert EmbeddingIndex.load(path).info()["count"] == 3  # nothing written by the refusals
+    with EmbeddingIndex.open(path, create=True, dim=8, kind="flat", hnsw_m=32, ivfpq={}) as same:  # what it holds
         assert len(same) == 3
 
 

@@ -818,7 +818,8 @@ class EmbeddingIndex:
         seconds) instead of losing its change or ours. The index is saved when the block ends without an
         error, and left as it was otherwise.
 
-        ``create=True`` makes a new index (with ``kwargs`` for the constructor) when the folder holds none.
+        ``create=True`` makes a new index (with ``kwargs`` for the constructor) when the folder holds none;
+        a setting in ``kwargs`` that the saved index contradicts, or that is no setting, is refused.
 
         Examples
         --------
@@ -860,7 +861,8 @@ class EmbeddingIndex:
         another, waits up to ``timeout`` seconds and then gets :class:`~fewshot.errors.LockTimeoutError`);
         readers load the last save plus the journal. When the journal grows past ``checkpoint_bytes`` a new
         save is written and the journal starts again. ``create=True`` makes a new index (``kwargs`` for the
-        constructor) when the folder holds none. Use it as a context manager, or call :meth:`close`.
+        constructor) when the folder holds none; a setting in ``kwargs`` that the saved index contradicts, or
+        that is no setting, is refused. Use it as a context manager, or call :meth:`close`.
         """
         folder = resolve_index_path(path)
         check_target(folder, "index", FILES + OWNED)
@@ -984,15 +986,32 @@ class EmbeddingIndex:
 
 
 def _check_settings(index: EmbeddingIndex, settings: dict[str, Any], folder: Path) -> None:
-    """Refuse constructor settings that the index already in ``folder`` contradicts: they make a new index
-    only where the folder holds none, and would otherwise be dropped in silence."""
-    given = {k: settings[k] for k in ("dim", "kind") if settings.get(k) is not None}
-    have = {"dim": index.dim, "kind": index.kind}
-    clash = [f"{k}={v!r}" for k, v in given.items() if v != have[k]]
+    """Refuse constructor settings that the index already in ``folder`` contradicts, and names that are no
+    setting: they make a new index only where the folder holds none, and would otherwise be dropped in silence."""
+    have = {
+        "dim": index.dim,
+        "kind": index.kind,
+        "name": index.name,
+        "hnsw_m": index.hnsw.m,
+        "ef_construction": index.hnsw.ef_construction,
+        "ef_search": index.hnsw.ef_search,
+        "auto_threshold": index.auto_threshold,
+        "ivfpq_threshold": index.ivfpq_threshold,
+        "ivfpq": index.ivfpq,
+    }
+    unknown = sorted(set(settings) - set(have))
+    if unknown:
+        raise InputError(f"unknown index setting(s) {', '.join(unknown)}; the settings are {', '.join(have)}")
+    given = {k: v for k, v in settings.items() if v is not None}
+    if isinstance(given.get("ivfpq"), dict):
+        given["ivfpq"] = IVFPQSettings.from_dict(given["ivfpq"])
+    clash = [k for k, v in given.items() if v != have[k]]
     if clash:
+        held = ", ".join(f"{k}={have[k]!r}" for k in clash)
+        wanted = ", ".join(f"{k}={given[k]!r}" for k in clash)
         raise InputError(
-            f"{folder} holds an index with dim={index.dim} and kind={index.kind!r}; {', '.join(clash)} would make a "
-            "new one, which create=True does only in a folder that holds none"
+            f"{folder} holds an index with {held}; {wanted} would make a new one, which create=True does only in a "
+            "folder that holds none"
         )
 
 
