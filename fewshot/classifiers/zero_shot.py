@@ -10,6 +10,7 @@ import numpy as np
 
 from fewshot import calibration as cal
 from fewshot._validate import finite_number, json_label
+from fewshot.classifiers import expansion
 from fewshot.classifiers.adaptation import ADAPT_METHODS, adapt_label_vectors, centre
 from fewshot.classifiers.background import background_embeddings, nearest_background
 from fewshot.classifiers.base import CalibratedClassifier, default_encoder
@@ -99,6 +100,10 @@ class ZeroShotClassifier(CalibratedClassifier):
     adapt : what ``fit(X)`` does with unlabelled inputs ``X`` of the task (your corpus): ``"auto"``
         (default) self-trains when ``X`` has at least ten distinct items per label, ``"selftrain"`` always,
         ``"center"`` only centres, ``"none"`` ignores ``X`` (see :mod:`fewshot.classifiers.adaptation`).
+    expand : ``"auto"`` (default) widens each label name with the encoder's vocabulary words nearest it,
+        which needs no corpus (see :mod:`fewshot.classifiers.expansion`; left out for images, for labels
+        with descriptions and where one label's name holds another's); ``"none"`` uses the label text
+        alone. What was done is in ``expansion_``.
     abstain : "none of these". None (default): always answer. A number: abstain when the best label's
         score (a cosine) is below it. ``"auto"``: the 5% quantile of the best scores of the corpus given
         to ``fit(X)`` (the corpus is taken to be mostly in scope); without a corpus there is no data to
@@ -123,6 +128,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         "templates": [None, str, list],
         "temperature": [None, POSITIVE],
         "adapt": [Options(ADAPT_METHODS)],
+        "expand": [Options(expansion.EXPAND_METHODS)],
         "abstain": [None, Options(("auto",)), Check(_cosine, "a cosine threshold, from -1 to 1")],
         "calibrate": [bool],
     }
@@ -134,6 +140,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         templates: str | list[str] | None = None,
         temperature: float | None = None,
         adapt: str = "auto",
+        expand: str = "auto",
         abstain: float | str | None = None,
         abstain_label: Any = None,
         calibrate: bool = True,
@@ -143,6 +150,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         self.templates = templates
         self.temperature = temperature
         self.adapt = adapt
+        self.expand = expand
         self.abstain = abstain
         self.abstain_label = abstain_label
         self.calibrate = calibrate
@@ -197,6 +205,7 @@ class ZeroShotClassifier(CalibratedClassifier):
             head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
         if not self.__dict__.get("_same_label_vectors_ok"):
             _refuse_identical_labels(head)
+        head, widened = self._expanded(head, parsed, encoder, temperature)
         scoring, shift, adaptation = head, None, {"method": "none"}
         if C is not None and self.adapt != "none":
             V, shift, adaptation = adapt_label_vectors(head.centroids_, C, self.adapt)
@@ -222,7 +231,28 @@ class ZeroShotClassifier(CalibratedClassifier):
         # nothing failed: the fitted state changes at once
         self.label_head_, self.head_, self.shift_, self.background_ = head, scoring, shift, background
         self.adaptation_: dict[str, Any] = adaptation
+        self.expansion_: dict[str, Any] = widened
         self.temperature_, self.threshold_, self.calibration_ = 1.0, threshold, {"method": "default temperature"}
+
+    def _expanded(
+        self, head: ZeroShotHead, parsed: dict[Any, list[str]], encoder: Encoder, temperature: float
+    ) -> tuple[ZeroShotHead, dict[str, Any]]:
+        """``head`` with its label vectors widened by the encoder's vocabulary where ``expand`` and the labels
+        allow it, and a record of what was done."""
+        if self.expand == "none":
+            return head, {"method": "none", "reason": "expand='none'"}
+        reason = expansion.skip_reason(parsed, encoder)
+        vocab = expansion.word_vectors(encoder) if reason is None else None
+        if reason is None and vocab is None:
+            reason = "the encoder has no word vocabulary"
+        if reason is not None:
+            return head, {"method": "none", "reason": reason}
+        words, W = vocab
+        names = encoder.encode_text([str(c) for c in head.classes_])
+        V = expansion.expand(head.centroids_, names, W)
+        with collected_warnings(issue=False):  # the head would warn of label names alike but for case again
+            wide = ZeroShotHead(temperature=temperature).fit(V, head.classes_, classes=head.classes_)
+        return wide, {"method": "vocabulary", "words": expansion.EXPANSION_WORDS, "vocabulary": len(words)}
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
         if S.shape[1] == 1 and getattr(self, "threshold_", None) is None:
@@ -265,9 +295,9 @@ class ZeroShotClassifier(CalibratedClassifier):
         cls, head: ZeroShotHead, *, encoder: Encoder, templates: Any = None, temperature: float | None = None
     ) -> ZeroShotClassifier:
         """A classifier around an already fitted label head (a saved model's zero-shot prior)."""
-        zs = cls(head.classes_.tolist(), encoder=encoder, templates=templates, temperature=temperature)
+        zs = cls(head.classes_.tolist(), encoder=encoder, templates=templates, temperature=temperature, expand="none")
         zs._encoder, zs.head_, zs.label_head_, zs.shift_ = encoder, head, head, None
-        zs.adaptation_, zs.background_ = {"method": "none"}, None
+        zs.adaptation_, zs.expansion_, zs.background_ = {"method": "none"}, {"method": "none"}, None
         zs.temperature_, zs.threshold_, zs.calibration_ = 1.0, None, {"method": "default temperature"}
         zs._mark_fitted()
         return zs
@@ -360,6 +390,8 @@ class ZeroShotClassifier(CalibratedClassifier):
                 "fitted_implicitly": bool(self.__dict__.get("_fitted_with", ("", False))[1]),
                 "templates": self.templates,
                 "adapt": self.adapt,
+                "expand": self.expand,
+                "expansion": self.expansion_,
                 "abstain": cal.as_threshold(self.abstain),
                 "abstain_label": json_label(self.abstain_label) if self.abstain_label is not None else None,
                 "calibrate": self.calibrate,
@@ -395,6 +427,7 @@ class ZeroShotClassifier(CalibratedClassifier):
                 templates=manifest["templates"],
                 temperature=manifest["given_temperature"] if "given_temperature" in manifest else head.temperature,
                 adapt=manifest.get("adapt", "auto"),
+                expand=manifest.get("expand", "none"),
                 abstain=manifest.get("abstain"),
                 abstain_label=manifest.get("abstain_label"),
                 calibrate=manifest.get("calibrate", True),
@@ -409,6 +442,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(f"{path}: the saved zero-shot classifier cannot be read ({exc})") from exc
         self.adaptation_ = manifest.get("adaptation") or {"method": "none"}
+        self.expansion_ = manifest.get("expansion") or {"method": "none"}
         stats = prefixed(arrays, BACKGROUND)
         self.background_ = {"mean": stats["mean"], "std": stats["std"]} if stats else None
         self._set_calibration_state(manifest.get("calibration"), path)

@@ -43,6 +43,7 @@ def _steps_or_auto(v: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fewshot.classifiers.adaptation import ADAPT_METHODS
+    from fewshot.classifiers.expansion import EXPAND_METHODS
     from fewshot.heads import FEW_SHOT_HEADS
     from fewshot.index import KINDS
 
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels-file", help="labels: .txt (one per line, 'name: attr, attr' allowed) or .json (list or dict)"
     )
     sp.add_argument("--templates", help="template set name (plain, ensemble) or one template with {}")
+    sp.add_argument(
+        "--expand",
+        default="auto",
+        choices=EXPAND_METHODS,
+        help="widen each label name with the encoder's nearest vocabulary words (auto, default; left out for "
+        "images, labels with descriptions and names that hold one another) or not (none)",
+    )
     sp.add_argument(
         "--multi-label",
         action="store_true",

@@ -199,6 +199,7 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         encoder=encoder,
         templates=a.templates,
         adapt=a.adapt,
+        expand=a.expand,
         abstain=abstain,
     )
     fmt = output_format(a)  # before any encoding

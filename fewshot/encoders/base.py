@@ -181,6 +181,10 @@ class Encoder(ABC):
             "ClipEncoder (text and images in one space) or ConSEEncoder (label text for an ImageNet backbone)"
         )
 
+    def vocabulary(self) -> dict[str, int] | None:
+        """The tokenizer's vocabulary (token -> id) of a text encoder that has one, else None."""
+        return None
+
     def _get_cache(self) -> EmbeddingCache | None:
         if self.cache_dir is None:
             return None

@@ -217,6 +217,10 @@ class StaticEncoder(Encoder):
         return self.source
 
     # -- the encoder interface ----------------------------------------------------------------------
+    def vocabulary(self) -> dict[str, int] | None:
+        tokenizer = getattr(self.model, "tokenizer", None)
+        return tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else None
+
     def validate(self, inputs: Any) -> list[str]:
         return as_text_list(inputs, what="texts")
 

@@ -304,6 +304,10 @@ class TextEncoder(Encoder):
             return self.source
         return f"{self.source} on {self.backend}" + (f" {self.quantize}" if self.quantize else "")
 
+    def vocabulary(self) -> dict[str, int] | None:
+        tokenizer = self.onnx_runtime.tokenizer if self.backend == "onnx" else getattr(self.model, "tokenizer", None)
+        return tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else None
+
     def validate(self, inputs: Any) -> list[str]:
         return as_text_list(inputs, what="texts")
 

@@ -310,7 +310,11 @@ class Service:
         return all(v == "ok" for v in checks.values()), checks
 
     def warm_up(self) -> None:
-        self.registry.encoder_for_spec("text").encode(["warm up"])
+        from fewshot.classifiers.expansion import word_vectors
+
+        encoder = self.registry.encoder_for_spec("text")
+        encoder.encode(["warm up"])
+        word_vectors(encoder)  # the zero-shot label expansion's vocabulary, embedded or read before any request
 
 
 class BodyLimitAndMetrics:

@@ -216,6 +216,9 @@ class CoalescingEncoder(Encoder):
     def validate(self, inputs: Any) -> list[Any]:
         return self.wrapped.validate(inputs)
 
+    def vocabulary(self) -> dict[str, int] | None:
+        return self.wrapped.vocabulary()
+
     def describe_source(self) -> str:
         return self.wrapped.describe_source()
 

@@ -82,7 +82,8 @@ class ServeSettings:
         operator lists them, since such a spec names files on the server).
     api_keys : SHA-256 hex digest of each accepted key -> its scope (``read`` or ``write``); empty means
         no authentication (the CLI then allows loopback addresses only).
-    preload : load the default text encoder at start-up (``/ready`` answers 503 until it is loaded).
+    preload : load the default text encoder and its zero-shot vocabulary at start-up (``/ready`` answers 503
+        until they are loaded).
     allowed_hosts : the names a request's ``Host`` header may give. None (default): with no ``api_keys``,
         loopback names only (``localhost``, ``*.localhost``, ``127.0.0.1`` and the rest of 127/8, ``[::1]``),
         so that a web page the user visits cannot reach a keyless server by pointing its own domain at
