@@ -187,13 +187,18 @@ def run_zeroshot(names, test_cap, embed) -> list[dict]:
         ds = load(name)
         test_idx = capped_subsample(ds.test_labels, test_cap)
         Et, yt = embed([ds.test_texts[i] for i in test_idx]), ds.test_labels[test_idx]
-        for templates in ("plain", "ensemble"):
-            zs = ZeroShotClassifier(ds.label_names, encoder=embed.cached, templates=templates).fit()
+        arms = {  # the label text alone, then the default (the ensemble with vocabulary expansion)
+            "plain templates": {"templates": "plain", "expand": "none"},
+            "ensemble templates": {"templates": "ensemble", "expand": "none"},
+            "default: ensemble + vocabulary expansion": {},
+        }
+        for arm, kw in arms.items():
+            zs = ZeroShotClassifier(ds.label_names, encoder=embed.cached, **kw).fit()
             pred = zs.head_.class_scores(Et).argmax(axis=1)  # columns follow label_names order
             rows.append(
                 {
                     "dataset": name,
-                    "method": f"fewshot zero-shot ({templates} templates)",
+                    "method": f"fewshot zero-shot ({arm})",
                     "test_size": len(test_idx),
                     **scores(yt, pred, len(ds.label_names)),
                 }

@@ -72,12 +72,18 @@ def techniques(names: list[str], embed: Embedder) -> list[dict]:
         test, yt, corpus = _split(ds, embed)
         k = len(ds.label_names)
         labels_desc = DESCRIPTIONS.get(name)
-        methods = {
-            "plain template": (dict(labels=ds.label_names, templates="plain", adapt="none"), None),
-            "template ensemble": (dict(labels=ds.label_names, templates="ensemble", adapt="none"), None),
-            "ensemble + corpus centring": (dict(labels=ds.label_names, templates="ensemble", adapt="center"), corpus),
-            "ensemble + self-training": (dict(labels=ds.label_names, templates="ensemble", adapt="selftrain"), corpus),
-            "plain + self-training": (dict(labels=ds.label_names, templates="plain", adapt="selftrain"), corpus),
+        names = ds.label_names
+        methods = {  # the label text alone (expand="none") unless the row says otherwise
+            "plain template": (dict(labels=names, templates="plain", adapt="none"), None),
+            "template ensemble": (dict(labels=names, templates="ensemble", adapt="none"), None),
+            "ensemble + vocabulary expansion (the default)": (dict(labels=names, adapt="none", expand="auto"), None),
+            "ensemble + corpus centring": (dict(labels=names, templates="ensemble", adapt="center"), corpus),
+            "ensemble + self-training": (dict(labels=names, templates="ensemble", adapt="selftrain"), corpus),
+            "ensemble + expansion + self-training (the default with a corpus)": (
+                dict(labels=names, adapt="selftrain", expand="auto"),
+                corpus,
+            ),
+            "plain + self-training": (dict(labels=names, templates="plain", adapt="selftrain"), corpus),
         }
         if labels_desc:
             methods["ensemble + descriptions"] = (dict(labels=labels_desc, templates="ensemble", adapt="none"), None)
@@ -87,7 +93,7 @@ def techniques(names: list[str], embed: Embedder) -> list[dict]:
             )
         for method, (kw, X) in methods.items():
             t = time.perf_counter()
-            zs = ZeroShotClassifier(encoder=embed.cached, **kw).fit(X)
+            zs = ZeroShotClassifier(encoder=embed.cached, **{"expand": "none", **kw}).fit(X)
             fit_s = time.perf_counter() - t
             pred = _predict_codes(zs, test)
             rows.append(
