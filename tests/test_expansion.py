@@ -4,6 +4,7 @@ vectors, when it is left out, its on-disk cache, and its effect with the real Mi
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,10 @@ from tests.conftest import FakeEncoder, subsample
 
 class VocabularyEncoder(FakeEncoder):
     """The fake encoder with a tokenizer vocabulary of 1,296 four-letter words."""
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity, "model": "fake with a vocabulary"}
 
     def vocabulary(self) -> dict[str, int] | None:
         words = ["".join(w) for w in itertools.product("abcdef", repeat=4)]

@@ -37,7 +37,7 @@ OTHER_LABEL_PENALTY = 0.5
 MIN_VOCABULARY = 1000  # fewer whole words than this: a tokenizer of word pieces or characters, not expanded
 _WORD = re.compile(r"(?:\u2581|\u0120)?([a-z]{3,})")  # a whole word, with a SentencePiece or byte-BPE start mark
 
-_CACHE: dict[str, tuple[list[str], np.ndarray]] = {}
+_CACHE: dict[str, tuple[list[str], np.ndarray] | None] = {}  # encoder fingerprint -> its words
 _LOCK = threading.Lock()
 
 
@@ -77,20 +77,24 @@ def word_vectors(encoder: Any) -> tuple[list[str], np.ndarray] | None:
     that cannot be written there is only a cost, never an error)."""
     from fewshot.encoders.identity import identity_fingerprint
 
+    fingerprint = identity_fingerprint(encoder.identity)
+    with _LOCK:
+        if fingerprint not in _CACHE:
+            _CACHE[fingerprint] = _word_vectors(encoder, fingerprint)
+        return _CACHE[fingerprint]
+
+
+def _word_vectors(encoder: Any, fingerprint: str) -> tuple[list[str], np.ndarray] | None:
     words = vocabulary_words(encoder.vocabulary())
     if len(words) < MIN_VOCABULARY:
         return None
-    digest = hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:12]
-    key = f"{identity_fingerprint(encoder.identity)}-{digest}"
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        W = _read(key, len(words), encoder.dim)
-        if W is None:
-            W = l2_normalize(encoder.encode_text(words)).astype(np.float16)
-            _write(key, W)
-        _CACHE[key] = (words, W)
-        return _CACHE[key]
+    digest = hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()[:12]  # a new tokenizer: a new file
+    key = f"{fingerprint}-{digest}"
+    W = _read(key, len(words), encoder.dim)
+    if W is None:
+        W = l2_normalize(encoder.encode_text(words)).astype(np.float16)
+        _write(key, W)
+    return words, W
 
 
 def _path(key: str) -> Any:
