@@ -125,6 +125,18 @@ def test_tag_writes_each_inputs_labels_above_the_threshold(corpus, tmp_path):
     got = t.column("tags").to_pylist()
     assert [[d["label"] for d in row] for row in got] == [[lab for lab, _ in row] for row in expected]
     assert all(0.1 <= d["score"] for row in got for d in row) and any(len(row) == 2 for row in got)
+    # the label text alone, as the classifier gives it; another job than the default's
+    plain = batch.tag(corpus["input"], tmp_path / "plain", labels=names, expand="none", progress=None)
+    alone = ZeroShotClassifier(names, expand="none").fit().tag(corpus["texts"])
+    got = table(plain.output).column("tags").to_pylist()
+    assert [[(d["label"], round(d["score"], 5)) for d in row] for row in got] == [
+        [(lab, round(s, 5)) for lab, s in row] for row in alone
+    ]
+    assert alone != ZeroShotClassifier(names).fit().tag(corpus["texts"])  # the expansion changed the scores
+    with pytest.raises(InputError, match="other arguments.*expand"):
+        batch.tag(corpus["input"], tmp_path / "plain", labels=names, progress=None)
+    with pytest.raises(InputError, match="expand must be one of auto, none"):
+        batch.tag(corpus["input"], tmp_path / "other", labels=names, expand="yes", progress=None)
 
 
 def test_labels_as_a_tuple_an_array_or_a_dict_with_number_keys_rerun_as_the_same_job(corpus, tmp_path):

@@ -274,6 +274,14 @@ def test_zeroshot_labels_and_tags_match_the_library(serve, agnews):
         "/v1/zeroshot", json={"inputs": ["the striker scored twice"], "labels": ["sport", "politics"], "abstain": 0.99}
     )
     assert r.json()["predictions"][0]["label"] is None
+    # the label text alone, when asked: as the library gives it, and other scores than the default's
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "expand": "none"})
+    _, _, alone = ZeroShotClassifier(list(labels), expand="none").predict_with_scores(texts)
+    np.testing.assert_allclose([list(p["scores"].values()) for p in r.json()["predictions"]], alone, atol=1e-5)
+    _, _, widened = ZeroShotClassifier(list(labels)).predict_with_scores(texts)
+    assert np.abs(widened - alone).max() > 1e-3
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "expand": "yes"})
+    assert r.status_code == 422 and "expand" in r.text
 
 
 # -- indexes --------------------------------------------------------------------------------------------------

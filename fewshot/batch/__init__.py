@@ -59,6 +59,7 @@ def run(
     labels: Any = None,
     encoder: str | None = None,
     templates: Any = None,
+    expand: str = "auto",
     threshold: float | None = None,
     top_k: int | None = None,
     margin: float | None = None,
@@ -94,6 +95,7 @@ def run(
         ``conse``, ``clip:MODEL:CKPT``, ...);
         None is the bundled MiniLM (a saved model brings its own). An image encoder reads the text column
         as image paths, relative ones against their shard's folder.
+    expand : zero-shot label expansion, ``"auto"`` or ``"none"`` (:class:`~fewshot.ZeroShotClassifier`).
     templates, threshold, top_k, margin : zero-shot templates, and the ``tag`` settings
         (:meth:`~fewshot.ZeroShotClassifier.tag`): a fixed cosine threshold, the tag limit, and how close to
         the best label another must score to be a tag too (threshold or margin, not both).
@@ -123,6 +125,7 @@ def run(
         labels=labels,
         encoder=encoder,
         templates=templates,
+        expand=expand,
         threshold=threshold,
         top_k=top_k,
         margin=margin,

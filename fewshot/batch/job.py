@@ -15,6 +15,7 @@ import numpy as np
 
 from fewshot._validate import finite_number
 from fewshot.batch.sources import Columns
+from fewshot.classifiers.expansion import EXPAND_METHODS
 from fewshot.errors import InputError
 
 TASKS = ("predict", "tag", "embed")
@@ -35,6 +36,7 @@ class BatchJob:
     encoder : an ``--encoder`` spec (:func:`fewshot.cli.common.make_encoder`): ``text``, ``image``, ``conse``,
         ``clip:MODEL:CHECKPOINT``; None is the bundled text model (a saved model uses its own).
     templates : zero-shot template set or template.
+    expand : zero-shot label expansion, ``"auto"`` or ``"none"`` (:class:`~fewshot.ZeroShotClassifier`).
     threshold, top_k, margin : ``tag`` settings (:meth:`~fewshot.ZeroShotClassifier.tag`); ``threshold``
         and ``margin`` exclude each other.
     probabilities : ``predict`` writes every class's probability as a list column.
@@ -48,6 +50,7 @@ class BatchJob:
     labels: Any = None
     encoder: str | None = None
     templates: Any = None
+    expand: str = "auto"
     threshold: float | None = None
     top_k: int | None = None
     margin: float | None = None
@@ -67,6 +70,8 @@ class BatchJob:
             raise InputError(f"{self.task} takes no --model; it uses the encoder (--encoder) and labels")
         if self.task == "embed" and self.labels is not None:
             raise InputError("embed takes no labels")
+        if self.expand not in EXPAND_METHODS:
+            raise InputError(f"expand must be one of {', '.join(EXPAND_METHODS)}, got {self.expand!r}")
         if self.threshold is not None and not finite_number(self.threshold):
             raise InputError(f"threshold must be a number, got {self.threshold!r}")
         if self.margin is not None and (not finite_number(self.margin) or self.margin < 0):
@@ -115,6 +120,8 @@ class BatchJob:
         d["model"] = None if self.model is None else str(Path(self.model).resolve())
         if d["margin"] is None:  # the default: the same job as one recorded before the setting existed
             del d["margin"]
+        if self.labels is None:  # the expansion shapes zero-shot label vectors only: a model's or embed job is
+            del d["expand"]  # the same job as one recorded before the setting existed
         if isinstance(self.labels, dict):  # [name, description] pairs: JSON keeps their order and names' types
             d["labels"] = [[k, v] for k, v in self.labels.items()]
         return json.loads(json.dumps(d))

@@ -64,7 +64,7 @@ def load_job_model(job: BatchJob, model_dir: str | None = None) -> tuple[Any, An
     encoder = make_encoder(job.encoder, images)
     if job.task == "embed":
         return None, encoder
-    zs = ZeroShotClassifier(job.labels, encoder=encoder, templates=job.templates)
+    zs = ZeroShotClassifier(job.labels, encoder=encoder, templates=job.templates, expand=job.expand)
     zs.fit()
     return zs, zs.encoder_
 

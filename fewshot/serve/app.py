@@ -227,7 +227,7 @@ class Service:
                 "margin",
             )
         labels = req.labels if isinstance(req.labels, dict) else list(req.labels)
-        zs = self.registry.zeroshot(labels, req.encoder, req.abstain)
+        zs = self.registry.zeroshot(labels, req.encoder, req.abstain, req.expand)
         X = _prepare(req.inputs, zs.encoder_, "inputs", self.settings.max_image_pixels)
         if req.multi_label:
             tags = zs.tag(X, threshold=req.threshold, top_k=req.top_k, margin=req.margin)

@@ -162,6 +162,11 @@ class ZeroShotRequest(Body):
         "text",
         description="Encoder spec: text (or text:onnx, text:onnx-int8, static), or image/conse for base64 images.",
     )
+    expand: Literal["auto", "none"] = Field(
+        "auto",
+        description="auto: widen each label name with the encoder's nearest vocabulary words (left out for "
+        "images, labels with descriptions and names that hold one another); none: the label text alone.",
+    )
 
 
 class Tag(BaseModel):
