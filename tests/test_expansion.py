@@ -12,7 +12,15 @@ import pytest
 from eval.datasets import load
 from fewshot import ZeroShotClassifier
 from fewshot.classifiers import expansion
-from fewshot.classifiers.expansion import EXPANSION_WEIGHT, EXPANSION_WORDS, expand, skip_reason, vocabulary_words
+from fewshot.classifiers.expansion import (
+    EXPANSION_WEIGHT,
+    EXPANSION_WORDS,
+    expand,
+    nearest_words,
+    skip_reason,
+    unknown_name,
+    vocabulary_words,
+)
 from tests.conftest import FakeEncoder, subsample
 
 
@@ -41,7 +49,9 @@ def test_each_label_moves_towards_its_own_nearest_words_and_not_towards_a_word_i
     far = unit(-names[0] - names[1] + 0.1 * rng.standard_normal((30, 4)))
     W = np.vstack([shared[None], near0, near1, far]).astype(np.float16)
     V = unit(names + np.array([[0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float32))  # label vectors off their names
-    out = expand(V, names, W)
+    top = nearest_words(names, W)
+    assert 0 not in top  # the shared word is nobody's
+    out = expand(V, W, top)
     Wf = W.astype(np.float32)
     for i, own in enumerate((Wf[1:31], Wf[31:61])):
         # the words kept are the label's own (less closeness to the other name), never the shared one
@@ -51,12 +61,15 @@ def test_each_label_moves_towards_its_own_nearest_words_and_not_towards_a_word_i
         np.testing.assert_allclose(out[i], want, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
     with pytest.raises(ValueError, match="two labels"):
-        expand(V[:1], names[:1], W)
+        nearest_words(names[:1], W)
 
 
 def test_the_vocabulary_is_its_whole_words_in_id_order():
-    vocab = {"[CLS]": 0, "##ing": 1, "the": 5, "ab": 3, "\u2581world": 4, "\u0120hello": 2, "Hello": 6, "world": 9}
-    assert vocabulary_words(vocab) == ["hello", "world", "the"]  # a word with two forms keeps its first id
+    wordpiece = {"[CLS]": 0, "##ing": 1, "the": 5, "ab": 3, "hello": 2, "Hello": 6, "world": 9, "sport": 4}
+    assert vocabulary_words(wordpiece) == ["hello", "sport", "the", "world"]
+    # where word starts are marked, an unmarked token is a piece of a word ("ation"), not a word
+    pieces = {f"\u2581w{i:03d}": i for i in range(20)} | {"\u2581hello": 30, "ation": 31, "\u2581the": 25, "the": 40}
+    assert vocabulary_words(pieces) == ["the", "hello"]  # a word with two forms keeps its first id
     assert vocabulary_words(None) == [] and vocabulary_words({}) == []
 
 
@@ -65,8 +78,20 @@ def test_expansion_is_left_out_where_it_does_not_fit(fake_encoder):
     assert skip_reason(plain, fake_encoder) is None
     assert skip_reason({"sport": ["games and athletes"], "politics": []}, fake_encoder) == "labels have descriptions"
     assert skip_reason({"counterfactual": [], "Not counterfactual": []}, fake_encoder) == (
-        "one label's name holds another's"
+        "one label's name holds another's ('counterfactual' in 'Not counterfactual')"
     )
+    assert "'card payment' in 'card_payment_fee'" in skip_reason(
+        {"card payment": [], "card_payment_fee": []}, fake_encoder
+    )
+    for apart in (["art", "heart", "war"], ["approval", "disapproval"], [1, 12]):  # letters in common, not words
+        assert skip_reason(dict.fromkeys(apart, []), fake_encoder) is None
+    known = {"joy", "fear", "sport"}
+    assert unknown_name(dict.fromkeys(["joy", "Fear!"], []), known) is None
+    assert (
+        unknown_name(dict.fromkeys(["joy", "Freude"], []), known)
+        == "the label 'Freude' has no word the tokenizer knows whole"
+    )
+    assert "'2'" in unknown_name(dict.fromkeys(["joy", 2], []), known)
     assert skip_reason({"sport": []}, fake_encoder) == "one label"
     image = FakeEncoder()
     image.modality = "image"
@@ -90,7 +115,9 @@ def test_word_vectors_are_computed_once_then_read_from_disk(tmp_path, monkeypatc
     monkeypatch.setattr(expansion, "_CACHE", {})
     enc = VocabularyEncoder()
     zs = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
-    assert zs.expansion_ == {"method": "vocabulary", "words": EXPANSION_WORDS, "vocabulary": 1296}
+    assert zs.expansion_["method"] == "vocabulary" and zs.expansion_["vocabulary"] == 1296
+    assert [len(w) for w in zs.expansion_["words"].values()] == [EXPANSION_WORDS] * 2
+    assert zs.expansion_["words"]["abab"][0] == "abab"  # a name's nearest word is itself
     (path,) = (tmp_path / "home" / "vocab").glob("*.npy")
     words_embedded = enc.calls
     assert words_embedded >= 1296
@@ -98,15 +125,17 @@ def test_word_vectors_are_computed_once_then_read_from_disk(tmp_path, monkeypatc
     again = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
     assert enc.calls - words_embedded == 14  # the label prompts (6 templates x 2) and the 2 names only
     np.testing.assert_allclose(again.head_.centroids_, zs.head_.centroids_, atol=1e-6)
-    path.write_bytes(b"not a numpy file")  # a damaged file is computed again and replaced
-    monkeypatch.setattr(expansion, "_CACHE", {})
-    repaired = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
-    np.testing.assert_allclose(repaired.head_.centroids_, zs.head_.centroids_, atol=1e-6)
+    for damage in (b"not a numpy file", b"", path.read_bytes()[:1000]):  # damaged, empty, cut short
+        path.write_bytes(damage)
+        monkeypatch.setattr(expansion, "_CACHE", {})
+        repaired = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()  # computed again and replaced
+        np.testing.assert_allclose(repaired.head_.centroids_, zs.head_.centroids_, atol=1e-6)
     assert np.load(path, allow_pickle=False).shape == (1296, enc.dim)
-    # a cache root that cannot be written costs the embedding each time, and fails nothing
+    # a cache root that cannot be written costs the embedding each time, with a warning, and fails nothing
     monkeypatch.setenv("FEWSHOT_HOME", str(path))  # a file, not a folder
     monkeypatch.setattr(expansion, "_CACHE", {})
-    assert ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit().expansion_["method"] == "vocabulary"
+    with pytest.warns(RuntimeWarning, match="cannot keep the zero-shot label expansion's word vectors.*FEWSHOT_HOME"):
+        assert ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit().expansion_["method"] == "vocabulary"
 
 
 def test_a_saved_expanded_classifier_loads_with_its_label_vectors(tmp_path, monkeypatch):

@@ -8,9 +8,11 @@ nearest other label's name (so that "positive" is not added to "negative"). It n
 names: no corpus, no labelled data.
 
 It is left out where it does not fit (:func:`skip_reason`): where a label has a description (the user's own
-words beat the neighbourhood of a name), or where one label's name holds another's ("counterfactual" and
+words beat the neighbourhood of a name); where one label's name holds another's words ("counterfactual" and
 "not counterfactual", "card payment" and "card payment fee": the neighbours of such names are the same
-words), and for encoders without a word vocabulary (images, CLIP).
+words); where a label's name has no word the tokenizer knows whole (a name in another language, a code, a
+number: its neighbours would be chance); and for encoders without a word vocabulary (images, CLIP).
+``expansion_`` on the classifier lists the words each label took.
 
 The vocabulary's embeddings are computed once per encoder (about 21,000 words, 12 s for the bundled MiniLM
 on 2 CPU cores) and kept under ``$FEWSHOT_HOME/vocab/`` (see :mod:`fewshot.encoders.derived`), so later fits
@@ -24,6 +26,7 @@ import hashlib
 import os
 import re
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -35,38 +38,62 @@ EXPANSION_WORDS = 20
 EXPANSION_WEIGHT = 0.5
 OTHER_LABEL_PENALTY = 0.5
 MIN_VOCABULARY = 1000  # fewer whole words than this: a tokenizer of word pieces or characters, not expanded
-_WORD = re.compile(r"(?:\u2581|\u0120)?([a-z]{3,})")  # a whole word, with a SentencePiece or byte-BPE start mark
+_WORD = re.compile(r"[a-z]{3,}")
+_STARTS = ("\u2581", "\u0120")  # SentencePiece's and byte-level BPE's marks of a token that starts a word
+_NAME_WORDS = re.compile(r"[^\W\d_]+|\d+")  # a label name's words ("card_payment_fee": card, payment, fee)
 
-_CACHE: dict[str, tuple[list[str], np.ndarray] | None] = {}  # encoder fingerprint -> its words
-_LOCK = threading.Lock()
+_CACHE: dict[str, tuple[list[str], np.ndarray] | None] = {}  # encoder fingerprint -> its words and vectors
+_LOCKS: dict[str, threading.Lock] = {}  # one an encoder: a warm encoder does not wait for another's vocabulary
+_LOCK = threading.Lock()  # guards _LOCKS
 
 
 def vocabulary_words(vocab: dict[str, int] | None) -> list[str]:
     """The whole lower-case words of three letters or more in a tokenizer vocabulary (token -> id), in id
-    order (roughly the most frequent first), each once."""
+    order (roughly the most frequent first), each once. Where the tokenizer marks the tokens that start a
+    word (SentencePiece, byte-level BPE), only those count; otherwise (WordPiece) a token without its ``##``
+    continuation mark is a word."""
     if not vocab:
         return []
+    marked = sum(t.startswith(_STARTS) for t in vocab) > len(vocab) // 10
     found: dict[str, int] = {}
     for token, i in vocab.items():
-        m = _WORD.fullmatch(token)
-        if m and found.get(m.group(1), i + 1) > i:
-            found[m.group(1)] = i
+        if marked:
+            if not token.startswith(_STARTS):
+                continue
+            token = token[1:]
+        if _WORD.fullmatch(token) and found.get(token, i + 1) > i:
+            found[token] = i
     return sorted(found, key=found.__getitem__)
 
 
+def name_words(name: Any) -> list[str]:
+    """The words of a label name, lower-cased (letters and digits apart; underscores and punctuation split)."""
+    return _NAME_WORDS.findall(str(name).lower())
+
+
 def skip_reason(labels: dict[Any, list[str]], encoder: Any) -> str | None:
-    """Why the label names in ``labels`` (name -> descriptions) are not expanded for ``encoder``, or None."""
+    """Why the label names in ``labels`` (name -> descriptions) are not expanded for ``encoder``, or None
+    (the vocabulary is checked by :func:`unknown_name`)."""
     if encoder.modality != "text":
         return "the encoder reads images"
     if len(labels) < 2:
         return "one label"
     if any(labels.values()):
         return "labels have descriptions"
-    names = [str(n).strip().lower() for n in labels]
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if a in b or b in a:
-                return "one label's name holds another's"
+    words = {str(n): name_words(n) for n in labels}
+    for a, wa in words.items():
+        for b, wb in words.items():
+            if a != b and wa and any(wb[j : j + len(wa)] == wa for j in range(len(wb) - len(wa) + 1)):
+                return f"one label's name holds another's ({a!r} in {b!r})"
+    return None
+
+
+def unknown_name(labels: dict[Any, list[str]], vocabulary: set[str]) -> str | None:
+    """Why the label names in ``labels`` are not expanded with the words ``vocabulary``: a name with no word in
+    it (another language, a code, a number), whose neighbours would be chance; or None."""
+    for name in labels:
+        if not any(w in vocabulary for w in name_words(name)):
+            return f"the label {str(name)!r} has no word the tokenizer knows whole"
     return None
 
 
@@ -74,14 +101,18 @@ def word_vectors(encoder: Any) -> tuple[list[str], np.ndarray] | None:
     """The encoder's vocabulary words and their unit embeddings (float16), or None when it has too few.
 
     Computed once per encoder and machine: kept in this process, and under ``$FEWSHOT_HOME/vocab/`` (a file
-    that cannot be written there is only a cost, never an error)."""
+    that cannot be written there is only a cost, with a warning, never an error)."""
     from fewshot.encoders.identity import identity_fingerprint
 
     fingerprint = identity_fingerprint(encoder.identity)
+    if fingerprint in _CACHE:
+        return _CACHE[fingerprint]
     with _LOCK:
+        lock = _LOCKS.setdefault(fingerprint, threading.Lock())
+    with lock:
         if fingerprint not in _CACHE:
             _CACHE[fingerprint] = _word_vectors(encoder, fingerprint)
-        return _CACHE[fingerprint]
+    return _CACHE[fingerprint]
 
 
 def _word_vectors(encoder: Any, fingerprint: str) -> tuple[list[str], np.ndarray] | None:
@@ -106,7 +137,7 @@ def _path(key: str) -> Any:
 def _read(key: str, rows: int, dim: int) -> np.ndarray | None:
     try:
         W = np.load(_path(key), allow_pickle=False)
-    except (OSError, ValueError):  # absent, unreadable or damaged: computed again
+    except (OSError, ValueError, EOFError):  # absent, unreadable, empty or damaged: computed again
         return None
     if W.shape != (rows, dim) or W.dtype != np.float16 or not np.isfinite(W).all():
         return None
@@ -121,22 +152,31 @@ def _write(key: str, W: np.ndarray) -> None:
         with open(tmp, "wb") as f:
             np.save(f, W, allow_pickle=False)
         os.replace(tmp, path)
-    except OSError:  # a cache that cannot be written costs the embedding next time, nothing more
+    except OSError as exc:  # a cache that cannot be written costs the embedding next time, nothing more
         with contextlib.suppress(OSError):
             tmp.unlink()
+        warnings.warn(
+            f"cannot keep the zero-shot label expansion's word vectors in {path.parent} ({exc.strerror or exc}): "
+            "they are embedded again in each new process; set FEWSHOT_HOME to a folder this process may write",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
-def expand(V: np.ndarray, names: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Label vectors ``V`` (labels, dim) moved by :data:`EXPANSION_WEIGHT` towards the mean of each label's
-    :data:`EXPANSION_WORDS` rows of ``W`` (unit word vectors) closest to its name (``names``: the names'
-    embeddings) less :data:`OTHER_LABEL_PENALTY` times their closeness to the nearest other label's name;
-    unit rows."""
-    V, names = l2_normalize(np.asarray(V, dtype=np.float32)), l2_normalize(np.asarray(names, dtype=np.float32))
-    S = names @ W.T.astype(np.float32)
+def nearest_words(names: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """For each label name (``names``: their embeddings, two or more), the indices of the
+    :data:`EXPANSION_WORDS` rows of ``W`` (unit word vectors) closest to it less :data:`OTHER_LABEL_PENALTY`
+    times their closeness to the nearest other label's name; shape (labels, EXPANSION_WORDS)."""
+    S = l2_normalize(np.asarray(names, dtype=np.float32)) @ W.T.astype(np.float32)
     if len(S) < 2:
         raise ValueError("expansion compares each label with the others: it needs two labels or more")
     second, first = np.partition(S, -2, axis=0)[-2:]
     other = np.where(np.arange(len(S))[:, None] == S.argmax(axis=0), second, first)  # the best of the others
-    top = np.argsort(-(S - OTHER_LABEL_PENALTY * other), axis=1, kind="stable")[:, :EXPANSION_WORDS]
+    return np.argsort(-(S - OTHER_LABEL_PENALTY * other), axis=1, kind="stable")[:, :EXPANSION_WORDS]
+
+
+def expand(V: np.ndarray, W: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Label vectors ``V`` (labels, dim) moved by :data:`EXPANSION_WEIGHT` towards the mean of their words
+    ``top`` (:func:`nearest_words`, rows of ``W``); unit rows."""
     N = l2_normalize(W[top].astype(np.float32).mean(axis=1))
-    return l2_normalize((1 - EXPANSION_WEIGHT) * V + EXPANSION_WEIGHT * N)
+    return l2_normalize((1 - EXPANSION_WEIGHT) * l2_normalize(np.asarray(V, dtype=np.float32)) + EXPANSION_WEIGHT * N)

@@ -245,14 +245,17 @@ class ZeroShotClassifier(CalibratedClassifier):
         vocab = expansion.word_vectors(encoder) if reason is None else None
         if reason is None and vocab is None:
             reason = "the encoder has no word vocabulary"
+        if reason is None:
+            reason = expansion.unknown_name(parsed, set(vocab[0]))
         if reason is not None:
             return head, {"method": "none", "reason": reason}
         words, W = vocab
-        names = encoder.encode_text([str(c) for c in head.classes_])
-        V = expansion.expand(head.centroids_, names, W)
+        top = expansion.nearest_words(encoder.encode_text([str(c) for c in head.classes_]), W)
+        V = expansion.expand(head.centroids_, W, top)
         with collected_warnings(issue=False):  # the head would warn of label names alike but for case again
             wide = ZeroShotHead(temperature=temperature).fit(V, head.classes_, classes=head.classes_)
-        return wide, {"method": "vocabulary", "words": expansion.EXPANSION_WORDS, "vocabulary": len(words)}
+        took = {str(c): [words[i] for i in row] for c, row in zip(head.classes_, top, strict=True)}
+        return wide, {"method": "vocabulary", "vocabulary": len(words), "words": took}
 
     def _labels(self, S: np.ndarray) -> np.ndarray:
         if S.shape[1] == 1 and getattr(self, "threshold_", None) is None:
