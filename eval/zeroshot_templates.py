@@ -362,8 +362,8 @@ def markdown(out: dict) -> str:
         "that the ensemble itself does not. "
         + (f"Past the first mark: {', '.join(names[key] for key in kept)}. " if kept else "None passes the first. ")
         + f"Expanding every label set loses {worst['expanded'] - worst['plain']:+.1f} against the plain template on "
-        f"{worst['dataset']}; the default leaves the expansion out where one label's name holds another's or a "
-        "label has a description ("
+        f"{worst['dataset']}; the default leaves the expansion out where one label's name holds another's, a label "
+        "has a description or a label's name has no word the tokenizer knows whole ("
         + (", ".join(f"{d}: {why}" for d, why in skipped.items()) or "none of these sets")
         + f"). The expansion embeds {out['vocabulary']['words']:,} vocabulary words once for each encoder "
         f"({out['vocabulary']['seconds_uncached']:.0f} s with MiniLM here), kept on disk after that.",
