@@ -137,6 +137,8 @@ def test_tag_writes_each_inputs_labels_above_the_threshold(corpus, tmp_path):
         batch.tag(corpus["input"], tmp_path / "plain", labels=names, progress=None)
     with pytest.raises(InputError, match="expand must be one of auto, none"):
         batch.tag(corpus["input"], tmp_path / "other", labels=names, expand="yes", progress=None)
+    with pytest.raises(InputError, match="expand shapes zero-shot labels.*a saved model keeps"):
+        batch.predict(corpus["input"], tmp_path / "other", model=tmp_path, expand="none", progress=None)
 
 
 def test_labels_as_a_tuple_an_array_or_a_dict_with_number_keys_rerun_as_the_same_job(corpus, tmp_path):

@@ -915,6 +915,19 @@ def test_settings_that_the_saved_index_contradicts_are_refused_not_dropped(tmp_p
         EmbeddingIndex.open(path, ivfpq={"nlist": 64})
     with pytest.raises(InputError, match="unknown index setting.s. hnsw_M; the settings are dim, kind, name, hnsw_m"):
         EmbeddingIndex.open(path, hnsw_M=64)  # a typo is not dropped either
+    for where, create in ((tmp_path / "empty", True), (tmp_path / "empty", False), (path, False)):
+        with pytest.raises(InputError, match="unknown index setting.s. hnsw_M"):  # before the folder is looked at
+            EmbeddingIndex.open(where, create=create, dim=8, hnsw_M=3)
+    assert not (tmp_path / "empty").exists()
+    # a value that is no setting is refused as the constructor refuses it, not called a contradiction
+    for bad, message in (
+        ({"kind": "bogus"}, "unknown index kind 'bogus'"),
+        ({"dim": 8.0}, "dim must be a positive integer"),
+        ({"hnsw_m": True}, "hnsw_m must be a positive integer"),
+        ({"ivfpq": 5}, "ivfpq settings must be a dict"),
+    ):
+        with pytest.raises(InputError, match=message):
+            EmbeddingIndex.open(path, create=True, **bad)
     assert EmbeddingIndex.load(path).info()["count"] == 3  # nothing written by the refusals
     with EmbeddingIndex.open(path, create=True, dim=8, kind="flat", hnsw_m=32, ivfpq={}) as same:  # what it holds
         assert len(same) == 3

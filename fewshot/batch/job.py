@@ -72,6 +72,8 @@ class BatchJob:
             raise InputError("embed takes no labels")
         if self.expand not in EXPAND_METHODS:
             raise InputError(f"expand must be one of {', '.join(EXPAND_METHODS)}, got {self.expand!r}")
+        if self.labels is None and self.expand != "auto":
+            raise InputError("expand shapes zero-shot labels (--labels); a saved model keeps the label vectors it has")
         if self.threshold is not None and not finite_number(self.threshold):
             raise InputError(f"threshold must be a number, got {self.threshold!r}")
         if self.margin is not None and (not finite_number(self.margin) or self.margin < 0):

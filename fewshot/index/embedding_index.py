@@ -826,6 +826,7 @@ class EmbeddingIndex:
         >>> with EmbeddingIndex.update("news") as index:  # doctest: +SKIP
         ...     index.add(["a new article"])
         """
+        _check_names(kwargs)
         folder = resolve_index_path(path)
         check_target(folder, "index", FILES + OWNED)
         with FolderLock(folder, timeout) as lock:
@@ -864,6 +865,7 @@ class EmbeddingIndex:
         constructor) when the folder holds none; a setting in ``kwargs`` that the saved index contradicts, or
         that is no setting, is refused. Use it as a context manager, or call :meth:`close`.
         """
+        _check_names(kwargs)
         folder = resolve_index_path(path)
         check_target(folder, "index", FILES + OWNED)
         lock = FolderLock(folder, timeout).acquire()
@@ -985,9 +987,31 @@ class EmbeddingIndex:
             )
 
 
+SETTINGS = (
+    "dim",
+    "kind",
+    "name",
+    "hnsw_m",
+    "ef_construction",
+    "ef_search",
+    "auto_threshold",
+    "ivfpq_threshold",
+    "ivfpq",
+)  # what open() and update() take besides the encoder: the constructor's settings
+
+
+def _check_names(settings: dict[str, Any]) -> None:
+    """Refuse keyword names that are no setting, whether or not the folder holds an index yet."""
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise InputError(f"unknown index setting(s) {', '.join(unknown)}; the settings are {', '.join(SETTINGS)}")
+
+
 def _check_settings(index: EmbeddingIndex, settings: dict[str, Any], folder: Path) -> None:
-    """Refuse constructor settings that the index already in ``folder`` contradicts, and names that are no
-    setting: they make a new index only where the folder holds none, and would otherwise be dropped in silence."""
+    """Refuse constructor settings that are not valid, or that the index already in ``folder`` contradicts:
+    they make a new index only where the folder holds none, and would otherwise be dropped in silence."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    EmbeddingIndex(None, **{"dim": index.dim, **given})  # an invalid value is refused as the constructor does
     have = {
         "dim": index.dim,
         "kind": index.kind,
@@ -999,10 +1023,6 @@ def _check_settings(index: EmbeddingIndex, settings: dict[str, Any], folder: Pat
         "ivfpq_threshold": index.ivfpq_threshold,
         "ivfpq": index.ivfpq,
     }
-    unknown = sorted(set(settings) - set(have))
-    if unknown:
-        raise InputError(f"unknown index setting(s) {', '.join(unknown)}; the settings are {', '.join(have)}")
-    given = {k: v for k, v in settings.items() if v is not None}
     if isinstance(given.get("ivfpq"), dict):
         given["ivfpq"] = IVFPQSettings.from_dict(given["ivfpq"])
     clash = [k for k, v in given.items() if v != have[k]]

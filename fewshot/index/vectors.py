@@ -89,6 +89,8 @@ class IVFPQSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> IVFPQSettings:
+        if d is not None and not isinstance(d, dict):
+            raise InputError(f"ivfpq settings must be a dict (or IVFPQSettings), got {type(d).__name__}")
         d = dict(d or {})
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
