@@ -3,6 +3,7 @@ and queries, and saves to a checked folder."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 from collections.abc import Iterator
@@ -987,17 +988,8 @@ class EmbeddingIndex:
             )
 
 
-SETTINGS = (
-    "dim",
-    "kind",
-    "name",
-    "hnsw_m",
-    "ef_construction",
-    "ef_search",
-    "auto_threshold",
-    "ivfpq_threshold",
-    "ivfpq",
-)  # what open() and update() take besides the encoder: the constructor's settings
+# what open() and update() take besides the encoder: the constructor's settings, read from its signature
+SETTINGS = tuple(inspect.signature(EmbeddingIndex.__init__).parameters)[2:]
 
 
 def _check_names(settings: dict[str, Any]) -> None:
@@ -1012,17 +1004,8 @@ def _check_settings(index: EmbeddingIndex, settings: dict[str, Any], folder: Pat
     they make a new index only where the folder holds none, and would otherwise be dropped in silence."""
     given = {k: v for k, v in settings.items() if v is not None}
     EmbeddingIndex(None, **{"dim": index.dim, **given})  # an invalid value is refused as the constructor does
-    have = {
-        "dim": index.dim,
-        "kind": index.kind,
-        "name": index.name,
-        "hnsw_m": index.hnsw.m,
-        "ef_construction": index.hnsw.ef_construction,
-        "ef_search": index.hnsw.ef_search,
-        "auto_threshold": index.auto_threshold,
-        "ivfpq_threshold": index.ivfpq_threshold,
-        "ivfpq": index.ivfpq,
-    }
+    hnsw = {"hnsw_m": index.hnsw.m, "ef_construction": index.hnsw.ef_construction, "ef_search": index.hnsw.ef_search}
+    have = {k: hnsw[k] if k in hnsw else getattr(index, k) for k in SETTINGS}
     if isinstance(given.get("ivfpq"), dict):
         given["ivfpq"] = IVFPQSettings.from_dict(given["ivfpq"])
     clash = [k for k, v in given.items() if v != have[k]]
