@@ -133,7 +133,7 @@ def test_tag_writes_each_inputs_labels_above_the_threshold(corpus, tmp_path):
         [(lab, round(s, 5)) for lab, s in row] for row in alone
     ]
     assert alone != ZeroShotClassifier(names).fit().tag(corpus["texts"])  # the expansion changed the scores
-    with pytest.raises(InputError, match="other arguments.*expand"):
+    with pytest.raises(InputError, match='other arguments.*expand: "none" before, "auto" now'):
         batch.tag(corpus["input"], tmp_path / "plain", labels=names, progress=None)
     with pytest.raises(InputError, match="expand must be one of auto, none"):
         batch.tag(corpus["input"], tmp_path / "other", labels=names, expand="yes", progress=None)
@@ -316,9 +316,9 @@ def test_whole_staged_shards_of_a_killed_ray_run_are_kept_and_partial_ones_redon
 
 def test_other_arguments_are_refused_and_overwrite_starts_again(corpus, local_runs):
     out = local_runs["embed"].output
-    with pytest.raises(InputError, match="other arguments.*shard_rows"):
+    with pytest.raises(InputError, match="other arguments.*shard_rows: 64 before, 100 now"):
         batch.embed(corpus["input"], out, id_col="doc", keep_cols=["topic"], shard_rows=100, progress=None)
-    with pytest.raises(InputError, match="other arguments.*task"):
+    with pytest.raises(InputError, match='other arguments.*task: "embed" before, "tag" now'):
         batch.tag(corpus["input"], out, id_col="doc", keep_cols=["topic"], shard_rows=64, labels=["a"], progress=None)
 
 

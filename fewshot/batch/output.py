@@ -72,14 +72,20 @@ def read_run_manifest(folder: str | Path) -> dict[str, Any] | None:
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Each setting that differs between the recorded run ``a`` and this one ``b``, with both values."""
     out = []
     for k in sorted(set(a) | set(b)):
         if a.get(k) != b.get(k):
             if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
                 out += _differences(a[k], b[k], f"{prefix}{k}.")
             else:
-                out.append(prefix + k)
+                out.append(f"{prefix}{k}: {_short(a.get(k))} before, {_short(b.get(k))} now")
     return out
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 class RunFolder:
@@ -126,8 +132,8 @@ class RunFolder:
         diff = _differences(old.get("job", {}), fingerprint)
         if diff:
             raise InputError(
-                f"{self.folder} holds the output of a batch job with other arguments ({', '.join(diff[:4])} "
-                "differ); use another output folder, or --overwrite to start again"
+                f"{self.folder} holds the output of a batch job with other arguments ({'; '.join(diff[:4])}); "
+                "use another output folder, or --overwrite to start again"
             )
 
     def sweep(self) -> None:
