@@ -4,6 +4,10 @@ vectors, when it is left out, its on-disk cache, and its effect with the real Mi
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,6 +140,47 @@ def test_word_vectors_are_computed_once_then_read_from_disk(tmp_path, monkeypatc
     monkeypatch.setattr(expansion, "_CACHE", {})
     with pytest.warns(RuntimeWarning, match="cannot keep the zero-shot label expansion's word vectors.*FEWSHOT_HOME"):
         assert ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit().expansion_["method"] == "vocabulary"
+
+
+COLD_FIT = """
+import sys, time
+from pathlib import Path
+from tests.test_expansion import VocabularyEncoder
+from fewshot import ZeroShotClassifier
+
+go = Path(sys.argv[1])
+
+class Slow(VocabularyEncoder):
+    def _encode(self, items, batch_size, show_progress):
+        if len(items) > 100:  # the vocabulary: held until the other process is about to fit, and a second more
+            print("embedding", flush=True)
+            while not go.exists():
+                time.sleep(0.05)
+            time.sleep(1.0)
+        return super()._encode(items, batch_size, show_progress)
+
+enc = Slow()
+if sys.argv[2] == "second":
+    go.touch()
+zs = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
+print(enc.calls, zs.expansion_["method"])
+"""
+
+
+def test_two_processes_starting_cold_embed_the_vocabulary_once(tmp_path):
+    env = {**os.environ, "FEWSHOT_HOME": str(tmp_path / "home"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    go = tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", COLD_FIT, go, "first"], env=env, stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().strip() == "embedding"  # the first holds the cache's lock
+    second = subprocess.Popen(
+        [sys.executable, "-c", COLD_FIT, go, "second"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    outs = [p.communicate(timeout=120)[0].split() for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0]
+    assert outs[1][-1] == outs[0][-1] == "vocabulary"
+    # the first embedded the 1,296 words besides what every fit embeds; the second waited and read its file
+    assert int(outs[0][-2]) - int(outs[1][-2]) == 1296
+    assert len(list((tmp_path / "home" / "vocab").glob("*.npy"))) == 1
 
 
 def test_a_saved_expanded_classifier_loads_with_its_label_vectors(tmp_path, monkeypatch):

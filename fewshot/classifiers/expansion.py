@@ -38,6 +38,7 @@ EXPANSION_WORDS = 20
 EXPANSION_WEIGHT = 0.5
 OTHER_LABEL_PENALTY = 0.5
 MIN_VOCABULARY = 1000  # fewer whole words than this: a tokenizer of word pieces or characters, not expanded
+COMPUTE_WAIT = 600.0  # seconds a process waits for another computing the same vocabulary before doing it too
 _WORD = re.compile(r"[a-z]{3,}")
 _STARTS = ("\u2581", "\u0120")  # SentencePiece's and byte-level BPE's marks of a token that starts a word
 _NAME_WORDS = re.compile(r"[^\W\d_]+|\d+")  # a label name's words ("card_payment_fee": card, payment, fee)
@@ -101,7 +102,8 @@ def word_vectors(encoder: Any) -> tuple[list[str], np.ndarray] | None:
     """The encoder's vocabulary words and their unit embeddings (float16), or None when it has too few.
 
     Computed once per encoder and machine: kept in this process, and under ``$FEWSHOT_HOME/vocab/`` (a file
-    that cannot be written there is only a cost, with a warning, never an error)."""
+    that cannot be written there is only a cost, with a warning, never an error); processes starting cold
+    together compute them once, under that folder's lock."""
     from fewshot.encoders.identity import identity_fingerprint
 
     fingerprint = identity_fingerprint(encoder.identity)
@@ -123,9 +125,28 @@ def _word_vectors(encoder: Any, fingerprint: str) -> tuple[list[str], np.ndarray
     key = f"{fingerprint}-{digest}"
     W = _read(key, len(words), encoder.dim)
     if W is None:
-        W = l2_normalize(encoder.encode_text(words)).astype(np.float16)
-        _write(key, W)
+        W = _computed_once(key, words, encoder)
     return words, W
+
+
+def _computed_once(key: str, words: list[str], encoder: Any) -> np.ndarray:
+    """The word vectors embedded and kept, under the cache folder's lock: two processes starting cold (the
+    workers of a service) embed them once, and the second reads the first's file. Without the lock (a folder
+    that cannot be written, or a wait past :data:`COMPUTE_WAIT`) each embeds its own."""
+    from fewshot.errors import LockTimeoutError
+    from fewshot.storage.lock import FolderLock
+
+    lock = FolderLock(_path(key).parent, timeout=COMPUTE_WAIT)
+    with contextlib.suppress(OSError, LockTimeoutError):
+        lock.acquire()
+    try:
+        W = _read(key, len(words), encoder.dim) if lock.held else None  # written while this one waited
+        if W is None:
+            W = l2_normalize(encoder.encode_text(words)).astype(np.float16)
+            _write(key, W)
+        return W
+    finally:
+        lock.release()
 
 
 def _path(key: str) -> Any:
@@ -159,7 +180,7 @@ def _write(key: str, W: np.ndarray) -> None:
             f"cannot keep the zero-shot label expansion's word vectors in {path.parent} ({exc.strerror or exc}): "
             "they are embedded again in each new process; set FEWSHOT_HOME to a folder this process may write",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 
