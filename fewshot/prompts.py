@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -54,11 +55,15 @@ def resolve_templates(templates: str | list[str] | None, modality: str = "text")
     return out
 
 
+_ATTRIBUTES = re.compile(r"(.*?):\s+(.*)", re.DOTALL)  # "name: attribute, attribute"
+
+
 def parse_labels(labels: Any) -> dict[Any, list[str]]:
     """Normalise the label forms users write into ``{label: [extra phrasings]}``.
 
-    Accepted: a list of names; a list of ``"name: attribute, attribute"`` strings; a dict name ->
-    description (a string); a dict name -> list of phrasings or attributes; a dict name ->
+    Accepted: a list of names; a list of ``"name: attribute, attribute"`` strings (the first colon followed
+    by a space ends the name, so "12:30" and "http://example.org" are names); a dict name -> description (a
+    string); a dict name -> list of phrasings or attributes; a dict name ->
     ``{"description": str, "attributes": [str, ...]}``.
     """
     if labels is None or isinstance(labels, (str, bytes)):
@@ -71,16 +76,18 @@ def parse_labels(labels: Any) -> dict[Any, list[str]]:
     else:
         items = []
         for lab in labels:
-            if isinstance(lab, str) and ":" in lab:
-                name, _, rest = lab.partition(":")
-                items.append((name.strip(), [a.strip() for a in rest.split(",") if a.strip()]))
+            parts = _ATTRIBUTES.fullmatch(lab) if isinstance(lab, str) else None
+            if parts:  # "bird: has feathers, lays eggs"; "12:30" or "http://x.org" are names
+                items.append((parts[1].strip(), [a.strip() for a in parts[2].split(",") if a.strip()]))
             else:
                 items.append((lab, None))
     if not items:
         raise InputError("labels is empty; give at least one label")
-    for name, extra in items:
-        if name is None or (isinstance(name, str) and not name.strip()):
-            raise InputError("a label name is empty")
+    for i, (name, extra) in enumerate(items, 1):
+        if name is None:
+            raise InputError(f"label {i} of {len(items)} is None; a label is a string or a number")
+        if isinstance(name, str) and not name.strip():
+            raise InputError(f"label {i} of {len(items)} has an empty name ({name!r})")
         if isinstance(name, np.generic):
             name = name.item()
         if not isinstance(name, (str, int, float, bool)):

@@ -105,6 +105,9 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     ]:
         code, _, err = run(capsys, "zeroshot", data, "--labels", "money,sport", "--multi-label", *extra)
         assert code != 0 and named in err
+    for labels in ("money,,sport", "money,sport,"):  # an empty name is refused, as the library refuses it
+        code, _, err = run(capsys, "zeroshot", data, "--labels", labels)
+        assert code != 0 and "has an empty label name" in err
     named_col = ["--multi-label", "--prediction-col", "topic"]
     code, out, _ = run(capsys, "zeroshot", data, "--labels", "delivery,sport", *named_col)
     assert code == 0 and [t["label"] for t in json.loads(out.splitlines()[0])["topic"]] == ["delivery"]  # as named

@@ -12,6 +12,12 @@ from fewshot.prompts import label_prompts, parse_labels, resolve_templates, temp
 def test_label_forms_parse_to_one_shape():
     assert parse_labels(["sport", "politics"]) == {"sport": [], "politics": []}
     assert parse_labels(["bird: has feathers, lays eggs"]) == {"bird": ["has feathers", "lays eggs"]}
+    # a colon not followed by a space is part of the name
+    assert parse_labels(["12:30", "http://sport.example", "ratio 3:1 offers"]) == {
+        "12:30": [],
+        "http://sport.example": [],
+        "ratio 3:1 offers": [],
+    }
     assert parse_labels({"fish": "swims"}) == {"fish": ["swims"]}
     assert parse_labels(np.array([3, 7])) == {3: [], 7: []}  # numpy scalars become plain labels
     assert parse_labels({"cat": {"description": "a pet", "attributes": ["purrs"]}}) == {"cat": ["a pet", "purrs"]}
@@ -20,7 +26,8 @@ def test_label_forms_parse_to_one_shape():
         ([], "empty"),
         (["a", "a"], "given twice"),
         ({"sport", "politics"}, "a set, which has no order"),  # the classes' order is every score's columns
-        ([" "], "empty"),
+        ([" "], "label 1 of 1 has an empty name"),
+        (["sport", None], "label 2 of 2 is None"),
         ({"x": {"colour": "red"}}, "unknown keys"),
         ({"x": ["", "ok"]}, "empty or non-text"),
         ({"sport": 1, "politics": 2}, "its description is a int"),

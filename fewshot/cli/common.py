@@ -69,9 +69,11 @@ def parse_labels(inline: str | None, path: str | None, encoding: str = "utf-8") 
     if bool(inline) == bool(path):
         raise InputError("give the labels with --labels 'a,b,c' or --labels-file FILE (one of them)")
     if inline:
-        labels = [s.strip() for s in inline.split(",") if s.strip()]
-        if not labels:
+        labels = [s.strip() for s in inline.split(",")]
+        if not any(labels):
             raise InputError("--labels holds no label names")
+        if not all(labels):  # "a,,b" or "a,b,": refused, as the library refuses an empty label name
+            raise InputError(f"--labels {inline!r} has an empty label name (two commas together, or one at an end)")
         return labels
     p = Path(path)
     text = decode(read_input_file(p), str(path), encoding)
