@@ -572,6 +572,22 @@ def test_messages_use_the_requests_names_not_the_librarys(populated):
     assert error(r)["field"] == "labels[1]" and error(r)["message"].startswith("labels[1] is an empty label")
 
 
+def test_a_value_that_fits_no_member_of_a_union_is_named_where_it_went_wrong(populated):
+    r = populated.post("/v1/zeroshot", json={"inputs": ["a"], "labels": {"sport": 5}})
+    assert error(r) == {
+        "code": "invalid_field",
+        "field": "labels.sport",  # a dict whose description is not text, not "Input should be a valid list"
+        "message": "labels.sport: Input should be a valid string",
+    }
+    r = populated.post("/v1/zeroshot", json={"inputs": ["a"], "labels": "sport,politics"})
+    assert error(r)["message"] == "labels: Input should be a valid list; or Input should be a valid dictionary"
+    r = populated.post("/v1/zeroshot", json={"inputs": [""], "labels": ["a", 3]})
+    assert error(r)["field"] == "labels[1]" and "more problem" not in error(r)["message"]
+    # a label without a description, beside one with, as the library takes it
+    r = populated.post("/v1/zeroshot", json={"inputs": ["a goal"], "labels": {"sport": None, "politics": "elections"}})
+    assert r.status_code == 200 and set(r.json()["predictions"][0]["scores"]) == {"sport", "politics"}
+
+
 def test_body_size_input_count_and_content_type_limits(serve):
     client = serve(max_body_bytes=10_000, max_inputs=5)
     r = client.post("/v1/zeroshot", content=b"x" * 10_001, headers={"content-type": "application/json"})

@@ -435,27 +435,42 @@ def _untrusted_host(host: str) -> ApiError:
     )
 
 
+def _field(loc: Any) -> str:
+    """A validation error's place as the request names it ("labels[1]", "labels.sport"), without pydantic's
+    names of union members."""
+    field = ""
+    for part in loc:
+        if part in ("body", "path", "query"):
+            continue
+        if isinstance(part, int):
+            field += f"[{part}]"
+        elif part in ("str", "int", "float", "bool") or "[" in str(part):
+            continue  # the name of a union member, not a field
+        else:
+            field += ("." if field else "") + str(part)
+    return field
+
+
 def _validation_error(exc: RequestValidationError) -> ApiError:
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    errors = exc.errors() or [{"loc": (), "msg": "invalid request", "type": "invalid"}]
+    first = errors[0]
     loc = [p for p in first.get("loc", ()) if p not in ("body", "path", "query")]
     if first.get("type") == "json_invalid":
         detail = (first.get("ctx") or {}).get("error", "invalid JSON")
         return ApiError(400, "malformed_json", f"the body is not valid JSON ({detail} at byte {loc[0] if loc else 0})")
     if not loc and isinstance(first.get("input"), (bytes, bytearray)):
         return ApiError(400, "not_json", "the body must be a JSON object sent with Content-Type: application/json")
-    field = ""
-    for part in loc:
-        if isinstance(part, int):
-            field += f"[{part}]"
-        elif part in ("str", "int", "float", "bool", "list[str]", "dict[str,str]") or "[" in str(part):
-            continue  # the name of a union member, not a field
-        else:
-            field += ("." if field else "") + str(part)
-    message = first.get("msg", "invalid value")
+    # a value that fits no member of a union fails once for each; the member it went deepest into says most
+    # ({"sport": 5} for labels is a dict whose description is not text, not "not a list")
+    fields = [_field(e.get("loc", ())) for e in errors]
+    field = max(fields, key=len)
+    here = [e for e, f in zip(errors, fields, strict=True) if f == field]
+    first = here[0]
+    message = "; or ".join(dict.fromkeys(e.get("msg", "invalid value") for e in here))
     if first.get("type") == "missing":
         message = "this field is required"
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    elsewhere = len({f for f in fields if f != field and not field.startswith(f)})
+    more = f" (and {elsewhere} more problem{'s' * (elsewhere != 1)})" if elsewhere else ""
     code = "missing_field" if first.get("type") == "missing" else "invalid_field"
     if first.get("type") == "extra_forbidden":
         code, message = "unknown_field", "this field is not part of the request"

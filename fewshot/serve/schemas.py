@@ -134,8 +134,8 @@ class PredictResponse(Answer):
 # -- zero-shot --------------------------------------------------------------------------------------------
 class ZeroShotRequest(Body):
     inputs: Inputs
-    labels: list[StrictStr] | dict[StrictStr, StrictStr] = Field(
-        description="Label names, or name -> description (the description is what gets embedded)."
+    labels: list[StrictStr] | dict[StrictStr, StrictStr | None] = Field(
+        description="Label names, or name -> description (the description is what gets embedded; null: none)."
     )
     multi_label: StrictBool = Field(
         False,
