@@ -165,6 +165,8 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     assert json.loads(out)["id"] == 10
     code, out, _ = run(capsys, "index", "search", "news", "football match", "--where", "lang=fr", "--json")
     assert [json.loads(x)["id"] for x in out.splitlines()] == [12]
+    code, out, err = run(capsys, "index", "search", "news", "football match", "--where", "lang=de", "--json")
+    assert code == 0 and out == "" and "no hits: no item matches the --where filter" in err
     more = tmp_path / "more.txt"
     more.write_text("Inflation slows in the euro area\n")
     import fewshot.storage.bundle as bundle

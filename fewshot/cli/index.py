@@ -194,6 +194,9 @@ def cmd_index_search(a: argparse.Namespace) -> int:
         else:
             label = f" [{h.label}]" if h.label is not None else ""
             print(f"{h.score:.4f}  {h.id}{label}  {h.item}")
+    if not hits:  # said on stderr, so that stdout stays a list of hits (empty) for a script
+        matched = "matches the --where filter" if a.where else "is in the index"
+        print(f"fewshot: no hits: no item {matched}", file=sys.stderr)
     return 0
 
 
