@@ -98,9 +98,9 @@ def test_fit_predict_add_examples_and_delete_match_the_library(serve, agnews, tm
     labels, best, proba = clf.predict_with_scores(Xte)
     assert [p["label"] for p in preds] == labels.tolist()
     for p, row, b in zip(preds, proba, best):
-        assert list(p["scores"]) == [str(c) for c in clf.classes_]
-        np.testing.assert_allclose(list(p["scores"].values()), row, atol=1e-5)
-        assert p["score"] == pytest.approx(row.max(), abs=1e-5) and p["class_score"] == pytest.approx(b, abs=1e-5)
+        assert list(p["probabilities"]) == [str(c) for c in clf.classes_]
+        np.testing.assert_allclose(list(p["probabilities"].values()), row, atol=1e-5)
+        assert p["probability"] == pytest.approx(row.max(), abs=1e-5) and p["score"] == pytest.approx(b, abs=1e-5)
 
     new = ["is there a student discount on the plan?", "how much does the premium tier cost per month?"]
     r = client.post("/v1/models/news/examples", json={"inputs": new, "labels": ["pricing", "pricing"]})
@@ -127,7 +127,7 @@ def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews
     assert r.status_code == 200, r.text
     preds = client.post("/v1/models/strict/predict", json={"inputs": Xte[:5]}).json()["predictions"]
     assert all(p["label"] is None for p in preds)  # no cosine reaches 0.99
-    assert all(abs(sum(p["scores"].values()) - 1) < 1e-5 for p in preds)
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
     # another writer (the library, the CLI) replaces the model on disk: the server serves the new one
     FewShotClassifier().fit(Xtr, ytr).save(tmp_path / "root" / "models" / "strict")
     preds = client.post("/v1/models/strict/predict", json={"inputs": Xte[:5]}).json()["predictions"]
@@ -185,7 +185,7 @@ def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path
         assert r.status_code == 200, r.text
         assert [p["label"] for p in r.json()["predictions"]] == clf.predict(Xte[:4]).tolist()
         # scores are keyed as the labels are written in JSON (true, 1.0), and examples take the model's labels
-        assert set(r.json()["predictions"][0]["scores"]) == {json.dumps(c) for c in clf.classes_.tolist()}
+        assert set(r.json()["predictions"][0]["probabilities"]) == {json.dumps(c) for c in clf.classes_.tolist()}
         r = client.post(f"/v1/models/{name}/examples", json={"inputs": ["meh"], "labels": [labels[0]]})
         assert r.status_code == 200, r.text
 
@@ -255,7 +255,7 @@ def test_zeroshot_labels_and_tags_match_the_library(serve, agnews):
     got, _, proba = zs.predict_with_scores(texts)
     out = r.json()["predictions"]
     assert [p["label"] for p in out] == got.tolist()
-    np.testing.assert_allclose([list(p["scores"].values()) for p in out], proba, atol=1e-5)
+    np.testing.assert_allclose([list(p["probabilities"].values()) for p in out], proba, atol=1e-5)
 
     r = client.post(
         "/v1/zeroshot",
@@ -277,7 +277,7 @@ def test_zeroshot_labels_and_tags_match_the_library(serve, agnews):
     # the label text alone, when asked: as the library gives it, and other scores than the default's
     r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "expand": "none"})
     _, _, alone = ZeroShotClassifier(list(labels), expand="none").predict_with_scores(texts)
-    np.testing.assert_allclose([list(p["scores"].values()) for p in r.json()["predictions"]], alone, atol=1e-5)
+    np.testing.assert_allclose([list(p["probabilities"].values()) for p in r.json()["predictions"]], alone, atol=1e-5)
     _, _, widened = ZeroShotClassifier(list(labels)).predict_with_scores(texts)
     assert np.abs(widened - alone).max() > 1e-3
     r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "expand": "yes"})
@@ -585,7 +585,7 @@ def test_a_value_that_fits_no_member_of_a_union_is_named_where_it_went_wrong(pop
     assert error(r)["field"] == "labels[1]" and "more problem" not in error(r)["message"]
     # a label without a description, beside one with, as the library takes it
     r = populated.post("/v1/zeroshot", json={"inputs": ["a goal"], "labels": {"sport": None, "politics": "elections"}})
-    assert r.status_code == 200 and set(r.json()["predictions"][0]["scores"]) == {"sport", "politics"}
+    assert r.status_code == 200 and set(r.json()["predictions"][0]["probabilities"]) == {"sport", "politics"}
 
 
 def test_body_size_input_count_and_content_type_limits(serve):
@@ -1091,7 +1091,7 @@ def test_a_contrastively_tuned_model_is_served_with_its_own_body(serve, agnews, 
     r = client.post("/v1/models/tuned/predict", json={"inputs": Xte[:6]})
     assert r.status_code == 200, r.text
     _, _, proba = clf.predict_with_scores(Xte[:6])
-    np.testing.assert_allclose([list(p["scores"].values()) for p in r.json()["predictions"]], proba, atol=1e-5)
+    np.testing.assert_allclose([list(p["probabilities"].values()) for p in r.json()["predictions"]], proba, atol=1e-5)
     assert client.get("/v1/models/tuned").json()["encoder"]["tuned_from"] == clf.encoder_.identity["tuned_from"]
     # examples added to a tuned model are saved with its tuned body
     r = client.post("/v1/models/tuned/examples", json={"inputs": ["a brand new topic"], "labels": ["new"]})

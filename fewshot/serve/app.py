@@ -161,9 +161,9 @@ class Service:
             out.append(
                 {
                     "label": None if abstained else _plain(labels[i]),
-                    "score": float(row.max()),
-                    "scores": dict(zip(classes, map(float, row))),
-                    "class_score": float(best[i]),
+                    "score": float(best[i]),
+                    "probability": float(row.max()),
+                    "probabilities": dict(zip(classes, map(float, row))),
                 }
             )
         return out

@@ -121,10 +121,13 @@ class PredictRequest(Body):
 
 
 class Prediction(BaseModel):
+    # the names of the CLI's and the batch jobs' columns: score is the class score, probability the probability
     label: ModelLabel | None = Field(description="The predicted label; null where the model abstains.")
-    score: float = Field(description="The probability of the best label (also when abstaining).")
-    scores: dict[str, float] = Field(description="Every label's probability (labels as strings); they sum to 1.")
-    class_score: float = Field(description="The best label's class score, the one the abstention threshold uses.")
+    score: float = Field(description="The best label's class score, the one the abstention threshold uses.")
+    probability: float = Field(description="The best label's probability (also when abstaining).")
+    probabilities: dict[str, float] = Field(
+        description="Every label's probability (labels as strings, as JSON writes them); they sum to 1."
+    )
 
 
 class PredictResponse(Answer):
@@ -176,9 +179,9 @@ class Tag(BaseModel):
 
 class ZeroShotResult(BaseModel):
     label: str | None = Field(None, description="Single-label: the best label, null when abstaining or multi_label.")
-    score: float | None = Field(None, description="Single-label: the best label's probability.")
-    scores: dict[str, float] | None = Field(None, description="Single-label: every label's probability.")
-    class_score: float | None = Field(None, description="Single-label: the best label's cosine (what abstain uses).")
+    score: float | None = Field(None, description="Single-label: the best label's cosine (what abstain uses).")
+    probability: float | None = Field(None, description="Single-label: the best label's probability.")
+    probabilities: dict[str, float] | None = Field(None, description="Single-label: every label's probability.")
     tags: list[Tag] | None = Field(None, description="Multi-label: the labels that pass the threshold, best first.")
 
 

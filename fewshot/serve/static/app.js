@@ -84,7 +84,7 @@ function showScores(out, prediction) {
     return;
   }
   if (prediction.label === null) note(out, "none of these (the model abstains)");
-  Object.entries(prediction.scores)
+  Object.entries(prediction.probabilities)
     .sort((a, b) => b[1] - a[1])
     .forEach(([name, p]) => out.appendChild(bar(name, p, prediction.label !== null && name === String(prediction.label))));
 }
