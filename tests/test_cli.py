@@ -369,6 +369,13 @@ def test_predict_keeps_every_input_column_and_shows_the_score_the_decision_used(
     assert [r["prediction"] for r in rows] == ["x", "y"] and rows[0]["prediction_2"] == "billing"
     assert float(rows[0]["score"]) >= 0.5 > float(rows[1]["score"]) and rows[1]["prediction_2"] == ""
     assert rows[1]["probability"] == ""  # no probability for an abstention
+    # an output name that a class's probability column would take: the prediction keeps it, p_billing yields
+    code, out, _ = run(capsys, "predict", model, gold, "--text-col", "message", "--prediction-col", "p_billing")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and rows[0]["p_billing"] == "billing" and float(rows[0]["p_billing_2"]) > 0.5
+    # a threshold no class score reaches would abstain on every input: refused, as fit refuses it
+    code, _, err = run(capsys, "predict", model, gold, "--text-col", "message", "--abstain", "7")
+    assert code == 1 and "--abstain 7 is outside the class scores of the prototype head (-1 to 1)" in err, err
 
 
 def test_where_values_are_read_as_the_type_the_field_holds(tmp_path, capsys, monkeypatch):

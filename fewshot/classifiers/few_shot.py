@@ -195,7 +195,7 @@ class FewShotClassifier(CalibratedClassifier):
         head = make_head(clone(self.head) if isinstance(self.head, BaseHead) else self.head, **(self.head_params or {}))
         check_head(head)
         if isinstance(abstain, float) and not isinstance(head, AutoHead):
-            _check_threshold(head, abstain)  # before any work; auto's head is known once it is chosen
+            check_threshold(head, abstain)  # before any work; auto's head is known once it is chosen
         if self.tune not in (None, False) and not isinstance(base, TextEncoder):
             raise InputError("tune= needs a TextEncoder (a sentence-transformers body) as the encoder")
         tuning = self._tuning(len(items), len(np.unique(y)), base)
@@ -438,7 +438,7 @@ class FewShotClassifier(CalibratedClassifier):
                 )
             self.threshold_ = cal.quantile_threshold(S, codes)
         elif abstain is not None:
-            _check_threshold(self.head_, float(abstain))
+            check_threshold(self.head_, float(abstain))
             self.threshold_ = float(abstain)
 
     def _wants_prior(self, y: np.ndarray) -> bool:
@@ -628,16 +628,22 @@ class FewShotClassifier(CalibratedClassifier):
         return self
 
 
-def _check_threshold(head: BaseHead, threshold: float) -> None:
-    """Refuse an abstention threshold outside the head's class scores, where every input, or none, abstains."""
+ABSTAIN_AUTO_HINT = ", or abstain='auto' to set one from the examples"
+
+
+def check_threshold(
+    head: BaseHead, threshold: float, given: str = "abstain={:g}", alternative: str = ABSTAIN_AUTO_HINT
+) -> None:
+    """Refuse an abstention threshold outside the head's class scores, where every input, or none, abstains;
+    the message names the threshold as ``given`` (a format string) and ends with ``alternative``."""
     bounds = head.score_bounds
     if bounds is not None and not bounds[0] <= threshold <= bounds[1]:
         lo, hi = bounds
         name = f"{head.choice_} head (head='auto' chose it)" if isinstance(head, AutoHead) else f"{head.name} head"
         raise InputError(
-            f"abstain={threshold:g} is outside the class scores of the {name} ({lo:g} to {hi:g}), so "
+            f"{given.format(threshold)} is outside the class scores of the {name} ({lo:g} to {hi:g}), so "
             f"{'every input would abstain' if threshold > hi else 'no input could abstain'}; give a threshold in "
-            "that range, or abstain='auto' to set one from the examples"
+            f"that range{alternative}"
         )
 
 

@@ -121,6 +121,9 @@ def prediction_rows(
     name_score = unique_name("score", taken | {name_pred})
     name_prob = unique_name("probability", taken | {name_pred, name_score})
     name_all = unique_name("probabilities", taken | {name_pred, name_score, name_prob})
+    name_each = []  # p_<class> for CSV, clear of the inputs' columns, the names above and one another
+    for c in classes if fmt == "csv" else ():
+        name_each.append(unique_name(f"p_{c}", taken | {name_pred, name_score, name_prob, *name_each}))
     out = []
     for r, lab, s, p in zip(rows, labels.tolist(), scores, proba):  # Python values, for JSON
         rec = dict(r)
@@ -129,8 +132,8 @@ def prediction_rows(
         rec[name_score] = round(float(s), 6)
         rec[name_prob] = None if abstained else round(float(p[classes.index(lab)]), 6)
         if fmt == "csv":
-            for c, v in zip(classes, p):
-                rec[unique_name(f"p_{c}", taken)] = round(float(v), 6)
+            for name, v in zip(name_each, p):
+                rec[name] = round(float(v), 6)
         else:
             rec[name_all] = {str(c): round(float(v), 6) for c, v in zip(classes, p)}
         out.append(rec)
@@ -150,6 +153,10 @@ def cmd_predict(a: argparse.Namespace) -> int:
                 f"{a.model} pools its head with the lexical channel, whose scores are log-probabilities, not the "
                 "head's: a score threshold needs a model fitted with --abstain (or --no-lexical)"
             )
+        if threshold is not None:  # one no score reaches abstains on everything, in silence
+            from fewshot.classifiers.few_shot import check_threshold
+
+            check_threshold(clf.head_, threshold, given="--abstain {:g}", alternative=" (or off)")
         clf.threshold_ = threshold
     check_images_readable(a.data, clf.encoder_, f"the model at {a.model}")
     fmt = output_format(a)  # before any encoding
