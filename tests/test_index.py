@@ -315,8 +315,11 @@ def test_a_field_whose_items_are_all_removed_is_forgotten_in_memory_as_after_a_r
     # keys stored escaped in JSON (non-ASCII, a backslash) and the labels' kinds are forgotten the same way
     odd = EmbeddingIndex(dim=4)
     meta = [{"café": "a"}, {"café": "b"}, {"x\\y": 1}]
-    odd.add_embeddings(np.eye(3, 4, dtype=np.float32) + 0.1, labels=[3, "a", "b"], metadata=meta)
-    odd.remove([0, 2])
+    vectors = np.eye(3, 4, dtype=np.float32) + 0.1
+    odd.add_embeddings(vectors[:1], labels=[3], metadata=meta[:1])
+    odd.remove([0])  # the number kind of the labels goes with it: text labels may come now
+    odd.add_embeddings(vectors[1:], labels=["a", "b"], metadata=meta[1:])
+    odd.remove([2])
     reloaded = EmbeddingIndex.load(odd.save(tmp_path / "odd"))
     for copy in (odd, reloaded):
         assert copy.field_kinds() == {"café": {"string"}, "label": {"string"}}
@@ -429,6 +432,14 @@ def test_add_checks_labels_and_metadata_before_encoding():
         with pytest.raises(InputError, match=f"the key '{key}', a field every item has"):
             index.add(["a"], metadata=[{key: "doc-1"}])
     assert enc.calls == 0
+    # labels of one kind: where={"label": 5} reads 5 as the labels' kind, which must be one
+    with pytest.raises(InputError, match=r"labels\[1\] is a number \(5\), but labels\[0\] is text.*give \"5\""):
+        index.add(["a", "b"], labels=["x", 5])
+    assert enc.calls == 0
+    index.add(["a", "b"], labels=["x", None])
+    with pytest.raises(InputError, match=r"labels\[0\] is a boolean \(True\), but the index's labels are text"):
+        index.add(["c"], labels=[True])
+    assert len(index) == 2 and index.field_kinds()["label"] == {"string", "null"}
 
 
 def test_real_encoder_recorded_and_recreated(tmp_path, text_encoder):

@@ -27,6 +27,7 @@ from fewshot.errors import (
     warn_user,
 )
 from fewshot.index import journal
+from fewshot.index.filters import json_kind
 from fewshot.index.metadata import MetadataTable, encode_metadata
 from fewshot.index.paths import checked_name, index_dir, resolve_index_path
 from fewshot.index.rawvectors import RawVectors, stale_segments
@@ -342,7 +343,26 @@ class EmbeddingIndex:
                 check_unicode(rows_item[i], f"items[{i}]")
             label_json = None if label is None else json.dumps(json_label(label))
             records.append((int(ids_arr[i]), rows_item[i], label_json, meta))
-        return records, rows_meta, [None if v is None else json_label(v) for v in rows_label], ids_arr
+        plain = [None if v is None else json_label(v) for v in rows_label]
+        self._check_label_kind(plain)
+        return records, rows_meta, plain, ids_arr
+
+    def _check_label_kind(self, labels: list[Any]) -> None:
+        """Refuse labels of a kind (text, number, boolean) other than the index's: a filter on ``label`` reads
+        its value as the labels' kind, which must then be one."""
+        held = self._table.label_kinds - {"null"}
+        kinds = [json_kind(v) for v in labels]
+        first = next((k for k in kinds if k != "null"), None)
+        expected = next(iter(held)) if len(held) == 1 else first  # an index saved with mixed labels stays open
+        for i, (kind, label) in enumerate(zip(kinds, labels, strict=True)):
+            if kind != "null" and kind != expected and kind not in held:
+                where = "the index's labels are" if held else f"labels[{kinds.index(expected)}] is"
+                hint = f"; give {json.dumps(str(label))} for text" if expected == "string" else ""
+                raise InputError(
+                    f"labels[{i}] is {_KIND_NAMES[kind]} ({label!r}), but {where} {_KIND_NAMES[expected]}: an "
+                    "index's labels are all text, all numbers or all booleans, so that a filter on label means "
+                    f"one thing{hint}"
+                )
 
     def _check_new_ids(self, ids: Any, n: int) -> np.ndarray:
         if ids is None:
@@ -1051,6 +1071,9 @@ def _column(values: Any, n: int, what: str) -> list[Any]:
     if len(values) != n:
         raise InputError(f"{what} has {len(values)} entries for {n} items")
     return values
+
+
+_KIND_NAMES = {"string": "text", "number": "a number", "boolean": "a boolean"}
 
 
 def _saved_name(name: Any, folder: Path) -> str:
