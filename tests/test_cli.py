@@ -183,6 +183,16 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     assert info["count"] == 4 and info["dim"] == 384 and info["encoder"]["family"] == "sentence-transformers"
     code, _, err = run(capsys, "index", "build", "news", docs, "--text-col", "body")
     assert code == 1 and "already exists" in err
+    from fewshot.errors import SaveExistsError
+    from fewshot.index import EmbeddingIndex
+
+    def beaten(self, *args, **kwargs):  # another build saved the same name while this one encoded
+        raise SaveExistsError("the library's words")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EmbeddingIndex, "save", beaten)
+        code, _, err = run(capsys, "index", "build", "raced", docs, "--text-col", "body")
+    assert code == 1 and "saved at" in err and "'fewshot index add' or --overwrite" in err and "library" not in err
     # a metadata column no record has, and ids that are not whole numbers, are named, not stored as null or cut
     code, _, err = run(capsys, "index", "build", "typo", docs, "--text-col", "body", "--meta-cols", "lnag")
     assert code == 1 and "no record has the metadata column 'lnag'" in err and "lang" in err

@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--where",
         action="append",
         metavar="FIELD=VALUE",
-        help="filter on label, id or a metadata field (the value is read as the field's type); repeatable",
+        help="filter on label, id or a metadata field (the value is read as the field's type, commas and all); "
+        "repeat it: one field given twice matches either value, two fields must both match",
     )
     sp.add_argument("--json", action="store_true", help="one JSON object per hit")
     sp.set_defaults(func=cmd_index_search)

@@ -62,6 +62,7 @@ def _index_rows(a: argparse.Namespace, encoder: Any, whose: str):
 
 
 def cmd_index_build(a: argparse.Namespace) -> int:
+    from fewshot.errors import SaveExistsError
     from fewshot.index import EmbeddingIndex, resolve_index_path
     from fewshot.index.embedding_index import FILES, holds_index
     from fewshot.storage import check_target
@@ -79,7 +80,12 @@ def cmd_index_build(a: argparse.Namespace) -> int:
     items, ids, labels, metadata = _index_rows(a, encoder, f"--encoder {a.encoder}")
     index = EmbeddingIndex(encoder, kind=a.kind, name=target.name)
     index.add(items, ids=ids, labels=labels, metadata=metadata, show_progress=progress(items))
-    index.save(target, overwrite=a.overwrite)  # checked again under the lock: another build may have finished
+    try:
+        index.save(target, overwrite=a.overwrite)  # checked again under the lock: another build may have finished
+    except SaveExistsError as exc:  # in the CLI's words, not the library's
+        raise InputError(
+            f"an index was saved at {target} while this build ran; use 'fewshot index add' or --overwrite"
+        ) from exc
     print(f"indexed {len(index)} items ({index.structure}) -> {target}", file=sys.stderr)
     return 0
 

@@ -377,7 +377,9 @@ class EmbeddingIndex:
         if whole and arr.shape == (n,):  # Python integers past 64 bits
             raise InputError("ids must be integers from 0 to 2**63 - 1 (SQLite's and FAISS's 64-bit ids)")
         if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"ids must be {n} integers, got {arr.dtype} array of shape {arr.shape}")
+            raise InputError(
+                f"ids must be integers, one for each of the {n} items; got {arr.dtype} array of shape {arr.shape}"
+            )
         if arr.dtype == np.uint64 and (arr > MAX_ID).any():
             raise InputError("ids must be integers from 0 to 2**63 - 1 (SQLite's and FAISS's 64-bit ids)")
         arr = arr.astype(np.int64)
