@@ -81,16 +81,28 @@ _COLLECTING: ContextVar[tuple[list[str], bool, Any] | None] = ContextVar("fewsho
 @contextmanager
 def collected_warnings(issue: bool = True) -> Iterator[list[str]]:
     """A list that receives the message of every :class:`FewShotWarning` issued through :func:`warn_user` in
-    this thread (or task) while the block runs. They are issued as usual too, and reach any block around
-    this one, unless ``issue`` is False (a caller that decides afterwards what to say: nothing goes further).
-    The service answers with them, since its clients never see the server's warnings, and unlike
-    ``warnings.catch_warnings`` this is safe beside other threads."""
+    this thread (or task) while the block runs. They are issued as usual too (each message once per block),
+    and reach any block around this one, unless ``issue`` is False (a caller that decides afterwards what to
+    say: nothing goes further). The service answers with them, since its clients never see the server's
+    warnings, and unlike ``warnings.catch_warnings`` this is safe beside other threads."""
     said: list[str] = []
     token = _COLLECTING.set((said, issue, _COLLECTING.get()))
     try:
         yield said
     finally:
         _COLLECTING.reset(token)
+
+
+def warns_once(method: Any) -> Any:
+    """Decorate a public method so that each distinct warning it leads to is issued once per call."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with collected_warnings():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def warn_user(message: str) -> None:
@@ -101,6 +113,8 @@ def warn_user(message: str) -> None:
     import warnings
 
     collecting = _COLLECTING.get()
+    if collecting is not None and message in collecting[0]:
+        return  # said already in this block (one fit reaching the same check by several paths): once is enough
     while collecting is not None:
         said, issue, outer = collecting
         if message not in said:

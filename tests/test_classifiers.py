@@ -110,6 +110,18 @@ def test_collected_warnings_are_each_threads_own_and_still_issued():
     assert inner == ["heard by both"] and kept == ["kept inside"] and outer == ["heard by both"]
 
 
+def test_a_fit_warns_of_each_thing_once_however_many_of_its_steps_check_it(fake_encoder):
+    import warnings
+
+    X = ["red apple", "green apple", "fast car", "red car", "blue car", "old car"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        FewShotClassifier(encoder=fake_encoder).fit(X, ["Fruit", "Fruit", "car", "car", "Car", "Car"])
+    said = [str(w.message) for w in seen if w.category is FewShotWarning]
+    assert len(said) == 1 and "'Car' and 'car', which differ only in case" in said[0]
+    assert seen[0].filename == __file__  # attributed to the caller's line, not the library's
+
+
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):
     y4 = ["fruit", "fruit", "vehicle", "vehicle"]
     clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)

@@ -13,7 +13,7 @@ from fewshot import calibration as cal
 from fewshot._concurrency import RWLock
 from fewshot._validate import as_labels, json_label
 from fewshot.encoders import Encoder, TextEncoder
-from fewshot.errors import CorruptFileError, InputError, NotFittedError
+from fewshot.errors import CorruptFileError, InputError, NotFittedError, warns_once
 from fewshot.heads import BaseHead
 from fewshot.heads.base import check_sample_weight
 from fewshot.labels import encode_labels
@@ -176,6 +176,7 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         self.temperature_ = T
         self.calibration_ = {"method": method, **report}
 
+    @warns_once
     def fit_calibration(self, X: Any, y: Any, show_progress: bool = False) -> CalibratedClassifier:
         """Refit the temperature and the abstention threshold on a labelled validation split.
 

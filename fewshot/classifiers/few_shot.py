@@ -17,7 +17,7 @@ from fewshot.classifiers.persistence import load_model, prefixed, save_model, un
 from fewshot.classifiers.zero_shot import ZeroShotClassifier
 from fewshot.encoders import Encoder, TextEncoder, same_encoder
 from fewshot.encoders.image_inputs import image_folder
-from fewshot.errors import CorruptFileError, InputError, warn_user
+from fewshot.errors import CorruptFileError, InputError, warn_user, warns_once
 from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, KNNHead, make_head
 from fewshot.heads.base import check_sample_weight, describe_head
 from fewshot.heads.registry import check_head
@@ -167,6 +167,7 @@ class FewShotClassifier(CalibratedClassifier):
         return self.encoder_.encode(X, show_progress=show_progress)
 
     # -- fitting ------------------------------------------------------------------------------------
+    @warns_once
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None, show_progress: bool = False) -> FewShotClassifier:
         """Fit on examples ``X`` (texts, or inputs of the encoder's modality) with labels ``y``.
 
@@ -469,6 +470,7 @@ class FewShotClassifier(CalibratedClassifier):
             return {"prior": prior.label_scores(E)}
         return {"prior": prior.class_scores(items)}
 
+    @warns_once
     def add_examples(self, X: Any, y: Any, sample_weight: Any = None) -> FewShotClassifier:
         """Add labelled examples, including examples of new classes, without refitting from scratch.
 

@@ -16,7 +16,7 @@ from fewshot.classifiers.background import background_embeddings, nearest_backgr
 from fewshot.classifiers.base import CalibratedClassifier, default_encoder
 from fewshot.classifiers.persistence import load_model, prefixed, save_model
 from fewshot.encoders import ConSEEncoder, Encoder
-from fewshot.errors import CorruptFileError, InputError, collected_warnings, warn_user
+from fewshot.errors import CorruptFileError, InputError, collected_warnings, warn_user, warns_once
 from fewshot.heads import ZeroShotHead, head_from_state
 from fewshot.params import POSITIVE, Check, Options, validate_params
 from fewshot.prompts import label_prompts, parse_labels, resolve_templates
@@ -166,6 +166,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         return enc
 
     # -- fitting ------------------------------------------------------------------------------------
+    @warns_once
     def fit(
         self, X: Any = None, y: Any = None, sample_weight: Any = None, show_progress: bool = False
     ) -> ZeroShotClassifier:
