@@ -22,15 +22,11 @@ Written to ``eval/results/cache_calibration.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from datetime import UTC, datetime
 
 import numpy as np
 
 from eval.datasets import load
-from eval.run_text import CACHE, RESULTS, machine
+from eval.run_text import run_per_dataset
 from fewshot import FewShotClassifier, TextEncoder
 from fewshot.calibration import expected_calibration_error
 from fewshot.heads import CacheAdapterHead
@@ -57,36 +53,40 @@ class LogKernelCacheHead(CacheAdapterHead):
 HEADS = {"shipped": CacheAdapterHead, "log kernel": LogKernelCacheHead}
 
 
-def evaluate(name: str, seed: int, encoder: TextEncoder) -> list[dict]:
+def evaluate(name: str, encoder: TextEncoder) -> dict:
+    """Every seed's runs of both heads on the dataset ``name``."""
     ds = load(name)
     names = np.asarray(ds.label_names)
-    rng = np.random.default_rng(seed)
-    classes = rng.choice(len(names), SETS[name], replace=False)
-    train = np.concatenate([rng.choice(np.flatnonzero(ds.train_labels == c), SHOTS, replace=False) for c in classes])
-    test = rng.choice(np.flatnonzero(np.isin(ds.test_labels, classes)), TEST, replace=False)
-    X, y = [ds.train_texts[i] for i in train], names[ds.train_labels[train]]
-    Xt, yt = [ds.test_texts[i] for i in test], names[ds.test_labels[test]]
-    rows = []
-    for head, make in HEADS.items():
-        clf = FewShotClassifier(encoder=encoder, head=make(), lexical=False).fit(X, y)
-        P = clf.predict_proba(Xt)
-        codes = np.searchsorted(clf.classes_, yt)
-        rows.append(
-            {
-                "dataset": name,
-                "seed": seed,
-                "head": head,
-                "accuracy": float((P.argmax(axis=1) == codes).mean()),
-                "confidence": float(P.max(axis=1).mean()),
-                "ece": expected_calibration_error(P, codes),
-                "beta": clf.head_.beta_,
-                "weights": list(clf.head_.weights_),
-            }
-        )
-    return rows
+    runs = []
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        classes = rng.choice(len(names), SETS[name], replace=False)
+        pick = [rng.choice(np.flatnonzero(ds.train_labels == c), SHOTS, replace=False) for c in classes]
+        train = np.concatenate(pick)
+        test = rng.choice(np.flatnonzero(np.isin(ds.test_labels, classes)), TEST, replace=False)
+        X, y = [ds.train_texts[i] for i in train], names[ds.train_labels[train]]
+        Xt, yt = [ds.test_texts[i] for i in test], names[ds.test_labels[test]]
+        for head, make in HEADS.items():
+            clf = FewShotClassifier(encoder=encoder, head=make(), lexical=False).fit(X, y)
+            P = clf.predict_proba(Xt)
+            codes = np.searchsorted(clf.classes_, yt)
+            runs.append(
+                {
+                    "dataset": name,
+                    "seed": seed,
+                    "head": head,
+                    "accuracy": float((P.argmax(axis=1) == codes).mean()),
+                    "confidence": float(P.max(axis=1).mean()),
+                    "ece": expected_calibration_error(P, codes),
+                    "beta": clf.head_.beta_,
+                    "weights": list(clf.head_.weights_),
+                }
+            )
+    return {"dataset": name, "runs": runs}
 
 
 def markdown(out: dict) -> str:
+    runs = [r for row in out["rows"] for r in row["runs"]]
     lines = [
         "# The cache adapter's calibration with sharp kernels",
         "",
@@ -96,16 +96,16 @@ def markdown(out: dict) -> str:
         "| dataset | seed | head | beta, weights | accuracy | mean top probability | ECE |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in out["rows"]:
+    for r in runs:
         lines.append(
             f"| {r['dataset']} | {r['seed']} | {r['head']} | {r['beta']:g}, {tuple(r['weights'])} | "
             f"{100 * r['accuracy']:.1f} | {r['confidence']:.3f} | {r['ece']:.3f} |"
         )
     lines += ["", "| head | runs | mean accuracy | mean ECE | mean ECE where the shipped head picked beta > 0 |"]
     lines.append("|---|---|---|---|---|")
-    sharp = {(r["dataset"], r["seed"]) for r in out["rows"] if r["head"] == "shipped" and r["beta"] > 0}
+    sharp = {(r["dataset"], r["seed"]) for r in runs if r["head"] == "shipped" and r["beta"] > 0}
     for head in HEADS:
-        rs = [r for r in out["rows"] if r["head"] == head]
+        rs = [r for r in runs if r["head"] == head]
         on = [r["ece"] for r in rs if (r["dataset"], r["seed"]) in sharp]
         sharp_ece = f"{np.mean(on):.3f} ({len(on)} runs)" if on else "none"
         lines.append(
@@ -118,23 +118,7 @@ def markdown(out: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args()
-    encoder = TextEncoder(cache_dir=CACHE)
-    t0 = time.perf_counter()
-    rows = []
-    for name in SETS:
-        for seed in SEEDS:
-            rows += evaluate(name, seed, encoder)
-            print(f"{name} seed {seed} done", flush=True)
-    out = {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "machine": machine(),
-        "command": " ".join(["python -m eval.cache_calibration"] + sys.argv[1:]),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "rows": rows,
-    }
-    (RESULTS / "cache_calibration.json").write_text(json.dumps(out, indent=1) + "\n")
-    (RESULTS / "cache_calibration.md").write_text(markdown(out))
-    print(markdown(out))
+    run_per_dataset(list(SETS), evaluate, "eval.cache_calibration", "cache_calibration", markdown)
 
 
 if __name__ == "__main__":
