@@ -25,7 +25,7 @@ from fewshot import (
     ZeroShotClassifier,
 )
 from fewshot.cli import main as cli
-from fewshot.encoders.image_inputs import as_image_list, image_folder, to_rgb
+from fewshot.encoders.image_inputs import as_image_list, image_folder, images_in, to_rgb
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -163,12 +163,16 @@ def test_image_folder_labels_by_subfolder(tmp_path):
         for i in range(2):
             png(tmp_path / cls / f"{i}.png", np.full((8, 8, 3), value, dtype=np.uint8))
     (tmp_path / "dog" / "readme.txt").write_text("not an image")
+    (tmp_path / "dog" / "._0.png").write_bytes(b"macOS AppleDouble metadata")  # hidden: no one's example
+    (tmp_path / "dog" / ".thumbs").mkdir()
+    png(tmp_path / "dog" / ".thumbs" / "0.png", np.zeros((8, 8, 3), dtype=np.uint8))
     (tmp_path / "dog" / "puppies").mkdir()
     png(tmp_path / "dog" / "puppies" / "p.png", np.full((8, 8, 3), 180, dtype=np.uint8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a nested folder beside the class's own images is quietly its class
         files, labels = image_folder(tmp_path)
     assert labels == ["cat", "cat", "dog", "dog", "dog"] and all(f.endswith(".png") for f in files)
+    assert not any("/." in f for f in files) and images_in(tmp_path / "dog") == files[2:]
     # a folder one level too high: its subfolders hold only class folders, so it would fit "train" vs "test"
     for split in ("train", "test"):
         for cls in ("cat", "dog"):

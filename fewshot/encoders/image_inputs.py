@@ -189,6 +189,18 @@ def image_cache_bytes(x: Any) -> bytes:
     return h.digest()
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (sorted), leaving out hidden files and folders: a ``.DS_Store`` folder's
+    thumbnails or macOS's ``._photo.jpg`` companions are no one's examples."""
+    return [
+        f
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+        and f.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in f.relative_to(folder).parts)
+    ]
+
+
 def image_folder(path: str | Path) -> tuple[list[str], list[str]]:
     """Image files under ``path`` and their labels, one subfolder per class (the torchvision ImageFolder
     layout): ``path/cat/1.jpg`` is labelled ``"cat"``. Files are sorted, so the order is stable.
@@ -203,7 +215,7 @@ def image_folder(path: str | Path) -> tuple[list[str], list[str]]:
         raise InputError(f"{path}: not a folder")
     files, labels, nested = [], [], []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        found = [f for f in sorted(sub.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        found = _image_files(sub)
         if not found:
             raise InputError(
                 f"{path}: the class folder {sub.name!r} holds no image files "
@@ -234,7 +246,7 @@ def images_in(path: str | Path) -> list[str]:
         return [str(p)]
     if not p.is_dir():
         raise InputError(f"{path}: no such file or folder")
-    files = [str(f) for f in sorted(p.rglob("*")) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [str(f) for f in _image_files(p)]
     if not files:
         raise InputError(f"{path}: no image files in this folder")
     return files
