@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -209,6 +211,7 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     [
         (["predict", "no/such/model", "x.csv"], "no saved classifier"),
         (["fit", "missing.csv", "-o", "m"], "missing.csv: no such file"),
+        (["fit", "missing/", "-o", "m"], "missing/: no such file or folder"),
         (["index", "search", "nothing-here", "query"], "no saved index"),
         (["zeroshot", "x.jsonl"], "--labels"),
         (["zeroshot", "--labels-file", ".", "x.txt"], ".: a folder, not a file"),
@@ -544,3 +547,16 @@ def test_plain_text_on_stdin_and_an_unknown_output_name_get_advice_that_works(tm
     code, _, err = run(capsys, "predict", model, queries, "-o", tmp_path / "out.parquet")
     assert code == 1 and "output format of" in err and "--format" not in err and "fewshot batch" in err
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """``fewshot zeroshot ... | head -1``: the rest of the output has nowhere to go, which is no error."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("".join(f"text number {i} about sport and politics\n" for i in range(3000)))  # > a pipe's buffer
+    cli = [sys.executable, "-m", "fewshot", "zeroshot", str(texts), "--labels", "sport,politics"]
+    proc = subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as head does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and json.loads(first)["prediction"] in ("sport", "politics")
+    assert "Broken pipe" not in err and "Traceback" not in err and "error" not in err, err

@@ -61,6 +61,9 @@ def test_bad_records_name_the_file_and_line(tmp_path):
         parse_records("\n\n", "txt", "empty.txt")
     with pytest.raises(InputError, match="more fields than the header"):
         parse_records("a,b\n1,2,3\n", "csv", "x.csv")
+    with pytest.raises(InputError, match="file.xyz: no such file or folder"):  # a typo, not a format to name
+        read_records(str(tmp_path / "file.xyz"))
+    (tmp_path / "file.xyz").write_text("a line\n")
     with pytest.raises(InputError, match="cannot tell the format"):
         read_records(str(tmp_path / "file.xyz"))
 

@@ -6,8 +6,10 @@ A bad input or path prints one line (``fewshot: error: ...``) on stderr and exit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
+import os
 import sqlite3
 import sys
 import warnings
@@ -227,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader stopped early (| head): stop quietly, as other Unix tools do
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141  # 128 + SIGPIPE, the shell's status for a writer whose reader went away
     except (FewShotError, ValueError, OSError, csv.Error, sqlite3.Error) as exc:
         print(f"fewshot: error: {exc}", file=sys.stderr)
         return 1

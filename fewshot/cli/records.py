@@ -36,6 +36,8 @@ def guess_format(path: str | None, fmt: str | None) -> str:
         return "jsonl"
     if suffix == ".txt":
         return "txt"
+    if not Path(path).exists():  # a mistyped path, not a format to name
+        raise InputError(f"{path}: no such file or folder")
     raise InputError(f"cannot tell the format of {path}; name it .csv, .jsonl or .txt, or pass --format")
 
 
