@@ -122,19 +122,26 @@ def test_word_vectors_are_computed_once_then_read_from_disk(tmp_path, monkeypatc
     assert zs.expansion_["method"] == "vocabulary" and zs.expansion_["vocabulary"] == 1296
     assert [len(w) for w in zs.expansion_["words"].values()] == [EXPANSION_WORDS] * 2
     assert zs.expansion_["words"]["abab"][0] == "abab"  # a name's nearest word is itself
-    (path,) = (tmp_path / "home" / "vocab").glob("*.npy")
+    (path,) = (tmp_path / "home" / "vocab").glob("*.npz")
     words_embedded = enc.calls
     assert words_embedded >= 1296
     monkeypatch.setattr(expansion, "_CACHE", {})  # a new process: read from the file, nothing embedded again
     again = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
     assert enc.calls - words_embedded == 14  # the label prompts (6 templates x 2) and the 2 names only
     np.testing.assert_allclose(again.head_.centroids_, zs.head_.centroids_, atol=1e-6)
-    for damage in (b"not a numpy file", b"", path.read_bytes()[:1000]):  # damaged, empty, cut short
+    whole = path.read_bytes()
+    middle = len(whole) // 2
+    changed = whole[:middle] + bytes(b ^ 0x55 for b in whole[middle : middle + 16]) + whole[middle + 16 :]
+    # damaged, empty, cut short, or the same length with bytes changed inside the vectors
+    for damage in (b"not a numpy file", b"", whole[:1000], changed):
         path.write_bytes(damage)
         monkeypatch.setattr(expansion, "_CACHE", {})
+        calls = enc.calls
         repaired = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()  # computed again and replaced
+        assert enc.calls - calls > 1296
         np.testing.assert_allclose(repaired.head_.centroids_, zs.head_.centroids_, atol=1e-6)
-    assert np.load(path, allow_pickle=False).shape == (1296, enc.dim)
+    with np.load(path, allow_pickle=False) as saved:
+        assert saved["vectors"].shape == (1296, enc.dim)
     # a cache root that cannot be written costs the embedding each time, with a warning, and fails nothing
     monkeypatch.setenv("FEWSHOT_HOME", str(path))  # a file, not a folder
     monkeypatch.setattr(expansion, "_CACHE", {})
@@ -180,7 +187,7 @@ def test_two_processes_starting_cold_embed_the_vocabulary_once(tmp_path):
     assert outs[1][-1] == outs[0][-1] == "vocabulary"
     # the first embedded the 1,296 words besides what every fit embeds; the second waited and read its file
     assert int(outs[0][-2]) - int(outs[1][-2]) == 1296
-    assert len(list((tmp_path / "home" / "vocab").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "home" / "vocab").glob("*.npz"))) == 1
 
 
 def test_a_saved_expanded_classifier_loads_with_its_label_vectors(tmp_path, monkeypatch):

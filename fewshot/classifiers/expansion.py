@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import warnings
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -152,15 +153,18 @@ def _computed_once(key: str, words: list[str], encoder: Any) -> np.ndarray:
 def _path(key: str) -> Any:
     from fewshot.encoders.derived import fewshot_home
 
-    return fewshot_home() / "vocab" / f"{key}.npy"
+    return fewshot_home() / "vocab" / f"{key}.npz"
 
 
 def _read(key: str, rows: int, dim: int) -> np.ndarray | None:
+    """The kept vectors, or None when absent or not whole: a file cut short, or one whose bytes changed
+    (their SHA-256, kept beside them, no longer matches), is computed again."""
     try:
-        W = np.load(_path(key), allow_pickle=False)
-    except (OSError, ValueError, EOFError):  # absent, unreadable, empty or damaged: computed again
+        with np.load(_path(key), allow_pickle=False) as saved:
+            W, digest = saved["vectors"], saved["sha256"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # absent, empty, cut short, not ours
         return None
-    if W.shape != (rows, dim) or W.dtype != np.float16 or not np.isfinite(W).all():
+    if W.shape != (rows, dim) or W.dtype != np.float16 or digest.tobytes() != hashlib.sha256(W.tobytes()).digest():
         return None
     return W
 
@@ -171,8 +175,10 @@ def _write(key: str, W: np.ndarray) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            np.save(f, W, allow_pickle=False)
+            digest = np.frombuffer(hashlib.sha256(W.tobytes()).digest(), dtype=np.uint8)
+            np.savez(f, vectors=W, sha256=digest)
         os.replace(tmp, path)
+        path.with_suffix(".npy").unlink(missing_ok=True)  # the unchecked form this file replaces
     except OSError as exc:  # a cache that cannot be written costs the embedding next time, nothing more
         with contextlib.suppress(OSError):
             tmp.unlink()
