@@ -804,3 +804,12 @@ def test_the_fewshot_command_runs_batch_jobs_and_builds_an_index_from_one(corpus
     assert hit.id == corpus["ids"][3] and hit.label == corpus["labels"][3] and hit.item == corpus["texts"][3]
     assert main(["batch", "embed", small, out, "--id-col", "doc"]) == 1  # other arguments: refused, one line
     assert "other arguments" in capsys.readouterr().err
+    # texts read from a column of another name and kept: each hit's item, in the library and the CLI alike
+    body = tmp_path / "body.jsonl"
+    body.write_text("".join(json.dumps({"my text": t}) + "\n" for t in corpus["texts"][:30]))
+    out = str(tmp_path / "body-vectors")
+    assert main(["batch", "embed", str(body), out, "--text-col", "my text", "--keep-cols", "my text", "--quiet"]) == 0
+    assert main(["index", "build", str(tmp_path / "ix2"), "--from-embeddings", out]) == 0
+    for index in (EmbeddingIndex.load(tmp_path / "ix2"), EmbeddingIndex.from_batch_output(out)):
+        assert index.search(corpus["texts"][4], k=1)[0].item == corpus["texts"][4]
+    assert EmbeddingIndex.from_batch_output(out, item_col=None).search(corpus["texts"][4], k=1)[0].item is None

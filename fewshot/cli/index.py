@@ -108,7 +108,7 @@ def _build_from_embeddings(a: argparse.Namespace, target: Path) -> int:
         id_col=a.id_col or "auto",
         label_col=a.label_col,
         meta_cols=meta_cols,
-        item_col=text_col if text_col in columns else None,
+        item_col="auto" if text_col == "text" else text_col,  # the default: the column the job read, if kept
     )
     if a.encoder:  # an encoder given as well: the vectors must have come from it (checked when adding)
         index = EmbeddingIndex(make_encoder(a.encoder, False), kind=a.kind, name=target.name)

@@ -245,7 +245,7 @@ class EmbeddingIndex:
         id_col: str | None = "auto",
         label_col: str | None = None,
         meta_cols: list[str] | tuple[str, ...] = (),
-        item_col: str | None = None,
+        item_col: str | None = "auto",
         batch_rows: int = 50_000,
     ) -> int:
         """Add the vectors a batch ``embed`` job wrote (:func:`fewshot.batch.embed`), encoding nothing again;
@@ -261,7 +261,9 @@ class EmbeddingIndex:
             as the field ``source_id``: ``id`` in a filter is the item's own id); a column name; or None to
             number the items.
         label_col, meta_cols, item_col : output columns (kept from the input with ``keep_cols``) to store as
-            the label, as metadata fields (``id`` as ``source_id``), and as the item's text.
+            the label, as metadata fields (``id`` as ``source_id``), and as the item's text. ``item_col="auto"``
+            is the column the job read its texts from, when it kept it (else one called ``text``, else none);
+            None stores no text.
         batch_rows : rows added at a time (memory stays bounded by it).
 
         For ``kind="auto"`` the structure is chosen for the size the index will have, and an IVF-PQ

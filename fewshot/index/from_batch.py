@@ -55,6 +55,15 @@ def describe_output(path: str | Path) -> tuple[list[Path], dict[str, Any], int]:
     return shards, first, rows
 
 
+def text_column(path: str | Path, names: list[str]) -> str | None:
+    """The column of an embed output (``names``) that holds the texts (or image paths) the job read: the job's
+    own text column when it kept it (``keep_cols``), else one called ``text``; None when neither was kept."""
+    from fewshot.batch.output import read_run_manifest
+
+    recorded = (((read_run_manifest(path) or {}).get("job") or {}).get("columns") or {}).get("text")
+    return next((c for c in (recorded, "text") if c and c in names), None)
+
+
 def check_encoder(index: EmbeddingIndex, identity: dict[str, Any], where: str) -> None:
     """Refuse vectors made by another encoder than the index's."""
     if index.encoder is None:
@@ -110,7 +119,7 @@ def add_batch_output(
     id_col: str | None = "auto",
     label_col: str | None = None,
     meta_cols: list[str] | tuple[str, ...] = (),
-    item_col: str | None = None,
+    item_col: str | None = "auto",
     batch_rows: int = 50_000,
 ) -> int:
     """See :meth:`fewshot.index.EmbeddingIndex.add_batch_output`."""
@@ -123,6 +132,8 @@ def add_batch_output(
     shards, desc, total = describe_output(path)
     check_encoder(index, desc["encoder"], str(path))
     names = pq.read_schema(shards[0]).names
+    if item_col == "auto":
+        item_col = text_column(path, names)
     wanted = [c for c in (label_col, item_col, *meta_cols) if c]
     missing = [c for c in wanted if c not in names]
     if missing:
