@@ -459,6 +459,11 @@ def test_bad_input_is_reported_with_file_and_record(tmp_path, model_dir):
         batch.embed(tmp_path / "in", tmp_path / "o9", actors=4, cpus_per_actor=1, progress=None)
     with pytest.raises(InputError, match="no such folder"):
         batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "nomodel", progress=None)
+    (tmp_path / "train.csv").write_text("text,label\n")
+    with pytest.raises(InputError, match="train.csv: a file, not a folder"):
+        batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "train.csv", progress=None)
+    with pytest.raises(InputError, match="or zero-shot labels .--labels., one of them; both were given"):
+        batch.predict(tmp_path / "in", tmp_path / "o10", model=tmp_path / "nomodel", labels=["a"], progress=None)
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(InputError, match="not a saved model"):  # refused once the output folder was locked
         batch.predict(tmp_path / "in", tmp_path / "o11", model=tmp_path / "notamodel", progress=None)

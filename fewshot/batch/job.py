@@ -63,7 +63,10 @@ class BatchJob:
         if self.task not in TASKS:
             raise InputError(f"unknown batch task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.task == "predict" and (self.model is None) == (self.labels is None):
-            raise InputError("predict needs a saved model (--model DIR) or zero-shot labels (--labels), one of them")
+            given = "both were given" if self.model is not None else "neither was given"
+            raise InputError(
+                f"predict needs a saved model (--model DIR) or zero-shot labels (--labels), one of them; {given}"
+            )
         if self.task == "tag" and self.labels is None:
             raise InputError("tag needs labels (--labels 'a,b,c' or --labels-file FILE)")
         if self.task != "predict" and self.model is not None:
@@ -96,7 +99,8 @@ class BatchJob:
             if value is not None and not isinstance(value, str):
                 object.__setattr__(self, name, _as_json(value, name))
         if self.model is not None and not Path(self.model).is_dir():
-            raise InputError(f"--model {self.model}: no such folder (give a folder written by 'fewshot fit')")
+            what = "a file, not a folder" if Path(self.model).exists() else "no such folder"
+            raise InputError(f"--model {self.model}: {what} (give a folder written by 'fewshot fit')")
         for name in (self.columns.text, self.columns.id, *self.columns.keep):
             if name is not None and (not isinstance(name, str) or not name or name.startswith("__")):
                 raise InputError(f"column name {name!r} is not usable (empty, or starting with '__')")
