@@ -190,8 +190,8 @@ def image_cache_bytes(x: Any) -> bytes:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (sorted), leaving out hidden files and folders: a ``.DS_Store`` folder's
-    thumbnails or macOS's ``._photo.jpg`` companions are no one's examples."""
+    """The image files under ``folder`` (sorted), leaving out hidden files and folders: a ``.thumbnails``
+    folder's pictures or macOS's ``._photo.jpg`` companions are no one's examples."""
     return [
         f
         for f in sorted(folder.rglob("*"))
