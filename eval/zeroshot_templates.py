@@ -218,6 +218,7 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
     Vd = _unit(np.asarray(default.head_.centroids_, dtype=np.float32))
     if not np.allclose(E @ Vd.T, default.head_.class_scores(E), atol=1e-4):
         raise AssertionError("the default's label vectors here are not the classifier's")
+    # the library's own word vectors (float16, as the default uses them), not the grid's float32 W above
     Wv = xp.word_vectors(encoder)[1].astype(np.float32)
     Qd = Q
     if default.expansion_["method"] != "none":  # each template's vectors widened as the default widens the mean
