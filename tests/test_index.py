@@ -154,6 +154,15 @@ def test_bad_inputs_are_refused_with_their_reason(kind):
         index.search(X[0], k=0)
     with pytest.raises(InputError, match="no encoder"):
         index.search("a text query")
+    Z = X[:3].copy()
+    Z[1] = 0
+    with pytest.raises(InputError, match="embeddings: row 1 is all zeros"):
+        index.add_embeddings(Z)
+    with pytest.raises(InputError, match="queries: the vector is all zeros"):
+        index.search(np.zeros(32, np.float32))
+    with pytest.raises(InputError, match="queries: row 1 is all zeros"):
+        index.batch_search(Z)
+    assert len(index) == 20  # the refused add stored nothing
 
 
 def test_a_batch_that_fails_midway_is_not_half_added(kind, monkeypatch):

@@ -37,6 +37,17 @@ from fewshot.storage import FolderLock, read_bundle, read_manifest, write_bundle
 from fewshot.storage.bundle import check_target
 
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
+
+
+def _unit_rows(E: Any, dim: int, what: str, allow_1d: bool = False) -> np.ndarray:
+    """``E`` checked (:func:`as_embeddings`) and L2-normalised; an all-zero row, which has no direction to
+    compare by and would score 0 against everything, is refused by its place."""
+    E = as_embeddings(E, dim=dim, what=what, allow_1d=allow_1d)
+    zero = np.flatnonzero(~E.any(axis=1))
+    if len(zero):
+        where = f"row {zero[0]}" if len(E) > 1 else "the vector"
+        raise InputError(f"{what}: {where} is all zeros, which has no direction to compare by")
+    return l2_normalize(E)
 FILES = ("index.faiss", "meta.sqlite", "positions.npy")  # positions.npy: the row order of IVF-PQ vectors on disk
 OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
 MAX_ID = 2**63 - 1  # the largest id SQLite and FAISS hold
@@ -192,7 +203,7 @@ class EmbeddingIndex:
         items: list[str | None] | None = None,
     ) -> np.ndarray:
         """Store precomputed vectors of shape (n, dim); they are L2-normalised. Return their ids."""
-        E = l2_normalize(as_embeddings(embeddings, dim=self.dim))
+        E = _unit_rows(embeddings, self.dim, "embeddings")
         with self._lock.write():
             records, rows_meta, rows_label, ids_arr = self._prepare_rows(len(E), ids, labels, metadata, items)
             if self._durable is not None:  # on disk before anything changes in memory
@@ -513,7 +524,7 @@ class EmbeddingIndex:
         with -inf / -1 where fewer items match."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        Q = l2_normalize(as_embeddings(queries, dim=self.dim, what="queries", allow_1d=True))
+        Q = _unit_rows(queries, self.dim, "queries", allow_1d=True)
         with self._lock.read():
             n = len(self)
             k = min(int(k), max(1, n))  # a k past the index's size would only allocate padding
