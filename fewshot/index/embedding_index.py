@@ -48,6 +48,8 @@ def _unit_rows(E: Any, dim: int, what: str, allow_1d: bool = False) -> np.ndarra
         where = f"row {zero[0]}" if len(E) > 1 else "the vector"
         raise InputError(f"{what}: {where} is all zeros, which has no direction to compare by")
     return l2_normalize(E)
+
+
 FILES = ("index.faiss", "meta.sqlite", "positions.npy")  # positions.npy: the row order of IVF-PQ vectors on disk
 OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
 MAX_ID = 2**63 - 1  # the largest id SQLite and FAISS hold
