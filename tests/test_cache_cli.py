@@ -110,9 +110,9 @@ def test_prune_removes_what_was_not_used_for_the_given_days(home, capsys):
     recent = add(home, "onnx", f"{h('new')}-int8-v1.2", 100, days_unused=3)
     stale_static = add(home, "static", f"{h('stale')}-pca256-v1", 100, days_unused=31)
     code, out, _ = run(capsys, "cache", "prune", "--dry-run")  # default: 30 days
-    assert code == 0 and "would remove 2 folder(s)" in out and old.exists() and stale_static.exists()
+    assert code == 0 and "would remove 2 item(s)" in out and old.exists() and stale_static.exists()
     code, out, _ = run(capsys, "cache", "prune")
-    assert code == 0 and "removed 2 folder(s)" in out
+    assert code == 0 and "removed 2 item(s)" in out
     assert not old.exists() and not stale_static.exists() and recent.exists()
     assert [e.path for e in cache_entries()] == [recent]  # nothing set aside is left behind
     code, out, _ = run(capsys, "cache", "prune", "--older-than", "0")
@@ -131,7 +131,7 @@ def test_folders_the_cache_did_not_make_are_neither_listed_nor_pruned(home, caps
     ours = add(home, "onnx", f"{h('old')}-int8-v1.2", 10, days_unused=90)
     assert [e.path for e in cache_entries()] == [ours]
     code, out, _ = run(capsys, "cache", "prune", "--older-than", "0")
-    assert code == 0 and "removed 1 folder(s)" in out and not ours.exists()
+    assert code == 0 and "removed 1 item(s)" in out and not ours.exists()
     assert (mine / "model.safetensors").read_bytes() == b"weights" and notes.is_dir()
 
 

@@ -4,9 +4,11 @@ vectors, when it is left out, its on-disk cache, and its effect with the real Mi
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,40 @@ if sys.argv[2] == "second":
 zs = ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
 print(enc.calls, zs.expansion_["method"])
 """
+
+
+def test_the_word_vector_files_are_listed_and_pruned_with_the_cached_models(tmp_path, monkeypatch, capsys):
+    from fewshot.cli import main
+    from fewshot.encoders.derived import cache_entries
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("FEWSHOT_HOME", str(home))
+    monkeypatch.setattr(expansion, "_CACHE", {})
+    enc = VocabularyEncoder()
+    ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
+    (path,) = (home / "vocab").glob("*.npz")
+    killed = path.with_name(f".{path.name}.4242.1.tmp")  # a write cut off by a killed process
+    killed.write_bytes(b"half")
+    past = time.time() - 60 * 86400
+    for p in (path, killed):
+        os.utime(p, (past, past))
+    assert main(["cache", "info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    kinds = {e["path"]: (e["kind"], e["size_bytes"], e.get("temporary", False)) for e in info["entries"]}
+    assert kinds == {str(killed): ("vocab", 4, True), str(path): ("vocab", path.stat().st_size, False)}
+    monkeypatch.setattr(expansion, "_CACHE", {})  # a new process reads the file: that counts as a use
+    ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
+    assert time.time() - path.stat().st_mtime < 60
+    assert main(["cache", "prune"]) == 0  # unused for 30 days: only the killed write's leftover
+    assert "removed 1 item(s)" in capsys.readouterr().out and path.exists() and not killed.exists()
+    os.utime(path, (past, past))
+    assert main(["cache", "prune"]) == 0
+    assert "removed 1 item(s)" in capsys.readouterr().out and not path.exists()
+    assert cache_entries() == []
+    monkeypatch.setattr(expansion, "_CACHE", {})  # pruned: computed again when next used
+    calls = enc.calls
+    ZeroShotClassifier(["abab", "cdcd"], encoder=enc).fit()
+    assert enc.calls - calls > 1296 and path.exists()
 
 
 def test_two_processes_starting_cold_embed_the_vocabulary_once(tmp_path):

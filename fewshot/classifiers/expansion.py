@@ -166,6 +166,9 @@ def _read(key: str, rows: int, dim: int) -> np.ndarray | None:
         return None
     if W.shape != (rows, dim) or W.dtype != np.float16 or digest.tobytes() != hashlib.sha256(W.tobytes()).digest():
         return None
+    from fewshot.encoders.derived import mark_used
+
+    mark_used(_path(key))  # so that `fewshot cache prune` keeps the files in use
     return W
 
 

@@ -23,13 +23,14 @@ def register(subparsers: Any) -> None:
     """Add ``fewshot cache info`` and ``fewshot cache prune`` to the command line."""
     cp = subparsers.add_parser(
         "cache",
-        help="list or prune the cached ONNX exports and static models under $FEWSHOT_HOME",
-        description="ONNX exports (a tuned body's included) and distilled static models are built on first use "
-        "and cached under $FEWSHOT_HOME (default ~/.cache/fewshot); nothing removes them but 'prune'. A pruned "
-        "model is built again when next used.",
+        help="list or prune the cached ONNX exports, static models and word vectors under $FEWSHOT_HOME",
+        description="ONNX exports (a tuned body's included), distilled static models and the zero-shot label "
+        "expansion's word vectors (one file an encoder) are made on first use and cached under $FEWSHOT_HOME "
+        "(default ~/.cache/fewshot); nothing removes them but 'prune'. What is pruned is made again when next "
+        "used.",
     )
     csub = cp.add_subparsers(required=True)
-    sp = csub.add_parser("info", help="each cached model: kind, size, last use (JSON)")
+    sp = csub.add_parser("info", help="each cached model or word-vector file: kind, size, last use (JSON)")
     sp.set_defaults(func=cmd_cache_info)
     sp = csub.add_parser("prune", help="remove cached models not used for a while, and killed builds' leftovers")
     sp.add_argument(
@@ -62,6 +63,6 @@ def cmd_cache_prune(a: argparse.Namespace) -> int:
     removed = prune(a.older_than, dry_run=a.dry_run)
     verb = "would remove" if a.dry_run else "removed"
     for e in removed:
-        print(f"{verb} {e.path} ({e.size / 1e6:.1f} MB{', a killed build' if e.temporary else ''})")
-    print(f"{verb} {len(removed)} folder(s), {sum(e.size for e in removed) / 1e6:.1f} MB")
+        print(f"{verb} {e.path} ({e.size / 1e6:.1f} MB{', left by a killed process' if e.temporary else ''})")
+    print(f"{verb} {len(removed)} item(s), {sum(e.size for e in removed) / 1e6:.1f} MB")
     return 0

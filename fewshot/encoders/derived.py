@@ -231,6 +231,10 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
 
 # -- what the cache holds, and pruning it ------------------------------------------------------------
 KINDS = ("onnx", "static")  # the derived-model folders under the cache root
+# the zero-shot label expansion's word vectors, one file an encoder (fewshot.classifiers.expansion), and the
+# temporary file a process writes one through
+VOCAB_NAME = re.compile(r"[0-9a-f]{20}-[0-9a-f]{12}\.npz")
+VOCAB_TEMPORARY = re.compile(r"\.([0-9a-f]{20}-[0-9a-f]{12}\.npz)\.\d+\.\d+\.tmp")
 # how this cache names a derived model: the source weights' SHA-256, a variant, a format version and, for
 # int8 exports, the recipe ("<sha>-int8-v1.2"); any other folder there is the user's and is never touched
 CACHE_NAME = re.compile(r"[0-9a-f]{64}-[a-z0-9]+-v\d+(\.[a-z0-9]+)?")
@@ -279,10 +283,11 @@ def _manifest_json(folder: Path) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One folder of the cache: a derived model, or the temporary folder of a build."""
+    """One folder of the cache (a derived model, or the temporary folder of a build), or one file of word
+    vectors (kind "vocab") or its temporary file."""
 
     path: Path
-    kind: str  # "onnx" or "static"
+    kind: str  # "onnx", "static" or "vocab"
     size: int  # bytes of its files
     used: float  # when a process last opened it (or, for a temporary folder, last wrote it): a POSIX time
     temporary: bool  # a build's temporary folder, left by a process killed while building
@@ -290,7 +295,10 @@ class CacheEntry:
 
     @property
     def target(self) -> str:
-        """The name of the derived-model folder this one is (or was being built as)."""
+        """The name of the derived-model folder (or word-vector file) this one is (or was being built as)."""
+        if self.kind == "vocab":
+            found = VOCAB_TEMPORARY.fullmatch(self.path.name)
+            return found.group(1) if found else self.path.name
         return _target_of(self.path.name) if self.temporary else self.path.name
 
     def describe(self) -> dict[str, Any]:
@@ -303,6 +311,8 @@ class CacheEntry:
         }
         if self.temporary:
             out["temporary"] = True
+        elif self.kind == "vocab":
+            out["holds"] = "word vectors of the zero-shot label expansion"
         elif self.manifest is None:
             out["damaged"] = True
         else:
@@ -357,6 +367,16 @@ def cache_entries(home: Path | None = None) -> list[CacheEntry]:
                 continue
             manifest = None if temporary else _manifest_json(folder)
             entries.append(CacheEntry(folder, kind, _size(folder), used, temporary, manifest))
+    if (home / "vocab").is_dir():
+        for file in (home / "vocab").iterdir():
+            temporary = VOCAB_TEMPORARY.fullmatch(file.name) is not None
+            if not (temporary or VOCAB_NAME.fullmatch(file.name)) or file.is_symlink():
+                continue
+            try:
+                st = file.stat()
+            except OSError:  # removed meanwhile
+                continue
+            entries.append(CacheEntry(file, "vocab", st.st_size, st.st_mtime, temporary, None))
     return sorted(entries, key=lambda e: e.used)
 
 
@@ -368,6 +388,16 @@ def remove_entry(entry: CacheEntry, unused_since: float = math.inf, dry_run: boo
     from fewshot.errors import LockTimeoutError
     from fewshot.storage.lock import FolderLock
 
+    if entry.kind == "vocab":  # a file, written whole in one step under its folder's lock
+        try:
+            with FolderLock(entry.path.parent, timeout=0):
+                if entry.path.stat().st_mtime > unused_since:
+                    return False
+                if not dry_run:
+                    entry.path.unlink()
+        except (LockTimeoutError, FileNotFoundError):
+            return False
+        return True
     lock_folder = entry.path.parent / ".locks" / entry.target
     try:
         with FolderLock(lock_folder, timeout=0):
