@@ -176,6 +176,27 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _damage(folder: Path) -> str:
+    """What keeps :func:`read_manifest` from accepting ``folder``, in words."""
+    try:
+        files = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return "no manifest.json"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"manifest.json unreadable: {exc}"
+    for name, meta in files.items():
+        try:
+            if (folder / name).stat().st_size != meta["size"]:
+                return f"{name} is not the size its manifest records"
+            if sha256_file(folder / name) != meta["sha256"]:
+                return f"{name} no longer matches its manifest's SHA-256"
+        except FileNotFoundError:
+            return f"{name} is missing"
+        except (OSError, KeyError, TypeError) as exc:
+            return f"{name}: {exc}"
+    return "it changed while it was read"
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """Write ``manifest.json`` into ``folder`` with the size and SHA-256 of each of ``files``."""
     manifest = {
@@ -209,6 +230,9 @@ def cached_build(target: Path, build: Callable[[Path], None]) -> dict[str, Any]:
             return manifest
         with cache_writes(target):
             if target.exists():  # damaged: set aside (only a folder this cache made), then build anew
+                from fewshot.errors import warn_user
+
+                warn_user(f"the cached model {target} is damaged ({_damage(target)}); building it again")
                 trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.damaged-"))
                 os.replace(target, trash / "old")
                 shutil.rmtree(trash, ignore_errors=True)
