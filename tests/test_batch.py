@@ -809,6 +809,22 @@ def test_the_fewshot_command_runs_batch_jobs_and_builds_an_index_from_one(corpus
     assert hit.id == corpus["ids"][3] and hit.label == corpus["labels"][3] and hit.item == corpus["texts"][3]
     assert main(["batch", "embed", small, out, "--id-col", "doc"]) == 1  # other arguments: refused, one line
     assert "other arguments" in capsys.readouterr().err
+    # a second job's vectors added to the index: row numbers (the job read no ids) are numbered after its own
+    more = str(tmp_path / "more-vectors")
+    assert main(["batch", "embed", str(corpus["input"] / "b.csv"), more, "--keep-cols", "topic,text", "--quiet"]) == 0
+    assert main(["index", "add", str(tmp_path / "ix"), "--from-embeddings", more, "--label-col", "topic"]) == 0
+    assert "added 100 vectors" in capsys.readouterr().err
+    index = EmbeddingIndex.load(tmp_path / "ix")
+    hit = index.search(corpus["texts"][150], k=1)[0]
+    assert len(index) == 200 and hit.id == max(corpus["ids"][:100]) + 51 and hit.item == corpus["texts"][150]
+    assert hit.label == corpus["labels"][150]
+    # the first job's own ids again: refused whole, nothing added; a data file beside it is one input too many
+    assert main(["index", "add", str(tmp_path / "ix"), "--from-embeddings", out]) == 1
+    assert "ids already in the index" in capsys.readouterr().err and len(EmbeddingIndex.load(tmp_path / "ix")) == 200
+    assert main(["index", "add", str(tmp_path / "ix"), small, "--from-embeddings", more]) == 1
+    assert "either a data file or --from-embeddings" in capsys.readouterr().err
+    assert main(["index", "add", str(tmp_path / "ix")]) == 1
+    assert "index add takes a data file" in capsys.readouterr().err
     # texts read from a column of another name and kept: each hit's item, in the library and the CLI alike
     body = tmp_path / "body.jsonl"
     body.write_text("".join(json.dumps({"my text": t}) + "\n" for t in corpus["texts"][:30]))

@@ -171,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     ]:
         sp = isub.add_parser(name, help=helptext)
         sp.add_argument("name", help="index name (saved under indexes/NAME) or a folder path")
-        data_args(sp, label=False, data_needed=name != "build")
-        if name == "build":  # the data file may give way to a batch job's vectors
-            sp.add_argument(
-                "--from-embeddings",
-                metavar="OUTPUT",
-                help="the output folder of 'fewshot batch embed': index its vectors without encoding again "
-                "(the encoder recorded there must match --encoder when both are given)",
-            )
+        data_args(sp, label=False, data_needed=False)
+        sp.add_argument(  # in place of the data file: a batch job's vectors
+            "--from-embeddings",
+            metavar="OUTPUT",
+            help="the output folder of 'fewshot batch embed': index its vectors without encoding again (the "
+            "encoder recorded there must be "
+            + ("--encoder's when both are given)" if name == "build" else "the index's)"),
+        )
         sp.add_argument("--label-col", help="column holding a label to store and filter on")
         sp.add_argument("--id-col", help="column holding integer ids (default: numbered automatically)")
         sp.add_argument("--meta-cols", help="comma-separated columns to keep as metadata")

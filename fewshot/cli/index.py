@@ -94,22 +94,7 @@ def _build_from_embeddings(a: argparse.Namespace, target: Path) -> int:
     """``index build NAME --from-embeddings OUTPUT``: the vectors of a batch embed job, not encoded again."""
     from fewshot.index import EmbeddingIndex
 
-    if getattr(a, "data", None) not in (None, "-"):
-        raise InputError("give either a data file or --from-embeddings, not both")
-    meta_cols = [c for c in (a.meta_cols or "").split(",") if c]
-    text_col = getattr(a, "text_col", None)
-    columns = _output_columns(a.from_embeddings)
-    if text_col not in columns and text_col != "text":  # the default is kept only when the job kept it
-        raise InputError(
-            f"--text-col {text_col}: {a.from_embeddings} has no such column (columns: {', '.join(columns)}); keep "
-            "it in the embed job with --keep-cols"
-        )
-    options = dict(
-        id_col=a.id_col or "auto",
-        label_col=a.label_col,
-        meta_cols=meta_cols,
-        item_col="auto" if text_col == "text" else text_col,  # the default: the column the job read, if kept
-    )
+    options = _embedding_options(a)
     if a.encoder:  # an encoder given as well: the vectors must have come from it (checked when adding)
         index = EmbeddingIndex(make_encoder(a.encoder, False), kind=a.kind, name=target.name)
         index.add_batch_output(a.from_embeddings, **options)
@@ -119,6 +104,25 @@ def _build_from_embeddings(a: argparse.Namespace, target: Path) -> int:
     index.save(target, overwrite=a.overwrite)
     print(f"indexed {added} vectors from {a.from_embeddings} ({index.structure}) -> {target}", file=sys.stderr)
     return 0
+
+
+def _embedding_options(a: argparse.Namespace) -> dict[str, Any]:
+    """:meth:`~fewshot.index.EmbeddingIndex.add_batch_output`'s options from ``--from-embeddings``' command."""
+    if getattr(a, "data", None) not in (None, "-"):
+        raise InputError("give either a data file or --from-embeddings, not both")
+    text_col = getattr(a, "text_col", None)
+    columns = _output_columns(a.from_embeddings)
+    if text_col not in columns and text_col != "text":  # the default is kept only when the job kept it
+        raise InputError(
+            f"--text-col {text_col}: {a.from_embeddings} has no such column (columns: {', '.join(columns)}); keep "
+            "it in the embed job with --keep-cols"
+        )
+    return dict(
+        id_col=a.id_col or "auto",
+        label_col=a.label_col,
+        meta_cols=[c for c in (a.meta_cols or "").split(",") if c],
+        item_col="auto" if text_col == "text" else text_col,  # the default: the column the job read, if kept
+    )
 
 
 def _output_columns(path: str) -> list[str]:
@@ -138,6 +142,15 @@ def cmd_index_add(a: argparse.Namespace) -> int:
     target = resolve_index_path(a.name)
     encoder = EmbeddingIndex.load(target).encoder  # the index's own encoder, checked against its weights
     check_target(target, "index", FILES + OWNED)  # a folder the add cannot be saved in: before any encoding
+    if a.from_embeddings:
+        options = _embedding_options(a)
+        with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
+            added = index.add_batch_output(a.from_embeddings, **options)
+            count = len(index)
+        print(f"added {added} vectors from {a.from_embeddings}; {count} in {target}", file=sys.stderr)
+        return 0
+    if a.data is None:
+        raise InputError("index add takes a data file (or --from-embeddings OUTPUT, a batch embed job's folder)")
     if encoder is None:
         raise InputError(f"the index at {target} holds raw vectors with no encoder; records cannot be added")
     check_images_readable(a.data, encoder, f"the index at {target}")

@@ -269,10 +269,11 @@ class EmbeddingIndex:
         path : the job's output folder. Its encoder (recorded in every shard) must be this index's
             (:class:`~fewshot.errors.EncoderMismatchError` otherwise); an index of raw vectors with no
             encoder takes vectors of its dimension.
-        id_col : ``"auto"`` uses the output's id column (the input's ids, or row numbers) when it holds
-            integers, and otherwise numbers the items and keeps the ids as metadata (a column called ``id``
-            as the field ``source_id``: ``id`` in a filter is the item's own id); a column name; or None to
-            number the items.
+        id_col : ``"auto"`` uses the output's id column when it holds integers: the input's ids, or, for
+            a job that read none, its row numbers in an empty index (added to an index that holds items,
+            they are numbered after its largest id). Text ids are kept as metadata and the items numbered
+            (a column called ``id`` as the field ``source_id``: ``id`` in a filter is the item's own id). A
+            column name; or None to number the items.
         label_col, meta_cols, item_col : output columns (kept from the input with ``keep_cols``) to store as
             the label, as metadata fields (``id`` as ``source_id``), and as the item's text. ``item_col="auto"``
             is the column the job read its texts from, when it kept it (else one called ``text``, else none);

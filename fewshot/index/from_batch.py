@@ -143,8 +143,8 @@ def add_batch_output(
         )
     own_ids = desc["id_column"]
     use_ids = None
-    if id_col == "auto":
-        use_ids = own_ids
+    if id_col == "auto":  # row numbers are ids only in an empty index: else they would clash with its own
+        use_ids = None if desc.get("row_numbers") and len(index) else own_ids
     elif id_col is not None:
         if id_col not in names:
             raise InputError(f"{path} has no column {id_col!r} (columns: {', '.join(names)})")
