@@ -307,6 +307,31 @@ def test_cache_adapter_uses_label_names_and_round_trips(tmp_path, text_encoder, 
     assert list(clf.prior_.classes_) == list(clf.classes_) and clf.predict_proba(Xt[:3]).shape == (3, 5)
 
 
+def test_a_save_over_another_model_is_refused_unless_asked_for(tmp_path, fake_encoder):
+    from fewshot.errors import ConcurrentWriteError, SaveExistsError
+
+    first = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "fast car"], ["fruit", "vehicle"])
+    other = FewShotClassifier(encoder=fake_encoder).fit(["a", "b", "c"], ["x", "y", "z"])
+    first.save(tmp_path / "m")
+    with pytest.raises(SaveExistsError, match=r"already holds a saved classifier \(2 classes, .*overwrite=True"):
+        other.save(tmp_path / "m")
+    assert FewShotClassifier.load(tmp_path / "m", encoder=fake_encoder).classes_.tolist() == ["fruit", "vehicle"]
+    first.save(tmp_path / "m")  # its own save again: allowed
+    loaded = FewShotClassifier.load(tmp_path / "m", encoder=fake_encoder)
+    loaded.add_examples(["green pear"], ["fruit"])
+    loaded.save(tmp_path / "m")  # a load-modify-save: allowed
+    other.save(tmp_path / "m", overwrite=True)
+    assert FewShotClassifier.load(tmp_path / "m", encoder=fake_encoder).classes_.tolist() == ["x", "y", "z"]
+    with pytest.raises(ConcurrentWriteError, match="after this classifier was loaded from or saved to it"):
+        first.save(tmp_path / "m")  # overtaken since it saved there
+    zs = ZeroShotClassifier(["sport", "politics"], encoder=fake_encoder).fit()
+    with pytest.raises(InputError, match="cannot save a zeroshot to .*: it holds a saved classifier"):
+        zs.save(tmp_path / "m")  # a model of another kind: refused whatever overwrite says
+    zs.save(tmp_path / "z")
+    with pytest.raises(SaveExistsError, match=r"already holds a saved zeroshot \(2 classes"):
+        ZeroShotClassifier(["a", "b"], encoder=fake_encoder).fit().save(tmp_path / "z")
+
+
 def test_auto_head_chooses_on_the_support_and_saves_its_reasons(tmp_path, text_encoder, ag_news):
     X, y, Xt, yt = ag_news
     clf = FewShotClassifier(encoder=text_encoder, head="auto").fit(X, y)

@@ -47,6 +47,10 @@ def test_fit_then_predict_csv_and_jsonl_stdin(tmp_path, train_csv, capsys, monke
     model = tmp_path / "model"
     code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)
     assert code == 0 and "2 classes" in err
+    code, _, err = run(capsys, "fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model)
+    assert code == 1 and f"a model is already saved at {model}; give --overwrite" in err  # before any encoding
+    args = ["fit", train_csv, "--text-col", "message", "--label-col", "intent", "-o", model, "--overwrite"]
+    assert run(capsys, *args)[0] == 0
     queries = tmp_path / "q.csv"
     queries.write_text("message\nmoney was taken twice from my card\nthe program freezes on start\n")
     code, out, _ = run(capsys, "predict", model, queries, "--text-col", "message")

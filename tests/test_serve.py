@@ -129,7 +129,7 @@ def test_abstention_is_a_null_label_and_a_changed_save_is_reloaded(serve, agnews
     assert all(p["label"] is None for p in preds)  # no cosine reaches 0.99
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
     # another writer (the library, the CLI) replaces the model on disk: the server serves the new one
-    FewShotClassifier().fit(Xtr, ytr).save(tmp_path / "root" / "models" / "strict")
+    FewShotClassifier().fit(Xtr, ytr).save(tmp_path / "root" / "models" / "strict", overwrite=True)
     preds = client.post("/v1/models/strict/predict", json={"inputs": Xte[:5]}).json()["predictions"]
     assert all(p["label"] is not None for p in preds)
 

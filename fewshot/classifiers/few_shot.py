@@ -544,11 +544,14 @@ class FewShotClassifier(CalibratedClassifier):
         return super()._log_proba(S)
 
     # -- persistence --------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save to a folder (JSON manifest + numpy arrays, no pickle), atomically.
 
         Saving over the folder this classifier was loaded from (or last saved to) is refused if another
-        writer has saved there since (:class:`~fewshot.errors.ConcurrentWriteError`): no update is lost.
+        writer has saved there since (:class:`~fewshot.errors.ConcurrentWriteError`): no update is lost. A
+        folder that holds another saved model (one this classifier neither came from nor saved to) is
+        replaced only with ``overwrite=True`` (otherwise :class:`~fewshot.errors.SaveExistsError`, checked
+        under the folder's lock).
         """
         with self._rw.read():
             head = self._fitted_head()
@@ -579,7 +582,14 @@ class FewShotClassifier(CalibratedClassifier):
                 }
                 arrays.update({PRIOR + k: v for k, v in prior_arrays.items()})
             manifest = save_model(
-                path, "classifier", self.encoder_, head, extra, arrays, expect_save_id=_expected(self, path)
+                path,
+                "classifier",
+                self.encoder_,
+                head,
+                extra,
+                arrays,
+                expect_save_id=_expected(self, path),
+                overwrite=overwrite,
             )
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         return Path(path)

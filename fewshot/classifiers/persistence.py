@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.encoders import Encoder, TextEncoder, check_same_encoder, encoder_from_identity
-from fewshot.errors import CorruptFileError, FewShotError
+from fewshot.errors import CorruptFileError, FewShotError, SaveExistsError
 from fewshot.heads import BaseHead, head_from_state
 from fewshot.storage import read_bundle, write_bundle
 
@@ -27,8 +27,13 @@ def save_model(
     extra: dict[str, Any],
     arrays: dict[str, np.ndarray] | None = None,
     expect_save_id: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write a classifier bundle; ``arrays`` are extra named arrays beside the head's. Returns the manifest."""
+    """Write a classifier bundle; ``arrays`` are extra named arrays beside the head's. Returns the manifest.
+
+    ``expect_save_id``: the save this classifier last saw in ``path`` (loaded from or saved there), which
+    must still be there (:class:`~fewshot.errors.ConcurrentWriteError`); None, for a folder it never saw:
+    a save of another model there is replaced only with ``overwrite`` (:class:`SaveExistsError`)."""
     config, head_arrays = head.get_state()
     all_arrays = {**head_arrays, **(arrays or {})}
     meta = {"encoder": encoder.identity, "head": config, **extra}
@@ -45,7 +50,18 @@ def save_model(
 
         state = {k: v.detach().cpu().contiguous() for k, v in encoder.model.state_dict().items()}
         files[BODY] = lambda p: save_file(state, str(p))
-    return write_bundle(path, bundle_type, meta, files, expect_save_id=expect_save_id)
+
+    def refuse(old: dict[str, Any]) -> str | None:  # under the folder's lock, so two new saves cannot race
+        if expect_save_id is not None or overwrite:
+            return None
+        classes = old.get("head", {}).get("classes") if isinstance(old.get("head"), dict) else None
+        what = f"{len(classes)} classes, " if isinstance(classes, list) else ""
+        raise SaveExistsError(
+            f"{path} already holds a saved {bundle_type} ({what}saved {old.get('created', '?')}) that this one was "
+            "neither loaded from nor saved to; load that one to change it, or save with overwrite=True to replace it"
+        )
+
+    return write_bundle(path, bundle_type, meta, files, expect_save_id=expect_save_id, still_current=refuse)
 
 
 def untuned_start(encoder: Any) -> Any:

@@ -377,8 +377,11 @@ class ZeroShotClassifier(CalibratedClassifier):
         return looks_ordinary(top, z, near)
 
     # -- persistence --------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        """Save the label vectors, any corpus adaptation and the settings to a folder (no pickle), atomically."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Save the label vectors, any corpus adaptation and the settings to a folder (no pickle), atomically.
+
+        As :meth:`FewShotClassifier.save <fewshot.FewShotClassifier.save>`: another model saved there is
+        replaced only with ``overwrite=True``."""
         from fewshot.classifiers.few_shot import _expected
 
         head = self._fitted_head()
@@ -412,7 +415,14 @@ class ZeroShotClassifier(CalibratedClassifier):
                 if self.shift_ is not None:
                     more[SHIFT] = self.shift_
             manifest = save_model(
-                path, "zeroshot", self.encoder_, head, extra, more, expect_save_id=_expected(self, path)
+                path,
+                "zeroshot",
+                self.encoder_,
+                head,
+                extra,
+                more,
+                expect_save_id=_expected(self, path),
+                overwrite=overwrite,
             )
         self._saved_at = (str(Path(path).resolve()), manifest["save_id"])
         return Path(path)

@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("fit", help="fit a few-shot classifier on labelled examples and save it")
     data_args(sp)
     sp.add_argument("-o", "--output", required=True, help="folder to save the model in")
+    sp.add_argument("--overwrite", action="store_true", help="replace a model already saved in that folder")
     sp.add_argument(
         "--head",
         default="prototype",

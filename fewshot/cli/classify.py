@@ -41,12 +41,15 @@ def _records(a: argparse.Namespace, path: str | None, label_col: str | None = No
 def cmd_fit(a: argparse.Namespace) -> int:
     from fewshot.classifiers import FewShotClassifier
     from fewshot.classifiers.persistence import FILES
+    from fewshot.errors import SaveExistsError
     from fewshot.heads.registry import check_head, make_head
-    from fewshot.storage import check_target
+    from fewshot.storage import check_target, read_manifest
 
     if a.seed is not None and a.tune is None:
         raise InputError("--seed is the seed of the tuning: give --tune with it")
     check_target(a.output, "classifier", FILES)  # before any encoding
+    if not a.overwrite and read_manifest(a.output) is not None:
+        raise InputError(f"a model is already saved at {a.output}; give --overwrite to replace it")
     params = head_params(a.head_params)
     check_head(make_head(a.head, **(params or {})))  # so are the head's settings
     encoder = make_encoder(a.encoder, is_image_input(a.data))
@@ -63,7 +66,10 @@ def cmd_fit(a: argparse.Namespace) -> int:
         lexical="auto" if a.lexical else False,
     )
     clf.fit(texts, labels, show_progress=progress(texts) or a.tune is not None)  # a tune shows its steps
-    clf.save(a.output)
+    try:
+        clf.save(a.output, overwrite=a.overwrite)  # checked again under the lock: another fit may have finished
+    except SaveExistsError as exc:  # in the CLI's words, not the library's
+        raise InputError(f"a model was saved at {a.output} while this fit ran; give --overwrite to replace it") from exc
     picked = f" (picked {clf.head_.choice_}: {clf.head_.selection_['why']})" if a.head == "auto" else ""
     tuned = f", body tuned for {clf.tuning_['steps']} steps" if clf.tuning_ else ""
     words = ""

@@ -290,7 +290,7 @@ class Registry:
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
             if self._save_state(folder) == "damaged":  # a fit replaces the model of its name, damaged or not
                 self._remove_folder(folder)
-            clf.save(folder)
+            clf.save(folder, overwrite=True)
             entry = ModelEntry(clf, "classifier", _signature(folder / "manifest.json"))
             with self._lock:
                 self._models[name] = entry

@@ -261,8 +261,9 @@ def write_bundle(
         old = read_manifest(path)
         if expect_save_id is not None and old is not None and old.get("save_id") != expect_save_id:
             raise ConcurrentWriteError(
-                f"{path} was saved by another writer after this {bundle_type} was loaded; load it again and redo "
-                "the change (or hold the folder's lock for the whole load-modify-save, as update() does)"
+                f"{path} was saved by another writer after this {bundle_type} was loaded from or saved to it; load "
+                "it again and redo the change (or hold the folder's lock for the whole load-modify-save, as update() "
+                "does)"
             )
         if still_current is not None and old is not None:
             problem = still_current(old)
