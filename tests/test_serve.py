@@ -25,7 +25,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from eval.bench_service import ServerProcess, check_index, request  # noqa: E402
 from eval.datasets import load, sample_per_class  # noqa: E402
-from fewshot import EmbeddingIndex, FewShotClassifier, ZeroShotClassifier  # noqa: E402
+from fewshot import EmbeddingIndex, FewShotClassifier, TextEncoder, ZeroShotClassifier  # noqa: E402
 from fewshot.errors import InputError  # noqa: E402
 from fewshot.serve import ServeSettings, create_app  # noqa: E402
 from fewshot.serve.auth import digest, read_key_file  # noqa: E402
@@ -322,6 +322,26 @@ def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_pat
     assert client.delete("/v1/indexes/news").json()["deleted"] is True
     assert not (tmp_path / "root" / "indexes" / "news").exists()
     assert client.get("/v1/indexes/news").status_code == 404
+
+
+def test_a_searched_index_stays_free_for_other_writers_until_the_server_writes_to_it(serve, agnews, tmp_path):
+    from fewshot.errors import LockTimeoutError
+
+    _, _, Xte, _ = agnews
+    folder = tmp_path / "root" / "indexes" / "lib"
+    index = EmbeddingIndex(TextEncoder(), kind="flat")
+    index.add(Xte[:20])
+    index.save(folder)
+    client = serve(refresh_s=0.0)
+    assert client.post("/v1/indexes/lib/search", json={"queries": [Xte[2]], "k": 1}).json()["results"][0][0]["id"] == 2
+    with EmbeddingIndex.update(folder, timeout=2) as other:  # another writer (the CLI, a script): not held off
+        other.add(["the orchestra tours europe next spring"], ids=[900])
+    hit = client.post("/v1/indexes/lib/search", json={"queries": ["orchestra on tour"], "k": 1}).json()["results"][0][0]
+    assert hit["id"] == 900  # the server read the new save
+    assert client.post("/v1/indexes/lib/items", json={"items": [{"text": "a write"}]}).status_code == 200
+    with pytest.raises(LockTimeoutError):  # the server's first write took the folder: it journals every add
+        with EmbeddingIndex.update(folder, timeout=0.5):
+            pass
 
 
 # -- images as base64 -----------------------------------------------------------------------------------------
@@ -1005,6 +1025,9 @@ def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tm
         )
         assert status == 200 and body["results"][0][0]["id"] == some[0]
 
+        # a server that has only searched an index leaves its folder to other writers; its first write takes it
+        status, body = request(a.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "a holds it now"}]})
+        assert status == 200, body
         # a second server on the same root: reads yes, writes refused (409) while the first holds the folder
         b = ServerProcess(root, args=("--lock-timeout", "0.2"))
         b.start()

@@ -5,17 +5,20 @@ fields of :data:`fewshot.encoders.IDENTITY_KEYS`), whatever number of models and
 requests share model calls.
 
 Durability. A model fit or an added example is saved (``save``: atomic, fsynced) before the call returns.
-An index is opened with :meth:`EmbeddingIndex.open`, which holds the folder's writer lock and appends every
-add and removal to a journal on disk (fsynced) before it returns; a restart after ``kill -9`` replays the
-journal over the last save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one
-journal write. A second process on the same root finds the lock held: it serves the index read-only,
-reloading it when the folder changes, and answers its writes 409 until the lock is free.
+An index is first loaded read-only, without its lock, so that other writers (the CLI, a script) are not held
+off by searches; the copy is reloaded when the folder changes. Its first write opens it with
+:meth:`EmbeddingIndex.open`, which holds the folder's writer lock and appends every add and removal to a
+journal on disk (fsynced) before it returns; a restart after ``kill -9`` replays the journal over the last
+save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one journal write. A second
+process on the same root finds the lock held: it serves the index read-only, reloading it when the folder
+changes, and answers its writes 409 until the lock is free.
 
 Every method here is blocking; the app calls them from its worker threads, never on the event loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -419,21 +422,23 @@ class Registry:
 
         return GroupCommit(one, many, lambda args: args["ids"] is None)
 
-    def _open_index(self, folder: Path, timeout: float) -> IndexEntry:
+    def _open_index(self, folder: Path, timeout: float | None) -> IndexEntry:
         """Open an index durably (holding its lock), or read-only when another process holds it and
-        ``timeout`` passes."""
+        ``timeout`` passes; with ``timeout`` None, read-only (a search takes no lock, so the CLI and the
+        library can write to an index the server has only searched)."""
         manifest = read_manifest(folder)
         if manifest is None or manifest.get("type") != "index":
             raise not_found("index", folder.name)
         identity = manifest.get("encoder")
         encoder = self.encoder_for_identity(identity) if identity is not None else None
         signature = _folder_signature(folder)
-        try:
-            index = EmbeddingIndex.open(folder, encoder=encoder, timeout=timeout)
-            writable = True
-        except LockTimeoutError:
+        index = None
+        if timeout is not None:
+            with contextlib.suppress(LockTimeoutError):  # held by another process: read-only
+                index = EmbeddingIndex.open(folder, encoder=encoder, timeout=timeout)
+        writable = index is not None
+        if index is None:
             index = EmbeddingIndex.load(folder, encoder=encoder)
-            writable = False
         return IndexEntry(index, writable, self._commit_for(index), signature, time.monotonic())
 
     @contextmanager
@@ -475,7 +480,7 @@ class Registry:
                     return entry
             if read_manifest(folder) is None:
                 raise not_found("index", name)
-            new = self._open_index(folder, self.settings.lock_timeout_s if write else 0.0)
+            new = self._open_index(folder, self.settings.lock_timeout_s if write else None)
             if write and not new.writable:
                 raise LockTimeoutError(
                     f"index {name!r} is held by another writer process; this server can search it but not change "
