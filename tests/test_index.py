@@ -967,7 +967,12 @@ def test_a_damaged_journal_is_reported(tmp_path):
     with pytest.raises(CorruptFileError, match="journal"):
         EmbeddingIndex.load(path)
     data[30] ^= 0xFF
-    data[-3] ^= 0xFF  # inside the last frame, whole: a cut-short write or damage, left out and said
+    data[-3] ^= 0xFF  # inside the last frame, whole: damage, not a write cut short
+    log.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="fails its checksum.*moving its journal-\\*.log file aside"):
+        EmbeddingIndex.load(path)
+    data[-3] ^= 0xFF
+    data[-40:] = bytes(40)  # whole, but its last pages never written (zeros): a crash cut it short, left out
     log.write_bytes(bytes(data))
     with pytest.warns(FewShotWarning, match="last record .* fails its checksum; it is left out"):
         assert len(EmbeddingIndex.load(path)) == 2

@@ -8,8 +8,9 @@ journal is a stale file of a previous save and is removed with it.
 Each record is one frame: ``b"FSJR"``, the header's length, the body's length and a CRC-32 of both (big-endian
 unsigned 32-bit integers), then the header (JSON: the operation, ids, labels, metadata, item texts) and the
 body (the vectors, float32, row-major). A process killed while appending leaves at most one torn frame at the
-end; that write was never acknowledged, so replay drops it (and a writer truncates it away). A bad frame
-followed by more data is corruption and is reported.
+end; that write was never acknowledged, so replay drops it (and a writer truncates it away). That is a frame
+cut short, or one whole but failing its checksum and ending in zero bytes (the file grew, its last pages were
+never written). Any other bad frame is corruption and is reported.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from fewshot.errors import CorruptFileError, warn_user
 
 MAGIC = b"FSJR"
+ZERO_TAIL = 16  # zero bytes that end a whole frame failing its checksum for it to be taken for a torn write
 FRAME = struct.Struct(">4sIII")
 STEM = "journal"
 SUFFIX = ".log"
@@ -62,17 +64,21 @@ def read_frames(data: bytes, where: str, warn: bool = True) -> tuple[list[tuple[
         head = data[pos + FRAME.size : pos + FRAME.size + n_head]
         body = data[pos + FRAME.size + n_head : end]
         if zlib.crc32(body, zlib.crc32(head)) != crc:
-            if end == len(data):
+            if end == len(data) and not any(data[max(pos + FRAME.size, end - ZERO_TAIL) : end]):
                 _torn_tail(data, pos, where)
-                # whole but wrong: a write a crash cut short after the file grew (never acknowledged), or a
-                # record damaged later; the two look alike, so it is left out, and said
+                # whole but wrong, and ending in zeros: a write a crash cut short after the file grew (the
+                # pages never written read as zeros; never acknowledged), so it is left out, and said. A JSON
+                # header holds no zero byte, and vectors do not end in four zero floats.
                 if warn:
                     warn_user(
                         f"{where}: the journal's last record (byte {pos}, {end - pos} bytes) fails its checksum; it is "
                         "left out as a write a crash cut short. If that write was acknowledged, the journal is damaged"
                     )
                 break
-            raise CorruptFileError(f"{where}: journal frame at byte {pos} fails its checksum; the journal is damaged")
+            raise CorruptFileError(
+                f"{where}: journal frame at byte {pos} fails its checksum; the journal is damaged (moving its "
+                "journal-*.log file aside opens the last save without the writes the journal holds)"
+            )
         frames.append((json.loads(head.decode("utf-8")), body))
         pos = end
     return frames, pos
