@@ -528,7 +528,8 @@ def test_a_parameter_change_after_fit_asks_for_another_fit(tmp_path, fake_encode
     assert clf.fit(X, y).predict(["apple"])[0] == "fruit"
     # a zero-shot classifier fitted implicitly follows set_params, until calibration makes its fit explicit
     zs = ZeroShotClassifier(["apple", "car"], encoder=fake_encoder)
-    zs.fit_calibration(["red apple", "fast car", "nothing"], ["apple", "car", None])
+    with pytest.warns(FewShotWarning, match="fit_calibration on 2 in-scope validation row"):
+        zs.fit_calibration(["red apple", "fast car", "nothing"], ["apple", "car", None])
     assert zs.threshold_ is not None
     zs.set_params(templates="plain")
     with pytest.raises(InputError, match="changed after fit"):
@@ -562,7 +563,8 @@ def test_an_abstain_label_that_is_also_a_class_is_refused(fake_encoder):
         classes = ["fruit", "vehicle"] if label == "other" else [0, 1]
         y_num = [classes[0], classes[0], classes[1], classes[1]]
         model = FewShotClassifier(encoder=fake_encoder, abstain=0.5, abstain_label=label).fit(X, y_num)
-        model.fit_calibration(["red apple", "fast car", "blue whale"], list(truth))
+        with pytest.warns(FewShotWarning, match="set from so few move with every row; give 20 or more"):
+            model.fit_calibration(["red apple", "fast car", "blue whale"], list(truth))
         assert 0 <= model.score(["red apple", "fast car", "blue whale"], list(truth)) <= 1
 
 

@@ -13,12 +13,13 @@ from fewshot import calibration as cal
 from fewshot._concurrency import RWLock
 from fewshot._validate import as_labels, json_label
 from fewshot.encoders import Encoder, TextEncoder
-from fewshot.errors import CorruptFileError, InputError, NotFittedError, warns_once
+from fewshot.errors import CorruptFileError, InputError, NotFittedError, warn_user, warns_once
 from fewshot.heads import BaseHead
 from fewshot.heads.base import check_sample_weight
 from fewshot.labels import encode_labels
 from fewshot.maths import softmax
 
+MIN_CALIBRATION_ROWS = 20  # in-scope validation rows under which fit_calibration warns
 FIT_FAILED = "fit failed"  # a parameters key no parameters have: the state a failed fit leaves
 
 
@@ -181,8 +182,12 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
         """Refit the temperature and the abstention threshold on a labelled validation split.
 
         Rows labelled ``abstain_label`` are out-of-scope examples: with some present, the threshold is the
-        one with the best validation accuracy (an abstention is right exactly on them); without, and with
-        ``abstain`` set, it is the low quantile of the true class's scores, as from the support set.
+        one with the best validation accuracy (an abstention is right exactly on them), and it replaces any
+        threshold set before; giving such rows asks for abstention, so it is on afterwards even where
+        ``abstain`` is None (``threshold_`` says what the classifier uses). Without them, and with
+        ``abstain`` set, it is the low quantile of the true class's scores, as from the support set. Fewer
+        than :data:`MIN_CALIBRATION_ROWS` in-scope rows are used with a warning: a threshold or a
+        temperature set from so few moves with every row.
         """
         with self._rw.write():
             self._fitted_head()
@@ -190,6 +195,11 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
             y, oos = self._labels_with_abstentions(y, len(items))
             if oos.all():
                 raise InputError("every validation row is out of scope; the temperature needs in-scope rows")
+            if (~oos).sum() < MIN_CALIBRATION_ROWS:
+                warn_user(
+                    f"fit_calibration on {(~oos).sum()} in-scope validation row(s): a temperature and an abstention "
+                    f"threshold set from so few move with every row; give {MIN_CALIBRATION_ROWS} or more"
+                )
             codes = np.full(len(y), -1, dtype=np.int64)
             codes[~oos] = encode_labels(list(y[~oos]), self.classes_)
             S = self._scores(items, show_progress)
