@@ -646,6 +646,9 @@ def test_examples_that_all_embed_to_one_vector_are_refused(text_encoder):
         FewShotClassifier(text_encoder).fit(X, ["pos"] * 4 + ["neg"] * 4)
     clf = FewShotClassifier(text_encoder).fit(X[:2] + ["great, thanks", "awful"], ["pos", "pos", "pos", "neg"])
     assert clf.predict(["thanks, great"])[0] == "pos"  # one readable example a class is enough to fit
+    # one text under every label is named as such, not blamed on the encoder
+    with pytest.raises(InputError, match="all 4 examples are the same text \\('hello there'\\) under 2 labels"):
+        FewShotClassifier(text_encoder).fit(["hello there"] * 4, ["a", "a", "b", "b"])
 
 
 def test_a_class_weighed_zero_on_every_example_is_refused(fake_encoder):

@@ -183,6 +183,11 @@ class FewShotClassifier(CalibratedClassifier):
         items = base.validate(X)
         y = as_labels(y, len(items))
         self._check_abstain_label(np.unique(y).tolist())
+        if len(np.unique(y)) > 1 and all(isinstance(x, str) for x in items) and len(set(items)) == 1:
+            raise InputError(
+                f"all {len(items)} examples are the same text ({items[0][:60]!r}) under {len(np.unique(y))} labels, "
+                "so no class can be told from another; give each class examples of its own"
+            )
         warn_conflicting_labels(items, y)
         weight = check_sample_weight(sample_weight, len(items))
         if weight is not None:
