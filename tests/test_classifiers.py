@@ -273,6 +273,25 @@ def test_damaged_model_saves_are_named(tmp_path, fake_encoder):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CorruptFileError, match="manifest was edited"):
         FewShotClassifier.load(path, encoder=fake_encoder)
+    # edits with the checksum made again: what does not hold together is named, as the constructor names it
+    from fewshot.storage.bundle import manifest_checksum
+
+    clf = FewShotClassifier(encoder=fake_encoder, head="cache", label_prior=True).fit(
+        ["red apple", "green pear", "fast car", "red bus"], ["fruit", "fruit", "vehicle", "vehicle"]
+    )
+    clf.save(tmp_path / "c")
+    original = (tmp_path / "c" / "manifest.json").read_text()
+    for edit, message in (
+        (lambda m: m.update(abstain="sometimes"), "saved settings cannot be read .*abstain='sometimes' is not valid"),
+        (lambda m: m["head"]["classes"].__setitem__(0, "apple"), "prior's labels are not the head's classes"),
+        (lambda m: m["prior"]["head"]["classes"].append("boat"), "/c: the zero-shot prior: .*3 classes"),
+    ):
+        manifest = json.loads(original)
+        edit(manifest)
+        manifest["checksum"] = manifest_checksum(manifest)
+        (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(CorruptFileError, match=message):
+            FewShotClassifier.load(tmp_path / "c", encoder=fake_encoder)
     clf.save(tmp_path / "m2")
     rewrite_manifest(tmp_path / "m2", lambda m: m.pop("head"))
     with pytest.raises(CorruptFileError, match="cannot be read"):

@@ -618,7 +618,8 @@ class FewShotClassifier(CalibratedClassifier):
                 abstain_label=manifest.get("abstain_label"),
                 lexical=manifest.get("lexical", False),  # a file without the key predates the channel
             )
-        except TypeError as exc:
+            validate_params(self)  # a value the constructor would refuse (a manifest edited by hand)
+        except (TypeError, InputError) as exc:
             raise CorruptFileError(f"{path}: the saved settings cannot be read ({exc})") from exc
         self._encoder, self.head_ = encoder, head
         self.tuning_ = manifest.get("tuning")
@@ -627,8 +628,12 @@ class FewShotClassifier(CalibratedClassifier):
         if "prior" in manifest:
             try:
                 self.prior_ = _load_prior(manifest["prior"], prefixed(arrays, PRIOR), encoder)
+            except CorruptFileError as exc:
+                raise CorruptFileError(f"{path}: the zero-shot prior: {exc}") from exc
             except (KeyError, TypeError, ValueError) as exc:
                 raise CorruptFileError(f"{path}: the saved zero-shot prior cannot be read ({exc})") from exc
+            if [json_label(c) for c in self.prior_.classes_] != [json_label(c) for c in head.classes_]:
+                raise CorruptFileError(f"{path}: the saved zero-shot prior's labels are not the head's classes")
         self.lexical_, self.lexical_channel_ = manifest.get("lexical_selection"), None
         if "lexical_channel" in manifest:
             from fewshot.lexical import LexicalChannel

@@ -446,6 +446,7 @@ class ZeroShotClassifier(CalibratedClassifier):
                 abstain_label=manifest.get("abstain_label"),
                 calibrate=manifest.get("calibrate", True),
             )
+            validate_params(self)  # a value the constructor would refuse (a manifest edited by hand)
             self._encoder, self.head_, self.label_head_, self.shift_ = encoder, head, head, None
             if "label_head" in manifest:
                 self.label_head_ = head_from_state(manifest["label_head"], prefixed(arrays, LABELS))
