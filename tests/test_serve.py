@@ -317,6 +317,20 @@ def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_pat
     info = client.get("/v1/indexes/news").json()
     assert info["count"] == len(items) and info["fields"] == {"lang": ["string"], "n": ["number"]}
     assert client.get("/v1/indexes").json()["indexes"] == [{"name": "news", "loaded": True, "count": len(items)}]
+    # an HNSW graph keeps a removed item's vector: its id comes free again through the compact route
+    assert client.post("/v1/indexes/graph", json={"kind": "hnsw"}).status_code == 201
+    client.post("/v1/indexes/graph/items", json={"items": [{"id": 1, "text": "alpha"}, {"id": 2, "text": "beta"}]})
+    assert client.request("DELETE", "/v1/indexes/graph/items", json={"ids": [2]}).json() == {"removed": 1}
+    assert client.get("/v1/indexes/graph").json()["removed_pending_compaction"] == 1
+    again = {"items": [{"id": 2, "text": "beta again"}]}
+    err = error(client.post("/v1/indexes/graph/items", json=again))
+    assert "ids [2] were removed" in err["message"] and "POST /v1/indexes/graph/compact" in err["message"], err
+    compacted = client.post("/v1/indexes/graph/compact")
+    assert compacted.status_code == 200 and compacted.json()["removed_pending_compaction"] == 0
+    assert client.post("/v1/indexes/graph/items", json=again).json()["ids"] == [2]
+    hit = client.post("/v1/indexes/graph/search", json={"queries": ["beta again"], "k": 1}).json()["results"][0][0]
+    assert hit["id"] == 2 and hit["text"] == "beta again"
+    assert client.delete("/v1/indexes/graph").status_code == 200
 
     assert error(client.post("/v1/indexes/news", json={}))["code"] == "exists"
     assert client.delete("/v1/indexes/news").json()["deleted"] is True

@@ -30,7 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fewshot import __version__
-from fewshot.errors import FewShotError, collected_warnings
+from fewshot.errors import FewShotError, InputError, collected_warnings
 from fewshot.serve import auth
 from fewshot.serve import schemas as s
 from fewshot.serve.batching import CoalescingEncoder, deadline
@@ -259,15 +259,26 @@ class Service:
                 X = decode_images(texts, "items", self.settings.max_image_pixels, ".text")
             else:
                 X = refuse_images(texts, "items", "this index", ".text")
-            ids = self.registry.add_items(
-                entry,
-                X,
-                ids=[it.id for it in items] if all(given) else None,
-                labels=[it.label for it in items],
-                metadata=[it.metadata or {} for it in items],
-                items=[None] * len(items) if image else texts,
-            )
+            try:
+                ids = self.registry.add_items(
+                    entry,
+                    X,
+                    ids=[it.id for it in items] if all(given) else None,
+                    labels=[it.label for it in items],
+                    metadata=[it.metadata or {} for it in items],
+                    items=[None] * len(items) if image else texts,
+                )
+            except InputError as exc:
+                if "call compact()" not in str(exc):
+                    raise
+                # the library's remedy in this API's words
+                raise InputError(str(exc).replace("call compact()", f"POST /v1/indexes/{name}/compact")) from exc
         return {"ids": [int(i) for i in ids]}
+
+    def compact_index(self, name: str) -> dict[str, Any]:
+        with self.registry.index(name, write=True) as entry:
+            entry.index.compact()
+        return self.index_info(name)
 
     def remove_items(self, name: str, req: s.RemoveItemsRequest) -> dict[str, Any]:
         with self.registry.index(name, write=True) as entry:
@@ -778,6 +789,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
         check_name(name, "index")
         service.limit(len(req.ids), "ids")
         return await service.work(service.remove_items, name, req, field="ids")
+
+    @app.post(
+        "/v1/indexes/{name}/compact",
+        response_model=s.IndexInfo,
+        tags=["indexes"],
+        dependencies=write,
+        responses=ERRORS,
+        summary="Free the vectors of removed items (an HNSW graph keeps them; their ids can then be added again)",
+    )
+    async def compact_index(name: str) -> dict[str, Any]:
+        return await service.work(service.compact_index, check_name(name, "index"))
 
     @app.post(
         "/v1/indexes/{name}/search",

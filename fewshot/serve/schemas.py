@@ -216,6 +216,11 @@ class IndexInfo(BaseModel):
     dim: int = Field(description="Vector dimension.")
     labels: int = Field(description="How many distinct labels the items carry.")
     fields: dict[str, list[str]] = Field(description="Metadata field -> the JSON kinds it holds.")
+    removed_pending_compaction: int = Field(
+        0,
+        description="Removed items whose vectors an HNSW graph still holds: their ids can be added again after "
+        "POST /v1/indexes/{name}/compact.",
+    )
     encoder: dict[str, Any] | None = Field(description="The encoder identity.")
     writable: bool = Field(description="False when another process holds the folder (this server only reads).")
 
