@@ -166,6 +166,32 @@ def test_a_damaged_save_is_cleared_by_a_fit_or_a_delete(serve, agnews, tmp_path)
     (indexes / "shelf" / "manifest.json").write_text("{ truncated")
     assert client.delete("/v1/indexes/shelf").json() == {"name": "shelf", "deleted": True}
     assert not (indexes / "shelf").exists()
+    # a save of another kind under a name: every route of this kind names it, and none deletes or replaces it
+    import shutil as sh
+
+    sh.copytree(models / "hurt", indexes / "wrong")
+    sh.copytree(indexes / "box", models / "wrong")
+    for r in (
+        client.post("/v1/indexes/wrong/search", json={"queries": ["x"]}),
+        client.post("/v1/indexes/wrong", json={}),
+        client.delete("/v1/indexes/wrong"),
+        client.post("/v1/models/wrong/predict", json={"inputs": ["x"]}),
+        client.delete("/v1/models/wrong"),
+    ):
+        found = error(r)
+        assert r.status_code == 409 and found["code"] == "wrong_type", found
+        assert "holds a saved " in found["message"] and "nothing was changed" in found["message"]
+    assert FewShotClassifier.load(indexes / "wrong").classes_.tolist() == sorted(set(ytr))
+    assert (models / "wrong" / "manifest.json").exists()
+    # a stray file where a model's folder would be: the server's storage, named, not "a bug in the server"
+    (models / "stray").write_text("hi")
+    for r in (
+        client.post("/v1/models/stray/predict", json={"inputs": ["x"]}),
+        client.post("/v1/models/stray", json={"inputs": Xtr, "labels": ytr}),
+    ):
+        found = error(r)
+        assert r.status_code == 500 and found["code"] == "storage_access", found
+        assert "<root>/models/stray is a file, not a model's folder" in found["message"]
 
 
 def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path):

@@ -72,6 +72,16 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _folder(root: Path, name: str, kind: str) -> Path:
+    """``root/name``, refused when something other than a folder (a stray file) holds the name."""
+    folder = root / name
+    if folder.exists() and not folder.is_dir():
+        raise ApiError(
+            500, "storage_access", f"{folder} is a file, not a {kind}'s folder; remove it from the server's root"
+        )
+    return folder
+
+
 def _folder_signature(folder: Path) -> tuple:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -229,7 +239,7 @@ class Registry:
 
     # -- models -----------------------------------------------------------------------------------------
     def model_folder(self, name: str) -> Path:
-        return self.settings.models_dir / check_name(name, "model")
+        return _folder(self.settings.models_dir, check_name(name, "model"), "model")
 
     def list_models(self) -> list[dict[str, Any]]:
         out = []
@@ -245,9 +255,9 @@ class Registry:
 
     def _load_model(self, folder: Path) -> ModelEntry:
         signature = _signature(folder / "manifest.json")
-        manifest = read_manifest(folder)
-        if manifest is None or manifest.get("type") not in ("classifier", "zeroshot"):
+        if self._save_state(folder, "model", ("classifier", "zeroshot")) is None:
             raise not_found("model", folder.name)
+        manifest = read_manifest(folder)
         cls = FewShotClassifier if manifest["type"] == "classifier" else ZeroShotClassifier
         identity = manifest.get("encoder") or {}
         if identity.get("tuned_from") is not None:
@@ -291,7 +301,8 @@ class Registry:
         check_deadline()  # a request already answered (timed out) saves nothing
         with self._name_lock("model", name):
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
-            if self._save_state(folder) == "damaged":  # a fit replaces the model of its name, damaged or not
+            state = self._save_state(folder, "model", ("classifier", "zeroshot"))
+            if state == "damaged":  # a fit replaces the model of its name, damaged or not
                 self._remove_folder(folder)
             clf.save(folder, overwrite=True)
             entry = ModelEntry(clf, "classifier", _signature(folder / "manifest.json"))
@@ -331,20 +342,32 @@ class Registry:
     def delete_model(self, name: str) -> None:
         folder = self.model_folder(name)
         with self._name_lock("model", name):
-            if self._save_state(folder) is None:
+            if self._save_state(folder, "model", ("classifier", "zeroshot")) is None:
                 raise not_found("model", name)
             self._remove_folder(folder)
             with self._lock:
                 self._models.pop(name, None)
 
     @staticmethod
-    def _save_state(folder: Path) -> str | None:
+    def _save_state(folder: Path, kind: str, types: tuple[str, ...]) -> str | None:
         """None when ``folder`` holds no save, "damaged" when its manifest can no longer be read (deleting it,
-        or fitting a model of its name, clears it, as nothing else through the API can), else "ok"."""
+        or fitting a model of its name, clears it, as nothing else through the API can), else "ok"; a save
+        of another type than ``types`` (an index copied into models/) is refused (409), so that the routes
+        of a ``kind`` never delete or replace what is not theirs."""
         try:
-            return None if read_manifest(folder) is None else "ok"
+            manifest = read_manifest(folder)
         except CorruptFileError:
             return "damaged"
+        if manifest is None:
+            return None
+        if manifest.get("type") not in types:
+            raise ApiError(
+                409,
+                "wrong_type",
+                f"{folder} holds a saved {manifest.get('type')}, not a {kind}; nothing was changed",
+                "name",
+            )
+        return "ok"
 
     def _remove_folder(self, folder: Path) -> None:
         """Take the folder's writer lock, rename it out of sight (atomic), then delete it."""
@@ -387,7 +410,7 @@ class Registry:
 
     # -- indexes ----------------------------------------------------------------------------------------
     def index_folder(self, name: str) -> Path:
-        return self.settings.indexes_dir / check_name(name, "index")
+        return _folder(self.settings.indexes_dir, check_name(name, "index"), "index")
 
     def list_indexes(self) -> list[dict[str, Any]]:
         out = []
@@ -426,9 +449,9 @@ class Registry:
         """Open an index durably (holding its lock), or read-only when another process holds it and
         ``timeout`` passes; with ``timeout`` None, read-only (a search takes no lock, so the CLI and the
         library can write to an index the server has only searched)."""
-        manifest = read_manifest(folder)
-        if manifest is None or manifest.get("type") != "index":
+        if self._save_state(folder, "index", ("index",)) is None:
             raise not_found("index", folder.name)
+        manifest = read_manifest(folder)
         identity = manifest.get("encoder")
         encoder = self.encoder_for_identity(identity) if identity is not None else None
         signature = _folder_signature(folder)
@@ -511,6 +534,7 @@ class Registry:
         folder = self.index_folder(name)
         encoder = self.encoder_for_spec(spec)
         with self._name_lock("index", name):
+            self._save_state(folder, "index", ("index",))  # a save of another type there: 409, named
             if holds_index(folder):  # (a killed first save's placeholder is taken over)
                 raise ApiError(409, "exists", f"index {name!r} already exists", "name")
             index = EmbeddingIndex.open(
@@ -524,7 +548,7 @@ class Registry:
     def delete_index(self, name: str) -> None:
         folder = self.index_folder(name)
         with self._name_lock("index", name):
-            if self._save_state(folder) is None:
+            if self._save_state(folder, "index", ("index",)) is None:
                 raise not_found("index", name)
             with self._lock:
                 entry = self._indexes.pop(name, None)
