@@ -194,6 +194,14 @@ def test_a_damaged_save_is_cleared_by_a_fit_or_a_delete(serve, agnews, tmp_path)
         assert "<root>/models/stray is a file, not a model's folder" in found["message"]
 
 
+def test_an_infinite_zero_shot_threshold_is_refused_as_no_number(serve):
+    client = serve()
+    body = '{"inputs": ["a"], "labels": ["x", "y"], "abstain": Infinity}'  # Python's json reads Infinity
+    r = client.post("/v1/zeroshot", content=body, headers={"Content-Type": "application/json"})
+    found = error(r)
+    assert r.status_code == 400 and found["field"] == "abstain" and "a finite number; got inf" in found["message"]
+
+
 def test_models_with_boolean_or_number_labels_are_served(serve, agnews, tmp_path):
     """A model fitted elsewhere (the CLI on a JSONL file) may hold any JSON scalar as labels."""
     client = serve()
@@ -539,6 +547,8 @@ BAD = [
         "invalid_field",
         "margin",
     ),
+    # "auto" needs a corpus, which a zero-shot request does not carry: refused with that reason, not as a type
+    ("POST", "/v1/zeroshot", {"inputs": ["a"], "labels": ["x", "y"], "abstain": "auto"}, 400, "bad_input", "abstain"),
     # a setting judged against the data names the setting, not the inputs
     (
         "POST",

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -215,6 +216,18 @@ class Service:
                 "bad_input",
                 "abstain is for single-label predictions; multi_label tags give none where nothing fits",
                 "abstain",
+            )
+        if req.abstain == "auto":
+            raise ApiError(
+                400,
+                "bad_input",
+                "abstain 'auto' sets its threshold from unlabelled texts of the task, which a zero-shot request does "
+                "not carry: give a cosine threshold (such as 0.3), or fit a model, whose 'auto' uses its examples",
+                "abstain",
+            )
+        if req.abstain is not None and not math.isfinite(req.abstain):
+            raise ApiError(
+                400, "bad_input", f"abstain is a cosine threshold, a finite number; got {req.abstain}", "abstain"
             )
         for name in ("threshold", "top_k", "margin"):
             if not req.multi_label and getattr(req, name) is not None:

@@ -156,10 +156,11 @@ class ZeroShotRequest(Body):
     top_k: Annotated[StrictInt, Field(ge=1)] | None = Field(
         None, description="multi_label only: at most this many tags per input (refused otherwise)."
     )
-    abstain: Number | None = Field(
+    abstain: Literal["auto"] | Number | None = Field(
         None,
         description="Single-label only (refused with multi_label): abstain (label null) when the best cosine is "
-        "below this.",
+        "below this. 'auto' is refused with the reason: it needs unlabelled texts of the task, which a request "
+        "does not carry.",
     )
     encoder: StrictStr = Field(
         "text",
