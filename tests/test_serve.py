@@ -164,6 +164,9 @@ def test_a_damaged_save_is_cleared_by_a_fit_or_a_delete(serve, agnews, tmp_path)
     assert client.get("/v1/indexes/box").status_code == 404
     assert client.post("/v1/indexes/box", json={}).status_code == 201  # and its name can be used again
     (indexes / "shelf" / "manifest.json").write_text("{ truncated")
+    listed = {i["name"]: i for i in client.get("/v1/indexes").json()["indexes"]}
+    assert listed["shelf"] == {"name": "shelf", "loaded": False, "count": None, "unreadable": True}
+    assert listed["box"]["unreadable"] is False
     assert client.delete("/v1/indexes/shelf").json() == {"name": "shelf", "deleted": True}
     assert not (indexes / "shelf").exists()
     # a save of another kind under a name: every route of this kind names it, and none deletes or replaces it
@@ -350,7 +353,9 @@ def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_pat
     assert 3 not in [h["id"] for h in r.json()["results"][0]]
     info = client.get("/v1/indexes/news").json()
     assert info["count"] == len(items) and info["fields"] == {"lang": ["string"], "n": ["number"]}
-    assert client.get("/v1/indexes").json()["indexes"] == [{"name": "news", "loaded": True, "count": len(items)}]
+    assert client.get("/v1/indexes").json()["indexes"] == [
+        {"name": "news", "loaded": True, "count": len(items), "unreadable": False}
+    ]
     # an HNSW graph keeps a removed item's vector: its id comes free again through the compact route
     assert client.post("/v1/indexes/graph", json={"kind": "hnsw"}).status_code == 201
     client.post("/v1/indexes/graph/items", json={"items": [{"id": 1, "text": "alpha"}, {"id": 2, "text": "beta"}]})

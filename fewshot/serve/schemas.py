@@ -203,6 +203,7 @@ class IndexSummary(BaseModel):
     name: str = Field(description="The index's name (its folder under indexes/).")
     loaded: bool = Field(description="Whether the server holds it in memory now.")
     count: int | None = Field(None, description="Items in it: its last save and the writes journalled since.")
+    unreadable: bool = Field(False, description="Its manifest cannot be read (a damaged save; a delete clears it).")
 
 
 class IndexList(BaseModel):
