@@ -961,7 +961,8 @@ def test_a_damaged_journal_is_reported(tmp_path):
     index.add_embeddings(vectors(2, 8))
     index.add_embeddings(vectors(2, 8, seed=1))
     log = journal.journal_path(path, index._saved_at[1])
-    data = bytearray(log.read_bytes())
+    whole = log.read_bytes()
+    data = bytearray(whole)
     data[30] ^= 0xFF  # inside the first of two frames
     log.write_bytes(bytes(data))
     with pytest.raises(CorruptFileError, match="journal"):
@@ -976,6 +977,10 @@ def test_a_damaged_journal_is_reported(tmp_path):
     log.write_bytes(bytes(data))
     with pytest.warns(FewShotWarning, match="last record .* fails its checksum; it is left out"):
         assert len(EmbeddingIndex.load(path)) == 2
+    log.write_bytes(whole + bytes(100))  # a write of which nothing reached the disk: zeros past the last frame
+    with pytest.warns(FewShotWarning, match="the journal ends in 100 zero bytes; they are left out"):
+        assert len(EmbeddingIndex.load(path)) == 4
+    log.write_bytes(bytes(data))
     index.close(checkpoint=False)
     with pytest.warns(FewShotWarning) as said:  # a writer reopening it says so once, not once a reading
         EmbeddingIndex.open(path).close(checkpoint=False)

@@ -37,19 +37,6 @@ from fewshot.storage import FolderLock, read_bundle, read_manifest, write_bundle
 from fewshot.storage.bundle import check_target
 
 KINDS = ("auto", "flat", "hnsw", "ivfpq")
-
-
-def _unit_rows(E: Any, dim: int, what: str, allow_1d: bool = False) -> np.ndarray:
-    """``E`` checked (:func:`as_embeddings`) and L2-normalised; an all-zero row, which has no direction to
-    compare by and would score 0 against everything, is refused by its place."""
-    E = as_embeddings(E, dim=dim, what=what, allow_1d=allow_1d)
-    zero = np.flatnonzero(~E.any(axis=1))
-    if len(zero):
-        where = f"row {zero[0]}" if len(E) > 1 else "the vector"
-        raise InputError(f"{what}: {where} is all zeros, which has no direction to compare by")
-    return l2_normalize(E)
-
-
 FILES = ("index.faiss", "meta.sqlite", "positions.npy")  # positions.npy: the row order of IVF-PQ vectors on disk
 OWNED = (journal.LOGICAL,)  # the journal of a durable index lives beside its save
 MAX_ID = 2**63 - 1  # the largest id SQLite and FAISS hold
@@ -69,6 +56,17 @@ class Hit:
     item: str | None = None
     label: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _unit_rows(E: Any, dim: int, what: str, allow_1d: bool = False) -> np.ndarray:
+    """``E`` checked (:func:`as_embeddings`) and L2-normalised; an all-zero row, which has no direction to
+    compare by and would score 0 against everything, is refused by its place."""
+    E = as_embeddings(E, dim=dim, what=what, allow_1d=allow_1d)
+    zero = np.flatnonzero(~E.any(axis=1))
+    if len(zero):
+        where = f"row {zero[0]}" if len(E) > 1 else "the vector"
+        raise InputError(f"{what}: {where} is all zeros, which has no direction to compare by")
+    return l2_normalize(E)
 
 
 class EmbeddingIndex:

@@ -57,6 +57,13 @@ def read_frames(data: bytes, where: str, warn: bool = True) -> tuple[list[tuple[
         magic, n_head, n_body, crc = FRAME.unpack_from(data, pos)
         end = pos + FRAME.size + n_head + n_body
         if magic != MAGIC:
+            if not any(data[pos:]):  # the file grew and none of the last write reached the disk: never acknowledged
+                if warn:
+                    warn_user(
+                        f"{where}: the journal ends in {len(data) - pos} zero bytes; they are left out as a write a "
+                        "crash cut short"
+                    )
+                break
             raise CorruptFileError(f"{where}: journal frame at byte {pos} has no marker; the journal is damaged")
         if end > len(data):
             _torn_tail(data, pos, where)
