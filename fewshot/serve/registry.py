@@ -415,7 +415,7 @@ class Registry:
     def list_indexes(self) -> list[dict[str, Any]]:
         out = []
         for sub, manifest in _saved_folders(self.settings.indexes_dir, unreadable={"type": "unreadable"}):
-            if manifest["type"] == "unreadable":  # a damaged save: listed, as models are, so it can be deleted
+            if manifest.get("type") == "unreadable":  # a damaged save: listed, as models are, so it can be deleted
                 out.append({"name": sub.name, "loaded": False, "count": None, "unreadable": True})
                 continue
             if manifest.get("type") != "index" or manifest.get(UNFINISHED):  # a killed first save: no index
