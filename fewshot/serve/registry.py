@@ -82,6 +82,21 @@ def _folder(root: Path, name: str, kind: str) -> Path:
     return folder
 
 
+def _manifest_of(folder: Path, kind: str, types: tuple[str, ...]) -> dict[str, Any] | None:
+    """The manifest of the save in ``folder`` (None when it holds none); a save of another type than
+    ``types`` (an index copied into models/) is refused (409), so that the routes of a ``kind`` never read,
+    delete or replace what is not theirs."""
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.get("type") not in types:
+        raise ApiError(
+            409,
+            "wrong_type",
+            f"{folder} holds a saved {manifest.get('type')}, not a {kind}; nothing was changed",
+            "name",
+        )
+    return manifest
+
+
 def _folder_signature(folder: Path) -> tuple:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -255,9 +270,9 @@ class Registry:
 
     def _load_model(self, folder: Path) -> ModelEntry:
         signature = _signature(folder / "manifest.json")
-        if self._save_state(folder, "model", ("classifier", "zeroshot")) is None:
+        manifest = _manifest_of(folder, "model", ("classifier", "zeroshot"))
+        if manifest is None:
             raise not_found("model", folder.name)
-        manifest = read_manifest(folder)
         cls = FewShotClassifier if manifest["type"] == "classifier" else ZeroShotClassifier
         identity = manifest.get("encoder") or {}
         if identity.get("tuned_from") is not None:
@@ -301,8 +316,7 @@ class Registry:
         check_deadline()  # a request already answered (timed out) saves nothing
         with self._name_lock("model", name):
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
-            state = self._save_state(folder, "model", ("classifier", "zeroshot"))
-            if state == "damaged":  # a fit replaces the model of its name, damaged or not
+            if self._save_state(folder, "model", ("classifier", "zeroshot")) == "damaged":  # replaced, damaged or not
                 self._remove_folder(folder)
             clf.save(folder, overwrite=True)
             entry = ModelEntry(clf, "classifier", _signature(folder / "manifest.json"))
@@ -352,22 +366,11 @@ class Registry:
     def _save_state(folder: Path, kind: str, types: tuple[str, ...]) -> str | None:
         """None when ``folder`` holds no save, "damaged" when its manifest can no longer be read (deleting it,
         or fitting a model of its name, clears it, as nothing else through the API can), else "ok"; a save
-        of another type than ``types`` (an index copied into models/) is refused (409), so that the routes
-        of a ``kind`` never delete or replace what is not theirs."""
+        of another type is refused (:func:`_manifest_of`)."""
         try:
-            manifest = read_manifest(folder)
+            return None if _manifest_of(folder, kind, types) is None else "ok"
         except CorruptFileError:
             return "damaged"
-        if manifest is None:
-            return None
-        if manifest.get("type") not in types:
-            raise ApiError(
-                409,
-                "wrong_type",
-                f"{folder} holds a saved {manifest.get('type')}, not a {kind}; nothing was changed",
-                "name",
-            )
-        return "ok"
 
     def _remove_folder(self, folder: Path) -> None:
         """Take the folder's writer lock, rename it out of sight (atomic), then delete it."""
@@ -452,9 +455,9 @@ class Registry:
         """Open an index durably (holding its lock), or read-only when another process holds it and
         ``timeout`` passes; with ``timeout`` None, read-only (a search takes no lock, so the CLI and the
         library can write to an index the server has only searched)."""
-        if self._save_state(folder, "index", ("index",)) is None:
+        manifest = _manifest_of(folder, "index", ("index",))
+        if manifest is None:
             raise not_found("index", folder.name)
-        manifest = read_manifest(folder)
         identity = manifest.get("encoder")
         encoder = self.encoder_for_identity(identity) if identity is not None else None
         signature = _folder_signature(folder)
@@ -537,7 +540,7 @@ class Registry:
         folder = self.index_folder(name)
         encoder = self.encoder_for_spec(spec)
         with self._name_lock("index", name):
-            self._save_state(folder, "index", ("index",))  # a save of another type there: 409, named
+            _manifest_of(folder, "index", ("index",))  # a save of another type there: 409, named
             if holds_index(folder):  # (a killed first save's placeholder is taken over)
                 raise ApiError(409, "exists", f"index {name!r} already exists", "name")
             index = EmbeddingIndex.open(
