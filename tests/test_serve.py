@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -392,7 +393,8 @@ def test_a_searched_index_stays_free_for_other_writers_until_the_server_writes_t
     hit = client.post("/v1/indexes/lib/search", json={"queries": ["orchestra on tour"], "k": 1}).json()["results"][0][0]
     assert hit["id"] == 900  # the server read the new save
     assert client.post("/v1/indexes/lib/items", json={"items": [{"text": "a write"}]}).status_code == 200
-    with pytest.raises(LockTimeoutError):  # the server's first write took the folder: it journals every add
+    # the server's first write took the folder (it journals every add); a writer that waits is told who holds it
+    with pytest.raises(LockTimeoutError, match=f"by process {os.getpid()} "):
         with EmbeddingIndex.update(folder, timeout=0.5):
             pass
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -73,7 +74,6 @@ def test_a_new_folder_must_be_empty_or_hold_only_leftovers(tmp_path):
 
 
 def test_a_folder_that_cannot_take_a_save_is_named_and_the_save_there_kept(tmp_path, monkeypatch):
-    import os
 
     import fewshot.storage.bundle as bundle
 
@@ -141,12 +141,12 @@ def test_the_lock_excludes_a_second_writer_until_released(tmp_path):
         order.append("first done")
     t.join()
     assert order == ["first done", "second"]
-    with FolderLock(tmp_path / "f"), pytest.raises(LockTimeoutError, match="being written"):
+    with FolderLock(tmp_path / "f"), pytest.raises(LockTimeoutError, match="being written") as refused:
         FolderLock(tmp_path / "f", timeout=0.2).acquire()
+    assert f"held for over 0.2 s, by process {os.getpid()} (" in str(refused.value)  # who holds it, named
 
 
 def test_saved_files_get_the_umask_mode_however_their_writer_made_them(tmp_path):
-    import os
     import stat
     import tempfile
 

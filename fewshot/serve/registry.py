@@ -44,6 +44,7 @@ from fewshot.serve.errors import ApiError, not_found
 from fewshot.serve.settings import NAME_RE, ServeSettings
 from fewshot.storage import FolderLock, read_manifest
 from fewshot.storage.bundle import fsync_dir
+from fewshot.storage.lock import LOCK_NAME
 
 TRASH_PREFIX = ".deleted-"  # a deleted model or index is renamed to this (hidden, never a valid name), then removed
 
@@ -100,7 +101,10 @@ def _manifest_of(folder: Path, kind: str, types: tuple[str, ...]) -> dict[str, A
 def _folder_signature(folder: Path) -> tuple:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        return tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+        # the lock file changes when a writer takes the lock (it names itself there), not when the index does
+        return tuple(
+            (e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file() and e.name != LOCK_NAME
+        )
     except FileNotFoundError:
         return ()
 

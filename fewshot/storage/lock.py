@@ -2,14 +2,17 @@
 
 The lock is an advisory ``flock`` on ``<folder>/.fewshot.lock``, held for the whole of a writer's
 load-modify-save (or just its save). It is released when the holder closes it, and by the kernel when the
-process dies, so a ``kill -9`` never leaves a stale lock behind. Each acquisition opens the file anew, so
-two threads of one process exclude each other too. Readers take no lock: a save never changes a file a
-reader may be reading (see :mod:`fewshot.storage.bundle`).
+process dies, so a ``kill -9`` never leaves a stale lock behind. The holder writes its process id and command
+line into the file, so that a writer that waits in vain can say who holds it (a server, say). Each acquisition
+opens the file anew, so two threads of one process exclude each other too. Readers take no lock: a save never
+changes a file a reader may be reading (see :mod:`fewshot.storage.bundle`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -45,6 +48,14 @@ except ImportError:  # pragma: no cover - Windows
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
+def _holder(fd: int) -> str:
+    """What the lock's holder wrote into the lock file when it took it ("process 123 (its command line)")."""
+    try:
+        return os.pread(fd, 512, 0).decode("utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+
+
 class FolderLock:
     """The writer lock of one save folder; a context manager.
 
@@ -73,14 +84,19 @@ class FolderLock:
         delay = 0.005
         while not _try_lock(fd):
             if time.monotonic() >= deadline:
+                holder = _holder(fd)
                 os.close(fd)
                 raise LockTimeoutError(
                     f"{self.folder} is being written by another process or thread (its lock {LOCK_NAME} has been "
-                    f"held for over {self.timeout:g} s); try again when it is done"
+                    f"held for over {self.timeout:g} s{', by ' + holder if holder else ''}); try again when it is "
+                    "done"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
         self._fd = fd
+        with contextlib.suppress(OSError):  # who holds it, for the message of a writer that waits in vain
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})".encode(errors="replace"), 0)
         return self
 
     def release(self) -> None:
