@@ -399,6 +399,34 @@ def test_a_searched_index_stays_free_for_other_writers_until_the_server_writes_t
             pass
 
 
+def test_the_server_lets_go_of_an_index_it_has_not_written_to_for_a_while(serve, agnews, tmp_path):
+    _, _, Xte, _ = agnews
+    folder = tmp_path / "root" / "indexes" / "lib"
+    index = EmbeddingIndex(TextEncoder(), kind="flat")
+    index.add(Xte[:20])
+    index.save(folder)
+    client = serve(refresh_s=0.0, release_after_s=0.3)
+    added = client.post("/v1/indexes/lib/items", json={"items": [{"text": "the orchestra tours europe"}]})
+    assert added.status_code == 200 and client.get("/v1/indexes/lib").json()["writable"] is True
+    deadline = time.monotonic() + 10
+    while client.get("/v1/indexes/lib").json()["writable"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.get("/v1/indexes/lib").json()["writable"] is False
+    # idle: another writer takes the folder at once, and finds the server's write (left in the journal)
+    with EmbeddingIndex.update(folder, timeout=1) as other:
+        assert (
+            len(other) == 21 and other.search("the orchestra tours europe", k=1)[0].item == "the orchestra tours europe"
+        )
+        other.add(["interest rates rise again"], ids=[900])
+    hit = client.post("/v1/indexes/lib/search", json={"queries": ["interest rates"], "k": 1}).json()["results"][0][0]
+    assert hit["id"] == 900
+    # the next write opens it again, over the other writer's save, and holds it
+    again = client.post("/v1/indexes/lib/items", json={"items": [{"text": "a second write"}]})
+    assert again.status_code == 200, again.json()
+    assert client.get("/v1/indexes/lib").json()["count"] == 23
+    assert len(EmbeddingIndex.load(folder)) == 23
+
+
 # -- images as base64 -----------------------------------------------------------------------------------------
 def b64png(array: np.ndarray) -> str:
     from PIL import Image

@@ -68,6 +68,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         default=d.lock_timeout_s,
         help="seconds a write waits for a held index (default 2)",
     )
+    sp.add_argument(
+        "--release-after",
+        type=float,
+        default=d.release_after_s,
+        help="seconds with no write after which the server lets go of an index's lock, so that other "
+        "processes may write to it (default 30)",
+    )
     sp.add_argument("--no-preload", action="store_true", help="load the text model on first use, not at start-up")
     sp.add_argument(
         "--log-level",
@@ -103,6 +110,7 @@ def settings_from_args(a: argparse.Namespace) -> Any:
         request_timeout_s=a.request_timeout,
         threads=a.threads,
         lock_timeout_s=a.lock_timeout,
+        release_after_s=a.release_after,
         encoders=tuple(dict.fromkeys([*DEFAULT_ENCODERS, *a.encoder])),
         api_keys=keys,
         preload=not a.no_preload,

@@ -9,9 +9,11 @@ An index is first loaded read-only, without its lock, so that other writers (the
 off by searches; the copy is reloaded when the folder changes. Its first write opens it with
 :meth:`EmbeddingIndex.open`, which holds the folder's writer lock and appends every add and removal to a
 journal on disk (fsynced) before it returns; a restart after ``kill -9`` replays the journal over the last
-save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one journal write. A second
-process on the same root finds the lock held: it serves the index read-only, reloading it when the folder
-changes, and answers its writes 409 until the lock is free.
+save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one journal write. After
+``release_after_s`` with no write the lock is let go (the journal stays, as a reader's load replays it) and
+the index is served read-only again, until its next write opens it once more. A second process on the same
+root finds the lock held: it serves the index read-only, reloading it when the folder changes, and answers
+its writes 409 until the lock is free.
 
 Every method here is blocking; the app calls them from its worker threads, never on the event loop.
 """
@@ -155,6 +157,7 @@ class IndexEntry:
     checked: float = 0.0
     closed: bool = False
     guard: _Guard = field(default_factory=_Guard)
+    written: float = field(default_factory=time.monotonic)  # last write (held entries let go when idle)
 
 
 @dataclass(eq=False)
@@ -196,6 +199,8 @@ class Registry:
         self._name_locks: dict[tuple[str, str], threading.RLock] = {}
         self._zeroshot: OrderedDict[str, ZeroShotClassifier] = OrderedDict()
         self.closed = False
+        self._stop = threading.Event()
+        self._releaser: threading.Thread | None = None
 
     # -- encoders ---------------------------------------------------------------------------------------
     @staticmethod
@@ -485,9 +490,13 @@ class Registry:
         while True:
             entry = self._index_entry(name, folder, write)
             with entry.guard.shared():
-                if entry.closed:
-                    continue  # replaced or deleted meanwhile: look again
-                yield entry
+                if entry.closed or (write and not entry.writable):
+                    continue  # replaced, deleted or let go meanwhile: look again
+                try:
+                    yield entry
+                finally:
+                    if write:
+                        entry.written = time.monotonic()
                 return
 
     def _index_entry(self, name: str, folder: Path, write: bool) -> IndexEntry:
@@ -525,6 +534,8 @@ class Registry:
             if old is not None:
                 with old.guard.exclusive():
                     old.closed = True
+            if new.writable:
+                self._start_releaser()
             return new
 
     def _forget_removed(self, name: str, entry: IndexEntry) -> None:
@@ -553,6 +564,7 @@ class Registry:
             entry = IndexEntry(index, True, self._commit_for(index), _folder_signature(folder), time.monotonic())
             with self._lock:
                 self._indexes[name] = entry
+            self._start_releaser()
             return entry
 
     def delete_index(self, name: str) -> None:
@@ -582,9 +594,56 @@ class Registry:
             entries = list(self._indexes.values())
         return sum(e.commit.merged_calls for e in entries)
 
+    def release_idle(self) -> list[str]:
+        """Let go of every index held for writing that has had no write for ``release_after_s`` (its lock freed,
+        its journal kept), so that other writers may take it; it is served read-only until its next write.
+        Returns the names let go."""
+        limit = self.settings.release_after_s
+        with self._lock:
+            idle = [(n, e) for n, e in self._indexes.items() if e.writable and time.monotonic() - e.written >= limit]
+        released = []
+        for name, entry in idle:
+            with self._name_lock("index", name):
+                with self._lock:
+                    if self.closed or self._indexes.get(name) is not entry:
+                        continue
+                with entry.guard.exclusive():  # waits for the searches and writes under way
+                    if entry.closed or time.monotonic() - entry.written < limit:
+                        continue
+                    entry.index.close(checkpoint=False)  # every write is in the journal already
+                    entry.closed = True
+                    folder = self.index_folder(name)
+                    copy = IndexEntry(
+                        entry.index, False, self._commit_for(entry.index), _folder_signature(folder), time.monotonic()
+                    )
+                    with self._lock:
+                        self._indexes[name] = copy
+            log.info("index %r: no write for %g s; its lock is let go", name, limit)
+            released.append(name)
+        return released
+
+    def _start_releaser(self) -> None:
+        with self._lock:
+            if self._releaser is not None or self.closed:
+                return
+            every = min(max(self.settings.release_after_s / 2, 0.05), 5.0)
+
+            def run() -> None:
+                while not self._stop.wait(every):
+                    try:
+                        self.release_idle()
+                    except Exception:  # pragma: no cover - logged; the index stays held, as before
+                        log.exception("letting go of idle indexes failed")
+
+            self._releaser = threading.Thread(target=run, name="fewshot-release-idle", daemon=True)
+            self._releaser.start()
+
     # -- lifecycle ----------------------------------------------------------------------------------------
     def close(self) -> None:
         """Checkpoint and release every index this server holds, and stop the batchers."""
+        self._stop.set()
+        if self._releaser is not None:
+            self._releaser.join()
         with self._lock:
             entries, self._indexes = list(self._indexes.values()), {}
             encoders = list(self._encoders.values())

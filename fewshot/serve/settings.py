@@ -71,6 +71,8 @@ class ServeSettings:
         holds one while its batch is encoded).
     lock_timeout_s : how long a write waits for an index folder that another process holds (default 2 s;
         then 409).
+    release_after_s : an index this server has written to is held (its writer lock taken) until it has had no
+        write for this many seconds; then the CLI and other processes may write to it (default 30).
     refresh_s : how often a read-only copy of an index held by another process checks the folder for
         changes (default 1 s).
     zeroshot_cache : zero-shot label sets kept ready (label vectors computed once; default 64).
@@ -103,6 +105,7 @@ class ServeSettings:
     request_timeout_s: float = 30.0
     threads: int = 64
     lock_timeout_s: float = 2.0
+    release_after_s: float = 30.0
     refresh_s: float = 1.0
     zeroshot_cache: int = 64
     max_labels: int = 100
@@ -127,7 +130,15 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        timings = ("max_wait_ms", "batch_gap_ms", "request_timeout_s", "lock_timeout_s", "refresh_s", "body_timeout_s")
+        timings = (
+            "max_wait_ms",
+            "batch_gap_ms",
+            "request_timeout_s",
+            "lock_timeout_s",
+            "release_after_s",
+            "refresh_s",
+            "body_timeout_s",
+        )
         for name in timings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
