@@ -280,6 +280,17 @@ def test_filters_match_by_json_type_and_value():
     assert ids_of(index, {"label": ["a", "c"], "flag": [True, None]}) == [0, 4]
 
 
+def test_a_field_holding_lists_matches_the_values_they_hold():
+    index = EmbeddingIndex(dim=4)
+    meta = [{"tags": ["sale", "new"]}, {"tags": ["old"]}, {"tags": "sale"}, {"tags": [3, True]}, {"tags": []}, {}]
+    index.add_embeddings(np.eye(6, 4, dtype=np.float32) + 0.1, metadata=meta)
+    assert ids_of(index, {"tags": "sale"}) == [0, 2]  # in a list, or the value itself
+    assert ids_of(index, {"tags": ["new", "old"]}) == [0, 1]  # any of them
+    assert ids_of(index, {"tags": 3}) == [3] and ids_of(index, {"tags": True}) == [3]  # by JSON type, as elsewhere
+    assert ids_of(index, {"tags": 1}) == [] and ids_of(index, {"tags": None}) == [5]
+    assert ids_of(index, {"tags": "sale", "id": [2, 5]}) == [2]
+
+
 def test_filters_match_keys_of_any_characters():
     # the stored JSON escapes them (caf\u00e9); a filter names the key as the user wrote it
     index = EmbeddingIndex(dim=4)
@@ -386,12 +397,17 @@ def reference_match(meta: dict, label, where: dict) -> bool:
             return float(v) == float(stored)
         return type(v) is type(stored) and v == stored
 
+    def member(stored, v) -> bool:  # a list matches a (non-None) value it holds
+        if isinstance(stored, list) and v is not None:
+            return any(one(True, s, v) for s in stored)
+        return one(key in meta, stored, v)
+
     for key, values in where.items():
         values = values if isinstance(values, list) else [values]
         if key == "label":
             ok = any(one(label is not None, label, v) for v in values)
         else:
-            ok = any(one(key in meta, meta.get(key), v) for v in values)
+            ok = any(member(meta.get(key), v) for v in values)
         if not ok:
             return False
     return True
@@ -399,7 +415,9 @@ def reference_match(meta: dict, label, where: dict) -> bool:
 
 @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
 @hypothesis.given(
-    metas=st.lists(st.dictionaries(KEYS, SCALARS, max_size=3), min_size=1, max_size=12),
+    metas=st.lists(
+        st.dictionaries(KEYS, st.one_of(SCALARS, st.lists(SCALARS, max_size=3)), max_size=3), min_size=1, max_size=12
+    ),
     labels=st.lists(st.one_of(st.none(), st.sampled_from(["a", "b"])), min_size=12, max_size=12),
     where=st.dictionaries(
         st.one_of(KEYS, st.just("label")), st.one_of(SCALARS, st.lists(SCALARS, max_size=3)), min_size=1, max_size=2

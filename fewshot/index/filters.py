@@ -9,6 +9,8 @@ match. A field is ``"id"``, ``"label"`` or a top-level metadata key (any non-emp
   matches any equal number (``1`` matches ``1.0``), a boolean matches only that boolean (``True`` never
   matches ``1``).
 - ``None`` matches items whose field is null or missing (and items without a label, for ``"label"``).
+- A field that holds lists (``{"tags": ["sale", "new"]}``) matches a value its list holds: ``where={"tags":
+  "sale"}`` finds that item, ``where={"tags": ["sale", "old"]}`` any item holding either.
 - A filter that could never match is refused with :class:`~fewshot.errors.InputError` rather than
   answered with nothing: a field no item has, a value of a type the field never holds (``label=3`` where
   labels are strings), an empty list, NaN or infinity, or a list or dict as a value.
@@ -90,6 +92,16 @@ def _at(fn: str, column: str, paths: list[str]) -> str:
     return calls[0] if len(calls) == 1 else "COALESCE(" + ", ".join(calls) + ")"
 
 
+def _member(kind: str) -> str:
+    """Whether the metadata value at a path (``?``) is, or is a list holding, a scalar of ``kind`` (``?``)."""
+    test = {
+        "boolean": "e.type = ?",
+        "number": "e.type IN ('integer', 'real') AND e.value = ?",
+        "string": "e.type = 'text' AND e.value = ?",
+    }[kind]
+    return f"EXISTS (SELECT 1 FROM json_each(metadata, ?) AS e WHERE {test})"
+
+
 def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set[str]) -> tuple[str, list[Any]]:
     """A SQL condition on ``items(id, label, metadata)`` and its arguments.
 
@@ -126,14 +138,19 @@ def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set
                     known = ", ".join(sorted(field_kinds)[:10]) or "none"
                     raise InputError(f"no item has the metadata field {key!r}; fields: {known}")
             kinds = kinds or set()
+            lists = column == "metadata" and "array" in kinds  # a value matches the lists that hold it
             for v in values:
                 kind = json_kind(v)
-                if kind != "null" and kind not in kinds:
+                if kind != "null" and kind not in kinds and not lists:
                     hint = f"; did you mean {str(v)!r}?" if "string" in kinds and kind in ("number", "boolean") else ""
                     held = ", ".join(sorted(kinds - {"null"})) or "no values"
                     verb = "hold" if what == "labels" else "holds"
                     raise InputError(f"where[{key!r}] = {v!r} is a {kind}, but the {what} {verb} {held}{hint}")
-                if kind == "null":
+                if kind != "null" and lists:
+                    ors.append(" OR ".join([_member(kind)] * len(paths)))
+                    for path in paths:
+                        args.extend([path, ("true" if v else "false") if kind == "boolean" else v])
+                elif kind == "null":
                     if column == "label":
                         ors.append("label IS NULL")
                     else:
