@@ -436,6 +436,22 @@ def b64png(array: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def test_an_image_past_the_pixel_limit_is_refused_by_that_limit_whatever_pillow_thinks(monkeypatch):
+    from PIL import Image
+
+    from fewshot.serve.errors import ApiError
+    from fewshot.serve.inputs import decode_image
+
+    eight = b64png(np.zeros((8, 8, 3), dtype=np.uint8))  # 64 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # 64 is past Pillow's warning size, under its hard limit
+    assert decode_image(eight, "inputs[0]", max_pixels=100).size == (8, 8)  # the server's limit decides
+    with pytest.raises(ApiError, match=r"inputs\[0\] is 8x8 pixels; the limit is 50 pixels"):
+        decode_image(eight, "inputs[0]", max_pixels=50)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # past twice Pillow's limit: refused before it is read
+    with pytest.raises(ApiError, match=r"inputs\[0\] declares more pixels than the limit of 50 pixels"):
+        decode_image(eight, "inputs[0]", max_pixels=50)
+
+
 def test_images_travel_as_base64_for_image_models_and_indexes(serve, data_root, tmp_path):
     from eval.datasets import load_images
 
