@@ -190,6 +190,26 @@ def test_saves_link_the_vector_files_and_clean_up_what_no_save_uses(tmp_path):
     assert len(EmbeddingIndex.load(copy)) == 308
 
 
+def test_many_small_saves_merge_their_vector_files_and_keep_every_vector(tmp_path, monkeypatch):
+    from fewshot.index import rawvectors
+
+    monkeypatch.setattr(rawvectors, "MAX_SEGMENTS", 4)
+    index, X = ivf_filled("ivfpq")
+    path = index.save(tmp_path / "ix")
+    extra = battery.vectors(30, 32, seed=5)
+    for i in range(10):  # ten saves of three vectors each: one file a save, until they are merged
+        index.add_embeddings(extra[3 * i : 3 * i + 3], ids=range(1000 + 3 * i, 1003 + 3 * i))
+        index.remove([2 * i])  # removed rows keep their places in the merged file
+        index.save(path)
+        assert len(segments(path)) <= 5
+    again = EmbeddingIndex.load(path)
+    assert len(again) == 320
+    queries, ids = np.vstack([X[[5, 299]], extra]), [5, 299, *range(1000, 1030)]
+    for copy in (index, again):  # each vector finds itself with its exact score: read back from its place
+        scores, found = copy.search_embeddings(queries, k=1)
+        assert found[:, 0].tolist() == ids and np.allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
 def test_a_damaged_vector_file_is_reported(tmp_path):
     index, _ = ivf_filled("ivfpq")
     path = index.save(tmp_path / "d")

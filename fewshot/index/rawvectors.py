@@ -30,6 +30,7 @@ from fewshot.errors import CorruptFileError
 
 SEGMENT = re.compile(r"vectors-[0-9a-f]{16}\.f32")
 SPILL_ROWS = 65_536  # unsaved rows kept in memory before they go to a spill segment
+MAX_SEGMENTS = 32  # past this many, a save merges the trailing small segments (many small saves) into one
 
 
 def _new_name() -> str:
@@ -66,13 +67,18 @@ class Segment:
         return {"name": self.path.name, "rows": self.rows, "bytes": self.rows * self.dim * 4, "sha256": self.sha256}
 
 
-def _write_segment(path: Path, rows: np.ndarray) -> Segment:
-    data = np.ascontiguousarray(rows, dtype=np.float32)
+def _write_segment(path: Path, *parts: np.ndarray) -> Segment:
+    """One segment of the rows of ``parts`` in order, written (and fsynced) one part at a time."""
+    h, rows = hashlib.sha256(), 0
     with open(path, "wb") as f:
-        f.write(data.tobytes())
+        for part in parts:
+            data = np.ascontiguousarray(part, dtype=np.float32).tobytes()
+            f.write(data)
+            h.update(data)
+            rows += len(part)
         f.flush()
         os.fsync(f.fileno())
-    return Segment(path, len(data), data.shape[1], hashlib.sha256(data.tobytes()).hexdigest())
+    return Segment(path, rows, parts[0].shape[1], h.hexdigest())
 
 
 class RawVectors:
@@ -210,8 +216,18 @@ class RawVectors:
     def save_into(self, folder: Path) -> list[dict[str, Any]]:
         """Make every segment (and the tail) a file of ``folder``; return their descriptions for the manifest.
 
-        A segment already in ``folder`` is kept; one elsewhere is hard-linked (copied across file systems)."""
+        A segment already in ``folder`` is kept; one elsewhere is hard-linked (copied across file systems).
+        Past :data:`MAX_SEGMENTS` segments, the trailing ones of fewer than ``spill_rows`` rows each (left by
+        many small saves) are merged into one, in order, so that positions stay what they were; the files
+        merged are then stale and go with the save's cleanup."""
         self._flush(folder)
+        if len(self.segments) > MAX_SEGMENTS:
+            start = len(self.segments)
+            while start > 0 and self.segments[start - 1].rows < self.spill_rows:
+                start -= 1
+            if len(self.segments) - start > 1:
+                merged = _write_segment(folder / _new_name(), *(seg.array() for seg in self.segments[start:]))
+                self.segments = self.segments[:start] + [merged]  # one assignment: a reader sees either list
         for i, seg in enumerate(self.segments):
             if seg.path.parent.resolve() == folder.resolve():
                 continue
