@@ -61,6 +61,12 @@ def test_bad_records_name_the_file_and_line(tmp_path):
         parse_records("\n\n", "txt", "empty.txt")
     with pytest.raises(InputError, match="more fields than the header"):
         parse_records("a,b\n1,2,3\n", "csv", "x.csv")
+    # a quote that never closes would swallow the rest of the file into one record, with no error
+    text = 'text,id\n"hello, there",1\n"never closed,2\nplain,3\nmore,4\n'
+    with pytest.raises(InputError, match="x.csv: the record starting on line 3 opens a quote that is never closed"):
+        parse_records(text, "csv", "x.csv")
+    assert len(parse_records(text.replace('"never', '"never"'), "csv", "x.csv")) == 4
+    assert parse_records('t\n"two\nlines"\n', "csv", "x.csv") == [{"t": "two\nlines"}]  # closed on a later line
     with pytest.raises(InputError, match="file.xyz: no such file or folder"):  # a typo, not a format to name
         read_records(str(tmp_path / "file.xyz"))
     (tmp_path / "file.xyz").write_text("a line\n")
@@ -77,6 +83,8 @@ def test_label_and_text_columns():
     assert label_column([{"y": 1}, {"y": 2.0}], "y", "f.jsonl") == [1, 2.0]
     with pytest.raises(InputError, match="record 1 has an empty or non-text 't'"):
         text_column([{"t": 5}], "t", "f.jsonl")
+    with pytest.raises(InputError, match="record 2 has no visible character in 't'"):
+        text_column([{"t": "a"}, {"t": "\u200b\u200b"}], "t", "f.jsonl")
     assert unique_name("label", {"label", "label_2"}) == "label_3" and unique_name("p", set()) == "p"
 
 

@@ -15,7 +15,6 @@ column and the kept columns under their own names.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fewshot._validate import has_visible
-from fewshot.cli.records import json_record
+from fewshot.cli.records import json_record, quote_left_open
 from fewshot.encoders.image_inputs import IMAGE_SUFFIXES
 from fewshot.errors import InputError
 
@@ -425,21 +424,17 @@ def _csv_records(path: str, offset: int, encoding: str) -> Iterator[tuple[list[s
 
 def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) -> None:
     """Refuse a record (bytes ``[start, stop)``, the last of the file) whose quoted field is still open at
-    the end of the file. Only the end of data is judged: other quoting the lenient reader takes stays taken."""
+    the end of the file (:func:`~fewshot.cli.records.quote_left_open`)."""
     with open(path, "rb") as f:
         f.seek(start)
         raw = f.read(stop - start)
     codec = _codec(encoding)
     text = raw.decode("utf-8-sig" if start == 0 and codec == "utf-8" else codec)
-    try:
-        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(path), strict=True):
-            pass
-    except csv.Error as exc:
-        if "end of data" in str(exc):  # CPython's message for a quoted field open at the end of the input
-            raise InputError(
-                f"{path}: the record starting on line {line} opens a quote that is never closed, so it runs "
-                'to the end of the file; close the quote or double a quote that is part of the text ("")'
-            ) from None
+    if quote_left_open(text, _delimiter(path)):
+        raise InputError(
+            f"{path}: the record starting on line {line} opens a quote that is never closed, so it runs "
+            'to the end of the file; close the quote or double a quote that is part of the text ("")'
+        )
 
 
 def _check_text(v: Any, path: str, n: int, name: str) -> None:

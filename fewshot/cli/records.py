@@ -11,9 +11,11 @@ import csv
 import io
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from fewshot._validate import has_visible
 from fewshot.errors import InputError
 
 FORMATS = ("csv", "jsonl", "txt")
@@ -82,15 +84,31 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: s
     if fmt == "txt":
         rows: list[dict[str, Any]] = [{"text": line} for line in lines(text) if line.strip()]
     elif fmt == "csv":
+        source = io.StringIO(text, newline="").readlines()
+        read = 0  # lines the reader has taken
+
+        def feed() -> Iterator[str]:
+            nonlocal read
+            for line in source:
+                read += 1
+                yield line
+
         try:
-            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-            rows = []
+            reader = csv.DictReader(feed(), delimiter=delimiter)
+            reader.fieldnames  # noqa: B018 - reads the header
+            rows, start, last = [], read, read  # the line the next (last) record starts on, 0-based
             for n, row in enumerate(reader, 2):
                 if None in row:  # more cells than the header names
                     raise InputError(f"{where} line {n}: more fields than the header has columns")
                 rows.append({k: ("" if v is None else v) for k, v in row.items()})
+                last, start = start, read
         except csv.Error as exc:
             raise InputError(f"{where}: bad CSV ({exc})") from exc
+        if rows and quote_left_open("".join(source[last:]), delimiter):
+            raise InputError(
+                f"{where}: the record starting on line {last + 1} opens a quote that is never closed, so it runs "
+                'to the end of the file; close the quote or double a quote that is part of the text ("")'
+            )
         if reader.fieldnames is not None:
             names = [f for f in reader.fieldnames]
             if len(set(names)) != len(names):
@@ -104,6 +122,18 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: s
     if not rows:
         raise InputError(f"{where} holds no records")
     return rows
+
+
+def quote_left_open(text: str, delimiter: str) -> bool:
+    """Whether ``text`` (a file's last CSV record) ends inside a quoted field: the lenient reader hands the rest
+    of the file back as one field of one record, which is wrong output with no error. Only the end of data is
+    judged: other quoting the lenient reader takes stays taken."""
+    try:
+        for _ in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return "end of data" in str(exc)  # CPython's message for a quoted field open at the end of the input
+    return False
 
 
 def read_input_file(path: str | Path) -> bytes:
@@ -151,6 +181,8 @@ def text_column(rows: list[dict[str, Any]], name: str, where: str) -> list[str]:
     for i, v in enumerate(values):
         if not isinstance(v, str) or not v.strip():
             raise InputError(f"{where}: record {i + 1} has an empty or non-text {name!r}")
+        if not has_visible(v):  # zero-width spaces only: the encoder refuses it
+            raise InputError(f"{where}: record {i + 1} has no visible character in {name!r} ({v!r})")
     return values
 
 
