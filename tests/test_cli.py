@@ -553,6 +553,38 @@ def test_plain_text_on_stdin_and_an_unknown_output_name_get_advice_that_works(tm
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_the_model_loads_and_a_failure_keeps_the_old_one(
+    tmp_path, capsys
+):
+    from fewshot.cli.common import output
+
+    queries = tmp_path / "q.txt"
+    queries.write_text("refund please\n")
+    absent = tmp_path / "no-model"  # were the model loaded first, the error would be about it
+    for target, message in [
+        (tmp_path / "nowhere" / "out.jsonl", "no such folder"),
+        (tmp_path, "it is a folder"),
+        (tmp_path / "out", "output format of"),
+    ]:
+        code, _, err = run(capsys, "predict", absent, queries, "-o", target)
+        assert code == 1 and message in err and "no-model" not in err, err
+        code, _, err = run(capsys, "zeroshot", queries, "--labels", "a,b", "-o", target)
+        assert code == 1 and message in err, err
+    # the output is written whole or not at all: a failure midway leaves the earlier file as it was
+    old = tmp_path / "out.jsonl"
+    old.write_text("earlier results\n")
+    with pytest.raises(RuntimeError):
+        with output(str(old)) as f:
+            f.write("half of the new\n")
+            raise RuntimeError("killed")
+    assert old.read_text() == "earlier results\n" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out.jsonl",
+        "q.txt",
+    ]
+    code, _, _ = run(capsys, "zeroshot", queries, "--labels", "refund,crash", "-o", old)
+    assert code == 0 and json.loads(old.read_text())["prediction"] == "refund"
+
+
 def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
     """``fewshot zeroshot ... | head -1``: the rest of the output has nowhere to go, which is no error."""
     texts = tmp_path / "t.txt"

@@ -883,7 +883,7 @@ def test_a_keyless_server_answers_loopback_host_names_only_so_dns_rebinding_cann
         ServeSettings(root=root, allowed_hosts="a.lan")
 
 
-def test_a_root_that_cannot_be_a_folder_is_one_error_line_before_uvicorn_starts(tmp_path, capsys):
+def test_a_root_that_cannot_be_a_folder_or_a_taken_port_is_one_error_line_before_uvicorn_starts(tmp_path, capsys):
     from fewshot.cli import main
 
     afile = tmp_path / "afile"
@@ -893,6 +893,16 @@ def test_a_root_that_cannot_be_a_folder_is_one_error_line_before_uvicorn_starts(
         err = capsys.readouterr().err
         assert err.startswith("fewshot: error:") and message in err and "Traceback" not in err, err
     assert afile.read_text() == "not a folder"
+    # a port another process listens on is one line too (uvicorn would log its start-up and exit with 3)
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--root", str(tmp_path / "r"), "--port", str(port), "--no-preload"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"fewshot: error: port {port} on 127.0.0.1 is already in use (another server?); give another --port\n"
 
 
 # -- concurrency: coalescing, group commit, overload, timeouts, a free event loop ------------------------------

@@ -12,6 +12,7 @@ from fewshot.cli.common import (
     abstain_setting,
     check_image_records,
     check_images_readable,
+    check_output,
     head_params,
     image_rows,
     is_image_input,
@@ -149,6 +150,8 @@ def prediction_rows(
 def cmd_predict(a: argparse.Namespace) -> int:
     from fewshot.classifiers import FewShotClassifier
 
+    check_output(a.output)  # the output is checked before the model loads
+    fmt = output_format(a)
     clf = FewShotClassifier.load(a.model)
     if a.abstain is not None:
         if a.abstain == "auto":
@@ -165,7 +168,6 @@ def cmd_predict(a: argparse.Namespace) -> int:
             check_threshold(clf.head_, threshold, given="--abstain {:g}", alternative=" (or off)")
         clf.threshold_ = threshold
     check_images_readable(a.data, clf.encoder_, f"the model at {a.model}")
-    fmt = output_format(a)  # before any encoding
     rows, texts, _ = _records(a, a.data, reader=(clf.encoder_, f"the model at {a.model}"))
     labels, scores, proba = clf.predict_with_scores(texts, show_progress=progress(texts))
     out_rows = prediction_rows(rows, labels, scores, clf.classes_.tolist(), proba, fmt, a.prediction_col)
@@ -205,6 +207,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
             "or a number"
         )
     labels = parse_labels(a.labels, a.labels_file, a.encoding)
+    check_output(a.output)  # the output is checked before the model loads
+    fmt = output_format(a)
     encoder = make_encoder(a.encoder, is_image_input(a.data))
     check_images_readable(a.data, encoder, f"--encoder {a.encoder}")
     zs = ZeroShotClassifier(
@@ -215,7 +219,6 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         expand=a.expand,
         abstain=abstain,
     )
-    fmt = output_format(a)  # before any encoding
     rows, texts, _ = _records(a, a.data, reader=(encoder, f"--encoder {a.encoder}"))
     corpus = None
     if a.corpus:

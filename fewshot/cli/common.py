@@ -54,14 +54,45 @@ def quiet_libraries() -> None:
         pass
 
 
-def output(path: str | None):
-    """A context manager for the output: standard output (left open) or a new file."""
+def check_output(path: str | None) -> None:
+    """Refuse an output path that cannot be written, before any model is loaded or record encoded."""
     if path in (None, "-"):
-        return contextlib.nullcontext(sys.stdout)
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; name a file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: no such folder {parent}")
+    if not os.access(parent if not p.exists() else p, os.W_OK):
+        raise InputError(f"cannot write {path}: permission denied")
+
+
+@contextlib.contextmanager
+def output(path: str | None):
+    """The output: standard output (left open), or a file written whole or not at all (a temporary file
+    beside it, renamed over it at the end; a failure midway leaves any earlier file as it was). A path that
+    is not a regular file (a pipe, ``/dev/stdout``) is written directly."""
+    if path in (None, "-"):
+        yield sys.stdout
+        return
+    p = Path(path)
+    direct = p.exists() and not p.is_file()
+    target = p if direct else p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        return open(path, "w", encoding="utf-8", newline="")
+        f = open(target, "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        with f:
+            yield f
+        if not direct:
+            os.replace(target, p)
+    except BaseException:
+        if not direct:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+        raise
 
 
 def parse_labels(inline: str | None, path: str | None, encoding: str = "utf-8") -> Any:

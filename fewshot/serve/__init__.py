@@ -8,13 +8,15 @@ use, run in a worker thread, with concurrent requests sharing model calls
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Any
 
 from fewshot.errors import InputError
 from fewshot.serve.settings import NAME_PATTERN, ServeSettings
 
-__all__ = ["NAME_PATTERN", "ServeSettings", "check_root", "create_app", "run"]
+__all__ = ["NAME_PATTERN", "ServeSettings", "check_port", "check_root", "create_app", "run"]
 
 
 def _require() -> None:
@@ -38,6 +40,22 @@ def check_root(root: Path) -> None:
         check_folder_place(root, f"cannot make the service root {root}")
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise unless ``host``:``port`` can be listened on now (uvicorn would log the failure among its start-up
+    lines and exit with status 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds it
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(
+                    f"port {port} on {host} is already in use (another server?); give another --port"
+                ) from None
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def create_app(settings: ServeSettings) -> Any:
     """The FastAPI application serving ``settings.root``."""
     _require()
@@ -52,5 +70,6 @@ def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_
     import uvicorn
 
     check_root(settings.root)
+    check_port(host, port)
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
