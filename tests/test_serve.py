@@ -686,6 +686,13 @@ def test_client_mistakes_are_4xx_naming_the_field(populated, method, path, body,
     assert (r.status_code, err["code"], err["field"]) == (status, code, field), err
 
 
+def test_a_body_the_json_parser_cannot_take_says_why(populated):
+    deep = b'{"inputs": ["a"], "where": {"x": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    for body, why in ((b'{"inputs": ["\xff\xfe"]}', "not JSON text in UTF-8"), (deep, "nested too deeply")):
+        r = populated.post("/v1/indexes/news/search", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and error(r)["code"] == "malformed_json" and why in error(r)["message"], r.text
+
+
 def test_messages_use_the_requests_names_not_the_librarys(populated):
     r = populated.post("/v1/models/m/examples", json={"inputs": ["a", "b"], "labels": ["x"]})
     assert error(r) == {"code": "bad_input", "field": "labels", "message": "labels has 1 entries for 2 inputs"}

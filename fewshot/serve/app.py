@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import math
@@ -580,8 +581,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 except ApiError as err:
                     return await api_error(request, err)
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-            # bytes that are not UTF-8 (FastAPI's decoding fails before any JSON is parsed)
-            return await api_error(request, ApiError(400, "malformed_json", "the body is not JSON text in UTF-8"))
+            # FastAPI's parse failed with something other than a JSON syntax error: bytes that are not UTF-8,
+            # or JSON nested deeper than the parser recurses
+            message = "the body is not JSON text in UTF-8"
+            with contextlib.suppress(Exception):  # the body was read already; this only tells the two apart
+                (await request.body()).decode("utf-8")
+                message = "the body's JSON is nested too deeply to be read (arrays or objects within each other)"
+            return await api_error(request, ApiError(400, "malformed_json", message))
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
         err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None)
         return JSONResponse(err.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))

@@ -269,7 +269,8 @@ class CoalescingEncoder(Encoder):
         self._lane(kind).submit(job)
         if not job.done.wait(left):
             job.cancelled = True
-            raise DeadlineExceeded(f"the request ran out of time waiting for the model ({len(items)} inputs)")
+            # items: what this call encodes (a zero-shot request's label prompts, say), not the request's inputs
+            raise DeadlineExceeded(f"the request ran out of time waiting for the model to encode {len(items)} items")
         if job.error is not None:
             raise job.error
         if job.cancelled:
