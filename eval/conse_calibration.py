@@ -27,6 +27,7 @@ import numpy as np
 from eval.datasets import load_images
 from eval.run_images import label_text
 from eval.run_text import RESULTS, machine
+from eval.run_zeroshot import given_order
 from eval.sampling import capped_subsample
 from fewshot import ImageEncoder, ZeroShotClassifier
 from fewshot import calibration as cal
@@ -45,7 +46,7 @@ def scores(name: str, split: str, root: str | None) -> tuple[np.ndarray, np.ndar
     images, labels = (ds.train_images, ds.train_labels) if split == "train" else (ds.test_images, ds.test_labels)
     idx = capped_subsample(labels, CAP)
     zs = ZeroShotClassifier([label_text(n) for n in ds.label_names], encoder=ImageEncoder())
-    return zs.class_scores(list(images[idx])), labels[idx]
+    return given_order(zs, zs.class_scores(list(images[idx]))), labels[idx]
 
 
 def judged(P: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -62,7 +62,8 @@ def predictions(clf: FewShotClassifier, texts: list[str]) -> tuple[np.ndarray, n
     S = clf.head_.class_scores(E, **kw)
     channel = clf.lexical_channel_
     pooled = S if channel is None else channel.pool(clf.head_.log_proba(S), texts)
-    return clf.classes_[S.argmax(axis=1)], clf.classes_[pooled.argmax(axis=1)]
+    classes = clf.head_.classes_  # S's columns
+    return classes[S.argmax(axis=1)], classes[pooled.argmax(axis=1)]
 
 
 def summary() -> None:

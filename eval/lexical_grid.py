@@ -60,10 +60,10 @@ def grid_scores(clf, texts, labels, test, yt) -> dict:
     E, kw = clf._head_inputs(test, show_progress=False)
     head_test = clf.head_.log_proba(clf.head_.class_scores(E, **kw))
     model = lexical.LexicalModel().fit(
-        texts, encode_labels(np.asarray(labels, dtype=object), clf.classes_), len(clf.classes_)
+        texts, encode_labels(np.asarray(labels, dtype=object), clf.head_.classes_), len(clf.head_.classes_)
     )
     lexical_test = model.log_proba(test)
-    truth = encode_labels(yt, clf.classes_)
+    truth = encode_labels(yt, clf.head_.classes_)
     out = {"off": round(float(np.mean(head_test.argmax(axis=1) == truth)), 4)}
     for name, weights in GRIDS.items():
         w, t_head, t_lexical, record = lexical.choose(held_head, held_lexical, codes, weights)

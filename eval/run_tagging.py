@@ -120,7 +120,7 @@ def _row(Y: np.ndarray, P: np.ndarray) -> dict:
 def evaluate(name: str, encoder: TextEncoder) -> dict:
     texts, Y, labels = tagging_set(name)
     zs = ZeroShotClassifier(labels, encoder=encoder).fit()
-    classes = zs.classes_.tolist()
+    classes = zs.label_head_.classes_.tolist()  # the labels as given: Y's and label_scores' columns
     tags = zs.tag(texts)  # the shipped defaults
     P = np.zeros_like(Y)
     for i, t in enumerate(tags):

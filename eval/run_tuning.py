@@ -103,7 +103,7 @@ def predicted(clf: FewShotClassifier, texts: list[str], E: np.ndarray, channel: 
     lexical channel."""
     S = clf.head_.class_scores(E, **clf._prior_kw(texts, E))
     lexical = getattr(clf, "lexical_channel_", None) if channel else None
-    out = clf._labels(S if lexical is None else lexical.pool(clf.head_.log_proba(S), texts))
+    out = clf._labels(clf._in_class_order(S if lexical is None else lexical.pool(clf.head_.log_proba(S), texts)))
     if channel:
         k = min(32, len(texts))
         assert (clf.predict(texts[:k]) == out[:k]).all(), "predicted() departs from predict()"

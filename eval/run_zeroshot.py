@@ -61,8 +61,15 @@ def _split(ds, embed):
     return test, ds.test_labels[ti], corpus
 
 
+def given_order(zs: ZeroShotClassifier, S: np.ndarray) -> np.ndarray:
+    """Scores ``S`` (columns in ``zs.classes_`` order, sorted) in the order the labels were given, which is
+    the datasets' label codes."""
+    at = {c: j for j, c in enumerate(zs.classes_.tolist())}
+    return S[:, [at[c] for c in zs.label_head_.classes_.tolist()]]
+
+
 def _predict_codes(zs: ZeroShotClassifier, texts: list[str]) -> np.ndarray:
-    return zs.class_scores(texts).argmax(axis=1)  # columns follow the label order given
+    return given_order(zs, zs.class_scores(texts)).argmax(axis=1)
 
 
 def techniques(names: list[str], embed: Embedder) -> list[dict]:
@@ -129,7 +136,7 @@ def techniques(names: list[str], embed: Embedder) -> list[dict]:
 
 def _label_scores(names: list[str], embed: Embedder, texts: list[str]) -> np.ndarray:
     zs = ZeroShotClassifier(names, encoder=embed.cached, adapt="none").fit()
-    return zs.class_scores(texts)
+    return given_order(zs, zs.class_scores(texts))
 
 
 def calibration(embed: Embedder, seeds: int) -> dict:

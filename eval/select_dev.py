@@ -43,9 +43,9 @@ def candidate_accuracies(clf: FewShotClassifier, texts: list[str], labels: list[
     """Test accuracy of every default candidate refitted on ``clf``'s tuned body, as ``fit`` fits it."""
     E = clf.embed(texts)
     kw = clf._prior_kw(texts, E)
-    codes = encode_labels(np.asarray(labels, dtype=object), clf.classes_)
+    codes = encode_labels(np.asarray(labels, dtype=object), clf.head_.classes_)  # the head's columns
     Et, kwt = clf._head_inputs(test, show_progress=False)
-    truth = encode_labels(np.asarray(yt, dtype=object), clf.classes_)
+    truth = encode_labels(np.asarray(yt, dtype=object), clf.head_.classes_)
     out = {}
     for head in AutoHead()._heads():
         fitted = AutoHead._fit_one(head, E, codes, None, kw.get("prior"))

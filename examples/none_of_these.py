@@ -19,5 +19,5 @@ for q, label, score, p in zip(queries, *clf.predict_with_scores(queries)):
 # no examples: label text only; a number sets the threshold (a cosine), or pass your own unlabelled
 # texts to fit() and abstain="auto" takes it from them
 zs = ZeroShotClassifier(["billing", "shipping", "account", "technical problem"], abstain=0.15, abstain_label="")
-print([label or "(none of these)" for label in zs.predict(queries)])
+print([label or "(none of these)" for label in zs.predict(queries).tolist()])
 print(zs.tag(["the charge on my card arrived with the delivery"], top_k=2))

@@ -55,7 +55,7 @@ def test_eight_shot_sst2_accuracy(text_encoder, sst2):
 def test_zero_shot_accuracy(text_encoder, ag_news, sst2):
     _, _, Xt, yt = ag_news
     zs = ZeroShotClassifier(["World", "Sports", "Business", "Sci/Tech"], encoder=text_encoder)
-    assert list(zs.classes_) == ["World", "Sports", "Business", "Sci/Tech"]  # the order given
+    assert list(zs.classes_) == ["Business", "Sci/Tech", "Sports", "World"]  # sorted, as scikit-learn keeps them
     assert (zs.predict(Xt) == yt).mean() >= 0.5
     _, Xs, ys = sst2
     zs2 = ZeroShotClassifier(["negative", "positive"], encoder=text_encoder)
@@ -122,6 +122,46 @@ def test_a_fit_warns_of_each_thing_once_however_many_of_its_steps_check_it(fake_
     assert seen[0].filename == __file__  # attributed to the caller's line, not the library's
 
 
+def test_scikit_learns_probability_scorers_read_the_columns_right(text_encoder, ag_news):
+    from sklearn.metrics import get_scorer, log_loss, roc_auc_score
+
+    X, y, Xt, yt = ag_news
+    Xt, yt = Xt[:120], yt[:120]
+
+    def manual(model, metric):  # each true label's column found by name, whatever the order
+        P = model.predict_proba(Xt)
+        at = {c: j for j, c in enumerate(model.classes_.tolist())}
+        names = sorted(at)
+        P = P[:, [at[c] for c in names]]
+        if metric == "neg_log_loss":
+            return -log_loss(yt, P, labels=names)
+        return roc_auc_score(yt, P, multi_class="ovr", labels=names)
+
+    zs = ZeroShotClassifier(["World", "Sports", "Business", "Sci/Tech"], encoder=text_encoder)  # not sorted
+    X, late = np.asarray(X, dtype=object), y == "Business"
+    clf = FewShotClassifier(encoder=text_encoder, lexical=False).fit(list(X[~late]), y[~late])
+    clf.add_examples(list(X[late]), y[late])  # a class that sorts first, added after the fit
+    for model in (zs, clf):
+        for metric in ("neg_log_loss", "roc_auc_ovr"):
+            assert get_scorer(metric)(model, Xt, yt) == pytest.approx(manual(model, metric), abs=1e-9)
+    assert get_scorer("roc_auc_ovr")(zs, Xt, yt) > 0.8  # as good as its accuracy says, not scrambled
+
+
+def test_a_class_added_before_the_others_in_sorted_order_saves_and_loads_with_its_label_prior(text_encoder, tmp_path):
+    X = ["the match went to extra time", "a late goal won the cup", "the senate passed the bill", "votes were counted"]
+    clf = FewShotClassifier(text_encoder, head="cache", lexical=False).fit(
+        X, ["sport", "sport", "politics", "politics"]
+    )
+    assert clf.prior_ is not None  # word labels: their zero-shot scores join the cache adapter
+    clf.add_examples(["shares fell on the stock market", "the company reported profits"], ["business"] * 2)
+    assert clf.head_.classes_.tolist() == ["politics", "sport", "business"]  # the head appends
+    queries = ["stock prices are rising", "the striker scored twice", "parliament votes today"]
+    assert clf.predict(queries).tolist() == ["business", "sport", "politics"]
+    back = FewShotClassifier.load(clf.save(tmp_path / "m"), encoder=text_encoder)
+    assert back.classes_.tolist() == ["business", "politics", "sport"]
+    np.testing.assert_allclose(back.predict_proba(queries), clf.predict_proba(queries), atol=1e-9)
+
+
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):
     y4 = ["fruit", "fruit", "vehicle", "vehicle"]
     clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)
@@ -130,12 +170,13 @@ def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encode
     assert fake_encoder.calls - calls == 2
     with pytest.warns(FewShotWarning, match="new label 'Fruit ' differs from the class 'fruit' only in case"):
         clf.add_examples(["yellow banana"], ["Fruit "])
-    assert list(clf.classes_) == ["fruit", "vehicle", "animal", "Fruit "]  # a class of its own, as fit makes it
+    assert list(clf.classes_) == ["Fruit ", "animal", "fruit", "vehicle"]  # a class of its own, as fit makes it
     clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)
     clf.add_examples(["blue whale", "grey whale"], ["animal", "animal"])
-    assert list(clf.classes_) == ["fruit", "vehicle", "animal"]
+    assert list(clf.classes_) == ["animal", "fruit", "vehicle"]  # in its sorted place: columns follow classes_
     assert clf.predict(["whale"])[0] == "animal"
-    assert clf.predict_proba(["apple"]).shape == (1, 3)
+    assert clf.predict_proba(["apple"]).shape == (1, 3) and clf.predict_proba(["whale"]).argmax() == 0
+    assert clf.class_scores(["apple"]).argmax() == 1
     for head, params in (("knn", None), ("auto", {"candidates": ["knn"]})):
         knn = FewShotClassifier(encoder=fake_encoder, head=head, head_params=params)
         knn.fit(["red apple", "green apple", "fast car", "car"], y4)
@@ -639,7 +680,7 @@ def test_predictions_from_a_thread_pool_while_examples_are_added(fake_encoder):
             clf.add_examples([f"whale number {i}", f"grey whale {i}"], ["animal", "animal"])
         results = [f.result() for f in futures]
     assert all(pred == expected and n == 4 for pred, n in results)
-    assert list(clf.classes_) == ["fruit", "vehicle", "animal"]
+    assert list(clf.classes_) == ["animal", "fruit", "vehicle"]
 
 
 def test_a_lone_surrogate_in_a_text_or_label_is_an_input_error_not_a_tokenizer_traceback(fake_encoder):

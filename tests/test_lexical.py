@@ -203,7 +203,8 @@ def test_a_classifier_without_the_channel_is_unchanged_and_add_examples_refits_i
     assert clf.lexical_channel_.weight == 0.5 and clf.lexical_channel_.model.coef_.shape[0] == len(clf.classes_)
     new = ["my kettle boils the water for tea", "the teapot and the kettle are on the stove"]
     clf.add_examples(new, ["kitchen", "kitchen"])
-    assert clf.classes_[-1] == "kitchen" and clf.lexical_channel_.model.coef_.shape[0] == len(clf.classes_)
+    assert clf.head_.classes_[-1] == "kitchen" and clf.lexical_channel_.model.coef_.shape[0] == len(clf.classes_)
+    assert clf.classes_.tolist() == sorted(clf.head_.classes_.tolist())  # the head appends; classes_ stay sorted
     assert len(clf.lexical_channel_.texts) == 42
     assert clf.predict(["the kettle is on the stove"])[0] == "kitchen"
     np.testing.assert_allclose(np.exp(clf.class_scores(X_test[:3])).sum(axis=1), 1.0, atol=1e-9)
@@ -278,7 +279,7 @@ def test_sample_weight_reaches_the_channel(newsgroups, text_encoder, monkeypatch
     light = FewShotClassifier(text_encoder, head="prototype").fit(X, y).add_examples(new, ["kitchen"] * 2)
     clf.add_examples(new, ["kitchen"] * 2, sample_weight=[3.0, 1.0])
     np.testing.assert_array_equal(clf.lexical_channel_.sample_weight, np.append(w, [3.0, 1.0]))
-    kitchen = list(clf.classes_).index("kitchen")
+    kitchen = list(clf.head_.classes_).index("kitchen")  # a row of the head's own arrays
     assert not np.allclose(clf.head_.centroids_[kitchen], light.head_.centroids_[kitchen])
     with pytest.raises(InputError, match="sample_weight must have shape"):
         clf.add_examples(new, ["kitchen"] * 2, sample_weight=[1.0])

@@ -102,8 +102,32 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
 
     @property
     def classes_(self) -> np.ndarray:
-        """The labels, array of shape (n_classes,); probability columns follow this order."""
-        return self._fitted_head().classes_
+        """The labels, sorted (as scikit-learn's classifiers keep them, and as its scorers and metrics assume),
+        array of shape (n_classes,); the columns of scores and probabilities follow this order."""
+        head = self._fitted_head()
+        order = self._column_order(head)
+        return head.classes_ if order is None else head.classes_[order]
+
+    def _column_order(self, head: BaseHead) -> np.ndarray | None:
+        """Where each of ``classes_`` sits among the head's columns (None: the same order). A head keeps its
+        classes in the order it learned them: the labels as a zero-shot classifier was given them, classes
+        added after a fit at the end."""
+        classes = head.classes_
+        cached = self.__dict__.get("_sorted_columns")  # (the head's classes it was made for, the order)
+        if cached is not None and cached[0] is classes:
+            return cached[1]
+        try:
+            order = np.argsort(classes, kind="stable")
+        except TypeError:  # labels of mixed types, which sort no way (a model refuses them; a head may not)
+            order = np.arange(len(classes))
+        found = None if np.array_equal(order, np.arange(len(classes))) else order
+        self.__dict__["_sorted_columns"] = (classes, found)
+        return found
+
+    def _in_class_order(self, S: np.ndarray) -> np.ndarray:
+        """The head's columns ``S`` (n, n_classes) put in ``classes_`` order."""
+        order = self._column_order(self._fitted_head())
+        return S if order is None else S[:, order]
 
     # -- scores and predictions ---------------------------------------------------------------------
     def class_scores(self, X: Any, show_progress: bool = False) -> np.ndarray:
@@ -145,7 +169,11 @@ class CalibratedClassifier(ClassifierMixin, BaseEstimator):
             return self._labels(S), S.max(axis=1), self._proba(S)
 
     def _scores(self, X: Any, show_progress: bool) -> np.ndarray:
-        """Class scores of ``X`` (the caller holds the read lock)."""
+        """Class scores of ``X``, columns in ``classes_`` order (the caller holds the read lock)."""
+        return self._in_class_order(self._head_scores(X, show_progress))
+
+    def _head_scores(self, X: Any, show_progress: bool) -> np.ndarray:
+        """Class scores of ``X`` in the head's column order."""
         E, kw = self._head_inputs(X, show_progress)
         return self._fitted_head().class_scores(E, **kw)
 

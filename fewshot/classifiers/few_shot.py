@@ -95,7 +95,7 @@ class FewShotClassifier(CalibratedClassifier):
 
     Attributes
     ----------
-    classes_ : array of shape (n_classes,), the labels; ``predict_proba`` columns follow it.
+    classes_ : array of shape (n_classes,), the labels, sorted; ``predict_proba`` columns follow it.
     head_ : the fitted head. ``encoder_`` : the encoder in use (the tuned copy when ``tune`` is set).
     temperature_ : the calibration temperature (1.0 when not calibrated); ``calibration_`` says how it was
         fitted and the calibration error before and after on the held-out scores.
@@ -303,8 +303,8 @@ class FewShotClassifier(CalibratedClassifier):
         if not any(terms(text) for text in items):
             self.lexical_ = {"picked": 0.0, "why": "the examples have no words"}
             return S, how
-        codes = encode_labels(y, self.classes_)
-        n_classes = len(self.classes_)
+        codes = encode_labels(y, self.head_.classes_)  # the head's columns, as its held-out scores have them
+        n_classes = len(self.head_.classes_)
         if held_out is not None:
             folds = [(fold[0], fold[1]) for fold in held_out[0]]
         else:
@@ -334,7 +334,7 @@ class FewShotClassifier(CalibratedClassifier):
         E0 = base.encode(items)
         kw = {}
         if getattr(self, "prior_", None) is not None:
-            kw = {"prior": _label_prior(self.classes_.tolist(), base).label_scores(E0)}
+            kw = {"prior": _label_prior(self.head_.classes_.tolist(), base).label_scores(E0)}
         return self.head_.held_out_scores(E0, y, **kw)
 
     def _cross_fitted(
@@ -431,7 +431,7 @@ class FewShotClassifier(CalibratedClassifier):
         S = held_out_scores
         if S is None and needs_scores:
             S = self.head_.held_out_scores(E, y, **kw)
-        codes = encode_labels(y, self.classes_)
+        codes = encode_labels(y, self.head_.classes_)  # S has the head's columns
         if self.calibrate and S is not None:
             self._fit_temperature(S, codes, how or "held-out support")
         elif self.calibrate:
@@ -473,13 +473,14 @@ class FewShotClassifier(CalibratedClassifier):
             return {}
         if prior.encoder_ is self.encoder_:
             return {"prior": prior.label_scores(E)}
-        return {"prior": prior.class_scores(items)}
+        return {"prior": prior.label_scores(prior.encoder_.encode(items))}  # the head's columns, not sorted
 
     @warns_once
     def add_examples(self, X: Any, y: Any, sample_weight: Any = None) -> FewShotClassifier:
         """Add labelled examples, including examples of new classes, without refitting from scratch.
 
-        Only the new examples are encoded. New classes are appended to ``classes_``. The calibration
+        Only the new examples are encoded. New classes join ``classes_`` in their sorted places (columns of
+        later classes move up one). The calibration
         temperature and the abstention threshold stay as fitted; ``fit`` or :meth:`fit_calibration` refreshes
         them. ``sample_weight`` weighs the new examples as in :meth:`fit` (the lexical channel's regression,
         refitted on every example, counts earlier ones as they were given). Predictions from other threads
@@ -492,7 +493,7 @@ class FewShotClassifier(CalibratedClassifier):
         weight = check_sample_weight(sample_weight, len(items))
         E = self.embed(items)  # outside the lock: encoding is the slow part and changes nothing
         with self._rw.write():
-            old = self.classes_
+            old = self.head_.classes_  # the head's column order, which new classes join at the end
             check_label_type(y, old)
             if old.dtype.kind in "iu" and y.dtype.kind == "f":
                 y = y.astype(old.dtype)  # whole floats (a pandas column after dropna) join integer classes as such
@@ -516,7 +517,7 @@ class FewShotClassifier(CalibratedClassifier):
             if knn is not None and before is not None and knn.k_ < before:
                 counts = np.bincount(knn.codes_)
                 held = np.flatnonzero(counts)
-                smallest = self.classes_.tolist()[int(held[np.argmin(counts[held])])]
+                smallest = self.head_.classes_.tolist()[int(held[np.argmin(counts[held])])]
                 warn_user(
                     f"the kNN vote now uses {knn.k_} neighbour(s), not {before}: class {smallest!r} has only "
                     f"{knn.k_} example(s), and k never exceeds the smallest class; add more of its examples"
@@ -524,8 +525,8 @@ class FewShotClassifier(CalibratedClassifier):
             self.prior_ = prior
             channel = getattr(self, "lexical_channel_", None)
             if channel is not None:
-                codes = encode_labels(y, self.classes_)
-                self.lexical_channel_ = channel.add(items, codes, len(self.classes_), weight)
+                codes = encode_labels(y, self.head_.classes_)
+                self.lexical_channel_ = channel.add(items, codes, len(self.head_.classes_), weight)
         return self
 
     def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -534,10 +535,10 @@ class FewShotClassifier(CalibratedClassifier):
         E = self.embed(items, show_progress)
         return E, self._prior_kw(items, E)
 
-    def _scores(self, X: Any, show_progress: bool) -> np.ndarray:
+    def _head_scores(self, X: Any, show_progress: bool) -> np.ndarray:
         channel = getattr(self, "lexical_channel_", None)
         if channel is None:
-            return super()._scores(X, show_progress)
+            return super()._head_scores(X, show_progress)
         head = self._fitted_head()
         items = self.encoder_.validate(X)  # once: the texts feed both channels
         E = self.embed(items, show_progress)
@@ -632,7 +633,7 @@ class FewShotClassifier(CalibratedClassifier):
                 raise CorruptFileError(f"{path}: the zero-shot prior: {exc}") from exc
             except (KeyError, TypeError, ValueError) as exc:
                 raise CorruptFileError(f"{path}: the saved zero-shot prior cannot be read ({exc})") from exc
-            if [json_label(c) for c in self.prior_.classes_] != [json_label(c) for c in head.classes_]:
+            if [json_label(c) for c in self.prior_.head_.classes_] != [json_label(c) for c in head.classes_]:
                 raise CorruptFileError(f"{path}: the saved zero-shot prior's labels are not the head's classes")
         self.lexical_, self.lexical_channel_ = manifest.get("lexical_selection"), None
         if "lexical_channel" in manifest:

@@ -199,9 +199,9 @@ class ZeroShotClassifier(CalibratedClassifier):
         L = encoder.encode_text(texts)
         uses_corpus = X is not None and (self.adapt != "none" or abstain == "auto")
         C = encoder.encode(encoder.validate(X), show_progress=show_progress) if uses_corpus else None
-        # classes_ keep the order the user gave the labels in. The head would warn of label names alike but for
-        # case: here their vectors decide, refused below when the encoder reads them as one, and otherwise told
-        # apart (a cased encoder, or their descriptions)
+        # the head keeps the order the user gave the labels in (classes_ sorts them). It would warn of names
+        # alike but for case: here their vectors decide, refused below when the encoder reads them as one, and
+        # otherwise told apart (a cased encoder, or their descriptions)
         with collected_warnings(issue=False):
             head = ZeroShotHead(temperature=temperature).fit(L, owners, sample_weight=weights, classes=list(parsed))
         if not self.__dict__.get("_same_label_vectors_ok"):
@@ -287,7 +287,7 @@ class ZeroShotClassifier(CalibratedClassifier):
 
     def label_scores(self, E: np.ndarray) -> np.ndarray:
         """Class scores of precomputed embeddings ``E`` (n, dim) of this classifier's encoder, shape
-        (n, n_classes)."""
+        (n, n_classes), columns in the order the labels were given (``classes_`` sorts them)."""
         return self._fitted_head().class_scores(centre(E, self.shift_))
 
     def _head_inputs(self, X: Any, show_progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
@@ -351,7 +351,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         with self._rw.read():
             E = self.encoder_.encode(X, show_progress=show_progress)
             S = self.label_head_.class_scores(E)
-            classes = self.classes_.tolist()
+            classes = self.label_head_.classes_.tolist()  # S has the head's columns
             if threshold is not None:
                 keep = S >= threshold
             else:
