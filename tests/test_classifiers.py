@@ -162,6 +162,38 @@ def test_a_class_added_before_the_others_in_sorted_order_saves_and_loads_with_it
     np.testing.assert_allclose(back.predict_proba(queries), clf.predict_proba(queries), atol=1e-9)
 
 
+def test_a_loaded_model_has_the_parameters_it_was_given_so_a_grid_search_over_it_works(text_encoder, tmp_path):
+    X = ["the match went to extra time", "a late goal won the cup", "the senate passed the bill", "votes were counted"]
+    y = ["sport", "sport", "politics", "politics"]
+    for made in (
+        FewShotClassifier(text_encoder, head="knn", head_params={"k": 1}, lexical=False),
+        FewShotClassifier(head="knn", lexical=False),  # the default encoder, the head's defaults (saved last)
+        ZeroShotClassifier(["sport", "politics"]),
+    ):
+        made.fit(*((X, y) if isinstance(made, FewShotClassifier) else ()))
+        back = type(made).load(made.save(tmp_path / type(made).__name__, overwrite=True))
+        given, loaded = made.get_params(), back.get_params()
+        assert loaded.keys() == given.keys()
+        for key, value in given.items():
+            if key == "encoder":  # None stays None (the default); a given one comes back as the same model
+                assert loaded[key] is None if value is None else loaded[key].identity == value.identity
+            else:
+                assert loaded[key] == value, key
+    back = FewShotClassifier.load(tmp_path / "FewShotClassifier")
+    refit = back.set_params(head="prototype").fit(X, y)  # the kNN's filled-in k would not fit a prototype head
+    assert refit.predict(["the goalkeeper saved it"])[0] == "sport"
+
+
+def test_a_class_with_a_single_example_says_that_the_probabilities_are_not_calibrated(fake_encoder):
+    X, y = ["red apple", "green apple", "fast car", "red car", "blue whale"], ["fruit"] * 2 + ["car"] * 2 + ["animal"]
+    with pytest.warns(FewShotWarning, match="not calibrated: class 'animal' has a single example"):
+        clf = FewShotClassifier(fake_encoder, lexical=False).fit(X, y)
+    assert clf.temperature_ == 1.0 and clf.calibration_["method"] == "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two examples a class: calibrated, nothing to say
+        assert FewShotClassifier(fake_encoder, lexical=False).fit(X[:4], y[:4]).calibration_["method"] != "none"
+
+
 def test_add_examples_adds_a_new_class_and_encodes_only_new_examples(fake_encoder):
     y4 = ["fruit", "fruit", "vehicle", "vehicle"]
     clf = FewShotClassifier(encoder=fake_encoder).fit(["red apple", "green apple", "fast car", "red car"], y4)

@@ -270,7 +270,9 @@ def test_a_warning_is_one_line_said_once_in_the_commands_words(tmp_path, capsys)
     data.write_text("text,label\nmy parcel never arrived,shipping\nwhere is my box,Shipping\nrefund me,billing\n")
     assert main(["fit", str(data), "-o", str(tmp_path / "m")]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fewshot: warning:")]
-    assert len(warned) == 1 and "the labels 'Shipping' and 'shipping'" in warned[0], warned  # not the library's "y"
+    case = [line for line in warned if "the labels 'Shipping' and 'shipping'" in line]  # not the library's "y"
+    assert len(case) == 1 and len(warned) == len(set(warned)), warned  # each said once (one example a class:
+    assert any("not calibrated" in line for line in warned), warned  # the probabilities are not calibrated)
 
 
 def test_demo_runs_every_part(capsys):

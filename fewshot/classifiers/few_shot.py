@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -436,6 +437,15 @@ class FewShotClassifier(CalibratedClassifier):
             self._fit_temperature(S, codes, how or "held-out support")
         elif self.calibrate:
             self.calibration_ = {"method": "none", "why": "a class has a single example: nothing to hold out"}
+            if abstain != "auto":  # (which refuses this below)
+                counts = np.bincount(codes, minlength=len(self.head_.classes_))
+                lone = self.head_.classes_[counts < 2].tolist()
+                named = ", ".join(map(repr, lone[:3])) + (f" and {len(lone) - 3} more" if len(lone) > 3 else "")
+                which = f"class {named} has" if len(lone) == 1 else f"classes {named} have"
+                warn_user(
+                    f"the probabilities are not calibrated: {which} a single example, so nothing can be held out; "
+                    "give each class two, or call fit_calibration(X_val, y_val) with a validation split"
+                )
         if abstain == "auto":
             if S is None:
                 raise InputError(
@@ -571,6 +581,9 @@ class FewShotClassifier(CalibratedClassifier):
                 "calibration": self._calibration_state(),
                 "lexical": self.lexical,
                 "lexical_selection": getattr(self, "lexical_", None),
+                # the parameters as given, so that a loaded copy (and its clone) has the same ones
+                "given_encoder": "default" if self.encoder is None else "given",
+                "given_head_params": _as_json(self.head_params),
             }
             arrays: dict[str, np.ndarray] = {}
             channel = getattr(self, "lexical_channel_", None)
@@ -603,15 +616,19 @@ class FewShotClassifier(CalibratedClassifier):
     @classmethod
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> FewShotClassifier:
         """Load a saved classifier. ``encoder`` defaults to the recorded one and must match it."""
+        given = encoder
         manifest, arrays, encoder, head = load_model(path, "classifier", encoder, reserved_prefixes=(PRIOR, LEXICAL))
         # a model that tuned its body keeps, as its encoder parameter, the body it started from (as in
         # memory), so that fitting it again (or a clone) tunes from there rather than tuning the tuned body
         start = untuned_start(encoder) if manifest.get("tune", False) not in (None, False) else encoder  # {} tunes
+        if given is None and manifest.get("given_encoder") == "default":
+            start = None  # fitted with the default encoder, which the parameter names as None
+        head_params = manifest.get("given_head_params", head._saved_params())  # older files: the head's own
         try:
             self = cls(
                 encoder=start,
                 head=head.name,
-                head_params=head._saved_params(),
+                head_params=head_params,
                 label_prior=manifest.get("label_prior", "auto"),
                 tune=manifest.get("tune", False),
                 calibrate=manifest.get("calibrate", True),
@@ -697,6 +714,14 @@ def _label_prior(labels: list[Any], encoder: Any) -> ZeroShotClassifier:
     prior._same_label_vectors_ok = True
     prior._scores_only = True  # no background statistics: it is never asked to tag
     return prior.fit()
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` if it survives a JSON round trip unchanged (a parameter as given), else None."""
+    try:
+        return value if json.loads(json.dumps(value)) == value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _tune_settings(tuning: dict[str, Any]) -> dict[str, Any]:

@@ -394,6 +394,7 @@ class ZeroShotClassifier(CalibratedClassifier):
                 if isinstance(labels, dict)
                 else {"list": [json_label(v) for v in labels]},
                 "given_temperature": self.temperature,
+                "given_encoder": "default" if self.encoder is None else "given",
                 "fitted_implicitly": bool(self.__dict__.get("_fitted_with", ("", False))[1]),
                 "templates": self.templates,
                 "adapt": self.adapt,
@@ -431,13 +432,15 @@ class ZeroShotClassifier(CalibratedClassifier):
     def load(cls, path: str | Path, encoder: Encoder | None = None) -> ZeroShotClassifier:
         """Load a saved zero-shot classifier. ``encoder`` defaults to the recorded one and must match it."""
         reserved = (LABELS, SHIFT, BACKGROUND)
+        given_encoder = encoder
         manifest, arrays, encoder, head = load_model(path, "zeroshot", encoder, reserved_prefixes=reserved)
         try:
             given = manifest.get("given_labels") or {"dict": manifest["labels"]}
             labels = given["list"] if "list" in given else {k: v for k, v in given["dict"]}
+            default = given_encoder is None and manifest.get("given_encoder") == "default"
             self = cls(
                 labels,
-                encoder=encoder,
+                encoder=None if default else encoder,  # the parameter as given; the loaded encoder is used
                 templates=manifest["templates"],
                 temperature=manifest["given_temperature"] if "given_temperature" in manifest else head.temperature,
                 adapt=manifest.get("adapt", "auto"),
