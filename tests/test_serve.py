@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -378,14 +379,18 @@ def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_pat
     assert client.get("/v1/indexes/news").status_code == 404
 
 
+def saved_index(tmp_path, texts: list[str]) -> Path:
+    """An index of ``texts`` saved as ``lib`` under the server's root by the library (another writer)."""
+    index = EmbeddingIndex(TextEncoder(), kind="flat")
+    index.add(texts)
+    return index.save(tmp_path / "root" / "indexes" / "lib")
+
+
 def test_a_searched_index_stays_free_for_other_writers_until_the_server_writes_to_it(serve, agnews, tmp_path):
     from fewshot.errors import LockTimeoutError
 
-    _, _, Xte, _ = agnews
-    folder = tmp_path / "root" / "indexes" / "lib"
-    index = EmbeddingIndex(TextEncoder(), kind="flat")
-    index.add(Xte[:20])
-    index.save(folder)
+    Xte = agnews[2]
+    folder = saved_index(tmp_path, Xte[:20])
     client = serve(refresh_s=0.0)
     assert client.post("/v1/indexes/lib/search", json={"queries": [Xte[2]], "k": 1}).json()["results"][0][0]["id"] == 2
     with EmbeddingIndex.update(folder, timeout=2) as other:  # another writer (the CLI, a script): not held off
@@ -400,11 +405,7 @@ def test_a_searched_index_stays_free_for_other_writers_until_the_server_writes_t
 
 
 def test_the_server_lets_go_of_an_index_it_has_not_written_to_for_a_while(serve, agnews, tmp_path):
-    _, _, Xte, _ = agnews
-    folder = tmp_path / "root" / "indexes" / "lib"
-    index = EmbeddingIndex(TextEncoder(), kind="flat")
-    index.add(Xte[:20])
-    index.save(folder)
+    folder = saved_index(tmp_path, agnews[2][:20])
     client = serve(refresh_s=0.0, release_after_s=0.3)
     added = client.post("/v1/indexes/lib/items", json={"items": [{"text": "the orchestra tours europe"}]})
     assert added.status_code == 200 and client.get("/v1/indexes/lib").json()["writable"] is True

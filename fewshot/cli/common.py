@@ -64,7 +64,8 @@ def check_output(path: str | None) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"cannot write {path}: no such folder {parent}")
-    if not os.access(parent if not p.exists() else p, os.W_OK):
+    direct = p.exists() and not p.is_file()  # a pipe or a device, written in place (see output)
+    if not os.access(p if direct else parent, os.W_OK):  # else a new file is made beside it, then renamed
         raise InputError(f"cannot write {path}: permission denied")
 
 
