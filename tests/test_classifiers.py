@@ -182,6 +182,17 @@ def test_a_loaded_model_has_the_parameters_it_was_given_so_a_grid_search_over_it
     back = FewShotClassifier.load(tmp_path / "FewShotClassifier")
     refit = back.set_params(head="prototype").fit(X, y)  # the kNN's filled-in k would not fit a prototype head
     assert refit.predict(["the goalkeeper saved it"])[0] == "sport"
+    # settings JSON holds only in part (a tuple), or a head given as an instance, are kept as the head has them
+    from sklearn.base import clone
+
+    from fewshot.heads import KNNHead
+
+    for made, check in (
+        (FewShotClassifier(head="cache", head_params={"weights": (0.5, 1.0), "beta": 2.0}), lambda h: h.beta_ == 2.0),
+        (FewShotClassifier(head=KNNHead(k=1)), lambda h: h.k == 1),
+    ):
+        back = FewShotClassifier.load(made.set_params(lexical=False).fit(X, y).save(tmp_path / "m", overwrite=True))
+        assert check(clone(back).fit(X, y).head_)
 
 
 def test_a_class_with_a_single_example_says_that_the_probabilities_are_not_calibrated(fake_encoder):

@@ -583,8 +583,10 @@ class FewShotClassifier(CalibratedClassifier):
                 "lexical_selection": getattr(self, "lexical_", None),
                 # the parameters as given, so that a loaded copy (and its clone) has the same ones
                 "given_encoder": "default" if self.encoder is None else "given",
-                "given_head_params": _as_json(self.head_params),
             }
+            given = _given_head_params(self.head, self.head_params)
+            if given is not None:
+                extra["given_head_params"] = given[0]
             arrays: dict[str, np.ndarray] = {}
             channel = getattr(self, "lexical_channel_", None)
             if channel is not None:
@@ -623,7 +625,8 @@ class FewShotClassifier(CalibratedClassifier):
         start = untuned_start(encoder) if manifest.get("tune", False) not in (None, False) else encoder  # {} tunes
         if given is None and manifest.get("given_encoder") == "default":
             start = None  # fitted with the default encoder, which the parameter names as None
-        head_params = manifest.get("given_head_params", head._saved_params())  # older files: the head's own
+        # as given; else (a head given as an instance, values JSON cannot hold) the fitted head's own settings
+        head_params = manifest["given_head_params"] if "given_head_params" in manifest else head._saved_params()
         try:
             self = cls(
                 encoder=start,
@@ -716,12 +719,23 @@ def _label_prior(labels: list[Any], encoder: Any) -> ZeroShotClassifier:
     return prior.fit()
 
 
-def _as_json(value: Any) -> Any:
-    """``value`` if it survives a JSON round trip unchanged (a parameter as given), else None."""
+def _given_head_params(head: Any, head_params: Any) -> tuple[Any] | None:
+    """``(head_params,)`` as JSON holds them (tuples as lists), when the head was given by name and they can be
+    written; else None, and a loaded copy takes the fitted head's own settings (a head instance carries its
+    settings itself)."""
+    if not isinstance(head, str):
+        return None
     try:
-        return value if json.loads(json.dumps(value)) == value else None
+        written = json.loads(json.dumps(head_params))
     except (TypeError, ValueError):
         return None
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return {k: plain(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    return (written,) if written == plain(head_params) else None
 
 
 def _tune_settings(tuning: dict[str, Any]) -> dict[str, Any]:
