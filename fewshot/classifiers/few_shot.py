@@ -489,12 +489,12 @@ class FewShotClassifier(CalibratedClassifier):
     def add_examples(self, X: Any, y: Any, sample_weight: Any = None) -> FewShotClassifier:
         """Add labelled examples, including examples of new classes, without refitting from scratch.
 
-        Only the new examples are encoded. New classes join ``classes_`` in their sorted places (columns of
-        later classes move up one). The calibration
-        temperature and the abstention threshold stay as fitted; ``fit`` or :meth:`fit_calibration` refreshes
-        them. ``sample_weight`` weighs the new examples as in :meth:`fit` (the lexical channel's regression,
-        refitted on every example, counts earlier ones as they were given). Predictions from other threads
-        wait for the update and never see half of it.
+        Only the new examples are encoded. New classes join ``classes_`` in their sorted places (the columns
+        of the classes after them shift one place right). The calibration temperature and the abstention
+        threshold stay as fitted; ``fit`` or :meth:`fit_calibration` refreshes them. ``sample_weight`` weighs
+        the new examples as in :meth:`fit` (the lexical channel's regression, refitted on every example,
+        counts earlier ones as they were given). Predictions from other threads wait for the update and never
+        see half of it.
         """
         if not hasattr(self, "head_"):
             return self.fit(X, y, sample_weight=sample_weight)
