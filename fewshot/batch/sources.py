@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fewshot._validate import has_visible
-from fewshot.cli.records import json_record, quote_left_open
+from fewshot.cli.records import json_record, open_quote_error, quote_left_open
 from fewshot.encoders.image_inputs import IMAGE_SUFFIXES
 from fewshot.errors import InputError
 
@@ -431,10 +431,7 @@ def _check_closed(path: str, encoding: str, start: int, stop: int, line: int) ->
     codec = _codec(encoding)
     text = raw.decode("utf-8-sig" if start == 0 and codec == "utf-8" else codec)
     if quote_left_open(text, _delimiter(path)):
-        raise InputError(
-            f"{path}: the record starting on line {line} opens a quote that is never closed, so it runs "
-            'to the end of the file; close the quote or double a quote that is part of the text ("")'
-        )
+        raise open_quote_error(path, line)
 
 
 def _check_text(v: Any, path: str, n: int, name: str) -> None:

@@ -105,10 +105,7 @@ def parse_records(text: str, fmt: str, where: str, delimiter: str = ",", hint: s
         except csv.Error as exc:
             raise InputError(f"{where}: bad CSV ({exc})") from exc
         if rows and quote_left_open("".join(source[last:]), delimiter):
-            raise InputError(
-                f"{where}: the record starting on line {last + 1} opens a quote that is never closed, so it runs "
-                'to the end of the file; close the quote or double a quote that is part of the text ("")'
-            )
+            raise open_quote_error(where, last + 1)
         if reader.fieldnames is not None:
             names = [f for f in reader.fieldnames]
             if len(set(names)) != len(names):
@@ -134,6 +131,14 @@ def quote_left_open(text: str, delimiter: str) -> bool:
     except csv.Error as exc:
         return "end of data" in str(exc)  # CPython's message for a quoted field open at the end of the input
     return False
+
+
+def open_quote_error(where: str, line: int) -> InputError:
+    """The error for a file whose last record, starting on ``line``, leaves a quote open (:func:`quote_left_open`)."""
+    return InputError(
+        f"{where}: the record starting on line {line} opens a quote that is never closed, so it runs to the end "
+        'of the file; close the quote or double a quote that is part of the text ("")'
+    )
 
 
 def read_input_file(path: str | Path) -> bytes:
