@@ -210,6 +210,33 @@ def test_index_build_add_search_info(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "idx" / "typo").exists() and not (tmp_path / "idx" / "odd").exists()
 
 
+def test_index_remove_by_ids_and_by_filter(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "idx"))
+    docs = tmp_path / "docs.csv"
+    docs.write_text(
+        "id,text,topic,src\n1,The striker scored a late goal,sport,old\n2,Central bank raises rates,economy,old\n"
+        "3,The keeper saved a penalty,sport,new\n4,Inflation slows again,economy,new\n"
+    )
+    argv = ("index", "build", "news", docs, "--id-col", "id", "--label-col", "topic", "--meta-cols", "src")
+    assert run(capsys, *argv)[0] == 0
+    code, _, err = run(capsys, "index", "remove", "news", "--ids", "1,99")
+    assert code == 0 and "removed 1 item (of 2 ids given); 3 left" in err
+    code, _, err = run(capsys, "index", "remove", "news", "--ids", "2", "3", "--where", "label=sport")
+    assert code == 0 and "removed 1 item (of 2 ids given); 2 left" in err  # 2 is economy: kept
+    code, _, err = run(capsys, "index", "remove", "news", "--where", "src=new", "--where", "label=economy", "--compact")
+    assert code == 0 and "removed 1 item; 1 left" in err
+    code, out, _ = run(capsys, "index", "search", "news", "money", "--json")
+    assert [json.loads(x)["id"] for x in out.splitlines()] == [2]
+    for bad, message in [
+        ((), "takes --ids, --where, or both"),
+        (("--ids", "x"), "--ids takes integers separated by commas, got 'x'"),
+        (("--where", "lnag=en"), "no item has the metadata field 'lnag'"),
+    ]:
+        code, _, err = run(capsys, "index", "remove", "news", *bad)
+        assert code == 1 and message in err and err.count("\n") == 1, bad
+    assert json.loads(run(capsys, "index", "info", "news")[1])["count"] == 1  # a refused removal saved nothing
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

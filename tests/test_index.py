@@ -122,6 +122,22 @@ def test_remove_and_len(kind):
     assert index.search_embeddings(X[:1], k=1)[1][0, 0] == 1000
 
 
+def test_remove_by_filter_and_by_ids_within_it(kind):
+    index, X = filled(kind)
+    odd = {i for i in range(300) if i % 2}
+    assert index.remove([1, 2, 3], where={"label": "odd"}) == 2  # 2 is even: kept
+    assert index.get([1, 2, 3])[1] is not None and index.get([1])[0] is None
+    assert index.remove(where={"label": "odd"}) == len(odd) - 2
+    assert len(index) == 300 - len(odd)
+    assert index.search_embeddings(X[:3], k=10, where={"label": "even"})[1].size == 30
+    assert index.search(X[1], where={"label": "odd"}) == []
+    with pytest.raises(InputError, match="takes ids, a where filter, or both"):
+        index.remove()
+    with pytest.raises(InputError, match="names no field to match"):
+        index.remove(where={})
+    assert len(index) == 300 - len(odd)
+
+
 def test_save_load_round_trip(kind, tmp_path):
     index, X = filled(kind)
     index.remove([5])

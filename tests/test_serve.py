@@ -353,10 +353,23 @@ def test_index_create_add_search_filter_remove_and_delete(serve, agnews, tmp_pat
     assert client.request("DELETE", "/v1/indexes/news/items", json={"ids": [3, 999]}).json() == {"removed": 1}
     r = client.post("/v1/indexes/news/search", json={"queries": [Xte[3]], "k": 3})
     assert 3 not in [h["id"] for h in r.json()["results"][0]]
+    # by filter, and by ids within a filter (1 is "en": kept)
+    both = {"ids": [0, 1, 2], "where": {"lang": "fr"}}
+    assert client.request("DELETE", "/v1/indexes/news/items", json=both).json() == {"removed": 2}
+    fr = sum(1 for i in range(len(items)) if i % 2 == 0 and i not in (0, 2))
+    by_filter = client.request("DELETE", "/v1/indexes/news/items", json={"where": {"lang": "fr"}})
+    assert by_filter.json() == {"removed": fr}
+    for body, field, words in [
+        ({}, "ids", "give ids, a where filter, or both"),
+        ({"where": {}}, "where", "where names no field"),
+        ({"where": {"lnag": "fr"}}, "where", "no item has the metadata field 'lnag'"),
+    ]:
+        err = error(client.request("DELETE", "/v1/indexes/news/items", json=body))
+        assert err["field"] == field and words in err["message"], (body, err)
     info = client.get("/v1/indexes/news").json()
-    assert info["count"] == len(items) and info["fields"] == {"lang": ["string"], "n": ["number"]}
+    assert info["count"] == len(items) - 2 - fr and info["fields"] == {"lang": ["string"], "n": ["number"]}
     assert client.get("/v1/indexes").json()["indexes"] == [
-        {"name": "news", "loaded": True, "count": len(items), "unreadable": False}
+        {"name": "news", "loaded": True, "count": len(items) - 2 - fr, "unreadable": False}
     ]
     # an HNSW graph keeps a removed item's vector: its id comes free again through the compact route
     assert client.post("/v1/indexes/graph", json={"kind": "hnsw"}).status_code == 201

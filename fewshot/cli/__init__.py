@@ -17,7 +17,7 @@ from typing import Any
 
 from fewshot.cli.classify import cmd_fit, cmd_predict, cmd_zeroshot
 from fewshot.cli.common import ENCODER_HELP, positive_int, quiet_libraries
-from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_search
+from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_remove, cmd_index_search
 from fewshot.errors import FewShotError, FewShotWarning
 
 # modules that each define ``register(subparsers)``; they import heavy optional packages only when run
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", help="output file (.csv, or .jsonl; .txt gets JSON lines); default: stdout")
     sp.set_defaults(func=cmd_zeroshot)
 
-    ip = sub.add_parser("index", help="build, extend, search and describe a saved index")
+    ip = sub.add_parser("index", help="build, extend, prune, search and describe a saved index")
     isub = ip.add_subparsers(required=True)
     for name, func, helptext in [
         ("build", cmd_index_build, "build a new index from a file"),
@@ -188,6 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--overwrite", action="store_true", help="replace an existing index")
             sp.add_argument("--encoder", help=ENCODER_HELP)
         sp.set_defaults(func=func)
+    sp = isub.add_parser("remove", help="remove items by id or by filter (waits for any other writer)")
+    sp.add_argument("name", help="index name or folder")
+    sp.add_argument("--ids", nargs="+", metavar="ID", help="ids to remove (separated by commas or spaces)")
+    sp.add_argument(
+        "--where",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="remove the items matching this filter (as search's --where); with --ids, only those ids that match",
+    )
+    sp.add_argument(
+        "--compact",
+        action="store_true",
+        help="free the removed items' vectors at once (an HNSW graph keeps them, and their ids, until compacted)",
+    )
+    sp.set_defaults(func=cmd_index_remove)
     sp = isub.add_parser("search", help="search an index by meaning")
     sp.add_argument("name", help="index name or folder")
     sp.add_argument("query", help="a text query, or with --image the path of a query image")

@@ -1,4 +1,4 @@
-"""``fewshot index build|add|search|info``."""
+"""``fewshot index build|add|remove|search|info``."""
 
 from __future__ import annotations
 
@@ -161,6 +161,41 @@ def cmd_index_add(a: argparse.Namespace) -> int:
         index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=stored)
         count = len(index)
     print(f"added {len(items)} items; {count} in {target}", file=sys.stderr)
+    return 0
+
+
+def _parse_ids(raw: list[str]) -> list[int]:
+    """``--ids 3,7 9``: integers, separated by commas or given as several words."""
+    out = []
+    for word in raw:
+        for part in word.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                out.append(int(part))
+            except ValueError:
+                raise InputError(f"--ids takes integers separated by commas, got {part!r}") from None
+    if not out:
+        raise InputError("--ids was given no id")
+    return out
+
+
+def cmd_index_remove(a: argparse.Namespace) -> int:
+    from fewshot.index import EmbeddingIndex, resolve_index_path
+
+    if not a.ids and not a.where:
+        raise InputError("index remove takes --ids, --where, or both (the ids that match the filter)")
+    target = resolve_index_path(a.name)
+    ids = _parse_ids(a.ids) if a.ids else None
+    with EmbeddingIndex.update(target) as index:  # waits for any other writer; saved when the block ends
+        where = parse_where(a.where, index.field_kinds())
+        removed = index.remove(ids, where=where)
+        if a.compact and removed:
+            index.compact()
+        count = len(index)
+    asked = f" (of {len(set(ids))} ids given)" if ids is not None else ""
+    print(f"removed {removed} item{'' if removed == 1 else 's'}{asked}; {count} left in {target}", file=sys.stderr)
     return 0
 
 

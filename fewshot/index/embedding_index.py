@@ -415,11 +415,21 @@ class EmbeddingIndex:
         return arr
 
     # -- removing -----------------------------------------------------------------------------------
-    def remove(self, ids: Any) -> int:
-        """Delete the given ids; return how many were present. Unknown ids are ignored."""
-        ids_list = _storable(_id_list(ids))
+    def remove(self, ids: Any = None, *, where: dict[str, Any] | None = None) -> int:
+        """Delete the given ids, or with ``where`` (a filter, as :meth:`search` takes) every item matching it,
+        or the given ids that match it when both are given; return how many were deleted. Unknown ids are
+        ignored. An HNSW graph keeps the removed vectors, and their ids, until :meth:`compact`."""
+        if ids is None and where is None:
+            raise InputError("remove() takes ids, a where filter, or both")
+        if where is not None and not where:  # filters' own message speaks of searching
+            raise InputError("remove(where={}) names no field to match; give ids, or a field and its value(s)")
+        ids_list = _storable(_id_list(ids)) if ids is not None else None
         with self._lock.write():
-            present = sorted(self._table.existing(ids_list))
+            if where is not None:
+                matching = self._table.select_ids(where).tolist()
+                present = sorted(set(matching).intersection(ids_list) if ids_list is not None else matching)
+            else:
+                present = sorted(self._table.existing(ids_list))
             if not present:
                 return 0
             if self._durable is None:

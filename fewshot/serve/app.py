@@ -295,8 +295,15 @@ class Service:
         return self.index_info(name)
 
     def remove_items(self, name: str, req: s.RemoveItemsRequest) -> dict[str, Any]:
+        if req.ids is None and req.where is None:
+            raise ApiError(400, "bad_input", "give ids, a where filter, or both (the ids that match it)", "ids")
+        if req.where == {}:  # the library's own message speaks of remove()
+            raise ApiError(
+                400, "bad_input", "where names no field to match; give ids, or a field and its value(s)", "where"
+            )
+        ids = list(req.ids) if req.ids is not None else None
         with self.registry.index(name, write=True) as entry:
-            return {"removed": int(entry.index.remove(list(req.ids)))}
+            return {"removed": int(entry.index.remove(ids, where=req.where))}
 
     def search(self, name: str, req: s.SearchRequest) -> dict[str, Any]:
         with self.registry.index(name) as entry:
@@ -802,12 +809,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         tags=["indexes"],
         dependencies=write,
         responses=ERRORS,
-        summary="Remove items by id (durable before the answer)",
+        summary="Remove items by id, by filter or both (durable before the answer)",
     )
     async def remove_items(name: str, req: s.RemoveItemsRequest) -> dict[str, Any]:
         check_name(name, "index")
-        service.limit(len(req.ids), "ids")
-        return await service.work(service.remove_items, name, req, field="ids")
+        service.limit(len(req.ids or ()), "ids")
+        return await service.work(service.remove_items, name, req, field="ids" if req.ids is not None else "where")
 
     @app.post(
         "/v1/indexes/{name}/compact",

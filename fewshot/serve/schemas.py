@@ -245,11 +245,16 @@ class AddItemsResponse(Answer):
 
 
 class RemoveItemsRequest(Body):
-    ids: list[Annotated[StrictInt, Field(ge=0)]] = Field(min_length=1, description="Ids to remove.")
+    ids: list[Annotated[StrictInt, Field(ge=0)]] | None = Field(
+        None, min_length=1, description="Ids to remove (with where: those of them that match it)."
+    )
+    where: dict[str, Any] | None = Field(
+        None, description="Remove the items matching this filter (as a search's where); give ids, where, or both."
+    )
 
 
 class RemoveItemsResponse(BaseModel):
-    removed: int = Field(description="How many of the ids were present (and are now gone, durably).")
+    removed: int = Field(description="How many items were removed (and are now gone, durably).")
 
 
 class SearchRequest(Body):
