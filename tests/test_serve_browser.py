@@ -20,6 +20,7 @@ from fewshot import EmbeddingIndex, FewShotClassifier  # noqa: E402
 from fewshot.serve import ServeSettings, create_app  # noqa: E402
 
 EXTERNAL: list[str] = []  # requests the page made to anything but the server
+ROOTS: list[Path] = []  # the server's root folder
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
 if CHROMIUM is None and shutil.which("chromium"):
     CHROMIUM = shutil.which("chromium")
@@ -43,6 +44,7 @@ DOCS = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, text_encoder):
     root = tmp_path_factory.mktemp("page")
+    ROOTS.append(root)
     texts = [t for ts in SUPPORT.values() for t in ts]
     labels = [lab for lab, ts in SUPPORT.items() for _ in ts]
     FewShotClassifier(encoder=text_encoder).fit(texts, labels).save(root / "models" / "support")
@@ -91,6 +93,24 @@ def click(page, panel: str) -> None:
     """Press a panel's button and wait until the page has rendered the answer (or the error)."""
     page.click(f"#{panel}-go")
     page.wait_for_selector(f'#{panel}-out[data-state="done"]')
+
+
+def busy(page, panel: str) -> bool:
+    return page.get_attribute(f"#{panel}-go", "aria-disabled") == "true"
+
+
+def options(page, select: str) -> list[tuple[str, bool]]:
+    return page.eval_on_selector_all(f"#{select} option", "os => os.map(o => [o.textContent, o.disabled])")
+
+
+def api(server: str, method: str, path: str, body: dict | None = None) -> int:
+    import json
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(server + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.status
 
 
 def rows(page, panel: str) -> list[tuple[str, float, float]]:
@@ -197,12 +217,123 @@ def test_only_the_latest_request_of_a_panel_is_shown(page, server):
         "window.realFetch(...a).then(r => new Promise(done => setTimeout(() => done(r), 1000)))"
     )
     page.click("#zs-go")
-    assert page.is_disabled("#zs-go")  # no second request of the panel while one runs
+    assert busy(page, "zs")  # no second request of the panel while one runs
     page.fill("#zs-text", "Heavy rain and strong winds expected tomorrow")
     page.press("#zs-labels", "Enter")  # ignored while busy
     page.wait_for_selector('#zs-out[data-state="done"]')
     page.evaluate("window.fetch = window.realFetch")
-    assert rows(page, "zs-out")[0][0] == "sport" and not page.is_disabled("#zs-go")
+    assert rows(page, "zs-out")[0][0] == "sport" and not busy(page, "zs")
     page.press("#zs-labels", "Enter")  # the new text, asked now
     page.wait_for_selector('#zs-out[data-state="done"]')
     assert rows(page, "zs-out")[0][0] == "weather"
+
+
+def test_lists_follow_the_server_and_keep_the_choice(page, server, tmp_path):
+    """A model made or deleted elsewhere shows when the user comes back to the page; re-reading a list (a new
+    key) keeps the model chosen; a damaged save is listed but cannot be chosen."""
+    home(page, server)
+    fit = {"inputs": [t for ts in SUPPORT.values() for t in ts], "labels": [k for k in SUPPORT for _ in SUPPORT[k]]}
+    assert api(server, "POST", "/v1/models/late", fit) == 200
+    page.evaluate("window.dispatchEvent(new Event('focus'))")
+    page.wait_for_function("Array.from(document.querySelectorAll('#clf-model option')).some(o => o.value === 'late')")
+    page.select_option("#clf-model", "late")
+    page.fill("#api-key", "any-key")  # this server asks for none; the lists are read again with it
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_function("document.querySelector('#clf-model').dataset.key === 'any-key'")
+    assert page.input_value("#clf-model") == "late"
+    page.fill("#api-key", "")
+    page.dispatch_event("#api-key", "change")
+
+    assert api(server, "DELETE", "/v1/models/late") == 200
+    page.fill("#clf-text", "refund me please")
+    click(page, "clf")  # the model is gone: said, and the list no longer offers it
+    assert "late" in page.inner_text("#clf-out .error")
+    page.wait_for_function("document.querySelector('#clf-model').value === 'support'")
+    assert [o[0] for o in options(page, "clf-model")] == ["support"]
+
+    damaged = ROOTS[-1] / "models" / "damaged"
+    damaged.mkdir()
+    (damaged / "manifest.json").write_text("{not json")
+    try:
+        page.evaluate("refreshLists()")
+        assert ["damaged (unreadable)", True] in options(page, "clf-model")
+        assert page.input_value("#clf-model") == "support"
+    finally:
+        shutil.rmtree(damaged)
+        page.evaluate("refreshLists()")
+
+
+def test_a_key_typed_and_not_yet_left_is_used_by_the_next_click(page, server):
+    home(page, server)
+    unauthorized = '{"error": {"code": "unauthorized", "message": "this server needs an API key", "field": null}}'
+    page.route(  # a server that lists its models only for the right key
+        "**/v1/models",
+        lambda route: (
+            route.continue_()
+            if route.request.headers.get("authorization") == "Bearer right"
+            else route.fulfill(status=401, body=unauthorized)
+        ),
+    )
+    try:
+        page.evaluate("refreshLists()")
+        assert page.get_attribute("#clf-model", "data-error").startswith("cannot list them")
+        page.fill("#clf-text", "I was billed two times")
+        # the key typed and the button clicked at once: the field has not been left, so no change event yet
+        page.evaluate("document.getElementById('api-key').value = 'right'")
+        click(page, "clf")
+        assert rows(page, "clf-out")[0][0] == "billing"
+    finally:
+        page.unroute("**/v1/models")
+        page.fill("#api-key", "")
+        page.dispatch_event("#api-key", "change")
+
+
+def test_labels_with_descriptions_hits_and_focus(page, server):
+    home(page, server)
+    page.fill("#zs-text", "A small bird with a red breast sang on the fence")
+    page.fill("#zs-labels", "bird: has feathers, has a beak; fish: has fins, lives in water")
+    click(page, "zs")
+    assert sorted(r[0] for r in rows(page, "zs-out")) == ["bird", "fish"]
+    page.fill("#zs-labels", "bird: has feathers, has a beak, fish: has fins")  # commas inside a description
+    click(page, "zs")
+    assert "separate the labels with semicolons" in page.inner_text("#zs-out .error")
+
+    page.fill("#zs-labels", "birds, fish")
+    page.focus("#zs-go")  # the button keeps the keyboard focus through its request
+    page.keyboard.press("Enter")
+    page.wait_for_selector('#zs-out[data-state="done"]')
+    assert page.evaluate("document.activeElement.id") == "zs-go"
+
+    page.fill("#search-query", "interest rates")
+    page.fill("#search-k", "")
+    page.focus("#search-k")
+    page.keyboard.type("e")  # not a number: said, not searched with the default
+    click(page, "search")
+    assert "Hits takes a whole number" in page.inner_text("#search-out .error")
+    page.fill("#search-k", "2")
+    click(page, "search")
+    names = page.eval_on_selector_all("#search-out .hit .name", "ns => ns.map(n => n.querySelector('bdi').textContent)")
+    assert len(names) == 2 and names[0] == "economy"
+
+
+def test_an_image_over_the_body_limit_is_sent_shrunk(page, server, tmp_path):
+    """An image whose base64 is over the server's body limit is sent again shrunk; here the model reads text, so
+    the answer is its refusal of an image, not the size limit, and it says the image was shrunk."""
+    import numpy as np
+    from PIL import Image
+
+    home(page, server)
+    y, x = np.mgrid[0:1600, 0:1600]
+    noise = np.random.default_rng(0).integers(0, 60, (1600, 1600, 3))
+    pixels = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1) + noise
+    big = tmp_path / "photo.png"
+    Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(big)
+    assert big.stat().st_size > 3 * 2**20
+    sizes: list[int] = []
+    page.on("request", lambda req: sizes.append(len(req.post_data_buffer or b"")) if "predict" in req.url else None)
+    page.set_input_files("#clf-image", str(big))
+    click(page, "clf")
+    shown = page.inner_text("#clf-out .error")
+    assert "request limit" in shown and "shrunk to" in shown and "over this server's limit" not in shown, shown
+    assert len(sizes) >= 2 and sizes[0] > 2 * 2**20 and sizes[-1] < 2 * 2**20
+    page.set_input_files("#clf-image", [])

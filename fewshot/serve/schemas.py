@@ -59,7 +59,10 @@ class Ready(BaseModel):
 # -- models -----------------------------------------------------------------------------------------------
 class ModelSummary(BaseModel):
     name: str = Field(description="The model's name (its folder under models/).")
-    type: str = Field(description="'classifier' (few-shot) or 'zeroshot' (a saved zero-shot classifier).")
+    type: str = Field(
+        description="'classifier' (few-shot), 'zeroshot' (a saved zero-shot classifier), or 'unreadable' (a damaged "
+        "save, listed so that it can be deleted)."
+    )
     loaded: bool = Field(description="Whether the server holds it in memory now.")
     created: str | None = Field(None, description="When the save was written (ISO 8601, UTC).")
 
