@@ -98,7 +98,8 @@ class TextEncoder(Encoder):
         model name (downloaded from the hub, for users who are online);
         a local model folder; or a ``SentenceTransformer`` instance.
     device : torch device, ``"cpu"`` by default.
-    normalize : L2-normalise the output (default True).
+    normalize : L2-normalise the output (default True). With False the output is the model's own, which is
+        unit-length already where the model ends in a ``Normalize`` module (all-MiniLM-L6-v2 and MPNet do).
     batch_size : texts per model call (at most: the ONNX backend also caps a call's padded tokens, so long
         texts run in smaller calls).
     cache_dir : if given, embeddings are cached on disk there, keyed by encoder identity and text.
