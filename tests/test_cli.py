@@ -280,7 +280,7 @@ def test_texts_and_labels_come_through_a_pipe_as_process_substitution_gives_them
 
 
 def test_a_missing_subcommand_is_named_by_its_choices(capsys):
-    for argv, choices in (([], "{fit,predict,"), (["cache"], "{info,prune}"), (["index"], "{build,add,search,info}")):
+    for argv, choices in (([], "{fit,predict,"), (["cache"], "{info,prune}"), (["index"], "{build,add,remove,search,info}")):
         with pytest.raises(SystemExit):
             main(argv)
         err = capsys.readouterr().err
