@@ -237,6 +237,24 @@ def test_index_remove_by_ids_and_by_filter(tmp_path, capsys, monkeypatch):
     assert json.loads(run(capsys, "index", "info", "news")[1])["count"] == 1  # a refused removal saved nothing
 
 
+def test_index_remove_reads_values_as_a_lists_members_and_compacts_alone(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_INDEX_DIR", str(tmp_path / "idx"))
+    docs = tmp_path / "docs.jsonl"
+    rows = [{"id": i, "text": t, "codes": c} for i, (t, c) in enumerate([("a cat", ["1", "2"]), ("a dog", ["3"])])]
+    docs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ("index", "build", "pets", docs, "--id-col", "id", "--meta-cols", "codes", "--kind", "hnsw")
+    assert run(capsys, *argv)[0] == 0
+    code, _, err = run(capsys, "index", "remove", "pets", "--where", "codes=1")  # "1", as the lists hold strings
+    assert code == 0 and "removed 1 item; 1 left" in err
+    again = tmp_path / "again.jsonl"
+    again.write_text(json.dumps({"id": 0, "text": "a kitten"}) + "\n")
+    code, _, err = run(capsys, "index", "add", "pets", again, "--id-col", "id")  # its vector is still in the graph
+    assert code == 1 and "run 'fewshot index remove pets --compact'" in err and "compact()" not in err
+    code, _, err = run(capsys, "index", "remove", "pets", "--compact")
+    assert code == 0 and "compacted; 1 item in" in err
+    assert run(capsys, "index", "add", "pets", again, "--id-col", "id")[0] == 0
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -280,7 +298,11 @@ def test_texts_and_labels_come_through_a_pipe_as_process_substitution_gives_them
 
 
 def test_a_missing_subcommand_is_named_by_its_choices(capsys):
-    for argv, choices in (([], "{fit,predict,"), (["cache"], "{info,prune}"), (["index"], "{build,add,remove,search,info}")):
+    for argv, choices in (
+        ([], "{fit,predict,"),
+        (["cache"], "{info,prune}"),
+        (["index"], "{build,add,remove,search,info}"),
+    ):
         with pytest.raises(SystemExit):
             main(argv)
         err = capsys.readouterr().err

@@ -307,6 +307,29 @@ def test_a_field_holding_lists_matches_the_values_they_hold():
     assert ids_of(index, {"tags": "sale", "id": [2, 5]}) == [2]
 
 
+def test_a_value_of_a_kind_a_fields_lists_never_hold_is_refused(tmp_path):
+    index = EmbeddingIndex(dim=4)
+    meta = [{"codes": ["1", "2"], "nums": [1, 2]}, {"codes": ["3"], "nums": [3], "mixed": ["a"]}, {"mixed": 5}]
+    index.add_embeddings(np.eye(3, 4, dtype=np.float32) + 0.1, metadata=meta)
+    with pytest.raises(InputError, match=r"is a number, but the field 'codes' holds lists of string; did you mean '1'"):
+        index.remove(where={"codes": 1})
+    with pytest.raises(InputError, match="is a string, but the field 'nums' holds lists of number"):
+        index.search(np.ones(4), where={"nums": "1"})
+    assert ids_of(index, {"mixed": 5}) == [2] and ids_of(index, {"mixed": "a"}) == [1]  # a scalar, or a member
+    with pytest.raises(InputError, match="holds number, lists of string"):
+        index.search(np.ones(4), where={"mixed": True})
+    assert index.filter_kinds()["codes"] == {"string"} and index.field_kinds()["codes"] == {"array"}
+    # what the remaining lists hold, after a removal and through a save
+    index.remove([0, 1])
+    assert "codes" not in index.filter_kinds() and index.filter_kinds()["mixed"] == {"number"}
+    index.add_embeddings(np.ones((1, 4), dtype=np.float32), ids=[7], metadata=[{"codes": [4]}])
+    index.save(tmp_path / "ix")
+    again = EmbeddingIndex.load(tmp_path / "ix")
+    assert again.filter_kinds()["codes"] == {"number"} and ids_of(again, {"codes": 4}) == [7]
+    with pytest.raises(InputError, match="is a string, but the field 'codes' holds lists of number"):
+        again.search(np.ones(4), where={"codes": "4"})
+
+
 def test_filters_match_keys_of_any_characters():
     # the stored JSON escapes them (caf\u00e9); a filter names the key as the user wrote it
     index = EmbeddingIndex(dim=4)

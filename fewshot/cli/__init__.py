@@ -195,12 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--where",
         action="append",
         metavar="FIELD=VALUE",
-        help="remove the items matching this filter (as search's --where); with --ids, only those ids that match",
+        help="remove the items matching this filter (as search's --where: repeat it; one field given twice "
+        "matches either value; FIELD=null matches items where the field is null or missing); with --ids, only "
+        "those ids that match",
     )
     sp.add_argument(
         "--compact",
         action="store_true",
-        help="free the removed items' vectors at once (an HNSW graph keeps them, and their ids, until compacted)",
+        help="free removed items' vectors (an HNSW graph keeps them, and their ids, until compacted); alone, "
+        "compacts the removals made before",
     )
     sp.set_defaults(func=cmd_index_remove)
     sp = isub.add_parser("search", help="search an index by meaning")

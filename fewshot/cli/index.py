@@ -158,7 +158,13 @@ def cmd_index_add(a: argparse.Namespace) -> int:
     E = encoder.encode(items, show_progress=progress(items))  # the slow part, outside the writer lock
     with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
         stored = [x if isinstance(x, str) else None for x in items]
-        index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=stored)
+        try:
+            index.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=stored)
+        except InputError as exc:  # the library's remedy in the CLI's words
+            if "call compact()" not in str(exc):
+                raise
+            remedy = f"run 'fewshot index remove {a.name} --compact'"
+            raise InputError(str(exc).replace("call compact()", remedy)) from None
         count = len(index)
     print(f"added {len(items)} items; {count} in {target}", file=sys.stderr)
     return 0
@@ -184,16 +190,20 @@ def _parse_ids(raw: list[str]) -> list[int]:
 def cmd_index_remove(a: argparse.Namespace) -> int:
     from fewshot.index import EmbeddingIndex, resolve_index_path
 
-    if not a.ids and not a.where:
-        raise InputError("index remove takes --ids, --where, or both (the ids that match the filter)")
+    if not a.ids and not a.where and not a.compact:
+        raise InputError("index remove takes --ids, --where, or both (the ids that match the filter); or --compact")
     target = resolve_index_path(a.name)
     ids = _parse_ids(a.ids) if a.ids else None
     with EmbeddingIndex.update(target) as index:  # waits for any other writer; saved when the block ends
-        where = parse_where(a.where, index.field_kinds())
-        removed = index.remove(ids, where=where)
-        if a.compact and removed:
+        removed = None
+        if ids is not None or a.where:
+            removed = index.remove(ids, where=parse_where(a.where, index.filter_kinds()))
+        if a.compact:
             index.compact()
         count = len(index)
+    if removed is None:
+        print(f"compacted; {count} item{'' if count == 1 else 's'} in {target}", file=sys.stderr)
+        return 0
     asked = f" (of {len(set(ids))} ids given)" if ids is not None else ""
     print(f"removed {removed} item{'' if removed == 1 else 's'}{asked}; {count} left in {target}", file=sys.stderr)
     return 0
@@ -240,7 +250,7 @@ def cmd_index_search(a: argparse.Namespace) -> int:
     query: Any = Path(a.query) if a.image else a.query
     if a.image and not Path(a.query).is_file():
         raise InputError(f"--image: no such image file: {a.query}")
-    hits = index.search(query, k=a.k, where=parse_where(a.where, index.field_kinds()))
+    hits = index.search(query, k=a.k, where=parse_where(a.where, index.filter_kinds()))
     for h in hits:
         if a.json:
             record = {"id": h.id, "score": round(h.score, 6), "item": h.item, "label": h.label, "metadata": h.metadata}

@@ -999,6 +999,15 @@ class EmbeddingIndex:
         ``"label"`` gives the kinds of the labels."""
         return {**{k: set(v) for k, v in self._table.field_kinds.items()}, "label": set(self._table.label_kinds)}
 
+    def filter_kinds(self) -> dict[str, set[str]]:
+        """Field -> the JSON kinds a ``where`` value can match on it: :meth:`field_kinds`, with a field's lists
+        standing for the kinds of the values they hold (``{"tags": ["sale"]}`` is matched by a string)."""
+        out = self.field_kinds()
+        for key, members in list(self._table.member_kinds.items()):
+            if key in out:
+                out[key] = (out[key] - {"array"}) | members
+        return out
+
     # -- internals ----------------------------------------------------------------------------------
     def _require_encoder(self, action: str) -> Encoder:
         if self.encoder is None:

@@ -13,7 +13,7 @@ match. A field is ``"id"``, ``"label"`` or a top-level metadata key (any non-emp
   "sale"}`` finds that item, ``where={"tags": ["sale", "old"]}`` any item holding either.
 - A filter that could never match is refused with :class:`~fewshot.errors.InputError` rather than
   answered with nothing: a field no item has, a value of a type the field never holds (``label=3`` where
-  labels are strings), an empty list, NaN or infinity, or a list or dict as a value.
+  labels are strings; for a field of lists, a type they never hold), an empty list, NaN or infinity, or a list or dict as a value.
 """
 
 from __future__ import annotations
@@ -102,7 +102,18 @@ def _member(kind: str) -> str:
     return f"EXISTS (SELECT 1 FROM json_each(metadata, ?) AS e WHERE {test})"
 
 
-def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set[str]) -> tuple[str, list[Any]]:
+def _lists_of(members: set[str]) -> list[str]:
+    """How the error of a mistyped filter names a field's lists: by what they hold."""
+    held = sorted(members - {"null", "array", "object"})
+    return ["lists of " + " and ".join(held) if held else "lists of no value a filter can match"]
+
+
+def compile_where(
+    where: Any,
+    field_kinds: dict[str, set[str]],
+    label_kinds: set[str],
+    member_kinds: dict[str, set[str]] | None = None,
+) -> tuple[str, list[Any]]:
     """A SQL condition on ``items(id, label, metadata)`` and its arguments.
 
     Parameters
@@ -110,6 +121,8 @@ def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set
     where : the user's filter (see the module docstring).
     field_kinds : metadata field -> JSON kinds it holds in the index (missing from every item: absent).
     label_kinds : the JSON kinds of the stored labels ("null" for items without one).
+    member_kinds : field holding lists -> the JSON kinds of the values in its lists (None: not known, and any
+        scalar may match one).
     """
     if not isinstance(where, dict):
         raise InputError(f"where must be a dict of field -> value(s), got {type(where).__name__}")
@@ -139,11 +152,21 @@ def compile_where(where: Any, field_kinds: dict[str, set[str]], label_kinds: set
                     raise InputError(f"no item has the metadata field {key!r}; fields: {known}")
             kinds = kinds or set()
             lists = column == "metadata" and "array" in kinds  # a value matches the lists that hold it
+            members = (
+                set()
+                if not lists
+                else {"string", "number", "boolean"}
+                if member_kinds is None
+                else member_kinds.get(key, set())
+            )
+            matchable = kinds | members
             for v in values:
                 kind = json_kind(v)
-                if kind != "null" and kind not in kinds and not lists:
-                    hint = f"; did you mean {str(v)!r}?" if "string" in kinds and kind in ("number", "boolean") else ""
-                    held = ", ".join(sorted(kinds - {"null"})) or "no values"
+                if kind != "null" and kind not in matchable:
+                    hint = (
+                        f"; did you mean {str(v)!r}?" if "string" in matchable and kind in ("number", "boolean") else ""
+                    )
+                    held = ", ".join(sorted(kinds - {"null", "array"}) + _lists_of(members) * lists) or "no values"
                     verb = "hold" if what == "labels" else "holds"
                     raise InputError(f"where[{key!r}] = {v!r} is a {kind}, but the {what} {verb} {held}{hint}")
                 if kind != "null" and lists:

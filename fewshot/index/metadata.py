@@ -98,6 +98,7 @@ class MetadataTable:
         self._mutex = threading.Lock()
         _create_schema(self._db)
         self.field_kinds: dict[str, set[str]] = {}
+        self.member_kinds: dict[str, set[str]] = {}  # field -> the kinds of the values its lists hold
         self.label_kinds: set[str] = set()
         if db is not None:
             self._recount_kinds()
@@ -109,6 +110,16 @@ class MetadataTable:
             fields.setdefault(key, set()).add(sql_kind(typ))
         labels = {sql_kind(t) for (t,) in self._db.execute("SELECT DISTINCT json_type(label) FROM items")}
         self.field_kinds, self.label_kinds = fields, labels
+        self.member_kinds = {key: self._members_of(key) for key, kinds in fields.items() if "array" in kinds}
+
+    def _members_of(self, key: str) -> set[str]:
+        """The kinds of the values the lists of field ``key`` hold (the caller holds the mutex, or owns the
+        table)."""
+        q = (
+            "SELECT DISTINCT m.type FROM items, json_each(items.metadata) AS j, json_each(j.value) AS m "
+            "WHERE j.key = ? AND j.type = 'array'"
+        )
+        return {sql_kind(t) for (t,) in self._db.execute(q, [key])}
 
     # -- reading ------------------------------------------------------------------------------------
     def count(self) -> int:
@@ -131,7 +142,7 @@ class MetadataTable:
     def select_ids(self, where: dict[str, Any]) -> np.ndarray:
         """Sorted ids of the items matching ``where`` (see :mod:`fewshot.index.filters`)."""
         with self._mutex:
-            condition, args = compile_where(where, self.field_kinds, self.label_kinds)
+            condition, args = compile_where(where, self.field_kinds, self.label_kinds, self.member_kinds)
             rows = self._db.execute(f"SELECT id FROM items WHERE {condition} ORDER BY id", args).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
@@ -154,6 +165,8 @@ class MetadataTable:
         for meta in metadata:
             for key, value in (meta or {}).items():
                 self.field_kinds.setdefault(key, set()).add(json_kind(value))
+                if isinstance(value, (list, tuple)):
+                    self.member_kinds.setdefault(key, set()).update(json_kind(v) for v in value)
         self.label_kinds.update(json_kind(v) for v in labels)
 
     def delete(self, ids: list[int]) -> None:
@@ -185,6 +198,11 @@ class MetadataTable:
                         self.field_kinds.get(key, set()).discard(kind)
                 if not self.field_kinds.get(key, True):
                     del self.field_kinds[key]
+                if "array" in kinds:  # what the remaining lists hold
+                    if "array" in self.field_kinds.get(key, ()):
+                        self.member_kinds[key] = self._members_of(key)
+                    else:
+                        self.member_kinds.pop(key, None)
             for kind in labels:
                 types = [] if kind == "null" else sql_types(kind)  # a missing label is SQL NULL
                 held = f"json_type(label) IN ({','.join('?' * len(types))})" if types else "label IS NULL"
