@@ -13,7 +13,8 @@ match. A field is ``"id"``, ``"label"`` or a top-level metadata key (any non-emp
   "sale"}`` finds that item, ``where={"tags": ["sale", "old"]}`` any item holding either.
 - A filter that could never match is refused with :class:`~fewshot.errors.InputError` rather than
   answered with nothing: a field no item has, a value of a type the field never holds (``label=3`` where
-  labels are strings; for a field of lists, a type they never hold), an empty list, NaN or infinity, or a list or dict as a value.
+  labels are strings; for a field of lists, a type they never hold), an empty list, NaN or infinity, or a
+  list or dict as a value.
 """
 
 from __future__ import annotations

@@ -174,6 +174,7 @@ class MetadataTable:
         item holds any more is forgotten, as a table read back from its bytes would not know it either."""
         with self._mutex, self._db:
             fields: dict[str, set[str]] = {}  # the fields (and their kinds) the deleted items held
+            members: dict[str, set[str]] = {}  # and the kinds their lists held
             labels: set[str] = set()
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
@@ -184,6 +185,12 @@ class MetadataTable:
                 )
                 for key, typ in self._db.execute(q, chunk):
                     fields.setdefault(key, set()).add(sql_kind(typ))
+                q = (
+                    "SELECT DISTINCT j.key, m.type FROM items, json_each(items.metadata) AS j, json_each(j.value) AS m "
+                    f"WHERE items.id IN ({marks}) AND j.type = 'array'"
+                )
+                for key, typ in self._db.execute(q, chunk):
+                    members.setdefault(key, set()).add(sql_kind(typ))
                 q = f"SELECT DISTINCT json_type(label) FROM items WHERE id IN ({marks})"
                 labels.update(sql_kind(t) for (t,) in self._db.execute(q, chunk))
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
@@ -198,11 +205,18 @@ class MetadataTable:
                         self.field_kinds.get(key, set()).discard(kind)
                 if not self.field_kinds.get(key, True):
                     del self.field_kinds[key]
-                if "array" in kinds:  # what the remaining lists hold
-                    if "array" in self.field_kinds.get(key, ()):
-                        self.member_kinds[key] = self._members_of(key)
-                    else:
-                        self.member_kinds.pop(key, None)
+            for key, kinds in members.items():  # what the remaining lists hold
+                for kind in kinds:
+                    types = sql_types(kind)
+                    q = (
+                        "SELECT 1 FROM items, json_each(items.metadata) AS j, json_each(j.value) AS m WHERE j.key = ? "
+                        f"AND j.type = 'array' AND m.type IN ({','.join('?' * len(types))}) LIMIT 1"
+                    )
+                    if self._db.execute(q, [key, *types]).fetchone() is None:
+                        self.member_kinds.get(key, set()).discard(kind)
+            for key in list(self.member_kinds):
+                if "array" not in self.field_kinds.get(key, ()):
+                    del self.member_kinds[key]
             for kind in labels:
                 types = [] if kind == "null" else sql_types(kind)  # a missing label is SQL NULL
                 held = f"json_type(label) IN ({','.join('?' * len(types))})" if types else "label IS NULL"
