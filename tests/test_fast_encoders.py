@@ -211,6 +211,41 @@ def test_a_text_the_static_model_cannot_read_gets_no_class_and_no_tag(static, fe
     assert tags[0] == [] and fixed == [[]] and tags[1]
 
 
+def test_a_text_the_static_model_cannot_read_is_not_given_the_largest_class_by_its_words(static, few_shot):
+    """With the lexical channel, an unreadable text's words (none) would leave only the regression's class
+    sizes: it gets the head's scores alone, every class alike for the prototype head."""
+    from fewshot.lexical import LexicalChannel, LexicalModel
+
+    X, y, Xt, _ = few_shot
+    first = y[0]
+    keep = [i for i, lab in enumerate(y) if lab == first or sum(lab == y[j] for j in range(i)) < 2]
+    Xu, yu = [X[i] for i in keep], [y[i] for i in keep]  # 8 of one class, 2 of each other
+    clf = FewShotClassifier(static).fit(Xu, yu)
+    if clf.lexical_channel_ is None:  # the held-out choice kept the head alone: pool at a set weight
+        codes = np.searchsorted(clf.head_.classes_, yu)
+        model = LexicalModel().fit(Xu, codes, len(clf.classes_))
+        clf.lexical_channel_ = LexicalChannel(model, 0.5, 1.0, 1.0, Xu, codes)
+    assert np.ptp(clf.lexical_channel_.model.log_proba(["🙂🙂"])) > 0.05  # the words alone favour a class
+    with pytest.warns(UserWarning, match="no token the static model knows"):
+        P = clf.predict_proba(["🙂🙂", Xt[0]])
+    np.testing.assert_allclose(P[0], 1 / len(clf.classes_))
+    assert np.ptp(P[1]) > 0.01
+
+
+def test_an_index_names_an_item_or_query_the_static_model_cannot_read(static):
+    from fewshot import EmbeddingIndex
+
+    index = EmbeddingIndex(static)
+    with pytest.raises(InputError, match=r"items\[1\] \('🙂🙂'\) has no token .* knows: its vector is all zeros"):
+        index.add(["a cat on a mat", "🙂🙂"])
+    assert len(index) == 0
+    index.add(["a cat on a mat"])
+    with pytest.raises(InputError, match=r"the query \('🙂'\) has no token"):
+        index.search("🙂")
+    with pytest.raises(InputError, match=r"queries\[1\] \('🙂'\) has no token"):
+        index.batch_search(["cats", "🙂"])
+
+
 def test_concurrent_encodes_give_the_serial_answer(onnx_int8, texts):
     expected = onnx_int8.encode(texts[:64], batch_size=16)
     results: list[np.ndarray] = []
@@ -586,6 +621,15 @@ def test_service_fits_and_searches_with_fast_encoders(home, few_shot, tmp_path):
         assert r.status_code in (200, 201), r.text
         r = client.post("/v1/indexes/quick/search", json={"queries": [X[3]], "k": 1})
         assert r.status_code == 200 and r.json()["results"][0][0]["text"] == X[3], r.text
+        # a text the static model has no token for: named by its field, and warned of in the answer
+        r = client.post("/v1/indexes/quick/items", json={"items": [{"text": X[0]}, {"text": "🙂🙂"}]})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["field"] == "items[1].text" and "no token" in err["message"], r.text
+        r = client.post(
+            "/v1/zeroshot", json={"inputs": ["🙂", X[0]], "labels": ["sport", "business"], "encoder": "static"}
+        )
+        said = r.json()["warnings"]
+        assert r.status_code == 200 and len(said) == 1 and "1 of 2 texts have no token" in said[0], r.text
     saved = json.loads((root / "models" / "fast" / "manifest.json").read_text())
     assert saved["encoder"]["backend"] == "onnx" and saved["encoder"]["quantization"] == "int8"
     library = FewShotClassifier.load(root / "models" / "fast").predict(X_test[:20])

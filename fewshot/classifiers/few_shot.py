@@ -23,6 +23,7 @@ from fewshot.heads import FEW_SHOT_HEADS, AutoHead, BaseHead, KNNHead, make_head
 from fewshot.heads.base import check_sample_weight, describe_head
 from fewshot.heads.registry import check_head
 from fewshot.labels import check_label_type, encode_labels
+from fewshot.maths import log_softmax
 from fewshot.params import Check, Options, validate_params
 
 PRIOR = "prior__"  # prefix of the zero-shot prior's arrays inside a classifier's arrays.npz
@@ -552,7 +553,12 @@ class FewShotClassifier(CalibratedClassifier):
         head = self._fitted_head()
         items = self.encoder_.validate(X)  # once: the texts feed both channels
         E = self.embed(items, show_progress)
-        return channel.pool(head.log_proba(head.class_scores(E, **self._prior_kw(items, E))), items)
+        head_logp = head.log_proba(head.class_scores(E, **self._prior_kw(items, E)))
+        pooled = channel.pool(head_logp, items)
+        blank = ~E.any(axis=1)  # a text a static model has no token for: its words say nothing either
+        if blank.any():  # the head's scores alone (every class alike for the prototype head), not class sizes
+            pooled[blank] = log_softmax(head_logp[blank] / channel.head_temperature, 1.0)
+        return pooled
 
     def _log_proba(self, S: np.ndarray) -> np.ndarray:
         if getattr(self, "lexical_channel_", None) is not None:

@@ -136,7 +136,7 @@ def _output_columns(path: str) -> list[str]:
 
 def cmd_index_add(a: argparse.Namespace) -> int:
     from fewshot.index import EmbeddingIndex, resolve_index_path
-    from fewshot.index.embedding_index import FILES, OWNED
+    from fewshot.index.embedding_index import FILES, OWNED, check_readable
     from fewshot.storage import check_target
 
     target = resolve_index_path(a.name)
@@ -156,6 +156,7 @@ def cmd_index_add(a: argparse.Namespace) -> int:
     check_images_readable(a.data, encoder, f"the index at {target}")
     items, ids, labels, metadata = _index_rows(a, encoder, f"the index at {target}")
     E = encoder.encode(items, show_progress=progress(items))  # the slow part, outside the writer lock
+    check_readable(E, items, "items", encoder)
     with EmbeddingIndex.update(target, encoder=encoder) as index:  # waits for any other writer
         stored = [x if isinstance(x, str) else None for x in items]
         try:

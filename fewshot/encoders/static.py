@@ -13,7 +13,6 @@ transformers and ``skeletoken`` (``pip install 'fewshot[fast]'`` and ``pip insta
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from fewshot._validate import as_text_list
 from fewshot.encoders.base import Encoder, shared_model
 from fewshot.encoders.derived import UseMark, cached_build, fewshot_home, write_manifest
-from fewshot.errors import InputError, MissingDependencyError, ModelLoadError
+from fewshot.errors import InputError, MissingDependencyError, ModelLoadError, warn_user
 
 DISTILL_VERSION = 1  # part of every distilled folder's name: a change of recipe makes new folders
 DISTILLED = "distilled:"
@@ -71,9 +70,11 @@ class StaticEncoder(Encoder):
 
     A text none of whose tokens the static model knows (only out-of-vocabulary pieces, such as emoji or one
     3,000-letter "word") gets the zero vector, with a warning: a similarity of 0 to everything (zero rows stay
-    zero when normalised), so the prototype head gives every class the same probability, other heads what
-    they learned of the classes alone, and a cosine abstention threshold abstains. That is kept rather than
-    the unknown token's vector, which gave such texts a confident arbitrary class.
+    zero when normalised), so the prototype head gives every class the same probability (the lexical
+    channel, which finds no words in it either, is left out for it), other heads what they learned of the
+    classes alone, and a cosine abstention threshold abstains. An index refuses to store it or search by it,
+    naming the item. That is kept rather than the unknown token's vector, which gave such texts a confident
+    arbitrary class. The service answers each request with the warning about its own texts.
 
     The identity records ``family="model2vec"``, ``backend="static"``, the hash of the static vectors and,
     for a distilled model, the model and weights hash it was distilled from, so vectors from a static model
@@ -235,15 +236,23 @@ class StaticEncoder(Encoder):
             model.encode(items, batch_size=batch_size, show_progress_bar=show_progress, use_multiprocessing=False),
             dtype=np.float32,
         )
-        empty = ~np.any(out, axis=1)
-        if empty.any():
-            warnings.warn(
-                f"{int(empty.sum())} of {len(items)} texts have no token the static model knows (e.g. "
-                f"{items[int(np.argmax(empty))][:40]!r}): they get the zero vector, similar to nothing, so their "
-                "predictions say nothing of the text and a cosine abstention threshold abstains on them",
-                stacklevel=3,
-            )
+        message = self.unreadable(items, out)
+        if message is not None:
+            warn_user(message)
         return out
+
+    @staticmethod
+    def unreadable(items: list[str], vectors: np.ndarray) -> str | None:
+        """The warning for ``items`` whose ``vectors`` are zero (no token the model knows), or None. The service
+        asks it of each request's own rows, since one model call serves several requests."""
+        empty = ~np.any(vectors, axis=1)
+        if not empty.any():
+            return None
+        return (
+            f"{int(empty.sum())} of {len(items)} texts have no token the static model knows (e.g. "
+            f"{items[int(np.argmax(empty))][:40]!r}): they get the zero vector, similar to nothing, so their "
+            "predictions say nothing of the text and a cosine abstention threshold abstains on them"
+        )
 
 
 def distil(teacher: Any, folder: Path, pca_dims: int | None) -> None:

@@ -69,6 +69,21 @@ def _unit_rows(E: Any, dim: int, what: str, allow_1d: bool = False) -> np.ndarra
     return l2_normalize(E)
 
 
+def check_readable(E: np.ndarray, items: list[Any], what: str, encoder: Any) -> None:
+    """Refuse, by its place and in its own terms, an item the encoder gave the zero vector (a text a static
+    model has no token for): it has no direction to store or search by."""
+    zero = np.flatnonzero(~np.asarray(E).any(axis=1))
+    if not len(zero):
+        return
+    i = int(zero[0])
+    place = what if what.startswith("the ") else f"{what}[{i}]"
+    more = f" ({len(zero)} of the {len(items)} are)" if len(zero) > 1 else ""
+    raise InputError(
+        f"{place} ({str(items[i])[:40]!r}) has no token {encoder.describe_source()} knows: its vector is all zeros, "
+        f"which has no direction to compare by{more}"
+    )
+
+
 class EmbeddingIndex:
     """Vectors with ids, labels and metadata; search by text, image or vector, optionally filtered.
 
@@ -192,6 +207,7 @@ class EmbeddingIndex:
         n = len(items)
         self._prepare_rows(n, ids, labels, metadata, [_item_text(x) for x in items])  # fail before encoding
         E = encoder.encode(items, show_progress=show_progress)
+        check_readable(E, items, "items", encoder)
         return self.add_embeddings(E, ids=ids, labels=labels, metadata=metadata, items=[_item_text(x) for x in items])
 
     def add_embeddings(
@@ -501,14 +517,19 @@ class EmbeddingIndex:
                 raise InputError("queries is empty; give at least one query")
             Q = np.vstack([self._embed_query(q) for q in qs]) if not all(isinstance(q, str) for q in qs) else None
             if Q is None:
-                Q = self._require_encoder("search by text").encode_text(qs)
+                encoder = self._require_encoder("search by text")
+                Q = encoder.encode_text(qs)
+                check_readable(Q, qs, "queries", encoder)
         with self._lock.read():
             return self._hits(*self.search_embeddings(Q, k=k, where=where))
 
     def _embed_query(self, query: Any) -> np.ndarray:
         """One query as a (1, dim) array."""
         if isinstance(query, str):
-            return self._require_encoder("search by text").encode_text([query])
+            encoder = self._require_encoder("search by text")
+            Q = encoder.encode_text([query])
+            check_readable(Q, [query], "the query", encoder)
+            return Q
         if isinstance(query, np.ndarray) and query.ndim == 1:
             return as_embeddings(query, dim=self.dim, what="query vector", allow_1d=True)
         if query is None:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from fewshot.encoders import Encoder
-from fewshot.errors import InputError
+from fewshot.errors import InputError, collected_warnings, warn_user
 from fewshot.serve.errors import DeadlineExceeded
 
 _local = threading.local()
@@ -139,7 +139,10 @@ class _Lane:
         if observer is not None:
             observer(self.owner, len(items), self.pending)
         try:
-            E = self.run(items)
+            # a warning here speaks of every request in the call (naming their texts): each request is told of
+            # its own rows instead (CoalescingEncoder._said)
+            with collected_warnings(issue=False):
+                E = self.run(items)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
             if len(jobs) == 1:
                 jobs[0].error = exc
@@ -234,7 +237,17 @@ class CoalescingEncoder(Encoder):
     # -- coalesced calls ----------------------------------------------------------------------------------
     def encode(self, inputs: Any, batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
         """Embed ``inputs`` in a model call shared with other threads; array of shape (n, dim)."""
-        return self._submit("encode", self.wrapped.validate(inputs))
+        items = self.wrapped.validate(inputs)
+        return self._said(items, self._submit("encode", items))
+
+    def _said(self, items: list[Any], E: np.ndarray) -> np.ndarray:
+        """Warn this caller of what the wrapped encoder says of its own rows (a static model's unreadable
+        texts), which the shared call kept to itself."""
+        unreadable = getattr(self.wrapped, "unreadable", None)
+        message = unreadable(items, E) if callable(unreadable) else None
+        if message is not None:
+            warn_user(message)
+        return E
 
     def encode_text(self, texts: Any, batch_size: int | None = None, show_progress: bool = False) -> np.ndarray:
         """Embed text into the encoder's space (text encoders, CLIP, ConSE) in a shared model call."""
@@ -243,10 +256,10 @@ class CoalescingEncoder(Encoder):
         plain = isinstance(texts, list) and texts and all(isinstance(t, str) and t.strip() for t in texts)
         if not plain or not self.wrapped.supports_text:
             return self.wrapped.encode_text(texts)  # its own error, or its own checks
-        return self._submit("encode_text", list(texts))
+        return self._said(list(texts), self._submit("encode_text", list(texts)))
 
     def _encode(self, items: list[Any], batch_size: int, show_progress: bool) -> np.ndarray:
-        return self._submit("encode", items)
+        return self._said(items, self._submit("encode", items))
 
     def _cache_bytes(self, item: Any) -> bytes:  # pragma: no cover - the wrapper keeps no cache of its own
         raise NotImplementedError("a CoalescingEncoder has no cache; give cache_dir to the wrapped encoder")

@@ -133,6 +133,7 @@ def field_of(message: str, default: str) -> tuple[str, str]:
         ("threshold", "threshold"),
         ("top_k", "top_k"),
         ("head_params", "head_params"),
+        ("items", "items"),
     ):
         if head == prefix:
             return field, message

@@ -40,7 +40,7 @@ from fewshot.classifiers import FewShotClassifier, ZeroShotClassifier
 from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder_from_identity, identity_fingerprint
 from fewshot.errors import ConcurrentWriteError, CorruptFileError, FewShotError, InputError, LockTimeoutError
 from fewshot.index import EmbeddingIndex, journal
-from fewshot.index.embedding_index import UNFINISHED, holds_index
+from fewshot.index.embedding_index import UNFINISHED, check_readable, holds_index
 from fewshot.serve.batching import CoalescingEncoder, GroupCommit, check_deadline
 from fewshot.serve.errors import ApiError, not_found
 from fewshot.serve.settings import NAME_RE, ServeSettings
@@ -586,6 +586,7 @@ class Registry:
         if entry.index.encoder is None:
             raise InputError("this index stores raw vectors and has no encoder; it cannot add text or images")
         E = entry.index.encoder.encode(inputs)
+        check_readable(E, inputs, "items", entry.index.encoder)
         check_deadline()
         return entry.commit.submit(E=E, **rows)
 
