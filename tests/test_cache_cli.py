@@ -239,3 +239,28 @@ def test_a_pruned_cache_folder_given_as_a_static_model_says_what_happened(home):
         StaticEncoder(home / "static" / f"{h('gone')}-pca256-v1")
     with pytest.raises(ModelLoadError, match="no such model2vec folder"):
         StaticEncoder(home / "elsewhere")
+
+
+def test_a_cache_record_edited_by_hand_is_not_trusted(home):
+    """A manifest's settings (such as the maximum sequence length) shape the vectors and a source record names
+    the weights: edited by hand, each is taken for damaged (the folder is built again, the hash computed again)
+    rather than believed."""
+    from fewshot.encoders.derived import known_weights_sha, read_manifest, remember_weights_sha
+
+    folder = add(home, "onnx", h("a") + "-fp32-v1", 10, 0, {"weights_sha256": h("a"), "max_seq_length": 256})
+    assert read_manifest(folder)["max_seq_length"] == 256
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "max_seq_length": 8}))
+    assert read_manifest(folder) is None
+    builds = []
+    with pytest.warns(UserWarning, match="manifest.json was changed since it was written"):
+        again = cached_build(folder, lambda tmp: builds.append(1) or build_into(b"y" * 10, manifest)(tmp))
+    assert builds == [1] and again["max_seq_length"] == 256 and read_manifest(folder) is not None
+
+    weights = home / "weights.bin"
+    weights.write_bytes(b"w" * 100)
+    remember_weights_sha(weights, h("w"))
+    assert known_weights_sha(weights) == h("w")
+    record = next((home / "sources").glob("*.json"))
+    record.write_text(record.read_text().replace(h("w"), h("other")))
+    assert known_weights_sha(weights) is None

@@ -111,13 +111,22 @@ def _sources_file(folder: str | Path) -> Path:
     return fewshot_home() / "sources" / f"{folder_fingerprint(folder)}.json"
 
 
+def _digest(record: dict[str, Any]) -> str:
+    """The SHA-256 of a cache record's JSON, less its own digest (so that an edit by hand is seen)."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def known_source(folder: str | Path) -> dict[str, Any] | None:
     """What was recorded for a local model folder (or weights file) with exactly these bytes: its
-    ``weights_sha256`` and any facts stored beside it (``dim``), or None."""
+    ``weights_sha256`` and any facts stored beside it (``dim``), or None (also for a record edited since it
+    was written: the hash is then computed again)."""
     try:
         data = json.loads(_sources_file(folder).read_text(encoding="utf-8"))
         sha = data["weights_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        if data["record_sha256"] != _digest(data):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return data if isinstance(sha, str) and len(sha) == 64 else None
 
@@ -133,7 +142,7 @@ def remember_weights_sha(folder: str | Path, sha: str, **facts: Any) -> None:
     files are now."""
     target = _sources_file(folder)
     record = {"folder": str(Path(folder).resolve()), "weights_sha256": sha, **facts}
-    write_text_atomic(target, json.dumps(record) + "\n")
+    write_text_atomic(target, json.dumps({**record, "record_sha256": _digest(record)}) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -154,12 +163,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The ``manifest.json`` of a derived-model folder whose files all match their recorded hashes, else None.
+    """The ``manifest.json`` of a derived-model folder whose files all match their recorded hashes, and which
+    matches its own recorded hash (its settings, such as the maximum sequence length, edited by hand would
+    change the vectors), else None.
 
     Files are hashed once per process while their size, modification time and inode stay the same.
     """
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        if manifest["record_sha256"] != _digest(manifest):
+            return None
         files = manifest["files"]
         stats = {name: (folder / name).stat() for name in files}
         key = (str(folder), tuple((n, st.st_size, st.st_mtime_ns, st.st_ino) for n, st in sorted(stats.items())))
@@ -179,10 +192,13 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 def _damage(folder: Path) -> str:
     """What keeps :func:`read_manifest` from accepting ``folder``, in words."""
     try:
-        files = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"]
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest.get("record_sha256") != _digest(manifest):
+            return "manifest.json was changed since it was written (it no longer matches its own SHA-256)"
     except FileNotFoundError:
         return "no manifest.json"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"manifest.json unreadable: {exc}"
     for name, meta in files.items():
         try:
@@ -203,6 +219,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any], files: list[str]) -> 
         **manifest,
         "files": {n: {"size": (folder / n).stat().st_size, "sha256": sha256_file(folder / n)} for n in files},
     }
+    manifest["record_sha256"] = _digest(manifest)
     write_text_atomic(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
