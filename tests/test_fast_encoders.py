@@ -598,6 +598,8 @@ def test_cli_fit_predict_and_index_with_fast_encoders(home, few_shot, tmp_path, 
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["fit", str(train), "--encoder", "text:onnx-fp16", "-o", str(tmp_path / "x")]) == 1
     assert "unknown --encoder" in capsys.readouterr().err
+    assert main(["fit", str(train), "--encoder", "static:", "-o", str(tmp_path / "x")]) == 1
+    assert "static:FOLDER names a model2vec model's folder" in capsys.readouterr().err
 
 
 def test_service_fits_and_searches_with_fast_encoders(home, few_shot, tmp_path):

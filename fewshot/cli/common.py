@@ -187,7 +187,10 @@ def make_encoder(spec: str | None, images: bool) -> Any:
     if spec == "static":
         return StaticEncoder()
     if spec.startswith("static:"):
-        return StaticEncoder(spec[len("static:") :])
+        folder = spec[len("static:") :]
+        if not folder.strip():
+            raise InputError("--encoder static:FOLDER names a model2vec model's folder; give one, or 'static' alone")
+        return StaticEncoder(folder)
     if spec == "image":
         return ImageEncoder()
     if spec == "image:onnx":
