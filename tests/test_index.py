@@ -128,6 +128,7 @@ def test_remove_by_filter_and_by_ids_within_it(kind):
     assert index.remove([1, 2, 3], where={"label": "odd"}) == 2  # 2 is even: kept
     assert index.get([1, 2, 3])[1] is not None and index.get([1])[0] is None
     assert index.remove(where={"label": "odd"}) == len(odd) - 2
+    assert index.remove(where={"label": "odd"}) == 0 and index.remove(where={"lnag": "en", "n": 3}) == 0  # run again
     assert len(index) == 300 - len(odd)
     assert index.search_embeddings(X[:3], k=10, where={"label": "even"})[1].size == 30
     assert index.search(X[1], where={"label": "odd"}) == []
@@ -312,7 +313,8 @@ def test_a_value_of_a_kind_a_fields_lists_never_hold_is_refused(tmp_path):
     meta = [{"codes": ["1", "2"], "nums": [1, 2]}, {"codes": ["3"], "nums": [3], "mixed": ["a"]}, {"mixed": 5}]
     index.add_embeddings(np.eye(3, 4, dtype=np.float32) + 0.1, metadata=meta)
     with pytest.raises(InputError, match=r"is a number, but the field 'codes' holds lists of string; did you mean '1'"):
-        index.remove(where={"codes": 1})
+        index.search(np.ones(4), where={"codes": 1})
+    assert index.remove(where={"codes": 1}) == 0  # a removal matches nothing instead, so that it can be rerun
     with pytest.raises(InputError, match="is a string, but the field 'nums' holds lists of number"):
         index.search(np.ones(4), where={"nums": "1"})
     assert ids_of(index, {"mixed": 5}) == [2] and ids_of(index, {"mixed": "a"}) == [1]  # a scalar, or a member

@@ -196,9 +196,12 @@ def cmd_index_remove(a: argparse.Namespace) -> int:
     target = resolve_index_path(a.name)
     ids = _parse_ids(a.ids) if a.ids else None
     with EmbeddingIndex.update(target) as index:  # waits for any other writer; saved when the block ends
-        removed = None
+        removed, unknown = None, []
         if ids is not None or a.where:
-            removed = index.remove(ids, where=parse_where(a.where, index.filter_kinds()))
+            kinds = index.filter_kinds()
+            where = parse_where(a.where, kinds)
+            unknown = sorted(k for k in where or {} if k not in kinds and k != "id")  # a typo, or removed before
+            removed = index.remove(ids, where=where)
         if a.compact:
             index.compact()
         count = len(index)
@@ -207,6 +210,8 @@ def cmd_index_remove(a: argparse.Namespace) -> int:
         return 0
     asked = f" (of {len(set(ids))} ids given)" if ids is not None else ""
     print(f"removed {removed} item{'' if removed == 1 else 's'}{asked}; {count} left in {target}", file=sys.stderr)
+    if unknown:
+        print(f"fewshot: no item has the field {', '.join(map(repr, unknown))}", file=sys.stderr)
     return 0
 
 

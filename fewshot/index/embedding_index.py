@@ -434,7 +434,9 @@ class EmbeddingIndex:
     def remove(self, ids: Any = None, *, where: dict[str, Any] | None = None) -> int:
         """Delete the given ids, or with ``where`` (a filter, as :meth:`search` takes) every item matching it,
         or the given ids that match it when both are given; return how many were deleted. Unknown ids are
-        ignored. An HNSW graph keeps the removed vectors, and their ids, until :meth:`compact`."""
+        ignored, and so is a filter on a field, or a kind of value, that no item holds (it matches nothing,
+        so that a removal may be run again). An HNSW graph keeps the removed vectors, and their ids, until
+        :meth:`compact`."""
         if ids is None and where is None:
             raise InputError("remove() takes ids, a where filter, or both")
         if where is not None and not where:  # filters' own message speaks of searching
@@ -442,7 +444,7 @@ class EmbeddingIndex:
         ids_list = _storable(_id_list(ids)) if ids is not None else None
         with self._lock.write():
             if where is not None:
-                matching = self._table.select_ids(where).tolist()
+                matching = self._table.select_ids(where, strict=False).tolist()
                 present = sorted(set(matching).intersection(ids_list) if ids_list is not None else matching)
             else:
                 present = sorted(self._table.existing(ids_list))

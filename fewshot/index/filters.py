@@ -114,6 +114,7 @@ def compile_where(
     field_kinds: dict[str, set[str]],
     label_kinds: set[str],
     member_kinds: dict[str, set[str]] | None = None,
+    strict: bool = True,
 ) -> tuple[str, list[Any]]:
     """A SQL condition on ``items(id, label, metadata)`` and its arguments.
 
@@ -124,6 +125,8 @@ def compile_where(
     label_kinds : the JSON kinds of the stored labels ("null" for items without one).
     member_kinds : field holding lists -> the JSON kinds of the values in its lists (None: not known, and any
         scalar may match one).
+    strict : refuse a field or a value's kind that no item holds (a search); False lets it match nothing (a
+        removal, which may be run again after the last item holding it is gone).
     """
     if not isinstance(where, dict):
         raise InputError(f"where must be a dict of field -> value(s), got {type(where).__name__}")
@@ -148,7 +151,7 @@ def compile_where(
                 column, paths, kinds, what = "label", ["$"], label_kinds, "labels"
             else:
                 column, paths, kinds, what = "metadata", _paths(key), field_kinds.get(key), f"field {key!r}"
-                if kinds is None and any(v is not None for v in values):
+                if kinds is None and any(v is not None for v in values) and strict:
                     known = ", ".join(sorted(field_kinds)[:10]) or "none"
                     raise InputError(f"no item has the metadata field {key!r}; fields: {known}")
             kinds = kinds or set()
@@ -163,6 +166,9 @@ def compile_where(
             matchable = kinds | members
             for v in values:
                 kind = json_kind(v)
+                if kind != "null" and kind not in matchable and not strict:
+                    ors.append("0")  # no item holds a value of this kind here: nothing to match
+                    continue
                 if kind != "null" and kind not in matchable:
                     hint = (
                         f"; did you mean {str(v)!r}?" if "string" in matchable and kind in ("number", "boolean") else ""

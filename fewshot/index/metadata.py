@@ -110,16 +110,14 @@ class MetadataTable:
             fields.setdefault(key, set()).add(sql_kind(typ))
         labels = {sql_kind(t) for (t,) in self._db.execute("SELECT DISTINCT json_type(label) FROM items")}
         self.field_kinds, self.label_kinds = fields, labels
-        self.member_kinds = {key: self._members_of(key) for key, kinds in fields.items() if "array" in kinds}
-
-    def _members_of(self, key: str) -> set[str]:
-        """The kinds of the values the lists of field ``key`` hold (the caller holds the mutex, or owns the
-        table)."""
+        members: dict[str, set[str]] = {key: set() for key, kinds in fields.items() if "array" in kinds}
         q = (
-            "SELECT DISTINCT m.type FROM items, json_each(items.metadata) AS j, json_each(j.value) AS m "
-            "WHERE j.key = ? AND j.type = 'array'"
+            "SELECT DISTINCT j.key, m.type FROM items, json_each(items.metadata) AS j, json_each(j.value) AS m "
+            "WHERE j.type = 'array'"
         )
-        return {sql_kind(t) for (t,) in self._db.execute(q, [key])}
+        for key, typ in self._db.execute(q):
+            members.setdefault(key, set()).add(sql_kind(typ))
+        self.member_kinds = members
 
     # -- reading ------------------------------------------------------------------------------------
     def count(self) -> int:
@@ -139,10 +137,11 @@ class MetadataTable:
                 found.update(r[0] for r in self._db.execute(q, chunk))
         return found
 
-    def select_ids(self, where: dict[str, Any]) -> np.ndarray:
-        """Sorted ids of the items matching ``where`` (see :mod:`fewshot.index.filters`)."""
+    def select_ids(self, where: dict[str, Any], strict: bool = True) -> np.ndarray:
+        """Sorted ids of the items matching ``where`` (see :mod:`fewshot.index.filters`; ``strict=False``
+        matches nothing, rather than refusing, by a field or a kind of value no item holds)."""
         with self._mutex:
-            condition, args = compile_where(where, self.field_kinds, self.label_kinds, self.member_kinds)
+            condition, args = compile_where(where, self.field_kinds, self.label_kinds, self.member_kinds, strict)
             rows = self._db.execute(f"SELECT id FROM items WHERE {condition} ORDER BY id", args).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
