@@ -256,6 +256,12 @@ def test_a_cache_record_edited_by_hand_is_not_trusted(home):
     with pytest.warns(UserWarning, match="manifest.json was changed since it was written"):
         again = cached_build(folder, lambda tmp: builds.append(1) or build_into(b"y" * 10, manifest)(tmp))
     assert builds == [1] and again["max_seq_length"] == 256 and read_manifest(folder) is not None
+    # one an earlier fewshot wrote (no digest): built again once, and said so in those words
+    old = {k: v for k, v in json.loads((folder / "manifest.json").read_text()).items() if k != "record_sha256"}
+    (folder / "manifest.json").write_text(json.dumps(old))
+    with pytest.warns(UserWarning, match="written by an earlier fewshot"):
+        cached_build(folder, build_into(b"y" * 10, manifest))
+    assert read_manifest(folder) is not None
 
     weights = home / "weights.bin"
     weights.write_bytes(b"w" * 100)

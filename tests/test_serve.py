@@ -952,6 +952,46 @@ def test_coalescing_encoder_merges_threads_and_keeps_each_callers_rows(text_enco
     enc.close()
 
 
+def test_coalescing_encoder_hands_each_caller_the_warnings_of_its_call():
+    """What the wrapped encoder warns of in a shared call reaches every caller in it (the service answers with
+    it), but for a static model's unreadable texts, of which each caller is told of its own only."""
+    from fewshot.encoders.static import StaticEncoder
+    from fewshot.errors import collected_warnings, warn_user
+    from tests.conftest import FakeEncoder
+
+    class Talkative(FakeEncoder):
+        unreadable = staticmethod(StaticEncoder.unreadable)
+
+        def _encode(self, items, batch_size, show_progress):
+            warn_user("the cached model was damaged; built again")
+            E = super()._encode(items, batch_size, show_progress)
+            E[[i for i, t in enumerate(items) if t.startswith("?")]] = 0  # as a static model's unknown tokens
+            warn_user(self.unreadable(items, E) or "")
+            return E
+
+    calls: list[int] = []
+    enc = CoalescingEncoder(
+        Talkative(), max_batch_size=64, max_wait_ms=300, gap_ms=300, observer=lambda e, n, q: calls.append(n)
+    )
+    said: dict[str, list[str]] = {}
+
+    def call(text):
+        with collected_warnings(issue=False) as got:
+            enc.encode([text])
+        said[text] = got
+
+    threads = [threading.Thread(target=call, args=(t,)) for t in ("plain", "?secret", "other")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(calls) == 3 and len(calls) < 3  # a shared call
+    assert all("the cached model was damaged; built again" in got for got in said.values()), said
+    assert [m for m in said["?secret"] if "no token" in m] and "?secret" in " ".join(said["?secret"])
+    assert not any("no token" in m or "secret" in m for t in ("plain", "other") for m in said[t]), said
+    enc.close()
+
+
 def test_group_commit_merges_concurrent_writes_and_isolates_a_bad_one():
     seen = []
     gate = threading.Event()

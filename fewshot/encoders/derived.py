@@ -194,7 +194,9 @@ def _damage(folder: Path) -> str:
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         files = manifest["files"]
-        if manifest.get("record_sha256") != _digest(manifest):
+        if "record_sha256" not in manifest:
+            return "it was written by an earlier fewshot, whose manifest.json records no SHA-256 of its own"
+        if manifest["record_sha256"] != _digest(manifest):
             return "manifest.json was changed since it was written (it no longer matches its own SHA-256)"
     except FileNotFoundError:
         return "no manifest.json"

@@ -70,6 +70,7 @@ class _Job:
     error: BaseException | None = None
     cancelled: bool = False
     expires: float | None = None  # monotonic time after which nobody waits for it
+    warnings: list[str] = field(default_factory=list)  # what the model call said, for this caller to say
 
 
 class _Lane:
@@ -139,10 +140,15 @@ class _Lane:
         if observer is not None:
             observer(self.owner, len(items), self.pending)
         try:
-            # a warning here speaks of every request in the call (naming their texts): each request is told of
-            # its own rows instead (CoalescingEncoder._said)
-            with collected_warnings(issue=False):
+            # the warnings of a call are handed to each request in it (they reach the answers), but for the one
+            # about a static model's unreadable texts, which names texts of every request: each request is told
+            # of its own instead (CoalescingEncoder._said)
+            with collected_warnings(issue=False) as said:
                 E = self.run(items)
+            unreadable = getattr(self.owner.wrapped, "unreadable", None)
+            mine = unreadable(items, E) if callable(unreadable) else None
+            for j in jobs:
+                j.warnings = [m for m in said if m != mine]
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
             if len(jobs) == 1:
                 jobs[0].error = exc
@@ -288,6 +294,8 @@ class CoalescingEncoder(Encoder):
             raise job.error
         if job.cancelled:
             raise DeadlineExceeded("the request ran out of time before its inputs were encoded")
+        for message in job.warnings:
+            warn_user(message)
         return job.result
 
     @property
