@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,7 @@ print(json.dumps(out))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.parse_args()
+    load_at_start = round(os.getloadavg()[0], 2)
     ds = load("banking77")
     support = sample_per_class(ds.train_labels, 8, 0)
     texts = [ds.train_texts[i] for i in support]
@@ -101,6 +103,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
+        "load_average": {"start": load_at_start, "end": round(os.getloadavg()[0], 2)},
         "command": "python -m eval.bench_startup",
         "repeats": REPEATS,
         "parts_s": {k: round(v, 3) for k, v in parts.items()},
@@ -111,7 +114,8 @@ def main() -> None:
         "# What a user waits for (CLI and library)",
         "",
         f"{result['date']}, {result['machine']}; `{result['command']}`; median of {REPEATS} runs, each in a fresh "
-        "process; nothing else running.",
+        f"process; load average {load_at_start:.2f} at the start, {result['load_average']['end']:.2f} at the end "
+        "(over 1 on these 2 cores: other work shared them).",
         "",
         "| command, end to end | seconds |",
         "|---|---|",

@@ -17,6 +17,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import statistics
 import time
 from datetime import UTC, datetime
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--shots", nargs="+", type=int, default=[8, 64])
     ap.add_argument("--steps", type=int, default=4, help="timed steps of each, in rounds of one")
     a = ap.parse_args()
+    load_at_start = round(os.getloadavg()[0], 2)
     import torch
 
     base = TextEncoder()
@@ -116,7 +118,8 @@ def main() -> None:
     lines = [
         "# Tuning batches in length runs",
         "",
-        f"Measured {datetime.now(UTC).date().isoformat()} on {machine()}, nothing else running. Command: "
+        f"Measured {datetime.now(UTC).date().isoformat()} on {machine()}, load average {load_at_start:.2f} at the "
+        f"start, {os.getloadavg()[0]:.2f} at the end (over 1 on 2 cores: other work shared them). Command: "
         "`python -m eval.bench_tune_runs`. Seed 0's support set of each dataset; the batch, rate and layers of "
         f'`tune="auto"`; median seconds of {a.steps} steps of each, alternating (one warm-up step each first). '
         "Tokens: padded tokens run over the real tokens of the same batches.",

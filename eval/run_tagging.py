@@ -12,12 +12,13 @@ Development sets (the decision rule and its settings were chosen on these, by me
 ``python -m eval.tagging_rule`` scores a grid of the settings on every set):
 - ag_news+none: 1,500 AG News test articles and 500 movie-review sentences (MR) that fit no news topic;
 - ag_news pairs: 1,200 AG News articles and 400 items that join two articles of different topics;
-- 20newsgroups: 2,000 test posts, one group each; banking77: 2,000 test queries, one intent each.
+- 20newsgroups: 2,001 test posts, one group each; banking77: 2,002 test queries, one intent each (a stratified
+  sample of 2,000, rounded class by class).
 AG News and 20 Newsgroups labels carry the one-line descriptions of eval/label_descriptions.json.
 Report sets (measured once the rule was fixed):
 - goemotions: the 5,427 test comments, 28 labels (27 emotions and neutral), 15% with two or more;
 - goemotions-ekman: the same comments, Ekman's 6 emotions; neutral comments should get no tag;
-- clinc150+oos: 2,000 in-scope test queries of 150 intents and 500 out-of-scope queries (no tag).
+- clinc150+oos: 1,950 in-scope test queries of 150 intents (13 each) and 500 out-of-scope queries (no tag).
 """
 
 from __future__ import annotations
