@@ -263,3 +263,19 @@ def test_the_services_batching_wrapper_expands_as_its_encoder_does(tmp_path, mon
     wrapped = ZeroShotClassifier(["abab", "cdcd"], encoder=CoalescingEncoder(VocabularyEncoder())).fit()
     assert wrapped.expansion_ == bare.expansion_ and bare.expansion_["method"] == "vocabulary"
     np.testing.assert_allclose(wrapped.head_.centroids_, bare.head_.centroids_, atol=1e-6)
+
+
+def test_the_vocabulary_is_embedded_whole_even_when_the_request_that_asked_gives_up(tmp_path, monkeypatch):
+    """In the service the first zero-shot request embeds the vocabulary; past its deadline that request fails,
+    but the vocabulary is finished and kept for the next one, and it never queued in the shared model calls."""
+    from fewshot.classifiers import expansion
+    from fewshot.serve.batching import CoalescingEncoder, deadline
+
+    monkeypatch.setenv("FEWSHOT_HOME", str(tmp_path / "home"))
+    calls: list[int] = []
+    enc = CoalescingEncoder(VocabularyEncoder(), observer=lambda e, n, q: calls.append(n))
+    monkeypatch.setattr(expansion, "_CACHE", {})
+    with deadline(0.0):  # no time at all: every shared call would be refused
+        assert expansion.word_vectors(enc) is not None
+    assert calls == [] and list((tmp_path / "home" / "vocab").glob("*.npz"))
+    enc.close()

@@ -829,6 +829,7 @@ def test_api_keys_read_write_401_403_and_only_hashes_kept(serve, tmp_path):
     assert hashed == {digest("reader-key-0123456789"): "read", digest("writer-key-0123456789"): "write"}
     client = serve(api_keys=hashed)
     assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+    assert client.head("/health").status_code == 200 and client.head("/ready").status_code == 200  # no key either
     body = {"inputs": ["a"], "labels": ["x", "y"]}
     assert error(client.post("/v1/zeroshot", json=body))["code"] == "unauthorized"
     r = client.post("/v1/zeroshot", json=body, headers={"Authorization": "Bearer wrong-key-0123456789"})
@@ -846,6 +847,9 @@ def test_api_keys_read_write_401_403_and_only_hashes_kept(serve, tmp_path):
         keys.write_text(bad)
         with pytest.raises(InputError):
             read_key_file(keys)
+    keys.write_text("key-0123456789abcdef read\nkey-0123456789abcdef read\nkey-0123456789abcdef write\n")
+    with pytest.raises(InputError, match="line 3: this key is on line 2 too, as 'read'"):  # which one was meant?
+        read_key_file(keys)
 
 
 def test_cli_refuses_an_open_host_without_keys(tmp_path):
@@ -867,6 +871,8 @@ def test_cli_refuses_an_open_host_without_keys(tmp_path):
         p.parse_args(["--root", root, "--host", "0.0.0.0", "--api-keys", str(keys), "--max-inputs", "9"])
     )
     assert s.max_inputs == 9 and "writer-key-0123456789" not in json.dumps(s.api_keys)
+    with pytest.raises(InputError, match="unknown --encoder 'bogus:spec'"):  # at start-up, not in an answer
+        settings_from_args(p.parse_args(["--root", root, "--encoder", "bogus:spec"]))
 
 
 def test_a_keyless_server_answers_loopback_host_names_only_so_dns_rebinding_cannot_reach_it(serve, tmp_path):
@@ -989,6 +995,30 @@ def test_coalescing_encoder_hands_each_caller_the_warnings_of_its_call():
     assert all("the cached model was damaged; built again" in got for got in said.values()), said
     assert [m for m in said["?secret"] if "no token" in m] and "?secret" in " ".join(said["?secret"])
     assert not any("no token" in m or "secret" in m for t in ("plain", "other") for m in said[t]), said
+    enc.close()
+
+
+def test_a_caller_that_stops_waiting_leaves_the_queue_depth_at_once():
+    from fewshot.serve.batching import DeadlineExceeded, deadline
+    from tests.conftest import FakeEncoder
+
+    gate = threading.Event()
+
+    class Slow(FakeEncoder):
+        def _encode(self, items, batch_size, show_progress):
+            gate.wait(10)
+            return super()._encode(items, batch_size, show_progress)
+
+    enc = CoalescingEncoder(Slow(), max_batch_size=1, max_wait_ms=0, gap_ms=0)
+    first = threading.Thread(target=enc.encode, args=(["holds the worker"],))
+    first.start()
+    time.sleep(0.2)
+    with deadline(0.2), pytest.raises(DeadlineExceeded):
+        enc.encode(["a", "b", "c"])  # queued behind the first, given up
+    assert enc.queued == 0  # not counted until the worker reaches it
+    gate.set()
+    first.join(10)
+    assert enc.encode(["after"]).shape == (1, 16) and enc.queued == 0
     enc.close()
 
 
@@ -1154,6 +1184,8 @@ def test_openapi_documents_every_field_and_metrics_speak_prometheus(serve):
     assert re.search(r'fewshot_request_duration_seconds_bucket\{route="/v1/zeroshot",le="\+Inf"\} 2', text)
     assert "# TYPE fewshot_batch_size histogram" in text and "fewshot_queue_depth{encoder=" in text
     assert "fewshot_inflight_requests 0" in text
+    declared = paths["/v1/models/{name}/predict"]["post"]["responses"]
+    assert {"400", "404", "408", "413", "422", "429", "500", "503"} <= set(declared), sorted(declared)
 
 
 def test_the_page_is_served_with_nothing_from_the_internet(serve):
@@ -1204,11 +1236,14 @@ def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tm
         status, body = request(a.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "a holds it now"}]})
         assert status == 200, body
         # a second server on the same root: reads yes, writes refused (409) while the first holds the folder
-        b = ServerProcess(root, args=("--lock-timeout", "0.2"))
+        b = ServerProcess(root, args=("--lock-timeout", "0.2", "--log-level", "info"))
         b.start()
         try:
             status, body = request(b.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "from b"}]})
             assert status == 409 and body["error"]["code"] == "locked", body
+            logged = b.log.read_text()  # one line a request at info: method, path, status, milliseconds
+            assert re.search(r"INFO: +POST /v1/indexes/crash/items 409 \d+ ms", logged), logged[-2000:]
+            assert re.search(r"INFO: +GET /ready 200 \d+ ms", logged) and "from b" not in logged
             status, body = request(b.url, "DELETE", "/v1/indexes/crash")
             assert status == 409 and body["error"]["code"] == "locked", body
             # the folder is named by its place under the root, never by the server's own paths

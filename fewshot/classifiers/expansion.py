@@ -143,7 +143,11 @@ def _computed_once(key: str, words: list[str], encoder: Any) -> np.ndarray:
     try:
         W = _read(key, len(words), encoder.dim) if lock.held else None  # written while this one waited
         if W is None:
-            W = l2_normalize(encoder.encode_text(words)).astype(np.float16)
+            # on the encoder itself, not the service's shared model calls: a one-time bulk job that should not
+            # hold up other requests' calls, nor be dropped when the request that started it times out (it
+            # finishes, and is kept, for the next one)
+            own = getattr(encoder, "unshared", None)
+            W = l2_normalize((own() if callable(own) else encoder).encode_text(words)).astype(np.float16)
             _write(key, W)
         return W
     finally:

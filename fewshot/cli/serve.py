@@ -19,7 +19,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     from fewshot.serve.settings import ServeSettings
 
     d = ServeSettings(root=".")
-    sp.add_argument("--root", required=True, help="folder holding models/<name>/ and indexes/<name>/")
+    sp.add_argument("--root", required=True, help="folder holding models/<name>/ and indexes/<name>/ (made if missing)")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     sp.add_argument("--api-keys", metavar="FILE", help="file of 'KEY read|write' lines; clients must send a key")
@@ -75,16 +75,22 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         help="seconds with no write after which the server lets go of an index's lock, so that other "
         "processes may write to it (default 30)",
     )
-    sp.add_argument("--no-preload", action="store_true", help="load the text model on first use, not at start-up")
+    sp.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="load the text model (and embed its vocabulary for zero-shot labels) on first use, not at start-up",
+    )
     sp.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
-        help="uvicorn's log level (default info: one line a request)",
+        help="log level on stderr (default info: one line a request, with its method, path, status and "
+        "milliseconds; warning: only what goes wrong)",
     )
 
 
 def settings_from_args(a: argparse.Namespace) -> Any:
+    from fewshot.cli.common import check_encoder_spec
     from fewshot.serve.auth import read_key_file
     from fewshot.serve.settings import DEFAULT_ENCODERS, ServeSettings, binds_loopback
 
@@ -97,6 +103,8 @@ def settings_from_args(a: argparse.Namespace) -> Any:
         )
     if not 0 < a.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {a.port}")
+    for spec in a.encoder:  # at start-up, not in a client's answer
+        check_encoder_spec(spec)
     return ServeSettings(
         root=a.root,
         max_batch_size=a.max_batch_size,

@@ -72,4 +72,18 @@ def run(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, log_
     check_root(settings.root)
     check_port(host, port)
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, access_log=False)
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, log_config=log_config(log_level))
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging set-up, with fewshot's loggers on its stderr handler at ``level``: the service's
+    warnings, and one line a request at info (``fewshot.serve.requests``: method, path, status, milliseconds;
+    no query string, headers or body). uvicorn's own access log is off, since it prints the query string."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["fewshot"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config

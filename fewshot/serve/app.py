@@ -43,16 +43,23 @@ from fewshot.serve.registry import Registry, check_name
 from fewshot.serve.settings import NAME_PATTERN, ServeSettings
 
 log = logging.getLogger("fewshot.serve")
+requests_log = logging.getLogger("fewshot.serve.requests")  # one line a request (the path, never the query)
 STATIC = Path(__file__).parent / "static"
 ERRORS = {
     400: {"model": s.ErrorResponse, "description": "Bad input: the error names the field."},
     401: {"model": s.ErrorResponse, "description": "Missing or wrong API key."},
     403: {"model": s.ErrorResponse, "description": "A read key on a write route."},
     404: {"model": s.ErrorResponse, "description": "No such model or index."},
+    408: {"model": s.ErrorResponse, "description": "The body did not arrive within the body timeout."},
     409: {"model": s.ErrorResponse, "description": "Conflict: the folder is held by another process, or exists."},
     413: {"model": s.ErrorResponse, "description": "Body over the size limit, or too many inputs."},
     422: {"model": s.ErrorResponse, "description": "A field has the wrong type or shape."},
     429: {"model": s.ErrorResponse, "description": "Too much work queued: retry after Retry-After seconds."},
+    500: {
+        "model": s.ErrorResponse,
+        "description": "A saved model or index under the root is damaged (corrupt_save), or cannot be read or "
+        "written (storage_access).",
+    },
     503: {"model": s.ErrorResponse, "description": "The request ran past its timeout (work dropped)."},
 }
 
@@ -419,8 +426,12 @@ class BodyLimitAndMetrics:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             m = self.service.metrics
+            seconds = time.perf_counter() - start
             m.requests.inc(template, scope["method"], str(status["code"]))
-            m.latency.observe(time.perf_counter() - start, template)
+            m.latency.observe(seconds, template)
+            path = scope.get("path", "")
+            path = path if len(path) <= 200 else path[:200] + "…"  # a name past the limit is refused, not logged
+            requests_log.info("%s %s %d %.0f ms", scope["method"], path, status["code"], seconds * 1000)
 
     async def _too_slow(self, send: Callable) -> None:
         """408 and ``Connection: close`` for a body that did not arrive in time (the server then drops the
@@ -633,12 +644,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
-    @app.get("/health", response_model=s.Health, tags=["probes"], summary="The process answers")
+    # the probes answer HEAD too (load balancers and uptime checkers often send it); uvicorn drops the body
+    @app.api_route(
+        "/health", methods=["GET", "HEAD"], response_model=s.Health, tags=["probes"], summary="The process answers"
+    )
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get(
+    @app.api_route(
         "/ready",
+        methods=["GET", "HEAD"],
         response_model=s.Ready,
         tags=["probes"],
         summary="The server can serve",

@@ -35,6 +35,7 @@ def read_key_file(path: str | Path) -> dict[str, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the API key file ({exc})") from exc
     keys: dict[str, str] = {}
+    lines: dict[str, int] = {}  # digest -> the line that gave it
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -44,7 +45,12 @@ def read_key_file(path: str | Path) -> dict[str, str]:
             raise InputError(f"{path}, line {number}: expected 'KEY read' or 'KEY write'")
         if len(parts[0]) < MIN_KEY_LENGTH:
             raise InputError(f"{path}, line {number}: a key must be at least {MIN_KEY_LENGTH} characters long")
-        keys[digest(parts[0])] = parts[1]
+        key = digest(parts[0])
+        if key in keys and keys[key] != parts[1]:
+            raise InputError(
+                f"{path}, line {number}: this key is on line {lines[key]} too, as {keys[key]!r}; give a key one scope"
+            )
+        keys[key], lines[key] = parts[1], number
     if not keys:
         raise InputError(f"{path}: the API key file holds no key")
     return keys

@@ -71,6 +71,7 @@ class _Job:
     cancelled: bool = False
     expires: float | None = None  # monotonic time after which nobody waits for it
     warnings: list[str] = field(default_factory=list)  # what the model call said, for this caller to say
+    counted: bool = True  # still in its lane's pending count (a worker took it, or its caller gave up: not)
 
 
 class _Lane:
@@ -90,8 +91,14 @@ class _Lane:
         self.queue.put(job)
 
     def _take(self, job: _Job) -> None:
+        self.uncount(job)
+
+    def uncount(self, job: _Job) -> None:
+        """Take ``job`` out of the pending count, once (the worker took it, or its caller stopped waiting)."""
         with self._count_lock:
-            self.pending -= len(job.items)
+            if job.counted:
+                job.counted = False
+                self.pending -= len(job.items)
 
     def _loop(self) -> None:
         owner = self.owner
@@ -231,6 +238,11 @@ class CoalescingEncoder(Encoder):
     def describe_source(self) -> str:
         return self.wrapped.describe_source()
 
+    def unshared(self) -> Encoder:
+        """The wrapped encoder, for one-time bulk work (a vocabulary) that should run on its own, outside the
+        shared calls and any request's deadline."""
+        return self.wrapped
+
     def __getattr__(self, name: str) -> Any:
         # only for attributes this object lacks: the wrapped encoder's model, tuned_from, categories, ...
         if name.startswith("__") or name in ("wrapped", "_lanes", "_lanes_lock"):
@@ -285,9 +297,11 @@ class CoalescingEncoder(Encoder):
         if left is not None and left <= 0:
             raise DeadlineExceeded("the request ran out of time before its inputs were encoded")
         job = _Job(items, expires=None if left is None else time.monotonic() + left)
-        self._lane(kind).submit(job)
+        lane = self._lane(kind)
+        lane.submit(job)
         if not job.done.wait(left):
             job.cancelled = True
+            lane.uncount(job)  # no longer waiting: the queue depth drops it now, not when a worker reaches it
             # items: what this call encodes (a zero-shot request's label prompts, say), not the request's inputs
             raise DeadlineExceeded(f"the request ran out of time waiting for the model to encode {len(items)} items")
         if job.error is not None:

@@ -10,7 +10,8 @@ What ``GET /metrics`` reports:
 - ``fewshot_inflight_requests``: requests doing model or index work now (the bound of the 429 answer).
 - ``fewshot_rejected_total{reason}``: requests refused before any work (``overload``, ``body_too_large``,
   ``body_timeout``, ``untrusted_host``).
-- ``fewshot_merged_writes``: index writes so far that carried more than one request's items.
+- ``fewshot_merged_writes``: index writes that carried more than one request's items, over the indexes the
+  server holds now (a gauge: an index let go or deleted takes its count with it).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Metrics:
             ),
             Gauge(
                 "fewshot_merged_writes",
-                "Index writes so far that merged several requests into one journal write.",
+                "Index writes that merged several requests into one journal write, over the indexes held now.",
                 (),
                 lambda: {(): float(group_commit_source())},
             ),

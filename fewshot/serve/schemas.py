@@ -266,7 +266,8 @@ class SearchRequest(Body):
     where: dict[str, Any] | None = Field(
         None,
         description="Filter: field (label, id or a metadata key) -> value or list of values (any); fields "
-        "combine with AND. A filter that could never match is an error.",
+        "combine with AND. A field no item has, or a value of a type the field never holds (3 where labels "
+        "are strings), is an error; a value of the right type that no item holds matches nothing.",
     )
     query_type: Literal["auto", "text", "image"] = Field(
         "auto",
