@@ -193,26 +193,12 @@ class MetadataTable:
                 q = f"SELECT DISTINCT json_type(label) FROM items WHERE id IN ({marks})"
                 labels.update(sql_kind(t) for (t,) in self._db.execute(q, chunk))
             self._db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in ids])
-            for key, kinds in fields.items():
-                for kind in kinds:  # json_each decodes the keys, whatever characters they hold
-                    types = sql_types(kind)
-                    q = (
-                        "SELECT 1 FROM items, json_each(items.metadata) AS j "
-                        f"WHERE j.key = ? AND j.type IN ({','.join('?' * len(types))}) LIMIT 1"
-                    )
-                    if self._db.execute(q, [key, *types]).fetchone() is None:
-                        self.field_kinds.get(key, set()).discard(kind)
+            self._forget_unheld(fields, self.field_kinds, "", "j.type")
+            for key in fields:
                 if not self.field_kinds.get(key, True):
                     del self.field_kinds[key]
-            for key, kinds in members.items():  # what the remaining lists hold
-                for kind in kinds:
-                    types = sql_types(kind)
-                    q = (
-                        "SELECT 1 FROM items, json_each(items.metadata) AS j, json_each(j.value) AS m WHERE j.key = ? "
-                        f"AND j.type = 'array' AND m.type IN ({','.join('?' * len(types))}) LIMIT 1"
-                    )
-                    if self._db.execute(q, [key, *types]).fetchone() is None:
-                        self.member_kinds.get(key, set()).discard(kind)
+            # what the remaining lists hold
+            self._forget_unheld(members, self.member_kinds, ", json_each(j.value) AS m", "m.type", "j.type = 'array'")
             for key in list(self.member_kinds):
                 if "array" not in self.field_kinds.get(key, ()):
                     del self.member_kinds[key]
@@ -221,6 +207,21 @@ class MetadataTable:
                 held = f"json_type(label) IN ({','.join('?' * len(types))})" if types else "label IS NULL"
                 if self._db.execute(f"SELECT 1 FROM items WHERE {held} LIMIT 1", types).fetchone() is None:
                     self.label_kinds.discard(kind)
+
+    def _forget_unheld(
+        self, held: dict[str, set[str]], kinds: dict[str, set[str]], join: str, column: str, also: str = "1"
+    ) -> None:
+        """Drop from ``kinds`` each field's kind in ``held`` that no item holds any more (``join``: more of the
+        metadata to walk, ``column`` its type, ``also`` a further condition; the caller holds the mutex)."""
+        for key, found in held.items():
+            for kind in found:  # json_each decodes the keys, whatever characters they hold
+                types = sql_types(kind)
+                q = (
+                    f"SELECT 1 FROM items, json_each(items.metadata) AS j{join} WHERE j.key = ? AND {also} "
+                    f"AND {column} IN ({','.join('?' * len(types))}) LIMIT 1"
+                )
+                if self._db.execute(q, [key, *types]).fetchone() is None:
+                    kinds.get(key, set()).discard(kind)
 
     # -- bytes --------------------------------------------------------------------------------------
     def to_bytes(self, removed: set[int]) -> bytes:
