@@ -1184,6 +1184,8 @@ def test_openapi_documents_every_field_and_metrics_speak_prometheus(serve):
     assert re.search(r'fewshot_request_duration_seconds_bucket\{route="/v1/zeroshot",le="\+Inf"\} 2', text)
     assert "# TYPE fewshot_batch_size histogram" in text and "fewshot_queue_depth{encoder=" in text
     assert "fewshot_inflight_requests 0" in text
+    ids = [op["operationId"] for path in paths.values() for op in path.values()]
+    assert len(ids) == len(set(ids)) and set(paths["/health"]) == {"get"}  # HEAD is answered, not in the schema
     declared = paths["/v1/models/{name}/predict"]["post"]["responses"]
     assert {"400", "404", "408", "413", "422", "429", "500", "503"} <= set(declared), sorted(declared)
 
@@ -1241,9 +1243,17 @@ def test_sigkill_loses_no_acknowledged_write_and_a_second_server_cannot_write(tm
         try:
             status, body = request(b.url, "POST", "/v1/indexes/crash/items", {"items": [{"text": "from b"}]})
             assert status == 409 and body["error"]["code"] == "locked", body
+            forged = "/x%0AINFO:%20%20%20%20%20POST%20/v1/indexes/forged/items%20200%201%20ms"  # a newline in a path
+            assert request(b.url, "GET", forged)[0] == 404
+            damaged = root / "models" / "damaged"
+            damaged.mkdir(parents=True)
+            (damaged / "manifest.json").write_text("{not json")
+            assert request(b.url, "POST", "/v1/models/damaged/predict", {"inputs": ["a"]})[0] == 500
             logged = b.log.read_text()  # one line a request at info: method, path, status, milliseconds
             assert re.search(r"INFO: +POST /v1/indexes/crash/items 409 \d+ ms", logged), logged[-2000:]
             assert re.search(r"INFO: +GET /ready 200 \d+ ms", logged) and "from b" not in logged
+            assert "GET /x%0AINFO:" in logged and not re.search(r"^INFO: +POST /v1/indexes/forged", logged, re.M)
+            assert re.search(r"WARNING: +POST /v1/models/damaged/predict 500 \d+ ms", logged)  # seen at warning too
             status, body = request(b.url, "DELETE", "/v1/indexes/crash")
             assert status == 409 and body["error"]["code"] == "locked", body
             # the folder is named by its place under the root, never by the server's own paths

@@ -14,10 +14,11 @@ from fewshot.cli.records import decode, lines, read_input_file
 from fewshot.errors import InputError
 
 ENCODER_KINDS = (
-    "text (bundled MiniLM on torch), text:onnx (the same on ONNX Runtime), text:onnx-int8 (ONNX, int8: faster, "
-    "slightly different vectors), static (a static model distilled from MiniLM: far faster, less accurate) or "
-    "static:FOLDER (a local model2vec model), image (bundled MobileNetV2; image:onnx on ONNX Runtime), conse "
-    "(MobileNetV2 in MiniLM's text space; conse:onnx), clip:MODEL:CHECKPOINT or clip:local-dir:FOLDER"
+    "text (bundled MiniLM on torch; also text:torch), text:onnx (the same on ONNX Runtime), text:onnx-int8 "
+    "(ONNX, int8: faster, slightly different vectors), static (a static model distilled from MiniLM: far "
+    "faster, less accurate) or static:FOLDER (a local model2vec model), image (bundled MobileNetV2; image:onnx "
+    "on ONNX Runtime), conse (MobileNetV2 in MiniLM's text space; conse:onnx), clip:MODEL:CHECKPOINT or "
+    "clip:local-dir:FOLDER"
 )
 ENCODER_HELP = ENCODER_KINDS + "; default: text for records, image for image folders"
 
@@ -176,12 +177,16 @@ def check_encoder_spec(spec: str) -> None:
     if spec.startswith("clip:"):
         rest = spec[len("clip:") :]
         model, sep, checkpoint = rest.partition(":")
-        if rest.startswith("local-dir:") or (sep and model and checkpoint):
+        if rest.startswith("local-dir:"):
+            if not rest[len("local-dir:") :].strip():
+                raise InputError("--encoder clip:local-dir:DIR names an open_clip model's folder; give one")
+            return
+        if sep and model and checkpoint:
             return
         raise InputError("--encoder clip takes clip:MODEL:CHECKPOINT (e.g. clip:ViT-B-32:/path/model.pt)")
     raise InputError(
-        f"unknown --encoder {spec!r}; use text, text:onnx, text:onnx-int8, static, static:FOLDER, image, image:onnx, "
-        "conse, conse:onnx, clip:MODEL:CHECKPOINT or clip:local-dir:DIR"
+        f"unknown --encoder {spec!r}; use text (or text:torch), text:onnx, text:onnx-int8, static, static:FOLDER, "
+        "image, image:onnx, conse, conse:onnx, clip:MODEL:CHECKPOINT or clip:local-dir:DIR"
     )
 
 

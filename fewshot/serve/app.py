@@ -98,9 +98,12 @@ class Service:
 
     @staticmethod
     def _call(end: float, fn: Callable[..., Any], args: tuple) -> Any:
-        # the time left of the request, counted from its arrival; the library's warnings go to the client
-        with deadline(end - time.monotonic()), collected_warnings() as said:
+        # the time left of the request, counted from its arrival; the library's warnings go to the client, and
+        # not to the server's stderr (they quote the client's texts), but for the debug log
+        with deadline(end - time.monotonic()), collected_warnings(issue=False) as said:
             out = fn(*args)
+        for message in said:
+            log.debug("warned the client: %s", message)
         return {**out, "warnings": said} if isinstance(out, dict) else out  # an answer without them drops them
 
     async def work(self, fn: Callable[..., Any], *args: Any, field: str | None = None) -> Any:
@@ -401,6 +404,7 @@ class BodyLimitAndMetrics:
                         await self._too_slow(send_wrapper)
                         return
                     if message["type"] == "http.disconnect":
+                        status["code"] = 499  # the client went away (nginx's code): not a server error
                         return
                     chunk = message.get("body", b"")
                     size += len(chunk)
@@ -429,9 +433,12 @@ class BodyLimitAndMetrics:
             seconds = time.perf_counter() - start
             m.requests.inc(template, scope["method"], str(status["code"]))
             m.latency.observe(seconds, template)
-            path = scope.get("path", "")
+            # the path as sent (percent-encoded: a %0A cannot forge a log line), without the query string
+            path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "backslashreplace")
+            path = path.decode("ascii", "backslashreplace")
             path = path if len(path) <= 200 else path[:200] + "…"  # a name past the limit is refused, not logged
-            requests_log.info("%s %s %d %.0f ms", scope["method"], path, status["code"], seconds * 1000)
+            level = logging.WARNING if status["code"] >= 500 and status["code"] != 499 else logging.INFO
+            requests_log.log(level, "%s %s %d %.0f ms", scope["method"], path, status["code"], seconds * 1000)
 
     async def _too_slow(self, send: Callable) -> None:
         """408 and ``Connection: close`` for a body that did not arrive in time (the server then drops the
@@ -644,16 +651,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
-    # the probes answer HEAD too (load balancers and uptime checkers often send it); uvicorn drops the body
-    @app.api_route(
-        "/health", methods=["GET", "HEAD"], response_model=s.Health, tags=["probes"], summary="The process answers"
-    )
+    @app.get("/health", response_model=s.Health, tags=["probes"], summary="The process answers")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.api_route(
+    @app.get(
         "/ready",
-        methods=["GET", "HEAD"],
         response_model=s.Ready,
         tags=["probes"],
         summary="The server can serve",
@@ -662,6 +665,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def ready() -> JSONResponse:
         ok, checks = service.ready()
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    # the probes answer HEAD too (load balancers and uptime checkers send it): the same handlers, out of the
+    # schema, which would otherwise hold two operations of one id
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
 
     @app.get(
         "/metrics", tags=["probes"], summary="Prometheus metrics", dependencies=read, response_class=PlainTextResponse
