@@ -90,9 +90,6 @@ class _Lane:
             self.pending += len(job.items)
         self.queue.put(job)
 
-    def _take(self, job: _Job) -> None:
-        self.uncount(job)
-
     def uncount(self, job: _Job) -> None:
         """Take ``job`` out of the pending count, once (the worker took it, or its caller stopped waiting)."""
         with self._count_lock:
@@ -106,7 +103,7 @@ class _Lane:
             job = self.queue.get()
             if job is None:
                 return
-            self._take(job)
+            self.uncount(job)
             batch, n = [job], len(job.items)
             last = time.monotonic()
             until = last + owner.max_wait_ms / 1000.0
@@ -127,7 +124,7 @@ class _Lane:
                 if nxt is None:
                     stop = True
                     break
-                self._take(nxt)
+                self.uncount(nxt)
                 batch.append(nxt)
                 n += len(nxt.items)
             now = time.monotonic()
