@@ -156,13 +156,9 @@ def compile_where(
                     raise InputError(f"no item has the metadata field {key!r}; fields: {known}")
             kinds = kinds or set()
             lists = column == "metadata" and "array" in kinds  # a value matches the lists that hold it
-            members = (
-                set()
-                if not lists
-                else {"string", "number", "boolean"}
-                if member_kinds is None
-                else member_kinds.get(key, set())
-            )
+            members: set[str] = set()  # the kinds the field's lists hold (unknown: any scalar)
+            if lists:
+                members = {"string", "number", "boolean"} if member_kinds is None else member_kinds.get(key, set())
             matchable = kinds | members
             for v in values:
                 kind = json_kind(v)

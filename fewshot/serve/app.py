@@ -437,7 +437,7 @@ class BodyLimitAndMetrics:
             path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "backslashreplace")
             path = path.decode("ascii", "backslashreplace")
             path = path if len(path) <= 200 else path[:200] + "…"  # a name past the limit is refused, not logged
-            level = logging.WARNING if status["code"] >= 500 and status["code"] != 499 else logging.INFO
+            level = logging.WARNING if status["code"] >= 500 else logging.INFO
             requests_log.log(level, "%s %s %d %.0f ms", scope["method"], path, status["code"], seconds * 1000)
 
     async def _too_slow(self, send: Callable) -> None:
