@@ -374,9 +374,31 @@ class BodyLimitAndMetrics:
         status = {"code": 500}
         limit = self.service.settings.max_body_bytes
 
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            m = self.service.metrics
+            seconds = time.perf_counter() - start
+            m.requests.inc(template, scope["method"], str(status["code"]))
+            m.latency.observe(seconds, template)
+            # the path as sent (percent-encoded: a %0A cannot forge a log line), without the query string
+            path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "backslashreplace")
+            path = path.decode("ascii", "backslashreplace")
+            path = path if len(path) <= 200 else path[:200] + "…"  # a name past the limit is refused, not logged
+            level = logging.WARNING if status["code"] >= 500 else logging.INFO
+            requests_log.log(level, "%s %s %d %.0f ms", scope["method"], path, status["code"], seconds * 1000)
+
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()  # before the last bytes go: a client holding its answer finds it counted and logged
             await send(message)
 
         try:
@@ -427,18 +449,7 @@ class BodyLimitAndMetrics:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            m = self.service.metrics
-            seconds = time.perf_counter() - start
-            m.requests.inc(template, scope["method"], str(status["code"]))
-            m.latency.observe(seconds, template)
-            # the path as sent (percent-encoded: a %0A cannot forge a log line), without the query string
-            path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "backslashreplace")
-            path = path.decode("ascii", "backslashreplace")
-            path = path if len(path) <= 200 else path[:200] + "…"  # a name past the limit is refused, not logged
-            level = logging.WARNING if status["code"] >= 500 else logging.INFO
-            requests_log.log(level, "%s %s %d %.0f ms", scope["method"], path, status["code"], seconds * 1000)
+            record()  # an answer never finished (a client gone, an error before any byte) is counted here
 
     async def _too_slow(self, send: Callable) -> None:
         """408 and ``Connection: close`` for a body that did not arrive in time (the server then drops the
