@@ -1139,6 +1139,36 @@ def test_a_request_past_its_timeout_is_answered_and_its_work_dropped(serve, tmp_
     assert len(EmbeddingIndex.load(folder)) == 0
 
 
+def test_a_503_never_hides_a_write_and_a_write_under_way_is_waited_for(serve, tmp_path, text_encoder):
+    from fewshot.storage.lock import FolderLock
+
+    folder = tmp_path / "root" / "indexes" / "notes"
+    with EmbeddingIndex.update(folder, text_encoder, create=True) as index:
+        index.add(["a note", "another note"])
+    client = serve(request_timeout_s=0.3, lock_timeout_s=5)
+    # another writer holds the folder for a second: a removal waits for it to open the index, and its time
+    # runs out before it writes, so it is answered 503 and never removes anything, even once the lock is free
+    lock = FolderLock(folder).acquire()
+    threading.Timer(1.0, lock.release).start()
+    t = time.monotonic()
+    r = client.request("DELETE", "/v1/indexes/notes/items", json={"ids": [0]})
+    assert r.status_code == 503 and error(r)["code"] == "timeout" and time.monotonic() - t < 0.9, r.text
+    assert "before it changed anything" in error(r)["message"]
+    time.sleep(1.5)
+    assert client.get("/v1/indexes/notes").json()["count"] == 2
+    # a deletion has begun (the index found, its removal started) when it meets the lock: it is waited for
+    # and answered as it ends, past the 0.3 s, rather than told 503 while the folder goes anyway
+    other = tmp_path / "root" / "indexes" / "other"
+    with EmbeddingIndex.update(other, text_encoder, create=True):
+        pass
+    lock = FolderLock(other).acquire()
+    threading.Timer(1.0, lock.release).start()
+    t = time.monotonic()
+    r = client.delete("/v1/indexes/other")
+    assert r.status_code == 200 and time.monotonic() - t > 0.9, r.text
+    assert client.get("/v1/indexes/other").status_code == 404 and not other.exists()
+
+
 def test_health_answers_while_the_model_runs(serve, agnews):
     client = serve(request_timeout_s=300)
     texts = [" ".join(agnews[2])[:1000] + f" {i}" for i in range(96)]

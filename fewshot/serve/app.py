@@ -2,8 +2,9 @@
 
 Every route that touches a model or an index runs its library call in a worker thread
 (:meth:`Service.work`), under a bound on requests in flight (429 past it) and a timeout (503 past it, the
-request's model work dropped). The event loop only parses, validates and answers, so ``/health`` answers
-while the model runs. Concurrent requests share model calls through the registry's coalescing encoders.
+request's model work dropped and nothing of it written; a write under way is waited for instead). The event
+loop only parses, validates and answers, so ``/health`` answers while the model runs. Concurrent requests
+share model calls through the registry's coalescing encoders.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from fewshot import __version__
 from fewshot.errors import FewShotError, InputError, collected_warnings
 from fewshot.serve import auth
 from fewshot.serve import schemas as s
-from fewshot.serve.batching import CoalescingEncoder, deadline
+from fewshot.serve.batching import CoalescingEncoder, Deadline, begin_write, deadline
 from fewshot.serve.errors import ApiError, from_library
 from fewshot.serve.inputs import decode_images, field_of, item_field, refuse_images, try_image
 from fewshot.serve.metrics import Metrics
@@ -60,7 +61,11 @@ ERRORS = {
         "description": "A saved model or index under the root is damaged (corrupt_save), or cannot be read or "
         "written (storage_access).",
     },
-    503: {"model": s.ErrorResponse, "description": "The request ran past its timeout (work dropped)."},
+    503: {
+        "model": s.ErrorResponse,
+        "description": "The request ran past its timeout and was stopped before it changed anything (a write "
+        "under way is waited for instead).",
+    },
 }
 
 
@@ -97,10 +102,10 @@ class Service:
         return {(e.describe_source(),): float(e.queued) for e in self.registry.encoders().values()}
 
     @staticmethod
-    def _call(end: float, fn: Callable[..., Any], args: tuple) -> Any:
-        # the time left of the request, counted from its arrival; the library's warnings go to the client, and
-        # not to the server's stderr (they quote the client's texts), but for the debug log
-        with deadline(end - time.monotonic()), collected_warnings(issue=False) as said:
+    def _call(ticket: Deadline, fn: Callable[..., Any], args: tuple) -> Any:
+        # the request's time, counted from its arrival; the library's warnings go to the client, and not to
+        # the server's stderr (they quote the client's texts), but for the debug log
+        with deadline(ticket), collected_warnings(issue=False) as said:
             out = fn(*args)
         for message in said:
             log.debug("warned the client: %s", message)
@@ -120,13 +125,24 @@ class Service:
             )
         self.inflight += 1
         try:
-            end = time.monotonic() + self.settings.request_timeout_s
-            future = asyncio.get_running_loop().run_in_executor(self.executor, self._call, end, fn, args)
+            ticket = Deadline(self.settings.request_timeout_s)
+            future = asyncio.get_running_loop().run_in_executor(self.executor, self._call, ticket, fn, args)
             try:
-                return await asyncio.wait_for(future, self.settings.request_timeout_s)
+                done, _ = await asyncio.wait({future}, timeout=self.settings.request_timeout_s)
+                if not done and ticket.abandon():
+                    future.cancel()  # its thread finds the ticket abandoned before any write, and stops there
+                    raise ApiError(
+                        503,
+                        "timeout",
+                        f"the request took longer than {self.settings.request_timeout_s:g} s; it was stopped "
+                        "before it changed anything",
+                        None,
+                        {"Retry-After": str(self.settings.retry_after_s)},
+                    )
+                return await future  # done, or writing: a write under way is waited for and answered as it ends
             except ApiError:
                 raise
-            except FewShotError as exc:  # before TimeoutError: some library errors are TimeoutErrors too
+            except FewShotError as exc:
                 where, message = field_of(str(exc), field or "body")
                 if field == "items":  # an add-items request: the library's columns are fields of its items
                     where = item_field(where)
@@ -134,14 +150,6 @@ class Service:
                 if err.status < 500 and err.message == str(exc):  # not one the service words itself
                     err.message = message
                 raise err from None
-            except TimeoutError:
-                raise ApiError(
-                    503,
-                    "timeout",
-                    f"the request took longer than {self.settings.request_timeout_s:g} s; its work was dropped",
-                    None,
-                    {"Retry-After": str(self.settings.retry_after_s)},
-                ) from None
         finally:
             self.inflight -= 1
 
@@ -301,6 +309,7 @@ class Service:
 
     def compact_index(self, name: str) -> dict[str, Any]:
         with self.registry.index(name, write=True) as entry:
+            begin_write()
             entry.index.compact()
         return self.index_info(name)
 
@@ -313,6 +322,7 @@ class Service:
             )
         ids = list(req.ids) if req.ids is not None else None
         with self.registry.index(name, write=True) as entry:
+            begin_write()
             return {"removed": int(entry.index.remove(ids, where=req.where))}
 
     def search(self, name: str, req: s.SearchRequest) -> dict[str, Any]:

@@ -15,7 +15,8 @@ thread pool share model calls without knowing it.
 ``add_embeddings`` call, hence one journal write and one ``fsync``.
 
 A request's deadline (:func:`deadline`) travels with its thread: a caller whose time runs out stops waiting
-(:class:`~fewshot.serve.errors.DeadlineExceeded`) and its items are dropped from the next model call.
+(:class:`~fewshot.serve.errors.DeadlineExceeded`) and its items are dropped from the next model call. Past
+:func:`begin_write` it is no longer dropped: its write is waited for.
 """
 
 from __future__ import annotations
@@ -38,28 +39,67 @@ _local = threading.local()
 GAP_MS = 2.0  # a batch keeps collecting while calls arrive less than this apart (up to max_wait_ms in all)
 
 
+class Deadline:
+    """A request's time, and its point of no return.
+
+    Before the request's first write its thread calls :func:`begin_write`. Until then the service may drop
+    it at its timeout (:meth:`abandon`; the write is then refused); from then on the service waits for the
+    outcome and answers with it, past the timeout if need be. A 503 therefore always means nothing was
+    written, and a write that was made is never reported as dropped."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.end = None if seconds is None else time.monotonic() + seconds
+        self.state = "running"  # then "writing" (answered with its outcome) or "abandoned" (answered 503)
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float | None:
+        """Seconds left (None: no limit, or a write under way, which is waited for)."""
+        if self.end is None or self.state == "writing":
+            return None
+        return self.end - time.monotonic()
+
+    def begin_write(self) -> None:
+        with self._lock:
+            if self.state == "running" and self.end is not None and time.monotonic() >= self.end:
+                self.state = "abandoned"
+            if self.state == "abandoned":
+                raise DeadlineExceeded("the request ran out of time; nothing was written")
+            self.state = "writing"
+
+    def abandon(self) -> bool:
+        """At the timeout: True when the request is dropped (nothing of it will be written), False when a
+        write of it is under way."""
+        with self._lock:
+            if self.state == "writing":
+                return False
+            self.state = "abandoned"
+            return True
+
+
 @contextlib.contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
-    """Give the model work of this thread ``seconds`` to finish (None: no limit)."""
+def deadline(limit: Deadline | float | None) -> Iterator[Deadline]:
+    """Give the work of this thread a :class:`Deadline` (or ``limit`` seconds; None: no limit)."""
+    ticket = limit if isinstance(limit, Deadline) else Deadline(limit)
     previous = getattr(_local, "deadline", None)
-    _local.deadline = None if seconds is None else time.monotonic() + seconds
+    _local.deadline = ticket
     try:
-        yield
+        yield ticket
     finally:
         _local.deadline = previous
 
 
 def remaining() -> float | None:
     """Seconds left to this thread's request, or None without a deadline."""
-    end = getattr(_local, "deadline", None)
-    return None if end is None else end - time.monotonic()
+    ticket = getattr(_local, "deadline", None)
+    return None if ticket is None else ticket.remaining()
 
 
-def check_deadline() -> None:
-    """Raise :class:`DeadlineExceeded` when this thread's request has run out of time (before a write)."""
-    left = remaining()
-    if left is not None and left <= 0:
-        raise DeadlineExceeded("the request ran out of time; nothing was written")
+def begin_write() -> None:
+    """Just before this thread's request writes: raise :class:`DeadlineExceeded` when its time is up (or the
+    service has answered it), else mark it as writing, so that the service waits for its outcome."""
+    ticket = getattr(_local, "deadline", None)
+    if ticket is not None:
+        ticket.begin_write()
 
 
 @dataclass(eq=False)

@@ -39,7 +39,8 @@ class ApiError(FewShotError):
 
 
 class DeadlineExceeded(FewShotError, TimeoutError):
-    """A request's time ran out while its work waited for the model; the work is dropped."""
+    """A request's time ran out before it wrote anything (while its work waited for the model, or just
+    before its first write); the work is dropped."""
 
 
 def from_library(exc: FewShotError, field: str | None = None) -> ApiError:

@@ -41,7 +41,7 @@ from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder
 from fewshot.errors import ConcurrentWriteError, CorruptFileError, FewShotError, InputError, LockTimeoutError
 from fewshot.index import EmbeddingIndex, journal
 from fewshot.index.embedding_index import UNFINISHED, check_readable, holds_index
-from fewshot.serve.batching import CoalescingEncoder, GroupCommit, check_deadline
+from fewshot.serve.batching import CoalescingEncoder, GroupCommit, begin_write
 from fewshot.serve.errors import ApiError, not_found
 from fewshot.serve.settings import NAME_RE, ServeSettings
 from fewshot.storage import FolderLock, read_manifest
@@ -322,8 +322,8 @@ class Registry:
         folder = self.model_folder(name)
         encoder = self.encoder_for_spec(spec)
         clf = FewShotClassifier(encoder=encoder, **params).fit(inputs, labels)
-        check_deadline()  # a request already answered (timed out) saves nothing
         with self._name_lock("model", name):
+            begin_write()  # a request already answered (timed out) saves nothing; from here it is waited for
             self.settings.models_dir.mkdir(parents=True, exist_ok=True)
             if self._save_state(folder, "model", ("classifier", "zeroshot")) == "damaged":  # replaced, damaged or not
                 self._remove_folder(folder)
@@ -349,7 +349,7 @@ class Registry:
                     )
                 fresh = self._load_model(folder)
                 fresh.model.add_examples(inputs, labels)
-                check_deadline()
+                begin_write()
                 try:
                     fresh.model.save(folder)
                 except ConcurrentWriteError:
@@ -367,6 +367,7 @@ class Registry:
         with self._name_lock("model", name):
             if self._save_state(folder, "model", ("classifier", "zeroshot")) is None:
                 raise not_found("model", name)
+            begin_write()
             self._remove_folder(folder)
             with self._lock:
                 self._models.pop(name, None)
@@ -558,6 +559,7 @@ class Registry:
             _manifest_of(folder, "index", ("index",))  # a save of another type there: 409, named
             if holds_index(folder):  # (a killed first save's placeholder is taken over)
                 raise ApiError(409, "exists", f"index {name!r} already exists", "name")
+            begin_write()
             index = EmbeddingIndex.open(
                 folder, encoder=encoder, create=True, kind=kind, timeout=self.settings.lock_timeout_s
             )
@@ -572,6 +574,7 @@ class Registry:
         with self._name_lock("index", name):
             if self._save_state(folder, "index", ("index",)) is None:
                 raise not_found("index", name)
+            begin_write()
             with self._lock:
                 entry = self._indexes.pop(name, None)
             if entry is not None:
@@ -587,7 +590,7 @@ class Registry:
             raise InputError("this index stores raw vectors and has no encoder; it cannot add text or images")
         E = entry.index.encoder.encode(inputs)
         check_readable(E, inputs, "items", entry.index.encoder)
-        check_deadline()
+        begin_write()
         return entry.commit.submit(E=E, **rows)
 
     def merged_writes(self) -> int:

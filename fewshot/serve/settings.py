@@ -66,7 +66,8 @@ class ServeSettings:
         is 429 with ``Retry-After`` (default 256).
     retry_after_s : the ``Retry-After`` a 429 carries, in seconds (default 1).
     request_timeout_s : a request still working after this many seconds is answered 503 and its model
-        work is dropped (default 30).
+        work is dropped, nothing of it written; a write already under way is waited for and answered as it
+        ends instead (default 30).
     threads : worker threads that run library calls off the event loop (default 64; each waiting request
         holds one while its batch is encoded).
     lock_timeout_s : how long a write waits for an index folder that another process holds (default 2 s;
