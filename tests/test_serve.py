@@ -1218,6 +1218,7 @@ def test_openapi_documents_every_field_and_metrics_speak_prometheus(serve):
     assert len(ids) == len(set(ids)) and set(paths["/health"]) == {"get"}  # HEAD is answered, not in the schema
     declared = paths["/v1/models/{name}/predict"]["post"]["responses"]
     assert {"400", "404", "408", "413", "422", "429", "500", "503"} <= set(declared), sorted(declared)
+    assert "408" not in paths["/v1/indexes/{name}"]["get"]["responses"]  # a GET's body is never read
 
 
 def test_the_page_is_served_with_nothing_from_the_internet(serve):

@@ -67,6 +67,7 @@ ERRORS = {
         "under way is waited for instead).",
     },
 }
+READ_ERRORS = {code: v for code, v in ERRORS.items() if code != 408}  # a GET's body is never read: no 408
 
 
 def _plain(v: Any) -> Any:
@@ -704,7 +705,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         response_model=s.ModelList,
         tags=["models"],
         dependencies=read,
-        responses=ERRORS,
+        responses=READ_ERRORS,
         summary="List saved models",
     )
     async def list_models() -> dict[str, Any]:
@@ -715,7 +716,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         response_model=s.ModelInfo,
         tags=["models"],
         dependencies=read,
-        responses=ERRORS,
+        responses=READ_ERRORS,
         summary="Describe a model",
     )
     async def model_info(name: str) -> dict[str, Any]:
@@ -792,7 +793,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         response_model=s.IndexList,
         tags=["indexes"],
         dependencies=read,
-        responses=ERRORS,
+        responses=READ_ERRORS,
         summary="List saved indexes",
     )
     async def list_indexes() -> dict[str, Any]:
@@ -816,7 +817,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         response_model=s.IndexInfo,
         tags=["indexes"],
         dependencies=read,
-        responses=ERRORS,
+        responses=READ_ERRORS,
         summary="Describe an index",
     )
     async def index_info(name: str) -> dict[str, Any]:
