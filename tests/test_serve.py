@@ -754,6 +754,9 @@ def test_body_size_input_count_and_content_type_limits(serve):
         "/v1/zeroshot", content=b'{"inputs": ["a"], "labels": ["x"]}', headers={"content-type": "text/plain"}
     )
     assert r.status_code == 400 and error(r)["code"] == "not_json"
+    # refused before routing, yet counted under the route its path names (the two bodies too large above)
+    counted = client.get("/metrics").text
+    assert 'fewshot_requests_total{route="/v1/zeroshot",method="POST",status="413"} 3' in counted, counted
 
 
 def test_names_never_reach_outside_the_root(serve, tmp_path):
@@ -1155,18 +1158,26 @@ def test_a_503_never_hides_a_write_and_a_write_under_way_is_waited_for(serve, tm
     assert r.status_code == 503 and error(r)["code"] == "timeout" and time.monotonic() - t < 0.9, r.text
     assert "before it changed anything" in error(r)["message"]
     time.sleep(1.5)
-    assert client.get("/v1/indexes/notes").json()["count"] == 2
-    # a deletion has begun (the index found, its removal started) when it meets the lock: it is waited for
-    # and answered as it ends, past the 0.3 s, rather than told 503 while the folder goes anyway
-    other = tmp_path / "root" / "indexes" / "other"
-    with EmbeddingIndex.update(other, text_encoder, create=True):
-        pass
-    lock = FolderLock(other).acquire()
-    threading.Timer(1.0, lock.release).start()
+    info = client.get("/v1/indexes/notes").json()
+    assert info["count"] == 2 and info["writable"] is False  # the lock it got too late was let go at once
+    FolderLock(folder, timeout=0).acquire().release()
+    # a refit whose save meets another writer's lock has begun to write: it is waited for and answered as it
+    # ends, past the request's 3 s, rather than told 503 while the model is saved anyway
+    fit = {"inputs": ["good film", "great plot", "dull film", "boring plot"], "labels": ["pos", "pos", "neg", "neg"]}
+    slow = serve(root=tmp_path / "root2", request_timeout_s=3, lock_timeout_s=5)
+    assert slow.post("/v1/models/m", json=fit).status_code == 200
+    lock = FolderLock(tmp_path / "root2" / "models" / "m").acquire()
+    threading.Timer(4.0, lock.release).start()
     t = time.monotonic()
-    r = client.delete("/v1/indexes/other")
-    assert r.status_code == 200 and time.monotonic() - t > 0.9, r.text
-    assert client.get("/v1/indexes/other").status_code == 404 and not other.exists()
+    r = slow.post("/v1/models/m", json={**fit, "labels": ["good", "good", "bad", "bad"]})
+    assert r.status_code == 200 and time.monotonic() - t > 3.5, r.text
+    assert sorted(slow.get("/v1/models/m").json()["classes"]) == ["bad", "good"]
+    # and the save waits the server's lock timeout for a folder held longer, not the library's minute
+    with FolderLock(tmp_path / "root2" / "models" / "m"):
+        t = time.monotonic()
+        r = slow.post("/v1/models/m", json=fit)
+        assert r.status_code == 409 and error(r)["code"] == "locked" and time.monotonic() - t < 15, r.text
+    assert sorted(slow.get("/v1/models/m").json()["classes"]) == ["bad", "good"]
 
 
 def test_health_answers_while_the_model_runs(serve, agnews):

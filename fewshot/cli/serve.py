@@ -66,7 +66,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "--lock-timeout",
         type=float,
         default=d.lock_timeout_s,
-        help="seconds a write waits for a held index (default 2)",
+        help="seconds a write waits for a held index or model folder (default 2)",
     )
     sp.add_argument(
         "--release-after",

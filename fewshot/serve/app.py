@@ -31,6 +31,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from fewshot import __version__
 from fewshot.errors import FewShotError, InputError, collected_warnings
@@ -42,6 +43,7 @@ from fewshot.serve.inputs import decode_images, field_of, item_field, refuse_ima
 from fewshot.serve.metrics import Metrics
 from fewshot.serve.registry import Registry, check_name
 from fewshot.serve.settings import NAME_PATTERN, ServeSettings
+from fewshot.storage.lock import lock_wait
 
 log = logging.getLogger("fewshot.serve")
 requests_log = logging.getLogger("fewshot.serve.requests")  # one line a request (the path, never the query)
@@ -102,11 +104,11 @@ class Service:
     def _queue_depths(self) -> dict[tuple[str, ...], float]:
         return {(e.describe_source(),): float(e.queued) for e in self.registry.encoders().values()}
 
-    @staticmethod
-    def _call(ticket: Deadline, fn: Callable[..., Any], args: tuple) -> Any:
-        # the request's time, counted from its arrival; the library's warnings go to the client, and not to
-        # the server's stderr (they quote the client's texts), but for the debug log
-        with deadline(ticket), collected_warnings(issue=False) as said:
+    def _call(self, ticket: Deadline, fn: Callable[..., Any], args: tuple) -> Any:
+        # the request's time, counted from its arrival; any folder lock the library takes waits the server's
+        # lock timeout (a model's save too); the library's warnings go to the client, and not to the server's
+        # stderr (they quote the client's texts), but for the debug log
+        with deadline(ticket), lock_wait(self.settings.lock_timeout_s), collected_warnings(issue=False) as said:
             out = fn(*args)
         for message in said:
             log.debug("warned the client: %s", message)
@@ -370,6 +372,15 @@ class Service:
         word_vectors(encoder)  # the zero-shot label expansion's vocabulary, embedded or read before any request
 
 
+def _route_template(scope: dict) -> str:
+    """The template of the route that answered (``/v1/models/{name}``), or of the one the path names when the
+    request was refused before routing (a body too large or too slow, a host not trusted), or "unmatched"."""
+    route = scope.get("route")
+    if route is None and "app" in scope:
+        route = next((r for r in scope["app"].router.routes if r.matches(scope)[0] == Match.FULL), None)
+    return getattr(route, "path", None) or "unmatched"
+
+
 class BodyLimitAndMetrics:
     """ASGI middleware: refuse bodies over ``max_body_bytes`` (413) before the app reads them, and count every
     answer by route template and status, with its latency."""
@@ -392,8 +403,7 @@ class BodyLimitAndMetrics:
             if recorded:
                 return
             recorded = True
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = _route_template(scope)
             m = self.service.metrics
             seconds = time.perf_counter() - start
             m.requests.inc(template, scope["method"], str(status["code"]))

@@ -94,6 +94,13 @@ def remaining() -> float | None:
     return None if ticket is None else ticket.remaining()
 
 
+def out_of_time() -> bool:
+    """Whether this thread's request has run out of time, or been answered, before it began to write."""
+    ticket = getattr(_local, "deadline", None)
+    left = None if ticket is None else ticket.remaining()
+    return ticket is not None and (ticket.state == "abandoned" or (left is not None and left <= 0))
+
+
 def begin_write() -> None:
     """Just before this thread's request writes: raise :class:`DeadlineExceeded` when its time is up (or the
     service has answered it), else mark it as writing, so that the service waits for its outcome."""

@@ -41,8 +41,8 @@ from fewshot.encoders import IDENTITY_KEYS, Encoder, check_same_encoder, encoder
 from fewshot.errors import ConcurrentWriteError, CorruptFileError, FewShotError, InputError, LockTimeoutError
 from fewshot.index import EmbeddingIndex, journal
 from fewshot.index.embedding_index import UNFINISHED, check_readable, holds_index
-from fewshot.serve.batching import CoalescingEncoder, GroupCommit, begin_write
-from fewshot.serve.errors import ApiError, not_found
+from fewshot.serve.batching import CoalescingEncoder, GroupCommit, begin_write, out_of_time
+from fewshot.serve.errors import ApiError, DeadlineExceeded, not_found
 from fewshot.serve.settings import NAME_RE, ServeSettings
 from fewshot.storage import FolderLock, read_manifest
 from fewshot.storage.bundle import fsync_dir
@@ -367,7 +367,6 @@ class Registry:
         with self._name_lock("model", name):
             if self._save_state(folder, "model", ("classifier", "zeroshot")) is None:
                 raise not_found("model", name)
-            begin_write()
             self._remove_folder(folder)
             with self._lock:
                 self._models.pop(name, None)
@@ -386,6 +385,7 @@ class Registry:
         """Take the folder's writer lock, rename it out of sight (atomic), then delete it."""
         trash = folder.parent / f"{TRASH_PREFIX}{folder.name}-{secrets.token_hex(4)}"
         with FolderLock(folder, self.settings.lock_timeout_s):
+            begin_write()  # the lock is taken: from here the removal is waited for
             os.rename(folder, trash)
             fsync_dir(folder.parent)
         shutil.rmtree(trash, ignore_errors=True)
@@ -524,6 +524,9 @@ class Registry:
             if read_manifest(folder) is None:
                 raise not_found("index", name)
             new = self._open_index(folder, self.settings.lock_timeout_s if write else None)
+            if write and new.writable and out_of_time():  # it waited for the lock past its time: let go at once
+                new.index.close(checkpoint=False)
+                raise DeadlineExceeded("the request ran out of time waiting for the index's lock; nothing was written")
             if write and not new.writable:
                 raise LockTimeoutError(
                     f"index {name!r} is held by another writer process; this server can search it but not change "
@@ -574,7 +577,6 @@ class Registry:
         with self._name_lock("index", name):
             if self._save_state(folder, "index", ("index",)) is None:
                 raise not_found("index", name)
-            begin_write()
             with self._lock:
                 entry = self._indexes.pop(name, None)
             if entry is not None:

@@ -70,8 +70,8 @@ class ServeSettings:
         ends instead (default 30).
     threads : worker threads that run library calls off the event loop (default 64; each waiting request
         holds one while its batch is encoded).
-    lock_timeout_s : how long a write waits for an index folder that another process holds (default 2 s;
-        then 409).
+    lock_timeout_s : how long a write waits for an index or model folder that another process holds
+        (default 2 s; then 409).
     release_after_s : an index this server has written to is held (its writer lock taken) until it has had no
         write for this many seconds; then the CLI and other processes may write to it (default 30).
     refresh_s : how often a read-only copy of an index held by another process checks the folder for

@@ -13,13 +13,29 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from fewshot.errors import LockTimeoutError
 
 LOCK_NAME = ".fewshot.lock"
 DEFAULT_TIMEOUT = 60.0  # seconds a writer waits for another to finish before giving up
+_wait = threading.local()
+
+
+@contextlib.contextmanager
+def lock_wait(seconds: float) -> Iterator[None]:
+    """Within this block, this thread's folder locks that are given no timeout of their own (a model's save,
+    say) wait at most ``seconds`` instead of :data:`DEFAULT_TIMEOUT` (a server's lock timeout)."""
+    previous = getattr(_wait, "seconds", None)
+    _wait.seconds = seconds
+    try:
+        yield
+    finally:
+        _wait.seconds = previous
+
 
 try:  # POSIX
     import fcntl
@@ -63,12 +79,15 @@ class FolderLock:
     ----------
     folder : the save folder (created if missing).
     timeout : seconds to wait for another writer; 0 fails at once. On expiry,
-        :class:`~fewshot.errors.LockTimeoutError` names the folder.
+        :class:`~fewshot.errors.LockTimeoutError` names the folder. None (default): :data:`DEFAULT_TIMEOUT`,
+        or the seconds of an enclosing :func:`lock_wait` of this thread.
     """
 
-    def __init__(self, folder: str | Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, folder: str | Path, timeout: float | None = None) -> None:
         self.folder = Path(folder)
-        self.timeout = timeout
+        if timeout is None:
+            timeout = getattr(_wait, "seconds", None)
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self._fd: int | None = None
 
     @property
