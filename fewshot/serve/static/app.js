@@ -213,9 +213,14 @@ function tag() {
 }
 
 // the saved model or index a select names, or the reason the list could not be read; the list is read again
-// first when it was read with another API key than the one typed now (a key typed and not yet left) or failed
+// first when it was read with another API key than the one typed now (a key typed and not yet left) or failed,
+// and a choice that reading drops is said to be gone rather than silently replaced by another
 async function chosen(select, none) {
+  const before = select.value;
   if (select.dataset.error !== undefined || select.dataset.key !== apiKey()) await LISTS[select.id]();
+  if (before && select.value !== before && select.dataset.error === undefined) {
+    throw new Error(`"${before}" is no longer on the server; choose another from the list, read again`);
+  }
   if (select.value) return select.value;
   throw new Error(select.dataset.error || none);
 }
