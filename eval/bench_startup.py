@@ -114,8 +114,8 @@ def main() -> None:
         "# What a user waits for (CLI and library)",
         "",
         f"{result['date']}, {result['machine']}; `{result['command']}`; median of {REPEATS} runs, each in a fresh "
-        f"process; load average {load_at_start:.2f} at the start, {result['load_average']['end']:.2f} at the end "
-        "(over 1 on these 2 cores: other work shared them).",
+        f"process; load average {load_at_start:.2f} when it started (other work already running shows here) and "
+        f"{result['load_average']['end']:.2f} at its end (which counts its own work).",
         "",
         "| command, end to end | seconds |",
         "|---|---|",

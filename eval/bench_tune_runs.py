@@ -118,8 +118,9 @@ def main() -> None:
     lines = [
         "# Tuning batches in length runs",
         "",
-        f"Measured {datetime.now(UTC).date().isoformat()} on {machine()}, load average {load_at_start:.2f} at the "
-        f"start, {os.getloadavg()[0]:.2f} at the end (over 1 on 2 cores: other work shared them). Command: "
+        f"Measured {datetime.now(UTC).date().isoformat()} on {machine()}, load average {load_at_start:.2f} when it "
+        f"started (other work already running shows here) and {os.getloadavg()[0]:.2f} at its end (which counts its "
+        "own work). Command: "
         "`python -m eval.bench_tune_runs`. Seed 0's support set of each dataset; the batch, rate and layers of "
         f'`tune="auto"`; median seconds of {a.steps} steps of each, alternating (one warm-up step each first). '
         "Tokens: padded tokens run over the real tokens of the same batches.",
