@@ -1158,9 +1158,9 @@ def test_a_503_never_hides_a_write_and_a_write_under_way_is_waited_for(serve, tm
     assert r.status_code == 503 and error(r)["code"] == "timeout" and time.monotonic() - t < 0.9, r.text
     assert "before it changed anything" in error(r)["message"]
     time.sleep(1.5)
+    FolderLock(folder, timeout=5).acquire().release()  # the lock it got too late was let go at once
     info = client.get("/v1/indexes/notes").json()
-    assert info["count"] == 2 and info["writable"] is False  # the lock it got too late was let go at once
-    FolderLock(folder, timeout=0).acquire().release()
+    assert info["count"] == 2 and info["writable"] is False
     # a refit whose save meets another writer's lock has begun to write: it is waited for and answered as it
     # ends, past the request's 3 s, rather than told 503 while the model is saved anyway
     fit = {"inputs": ["good film", "great plot", "dull film", "boring plot"], "labels": ["pos", "pos", "neg", "neg"]}
