@@ -202,7 +202,7 @@ def test_bad_input_found_while_encoding_names_its_record_on_either_engine(engine
     assert not (tmp_path / "out").exists()  # nothing was written: the folder the run made is gone
 
 
-def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
+def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path, monkeypatch):
     """Two 1-CPU nodes and two 1-CPU actors: each node has to host one actor for the job to finish."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
@@ -217,13 +217,13 @@ def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
         # a pool the cluster cannot hold is refused, not waited for in silence
         with pytest.raises(InputError, match="3 actors of 1 CPU need 3 CPUs and the Ray cluster at .* has 2"):
             batch.embed(corpus["input"], tmp_path / "big", engine="ray", address=cluster.address, actors=3)
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # as in a job submitted to the cluster: joined
         result = batch.embed(
             corpus["input"],
             tmp_path / "two-nodes",
             id_col="doc",
             shard_rows=64,
             engine="ray",
-            address=cluster.address,
             actors=2,
             cpus_per_actor=1,
             batch_size=32,
@@ -242,6 +242,12 @@ def test_ray_engine_runs_across_two_nodes(corpus, local_runs, tmp_path):
         except (ImportError, AttributeError, KeyError):  # pragma: no cover - a Ray without that table
             nodes = {n["NodeID"] for n in alive}
         assert nodes == {n["NodeID"] for n in alive}  # one actor on each node
+        # without an address, a job starts a Ray instance of its own beside the one running here (Ray would
+        # join that one, and refuse the CPUs asked of it)
+        ray.shutdown()
+        monkeypatch.delenv("RAY_ADDRESS")
+        own = batch.embed(corpus["input"] / "a.jsonl", tmp_path / "own", engine="ray", actors=1, progress=None)
+        assert own.computed == 100
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -109,7 +109,7 @@ def run(
     shard_rows : rows per output shard: what a killed run redoes at most, per shard in flight.
     actors, cpus_per_actor, address : Ray: the actor pool's size, torch threads (and Ray CPUs) per actor
         (default: this machine's cores shared out on a local instance, 1 on a cluster), and the cluster to
-        join (None starts a Ray instance on this machine for the job).
+        join (None: ``$RAY_ADDRESS`` when set, else a Ray instance started on this machine for the job).
     overwrite : start again when ``output`` holds another job's output.
     progress : where progress lines go (items done, items/s, time left); None for silence.
 

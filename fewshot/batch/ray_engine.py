@@ -171,10 +171,12 @@ def _check_resources(actors: int, cpus: int, address: str | None) -> None:
 
 
 def connect(address: str | None, num_cpus: int) -> bool:
-    """Join the cluster at ``address``, or start a local Ray instance; return whether one was started."""
+    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), or else start a Ray instance of the job's own, even
+    where another runs on this machine; return whether one was started."""
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
+    address = address or os.environ.get("RAY_ADDRESS") or None  # as Ray does (a job submitted to a cluster)
     if address:
         _check_reachable(address)
         try:
@@ -187,7 +189,9 @@ def connect(address: str | None, num_cpus: int) -> bool:
     saved = os.environ.get(NICENESS)
     os.environ.setdefault(NICENESS, "0")
     try:
-        ray.init(num_cpus=num_cpus, **quiet)
+        # "local": a Ray instance of the job's own, even where one started by `ray start` runs on this machine
+        # (Ray would join that one and refuse num_cpus); --address auto joins it
+        ray.init(address="local", num_cpus=num_cpus, **quiet)
     finally:
         if saved is None:
             os.environ.pop(NICENESS, None)

@@ -65,7 +65,10 @@ def register(subparsers: Any) -> None:
             "image paths (relative ones against their shard's folder)",
         )
         sp.add_argument("--engine", choices=["local", "ray"], default="local", help="local (default) or ray")
-        sp.add_argument("--address", help="Ray cluster to join (e.g. auto, or HOST:6379); default: start one here")
+        sp.add_argument(
+            "--address",
+            help="Ray cluster to join (e.g. auto, or HOST:6379); default: $RAY_ADDRESS when set, else start one here",
+        )
         sp.add_argument("--actors", type=int, default=1, help="Ray: model actors (each loads the model once)")
         sp.add_argument("--cpus-per-actor", type=int, help="Ray: CPUs (torch threads) per actor")
         sp.add_argument("--batch-size", type=int, default=256, help="rows per model call (default 256)")
