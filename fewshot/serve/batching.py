@@ -58,11 +58,16 @@ class Deadline:
             return None
         return self.end - time.monotonic()
 
+    def expired(self) -> bool:
+        """Answered 503 already, or out of time, before it began to write."""
+        if self.state == "running":
+            return self.end is not None and time.monotonic() >= self.end
+        return self.state == "abandoned"
+
     def begin_write(self) -> None:
         with self._lock:
-            if self.state == "running" and self.end is not None and time.monotonic() >= self.end:
+            if self.expired():
                 self.state = "abandoned"
-            if self.state == "abandoned":
                 raise DeadlineExceeded("the request ran out of time; nothing was written")
             self.state = "writing"
 
@@ -97,8 +102,7 @@ def remaining() -> float | None:
 def out_of_time() -> bool:
     """Whether this thread's request has run out of time, or been answered, before it began to write."""
     ticket = getattr(_local, "deadline", None)
-    left = None if ticket is None else ticket.remaining()
-    return ticket is not None and (ticket.state == "abandoned" or (left is not None and left <= 0))
+    return ticket is not None and ticket.expired()
 
 
 def begin_write() -> None:
