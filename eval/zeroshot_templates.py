@@ -230,10 +230,12 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
     top = {f"D={D}": _score(name, y, (f := all_but_the_top(B, D))(E) @ f(V).T) for D in TOP_DIRECTIONS}
     centred = {f"a={a}": _score(name, y, E @ _unit(V - a * V.mean(axis=0)).T) for a in LABEL_SET_CENTRING}
     Vd = _unit(np.asarray(default.head_.centroids_, dtype=np.float32))
-    if not np.allclose(E @ Vd.T, default.head_.class_scores(E), atol=1e-4):
+    SD = default.head_.class_scores(E)
+    if not np.allclose(E @ Vd.T, SD, atol=1e-4):
         raise AssertionError("the default's label vectors here are not the classifier's")
     # the library's own word vectors (float16, as the default uses them), not the grid's float32 W above
-    Wv = xp.word_vectors(encoder)[1].astype(np.float32)
+    vocab_words, Wv = xp.word_vectors(encoder)
+    Wv = Wv.astype(np.float32)
     Qd = Q
     if default.expansion_["method"] != "none":  # each template's vectors widened as the default widens the mean
         near = xp.nearest_words(encoder.encode([str(lab) for lab in labels]), Wv)
@@ -250,14 +252,14 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         for n in (1, 2)
         for c in itertools.combinations(FRAMES, n)
     }
-    at = {w: i for i, w in enumerate(xp.word_vectors(encoder)[0])}
+    at = {w: i for i, w in enumerate(vocab_words)}
     stop = {at[w] for w in FUNCTION_WORDS if w in at}
     own = [sorted({at[w] for w in re.findall(r"[a-z]+", t.lower()) if w in at} - stop) for t in texts]
     WV = Wv @ Vd.T  # each vocabulary word's cosine to each label
     text_words = {}
     for kt, a in itertools.product(*TEXT_WORDS.values()):
         M = np.stack([-np.sort(-WV[r], axis=0)[:kt].mean(axis=0) if r else np.zeros(k) for r in own])
-        text_words[f"k={kt} a={a}"] = _score(name, y, default.head_.class_scores(E) + a * M)
+        text_words[f"k={kt} a={a}"] = _score(name, y, SD + a * M)
     T = np.einsum("nd,tkd->tnk", E, Q) / ZEROSHOT_TEMPERATURE
     T = np.exp(T - T.max(axis=2, keepdims=True))
     return {
@@ -266,7 +268,7 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         "labels": k,
         "plain": shipped("plain", "none"),
         "ensemble": shipped("ensemble", "none"),
-        "default": _score(name, y, default.head_.class_scores(E)),
+        "default": _score(name, y, SD),
         "default_expansion": default.expansion_,
         "pool": _score(name, y, E @ _label_vectors(P, list(range(len(POOL)))).T),
         "label_free": _score(name, y, E @ _label_vectors(P, list(np.argsort(alike)[:LABEL_FREE_K])).T),
