@@ -147,3 +147,20 @@ def label_prompts(labels: dict[Any, list[str]], templates: list[str]) -> tuple[l
         owners += [name] * len(phrasings)
         weights += [1.0] * len(phrasings)
     return texts, owners, weights
+
+
+def encode_framed(encoder: Any, X: Any, frame: str | None, show_progress: bool = False) -> np.ndarray:
+    """Embeddings of the texts ``X``, each the normalised sum of its own embedding and that of the text set in
+    ``frame`` (a template with ``{}``, such as ``"Sentence: {}"``), which brings an input closer in form to
+    the label prompts it is compared with; ``frame`` None embeds them as they are. A text the encoder reads
+    as nothing (a zero vector) stays zero."""
+    from fewshot.maths import l2_normalize
+
+    if frame is None:
+        return encoder.encode(X, show_progress=show_progress)
+    texts = encoder.validate(X)
+    both = encoder.encode(texts + [frame.replace("{}", t, 1) for t in texts], show_progress=show_progress)
+    own, framed = both[: len(texts)], both[len(texts) :]
+    E = l2_normalize(l2_normalize(own) + l2_normalize(framed))
+    E[~own.any(axis=1)] = 0.0
+    return E

@@ -11,8 +11,10 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from fewshot import ZeroShotClassifier
 from fewshot.cli import main
 
 SUPPORT = [
@@ -68,6 +70,27 @@ def test_fit_then_predict_csv_and_jsonl_stdin(tmp_path, train_csv, capsys, monke
     )
 
 
+def test_zeroshot_frame_and_pool_flags_reach_the_classifier(tmp_path, capsys, text_encoder):
+    texts = ["The parcel came late and the invoice charged me for express shipping.", "I baked bread this morning."]
+    labels = ["money and payments", "delivery", "sport"]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+    columns = sorted(labels)  # predict_proba's, classes_ order
+
+    def probabilities(*flags):
+        code, out, err = run(capsys, "zeroshot", data, "--labels", ",".join(labels), *flags)
+        assert code == 0, err
+        return np.array([[json.loads(line)["probabilities"][c] for c in columns] for line in out.splitlines()])
+
+    for flags, kw in [((), {}), (("--frame", "none", "--pool", "mean"), {"frame": "none", "pool": "mean"})]:
+        expected = ZeroShotClassifier(labels, encoder=text_encoder, **kw).predict_proba(texts)
+        np.testing.assert_allclose(probabilities(*flags), expected, atol=1e-5)
+    assert not np.allclose(probabilities(), probabilities("--frame", "none"), atol=1e-3)  # the flag changes them
+    code, _, err = run(capsys, "zeroshot", data, "--labels", ",".join(labels), "--frame", "Sentence:")
+    assert code != 0 and "frame" in err and "template with {}" in err
+
+
 def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     data.write_text(
@@ -98,10 +121,17 @@ def test_zeroshot_single_and_multi_label(tmp_path, capsys):
     assert rows[0]["tags"] == "delivery"  # the best label; payments is far behind it
     assert rows[1]["tags"] == ""  # none of these: an empty label
     code, out, _ = run(
-        capsys, "zeroshot", data, "--labels", "money and payments,delivery,sport", "--multi-label", "--threshold", "0.2"
+        capsys,
+        "zeroshot",
+        data,
+        "--labels",
+        "money and payments,delivery,sport",
+        "--multi-label",
+        "--threshold",
+        "0.25",
     )
     tags = [{t["label"] for t in json.loads(line)["tags"]} for line in out.splitlines()]
-    assert tags == [{"money and payments", "delivery"}, set()]  # a fixed cosine, as asked
+    assert tags == [{"money and payments", "delivery"}, set()]  # a fixed score, as asked
     # options of single-label predictions are refused with --multi-label, not silently ignored
     for extra, named in [
         (["--abstain", "0.99"], "--abstain"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from fewshot.errors import DimensionError, InputError, NotFittedError
+from fewshot.errors import CorruptFileError, DimensionError, InputError, NotFittedError
 from fewshot.heads import (
     HEADS,
     AutoHead,
@@ -190,6 +190,31 @@ def test_zeroshot_pools_prompts_by_weight():
     head = ZeroShotHead().fit(E, ["a", "a", "a"], sample_weight=[1.0, 0.25, 0.25])
     v = np.array([1.0, 0.5]) / np.linalg.norm([1.0, 0.5])
     np.testing.assert_allclose(head.centroids_[0], v, atol=1e-6)
+
+
+def test_zeroshot_soft_pool_is_a_weighted_log_mean_exp_of_each_class_prompts():
+    rng = np.random.default_rng(0)
+    P, y = rng.normal(size=(7, 5)), ["b", "a", "b", "c", "a", "b", "c"]
+    w = np.array([1.0, 0.5, 0.25, 1.0, 2.0, 1.0, 0.5])
+    E = rng.normal(size=(4, 5))
+    head = ZeroShotHead(pool=0.05).fit(P, y, sample_weight=w)
+    Pn, En = P / np.linalg.norm(P, axis=1, keepdims=True), E / np.linalg.norm(E, axis=1, keepdims=True)
+    S = head.class_scores(E)
+    for j, c in enumerate(head.classes_):
+        mine = [i for i, label in enumerate(y) if label == c]
+        cos = En @ Pn[mine].T
+        expected = 0.05 * np.log((np.exp(cos / 0.05) * w[mine]).sum(axis=1) / w[mine].sum())
+        np.testing.assert_allclose(S[:, j], expected, atol=1e-6)  # inputs and prompts pass through float32
+        assert np.all(S[:, j] <= cos.max(axis=1) + 1e-6) and np.all(S[:, j] >= cos @ w[mine] / w[mine].sum() - 1e-6)
+    # the class means are those of the mean head; a tiny pool is the best prompt's cosine, never -inf
+    np.testing.assert_allclose(head.centroids_, ZeroShotHead().fit(P, y, sample_weight=w).centroids_)
+    sharp = ZeroShotHead(pool=1e-4).fit(P, y).class_scores(E)
+    assert np.isfinite(sharp).all()
+    # saved and loaded, the scores are the same to the last bit
+    config, arrays = head.get_state()
+    np.testing.assert_array_equal(ZeroShotHead.from_state(config, arrays).class_scores(E), S)
+    with pytest.raises(CorruptFileError, match="prompts"):
+        ZeroShotHead.from_state(config, {**arrays, "codes": arrays["codes"] + 1})  # a class left without prompts
 
 
 def test_knn_k_adapts_to_smallest_class_and_votes_by_similarity():

@@ -22,10 +22,10 @@ def test_default_tags_are_the_best_label_or_none(text_encoder):
     zs = ZeroShotClassifier(LABELS, encoder=text_encoder)
     tags = zs.tag(TEXTS)
     assert [[label for label, _ in t] for t in tags] == [["delivery"], ["sport"], ["software bug"], []]
-    # more tags when asked: a margin, or a fixed cosine as before
+    # more tags when asked: a margin, or a fixed score
     wide = zs.tag(TEXTS[:1], margin=0.35)[0]
     assert [label for label, _ in wide] == ["delivery", "money and payments"]
-    fixed = zs.tag(TEXTS, threshold=0.2)
+    fixed = zs.tag(TEXTS, threshold=0.25)
     assert {label for label, _ in fixed[0]} == {"delivery", "money and payments"} and fixed[3] == []
     scores = zs.class_scores(TEXTS)
     sport = zs.classes_.tolist().index("sport")
@@ -42,16 +42,44 @@ def test_none_of_these_follows_the_background_rule(text_encoder):
 
     zs = ZeroShotClassifier(LABELS, encoder=text_encoder).fit()
     texts = TEXTS + ["The weather is nice today.", "Refund the double charge on my card, please."]
-    E = text_encoder.encode(texts)
+    E = zs.embed(texts)  # each text beside its frame, as tag() reads it
     S = zs.label_scores(E)
     best = S.argmax(1)
     top = S.max(1)
     z = (top - zs.background_["mean"][best]) / zs.background_["std"][best]
-    near = nearest_background(E, background_embeddings(text_encoder), zmod.TAG_NONE_NEIGHBOURS)
+    near = nearest_background(E, background_embeddings(text_encoder, zs.frame_), zmod.TAG_NONE_NEIGHBOURS)
     expected_none = (z < zmod.TAG_NONE_Z) & (top <= near + zmod.TAG_NONE_DELTA)
     got_none = np.array([t == [] for t in zs.tag(texts)])
     np.testing.assert_array_equal(got_none, expected_none)
     assert got_none[3] and not got_none[0] and not got_none[5]
+
+
+def test_text_inputs_are_read_beside_a_frame_and_the_setting_is_saved(tmp_path, text_encoder):
+    from fewshot.classifiers.zero_shot import INPUT_FRAME
+    from fewshot.maths import l2_normalize
+
+    zs = ZeroShotClassifier(LABELS, encoder=text_encoder).fit()
+    assert zs.frame_ == INPUT_FRAME == "Sentence: {}" and zs.head_.pool is not None
+    own = text_encoder.encode(TEXTS)
+    framed = text_encoder.encode([INPUT_FRAME.replace("{}", t) for t in TEXTS])
+    np.testing.assert_allclose(zs.embed(TEXTS), l2_normalize(l2_normalize(own) + l2_normalize(framed)), atol=1e-6)
+    given = [LABELS.index(c) for c in zs.classes_]  # label_scores keeps the labels' order, class_scores sorts
+    np.testing.assert_allclose(zs.class_scores(TEXTS), zs.label_scores(zs.embed(TEXTS))[:, given], atol=1e-9)
+    plain = ZeroShotClassifier(LABELS, encoder=text_encoder, frame="none", pool="mean").fit()
+    assert plain.frame_ is None and plain.head_.pool is None
+    np.testing.assert_allclose(plain.embed(TEXTS), own, atol=1e-6)
+    assert not np.allclose(plain.class_scores(TEXTS), zs.class_scores(TEXTS), atol=1e-3)
+    # a bag of word vectors is not framed by default (it would only gain the frame's words); a frame given is used
+    assert ZeroShotClassifier(LABELS, encoder=FakeEncoder()).fit().frame_ is None
+    assert ZeroShotClassifier(LABELS, encoder=FakeEncoder(), frame="Text: {}").fit().frame_ == "Text: {}"
+    with pytest.raises(InputError, match="frame.*template with \\{\\}"):
+        ZeroShotClassifier(LABELS, encoder=text_encoder, frame="Sentence:").fit()
+    # saved and loaded: the same frame, the same pooled prompts, the same scores
+    for model in (zs, plain):
+        again = ZeroShotClassifier.load(model.save(tmp_path / str(model.frame_ is None)), encoder=text_encoder)
+        assert (again.frame, again.pool, again.frame_) == (model.frame, model.pool, model.frame_)
+        np.testing.assert_array_equal(again.class_scores(TEXTS), model.class_scores(TEXTS))
+        assert again.tag(TEXTS) == model.tag(TEXTS)
 
 
 def test_background_is_embedded_once_per_encoder_and_saved_with_the_model(tmp_path):

@@ -32,16 +32,19 @@ def background_sentences() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def background_embeddings(encoder: Any) -> np.ndarray:
-    """The background sentences embedded by ``encoder``'s text side, shape (n, dim); once per encoder and
-    process (keyed by the encoder's identity)."""
+def background_embeddings(encoder: Any, frame: str | None = None) -> np.ndarray:
+    """The background sentences embedded by ``encoder``'s text side, shape (n, dim), each read in ``frame``
+    beside itself as the zero-shot classifier reads its inputs (:func:`fewshot.prompts.encode_framed`); once
+    per encoder, frame and process (keyed by the encoder's identity)."""
     from fewshot.encoders import identity_fingerprint
+    from fewshot.prompts import encode_framed
 
-    key = identity_fingerprint(encoder.identity)
+    key = identity_fingerprint(encoder.identity) + "|" + (frame or "")
     with _LOCK:
         found = _CACHE.get(key)
     if found is None:
-        found = encoder.encode_text(list(background_sentences()))
+        texts = list(background_sentences())
+        found = encoder.encode_text(texts) if frame is None else encode_framed(encoder, texts, frame)
         with _LOCK:
             _CACHE[key] = found
     return found

@@ -717,8 +717,14 @@ def _label_prior(labels: list[Any], encoder: Any) -> ZeroShotClassifier:
     """The zero-shot scores of the class names that heads such as the cache adapter weigh in. Classes with
     examples may share a label vector (names that differ only in case, to an uncased encoder): their examples
     tell them apart, so the prior allows it where a zero-shot classifier refuses it."""
-    prior = ZeroShotClassifier(
-        labels, encoder=encoder, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE, expand="none"
+    prior = ZeroShotClassifier(  # one prompt a class, scored against the embeddings the few-shot head sees
+        labels,
+        encoder=encoder,
+        templates=PRIOR_TEMPLATES,
+        temperature=PRIOR_TEMPERATURE,
+        expand="none",
+        frame="none",
+        pool="mean",
     )
     prior._same_label_vectors_ok = True
     prior._scores_only = True  # no background statistics: it is never asked to tag

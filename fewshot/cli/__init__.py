@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
         "images, labels with descriptions and names that hold one another) or not (none)",
     )
     sp.add_argument(
+        "--frame",
+        default="auto",
+        help="read each text also inside this template with {} and sum the two embeddings (auto, default: "
+        "'Sentence: {}' for transformer text models), or as it is (none: half the encoding time)",
+    )
+    sp.add_argument(
+        "--pool",
+        default="soft",
+        choices=("soft", "mean"),
+        help="score a label by a soft maximum over its prompts (soft, default) or against their mean (mean)",
+    )
+    sp.add_argument(
         "--multi-label",
         action="store_true",
         help="tag each record: its best label and any within --margin of it, or none of them (see the README)",

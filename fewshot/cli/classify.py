@@ -217,6 +217,8 @@ def cmd_zeroshot(a: argparse.Namespace) -> int:
         templates=a.templates,
         adapt=a.adapt,
         expand=a.expand,
+        frame=a.frame,
+        pool=a.pool,
         abstain=abstain,
     )
     rows, texts, _ = _records(a, a.data, reader=(encoder, f"--encoder {a.encoder}"))

@@ -90,6 +90,9 @@ class Encoder(ABC):
     """
 
     modality: str = "text"
+    # whether the model reads each word in its context (a transformer), so that words around an input change
+    # how the input itself is read; a bag of word vectors (a static model) would only add the same words
+    contextual: bool = False
     _loaded_attrs: tuple[str, ...] = ("_model",)
 
     def __init__(self, *, normalize: bool = True, batch_size: int = 64, cache_dir: str | Path | None = None):

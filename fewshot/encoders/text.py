@@ -121,6 +121,7 @@ class TextEncoder(Encoder):
     """
 
     modality = "text"
+    contextual = True
     _loaded_attrs = ("_model", "_sha", "_dim", "_onnx")
     # class defaults, so an encoder pickled before these settings existed unpickles as torch fp32
     backend: str = "torch"

@@ -277,6 +277,10 @@ class CoalescingEncoder(Encoder):
     def supports_text(self) -> bool:
         return self.wrapped.supports_text
 
+    @property
+    def contextual(self) -> bool:
+        return self.wrapped.contextual
+
     def validate(self, inputs: Any) -> list[Any]:
         return self.wrapped.validate(inputs)
 
