@@ -23,8 +23,9 @@ startup: a new Python process, from nothing to the first vector of one text (imp
 accuracy: the SetFit-protocol table at N=8 (the six SetFit datasets; N examples a class drawn with
     ``sample_per_class(train_labels, 8, seed)`` for seeds 0-2; test split capped at 2,000 rows by
     ``capped_subsample``) with ``FewShotClassifier(head="prototype")`` and ``head="cache"``, and zero-shot
-    ``ZeroShotClassifier(label_names, expand="none")`` on the 11 single-label datasets (plain and ensemble
-    templates, the label text alone), as in ``eval.run_text``. Embeddings go through the shared on-disk cache
+    ``ZeroShotClassifier(label_names, expand="none", pool="mean", frame="none")`` on the 11 single-label
+    datasets (plain and ensemble templates, the label text alone, one mean vector a label, inputs as they are),
+    as in ``eval.run_text``. Embeddings go through the shared on-disk cache
     (``eval/cache/``), one file per encoder identity. Also the cosine of each arm's test-set vectors to torch's.
 images: the bundled MobileNetV2 on torch against the same network exported to ONNX Runtime (fp32), images per
     second at batch 32 for the forward pass alone and for the whole ``ImageEncoder`` path (decoding and
@@ -200,7 +201,9 @@ def run_accuracy(shots: int, seeds: int, test_cap: int, zs_names: list[str], fs_
         if name in zs_names:
             for arm, enc in encoders.items():
                 for templates in ("plain", "ensemble"):
-                    zs = ZeroShotClassifier(names, encoder=enc, templates=templates, expand="none").fit()
+                    zs = ZeroShotClassifier(
+                        names, encoder=enc, templates=templates, expand="none", pool="mean", frame="none"
+                    ).fit()
                     pred = np.array([names.index(p) for p in zs.predict(test_texts)])
                     zs_rows.append(
                         {"dataset": name, "arm": arm, "templates": templates, **scores(yt, pred, len(names))}

@@ -187,12 +187,14 @@ def run_zeroshot(names, test_cap, embed) -> list[dict]:
         ds = load(name)
         test_idx = capped_subsample(ds.test_labels, test_cap)
         Et, yt = embed([ds.test_texts[i] for i in test_idx]), ds.test_labels[test_idx]
-        arms = {  # the label text alone, then the default (the ensemble with vocabulary expansion)
+        arms = {  # the label text alone, then the ensemble with vocabulary expansion (each label one mean vector,
+            # the inputs as they are: scored on the cached embeddings; eval.zeroshot_templates scores the default)
             "plain templates": {"templates": "plain", "expand": "none"},
             "ensemble templates": {"templates": "ensemble", "expand": "none"},
             "default: ensemble + vocabulary expansion": {},
         }
         for arm, kw in arms.items():
+            kw = {"pool": "mean", "frame": "none", **kw}
             zs = ZeroShotClassifier(ds.label_names, encoder=embed.cached, **kw).fit()
             pred = zs.head_.class_scores(Et).argmax(axis=1)  # columns follow label_names order
             rows.append(

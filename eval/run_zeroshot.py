@@ -5,8 +5,10 @@
 
 Parts, each written to ``eval/results/text_<part>.json``:
 - techniques: zero-shot accuracy on ag_news, emotion, sst2, banking77 (the headline) and six more datasets,
-  one row per technique on its own: the plain template, the template ensemble, label descriptions,
-  corpus centring, self-training, and SetFit's templated zero-shot (stored runs, ``eval.peers --zeroshot``).
+  one row per technique on its own: the plain template (the baseline: inputs read as they are), the template
+  ensemble, label descriptions, corpus centring, self-training, and SetFit's templated zero-shot (stored
+  runs, ``eval.peers --zeroshot``); every row but the baseline reads inputs and pools prompts as the library's
+  defaults do (``frame="auto"``, ``pool="soft"``).
   The unlabelled corpus is a fixed sample of each dataset's *train* split (labels dropped); test rows are
   never seen before scoring.
 - calibration: the default zero-shot temperature (lowest log-loss on the train splits of DEV, six datasets
@@ -81,7 +83,7 @@ def techniques(names: list[str], embed: Embedder) -> list[dict]:
         labels_desc = DESCRIPTIONS.get(name)
         names = ds.label_names
         methods = {  # the label text alone (expand="none") unless the row says otherwise
-            "plain template": (dict(labels=names, templates="plain", adapt="none"), None),
+            "plain template": (dict(labels=names, templates="plain", adapt="none", frame="none"), None),
             "template ensemble": (dict(labels=names, templates="ensemble", adapt="none"), None),
             "ensemble + vocabulary expansion (the default)": (dict(labels=names, adapt="none", expand="auto"), None),
             "ensemble + corpus centring": (dict(labels=names, templates="ensemble", adapt="center"), corpus),

@@ -44,10 +44,10 @@ def shipped() -> tuple:
 def scores(texts: list[str], Y: np.ndarray, labels: object, encoder: TextEncoder) -> dict:
     """What the rule needs of one label set: label scores, the best label's z, the background closeness."""
     zs = ZeroShotClassifier(labels, encoder=encoder).fit()
-    E = encoder.encode(texts, show_progress=len(texts) > 2000)
+    E = zs.embed(texts, show_progress=len(texts) > 2000)  # the inputs as tag() reads them
     S = zs.label_head_.class_scores(E)
     top, z = best_label_z(S, zs.background_)
-    sims = E @ background_embeddings(encoder).T
+    sims = E @ background_embeddings(encoder, zs.frame_).T
     sims.sort(axis=1)
     near = {k: sims[:, -k:].mean(axis=1) for k in NEIGHBOURS}
     return {"Y": Y, "S": S, "top": top, "z": z, "near": near, "empty": ~E.any(axis=1)}

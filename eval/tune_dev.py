@@ -108,7 +108,13 @@ def curve(ds, shots, seed, lr, batch_size, checkpoints, test_texts, yt, max_seq)
         enc._sha = weights_sha256(model)
         Es, Et = enc.encode(texts), enc.encode(test_texts, batch_size=128)
         zs = ZeroShotClassifier(
-            list(ds.label_names), encoder=enc, templates=PRIOR_TEMPLATES, temperature=PRIOR_TEMPERATURE, expand="none"
+            list(ds.label_names),
+            encoder=enc,
+            templates=PRIOR_TEMPLATES,
+            temperature=PRIOR_TEMPERATURE,
+            expand="none",
+            frame="none",  # as the few-shot label prior builds it
+            pool="mean",
         ).fit()
         acc = head_scores(Es, ys, Et, yt, zs.label_scores(Es), zs.label_scores(Et), len(ds.label_names))
         if max_seq:

@@ -9,8 +9,11 @@ MiniLM, each row scores one way of building the label vectors from :data:`POOL`,
 shipped ``plain`` and ``ensemble`` sets among them):
 
 - the shipped ``plain`` and ``ensemble`` sets with the label text alone (``expand="none"``), all thirty
-  pooled, and the library's default (the ensemble with the vocabulary expansion of
-  :mod:`fewshot.classifiers.expansion` where it applies);
+  pooled, and the ensemble with the vocabulary expansion of :mod:`fewshot.classifiers.expansion` where it
+  applies (``pool="mean"``, ``frame="none"``: the base of the directions below);
+- the library's own path: that with each label's templates pooled by a soft maximum (``pool="soft"``), and
+  the default, which also reads each input beside itself in ``"Sentence: {}"`` (``frame="auto"``), the
+  setting chosen on the development group among the frames and pooling temperatures below;
 - a label-free choice: the ten templates under which the label vectors are least alike (mean pairwise
   cosine), which needs nothing but the label names;
 - two oracles no user has, chosen on each test set itself: the best single template, and a greedy ensemble
@@ -36,16 +39,19 @@ labelled data, on the shipped ensemble's label vectors:
   back on the unit sphere (which weighs up labels close to the others' centre);
 - templates voting with probabilities rather than vectors: each template's softmax over the labels at the
   library's zero-shot temperature, averaged over the ensemble's templates;
-- the default's label vectors kept one per template (each template's vector widened as the default widens
-  the mean) and a label's score its best template's, measured against the default itself;
+- the label vectors kept one per template (each template's vector widened as the default widens
+  the mean) and a label's score its best template's, measured against the ensemble + expansion itself;
 - the inputs widened as the default widens the labels: each text moved by weight ``b`` towards the mean of
-  the ``k`` vocabulary words nearest it, scored against the default's label vectors.
+  the ``k`` vocabulary words nearest it, scored against the ensemble + expansion label vectors.
 - the inputs framed as the labels are: each text's vector the mean of its own and those of the text inside
-  one or two frames of :data:`FRAMES` (``"This sentence: {}"``), scored against the default's label vectors
+  one or two frames of :data:`FRAMES` (``"This sentence: {}"``), scored against the ensemble + expansion label vectors
   (each frame is one more encoding of every input);
+- each label's templates pooled by a soft maximum instead of their mean vector: ``tau * log(mean(exp(cos /
+  tau)))`` over the templates, for five temperatures ``tau``; and with it the inputs read in a frame of
+  :data:`FRAMES`, either alone or beside the input as above (the default's setting is one of these cells);
 - the words of the text itself: each label's score plus ``a`` times the mean cosine between the label's
   vector and the ``k`` words of the text closest to it (the text's whole words of the encoder's vocabulary,
-  less a short list of function words), against the default's label vectors.
+  less a short list of function words), against the ensemble + expansion label vectors.
 
 Each setting is chosen on :data:`DEV` (the zero-shot development group of ``eval.run_zeroshot``) and
 reported on the other datasets.
@@ -92,6 +98,7 @@ TOP_DIRECTIONS = (0, 1, 3)
 LABEL_SET_CENTRING = (0.5, 1.0)
 INPUT_WIDENING = {"k": (10, 30), "b": (0.2, 0.4)}
 FRAMES = ("This sentence: {}", "Sentence: {}", "Text: {}", "In this text: {}", "This text is about: {}")
+POOL_TEMPERATURES = (0.01, 0.02, 0.03, 0.05, 0.1)
 TEXT_WORDS = {"k": (1, 2, 3), "a": (0.1, 0.25, 0.5)}
 FUNCTION_WORDS = frozenset(
     "the and for are but not you all any can had her was one our out has him his how its may new now old see two "
@@ -207,11 +214,17 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         greedy, best = greedy + [j], s
 
     def shipped(templates: str | None, expand: str) -> float:  # the library's own path, as a user runs it
-        zs = ZeroShotClassifier(labels, encoder=encoder, templates=templates, expand=expand).fit()
-        return _score(name, y, zs.head_.class_scores(E))
+        zs = ZeroShotClassifier(labels, encoder=encoder, templates=templates, expand=expand, pool="mean", frame="none")
+        return _score(name, y, zs.fit().head_.class_scores(E))
 
-    default = ZeroShotClassifier(labels, encoder=encoder).fit()
-    zs = ZeroShotClassifier(labels, encoder=encoder, templates="ensemble", expand="none").fit()
+    texts = [ds.test_texts[i] for i in idx]
+
+    def library(**kw: str) -> float:  # the library's own path, inputs read as it reads them
+        zs = ZeroShotClassifier(labels, encoder=encoder, **kw).fit()
+        return _score(name, y, zs.label_scores(zs.embed(texts)))
+
+    default = ZeroShotClassifier(labels, encoder=encoder, frame="none", pool="mean").fit()  # ensemble + expansion
+    zs = ZeroShotClassifier(labels, encoder=encoder, templates="ensemble", expand="none", pool="mean").fit()
     S, SB = zs.head_.class_scores(E), zs.head_.class_scores(background_embeddings(encoder))
     mu, sd = SB.mean(axis=0), SB.std(axis=0)
     V = _label_vectors(P, [POOL.index(t) for t in resolve_templates("ensemble")])
@@ -232,7 +245,7 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
     Vd = _unit(np.asarray(default.head_.centroids_, dtype=np.float32))
     SD = default.head_.class_scores(E)
     if not np.allclose(E @ Vd.T, SD, atol=1e-4):
-        raise AssertionError("the default's label vectors here are not the classifier's")
+        raise AssertionError("the ensemble + expansion label vectors here are not the classifier's")
     # the library's own word vectors (float16, as the default uses them), not the grid's float32 W above
     vocab_words, Wv = xp.word_vectors(encoder)
     Wv = Wv.astype(np.float32)
@@ -245,13 +258,25 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
     for kw, b in itertools.product(*INPUT_WIDENING.values()):
         N = _unit(Wv[np.argpartition(-SW, kw, axis=1)[:, :kw]].mean(axis=1))
         widened[f"k={kw} b={b}"] = _score(name, y, _unit((1 - b) * _unit(E) + b * N) @ Vd.T)
-    texts = [ds.test_texts[i] for i in idx]
     F = {f: _unit(encoder.encode([f.format(t) for t in texts])) for f in FRAMES}
     framed = {
         " + ".join(c): _score(name, y, _unit(_unit(E) + sum(F[f] for f in c)) @ Vd.T)
         for n in (1, 2)
         for c in itertools.combinations(FRAMES, n)
     }
+    Sp = np.einsum("nd,tkd->tnk", E, Qd)  # each template's cosines
+    framed_pooled = {}
+    for f, mode, tau in itertools.product(FRAMES, ("alone", "beside"), POOL_TEMPERATURES):
+        X = F[f] if mode == "alone" else _unit(_unit(E) + F[f])
+        St = np.einsum("nd,tkd->tnk", X, Qd)
+        peak = St.max(axis=0)
+        framed_pooled[f"{f} {mode} pool={tau}"] = _score(
+            name, y, peak + tau * np.log(np.exp((St - peak) / tau).mean(0))
+        )
+    pooled_only = {}
+    for tau in POOL_TEMPERATURES:
+        peak = Sp.max(axis=0)
+        pooled_only[f"pool={tau}"] = _score(name, y, peak + tau * np.log(np.exp((Sp - peak) / tau).mean(0)))
     at = {w: i for i, w in enumerate(vocab_words)}
     stop = {at[w] for w in FUNCTION_WORDS if w in at}
     own = [sorted({at[w] for w in re.findall(r"[a-z]+", t.lower()) if w in at} - stop) for t in texts]
@@ -268,7 +293,9 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         "labels": k,
         "plain": shipped("plain", "none"),
         "ensemble": shipped("ensemble", "none"),
-        "default": _score(name, y, SD),
+        "expanded_mean": _score(name, y, SD),
+        "pooled": library(frame="none"),
+        "default": library(),
         "default_expansion": default.expansion_,
         "pool": _score(name, y, E @ _label_vectors(P, list(range(len(POOL)))).T),
         "label_free": _score(name, y, E @ _label_vectors(P, list(np.argsort(alike)[:LABEL_FREE_K])).T),
@@ -288,6 +315,8 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         "input_widening": widened,
         "inputs_framed": framed,
         "text_words": text_words,
+        "pool_only": pooled_only,
+        "frame_pool": framed_pooled,
         "per_template": dict(zip(POOL, single, strict=True)),
     }
 
@@ -295,7 +324,11 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
 ROWS = {
     "plain": "plain template (the baseline)",
     "ensemble": "template ensemble, label text alone (`expand='none'`)",
-    "default": "the default: ensemble + vocabulary expansion where it applies (`expand='auto'`)",
+    "expanded_mean": "ensemble + vocabulary expansion where it applies (`expand='auto'`, `pool='mean'`, "
+    "`frame='none'`)",
+    "pooled": "ensemble + expansion, each label's templates pooled by a soft maximum (`pool='soft'`, `frame='none'`)",
+    "default": 'the default: ensemble + expansion, soft pooling, each input read beside "Sentence: {}" '
+    "(`frame='auto'`)",
     "pool": f"all {len(POOL)} templates pooled",
     "label_free": f"the {LABEL_FREE_K} templates whose label vectors are least alike (label-free choice)",
     "background_centred": "ensemble, each label's score less its mean on the background sentences",
@@ -306,10 +339,15 @@ ROWS = {
     "all_but_the_top": "ensemble, the background's mean and top directions removed (D chosen on development)",
     "label_set_centred": "ensemble, label vectors less the label set's mean (a chosen on development)",
     "template_vote": "ensemble, templates' probabilities averaged instead of their vectors",
-    "default_max_template": "the default, each label's best template (max, not mean)",
-    "input_widening": "the default, inputs moved towards their nearest vocabulary words (k, b chosen on development)",
-    "inputs_framed": "the default, each input pooled with itself in one or two frames (frames chosen on development)",
-    "text_words": "the default plus each label's closest words of the text (k, a chosen on development)",
+    "default_max_template": "ensemble + expansion, each label's best template (max, not mean)",
+    "input_widening": "ensemble + expansion, inputs moved towards their nearest vocabulary words (k, b chosen on "
+    "development)",
+    "inputs_framed": "ensemble + expansion, each input pooled with itself in one or two frames (frames chosen on "
+    "development)",
+    "text_words": "ensemble + expansion plus each label's closest words of the text (k, a chosen on development)",
+    "pool_only": "ensemble + expansion, templates pooled by a soft maximum (temperature chosen on development)",
+    "frame_pool": "ensemble + expansion, inputs in a frame (alone or beside themselves) and templates pooled "
+    "softly (frame, mode and temperature chosen on development)",
     "oracle_single": "oracle: best single template, chosen on the test set",
     "oracle_greedy": f"oracle: greedy ensemble of at most {GREEDY_MAX}, chosen on the test set",
 }
@@ -329,6 +367,8 @@ DIRECTIONS = (
     "input_widening",
     "inputs_framed",
     "text_words",
+    "pool_only",
+    "frame_pool",
 )
 GRIDS = {  # row: its settings
     "expanded": "expansion",
@@ -338,6 +378,8 @@ GRIDS = {  # row: its settings
     "input_widening": "input_widening",
     "inputs_framed": "inputs_framed",
     "text_words": "text_words",
+    "pool_only": "pool_only",
+    "frame_pool": "frame_pool",
 }
 
 
@@ -384,13 +426,15 @@ def markdown(out: dict) -> str:
         f"k in {', '.join(map(str, INPUT_WIDENING['k']))}, b in {', '.join(map(str, INPUT_WIDENING['b']))}), "
         f"the inputs' frames {settings['inputs_framed']} (one or two of {len(FRAMES)}) and the text's words "
         f"{settings['text_words']} (of k in {', '.join(map(str, TEXT_WORDS['k']))}, a in "
-        f"{', '.join(map(str, TEXT_WORDS['a']))}).",
+        f"{', '.join(map(str, TEXT_WORDS['a']))}), the soft pooling's temperature {settings['pool_only']} and, with "
+        f"a frame, {settings['frame_pool']} (each of {len(FRAMES)} frames alone or beside the input, and "
+        f"temperatures {', '.join(map(str, POOL_TEMPERATURES))}).",
         "",
         "| method | development: mean | vs plain | worst | report: mean | vs plain | worst |",
         "|---|---|---|---|---|---|---|",
     ]
     groups = [[r for r in rows if r["dataset"] in DEV], [r for r in rows if r["dataset"] not in DEV]]
-    for key in ("ensemble", "default", *DIRECTIONS):
+    for key in ("ensemble", "expanded_mean", "pooled", "default", *DIRECTIONS):
         cells = []
         for group in groups:
             diffs = [r[key] - r["plain"] for r in group]
@@ -409,39 +453,43 @@ def markdown(out: dict) -> str:
         "all_but_the_top": "all-but-the-top",
         "label_set_centred": "label-set centring",
         "template_vote": "template vote",
-        "default_max_template": "the default's best template",
+        "default_max_template": "best template (expanded)",
         "input_widening": "inputs widened",
         "inputs_framed": "inputs framed",
         "text_words": "the text's words",
+        "pool_only": "soft pooling",
+        "frame_pool": "framed inputs and soft pooling",
     }
 
     def against_ensemble(group: list[dict]) -> str:
-        keys = ("default", *DIRECTIONS)
+        keys = ("expanded_mean", "pooled", "default", *DIRECTIONS)
         gains = {key: round(float(np.mean([r[key] - r["ensemble"] for r in group])), 1) + 0.0 for key in keys}
         return ", ".join(f"{names[key]} {gain:+.1f}" for key, gain in gains.items())  # + 0.0: no "-0.0"
 
-    names["default"] = "the default (guarded expansion)"
+    names["expanded_mean"] = "guarded expansion"
+    names["pooled"] = "expansion and soft pooling"
+    names["default"] = "the default (expansion, soft pooling, framed inputs)"
     lines += ["", "Mean gain of each direction over the ensemble alone (the label text, `expand='none'`):"]
     for title, group in zip(("development", "report"), groups, strict=True):
         if group:
             lines.append(f"- {title} group: {against_ensemble(group)}.")
-    on_default = ("default_max_template", "input_widening", "inputs_framed", "text_words")
-    lines += ["", "Of those that change the default itself, their mean gain over the default:"]
+    on_default = ("default_max_template", "input_widening", "inputs_framed", "text_words", "pool_only", "frame_pool")
+    lines += ["", "Of those built on the ensemble + expansion, their mean gain over it:"]
     for title, group in zip(("development", "report"), groups, strict=True):
         if group:
-            gains = [round(float(np.mean([r[key] - r["default"] for r in group])), 1) + 0.0 for key in on_default]
+            gains = [round(float(np.mean([r[key] - r["expanded_mean"] for r in group])), 1) + 0.0 for key in on_default]
             cells = ", ".join(f"{names[k]} {g:+.1f}" for k, g in zip(on_default, gains, strict=True))
             lines.append(f"- {title} group: {cells}.")
     dev = groups[0] or rows
-    base = {key: "default" if key in on_default else "ensemble" for key in ("default", *DIRECTIONS)}
+    base = {key: "expanded_mean" if key in on_default else "ensemble" for key in ("expanded_mean", *DIRECTIONS)}
     kept = [key for key, b in base.items() if np.mean([r[key] - r[b] for r in dev]) >= SHIP_GAIN]
     skipped = {r["dataset"]: r["default_expansion"].get("reason") for r in rows}
     skipped = {d: why for d, why in skipped.items() if why is not None}
     lines += [
         "",
-        f"A direction ships if it gains {SHIP_GAIN:.0f} point or more over the ensemble (over the default, for "
-        "those built on it) on the development group, holds on the report group and leaves no dataset more "
-        "than 2 points under the plain template "
+        f"A direction ships if it gains {SHIP_GAIN:.0f} point or more over the ensemble (over the ensemble + "
+        "expansion, for those built on it) on the development group, holds on the report group and leaves no "
+        "dataset more than 2 points under the plain template "
         "that the ensemble itself does not. "
         + (f"Past the first mark: {', '.join(names[key] for key in kept)}. " if kept else "None passes the first. ")
         + f"Expanding every label set loses {worst['expanded'] - worst['plain']:+.1f} against the plain template on "
