@@ -88,7 +88,7 @@ def test_zeroshot_frame_and_pool_flags_reach_the_classifier(tmp_path, capsys, te
         np.testing.assert_allclose(probabilities(*flags), expected, atol=1e-5)
     assert not np.allclose(probabilities(), probabilities("--frame", "none"), atol=1e-3)  # the flag changes them
     code, _, err = run(capsys, "zeroshot", data, "--labels", ",".join(labels), "--frame", "Sentence:")
-    assert code != 0 and "frame" in err and "template with {}" in err
+    assert code != 0 and "frame" in err and "template with one {}" in err
 
 
 def test_zeroshot_single_and_multi_label(tmp_path, capsys):

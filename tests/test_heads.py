@@ -215,6 +215,11 @@ def test_zeroshot_soft_pool_is_a_weighted_log_mean_exp_of_each_class_prompts():
     np.testing.assert_array_equal(ZeroShotHead.from_state(config, arrays).class_scores(E), S)
     with pytest.raises(CorruptFileError, match="prompts"):
         ZeroShotHead.from_state(config, {**arrays, "codes": arrays["codes"] + 1})  # a class left without prompts
+    for bad in ({"prompt_weights": np.zeros(7)}, {"prompts": np.full((7, 5), np.nan)}, {"prompts": np.ones((7, 4))}):
+        with pytest.raises(CorruptFileError, match="prompts"):
+            ZeroShotHead.from_state(config, {**arrays, **bad})
+    with pytest.raises(CorruptFileError, match="pool"):
+        ZeroShotHead.from_state({**config, "params": {**config["params"], "pool": 0}}, arrays)
 
 
 def test_knn_k_adapts_to_smallest_class_and_votes_by_similarity():

@@ -72,8 +72,9 @@ def test_text_inputs_are_read_beside_a_frame_and_the_setting_is_saved(tmp_path, 
     # a bag of word vectors is not framed by default (it would only gain the frame's words); a frame given is used
     assert ZeroShotClassifier(LABELS, encoder=FakeEncoder()).fit().frame_ is None
     assert ZeroShotClassifier(LABELS, encoder=FakeEncoder(), frame="Text: {}").fit().frame_ == "Text: {}"
-    with pytest.raises(InputError, match="frame.*template with \\{\\}"):
-        ZeroShotClassifier(LABELS, encoder=text_encoder, frame="Sentence:").fit()
+    for frame in ("Sentence:", "{} and {}"):  # the input goes in once
+        with pytest.raises(InputError, match="frame.*template with one \\{\\}"):
+            ZeroShotClassifier(LABELS, encoder=text_encoder, frame=frame).fit()
     # saved and loaded: the same frame, the same pooled prompts, the same scores
     for model in (zs, plain):
         again = ZeroShotClassifier.load(model.save(tmp_path / str(model.frame_ is None)), encoder=text_encoder)

@@ -120,13 +120,15 @@ class ZeroShotClassifier(CalibratedClassifier):
         :data:`INPUT_FRAME` (``"Sentence: {}"``), and the two embeddings are summed, which brings inputs
         closer in form to the label prompts (two encodings of each input; images, and the inputs of an
         encoder that is not ``contextual``, are read as they are). ``"none"``: as they are (half the
-        encoding time). A template with ``{}``: that frame. The frame used is in ``frame_``.
+        encoding time). A template with one ``{}``: that frame. The frame used is in ``frame_``.
     pool : how a label's prompts (templates, descriptions, attributes) are pooled. ``"soft"`` (default):
         the input is compared with each prompt and the cosines are pooled by a soft maximum at
         :data:`TEMPLATE_POOL` (see :class:`~fewshot.heads.ZeroShotHead`), so a label is close when some of
         its phrasings are. ``"mean"``: the cosine to the mean of the prompts (one vector a label).
         With the bundled MiniLM, both defaults together add 1.5 points of accuracy over ``"none"`` and
-        ``"mean"`` on eleven datasets with no corpus (``python -m eval.zeroshot_templates``).
+        ``"mean"`` on eleven datasets with no corpus (``python -m eval.zeroshot_templates``). Adapting to a
+        corpus (``fit(X)``) moves each label to one vector, from the mean of its prompts, so ``predict`` and
+        an abstention then score that vector; ``tag()`` always scores the label text as pooled here.
 
     Calling ``predict`` (or any scoring method) before ``fit`` fits on the label text alone; such an
     implicit fit follows later ``set_params`` changes, while an explicit ``fit`` (or :meth:`fit_calibration`)
@@ -147,8 +149,8 @@ class ZeroShotClassifier(CalibratedClassifier):
         "expand": [Options(expansion.EXPAND_METHODS)],
         "frame": [
             Check(
-                lambda v: isinstance(v, str) and (v in ("auto", "none") or "{}" in v),
-                '"auto", "none" or a template with {} for the input text',
+                lambda v: isinstance(v, str) and (v in ("auto", "none") or v.count("{}") == 1),
+                '"auto", "none" or a template with one {} for the input text',
             )
         ],
         "pool": [Options(("soft", "mean"))],
@@ -530,7 +532,7 @@ class ZeroShotClassifier(CalibratedClassifier):
         self.adaptation_ = manifest.get("adaptation") or {"method": "none"}
         self.expansion_ = manifest.get("expansion") or {"method": "none"}
         self.frame_ = manifest.get("input_frame")
-        if self.frame_ is not None and (not isinstance(self.frame_, str) or "{}" not in self.frame_):
+        if self.frame_ is not None and (not isinstance(self.frame_, str) or self.frame_.count("{}") != 1):
             raise CorruptFileError(f"{path}: the saved zero-shot classifier's input frame is {self.frame_!r}")
         stats = prefixed(arrays, BACKGROUND)
         self.background_ = {"mean": stats["mean"], "std": stats["std"]} if stats else None

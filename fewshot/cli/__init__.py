@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--frame",
         default="auto",
-        help="read each text also inside this template with {} and sum the two embeddings (auto, default: "
+        help="read each text also inside this template with one {} and sum the two embeddings (auto, default: "
         "'Sentence: {}' for transformer text models), or as it is (none: half the encoding time)",
     )
     sp.add_argument(

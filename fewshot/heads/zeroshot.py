@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fewshot.errors import CorruptFileError, InputError
+from fewshot.errors import CorruptFileError, DimensionError, InputError
 from fewshot.heads.prototype import PrototypeHead
 from fewshot.params import POSITIVE
 
@@ -83,6 +83,10 @@ class ZeroShotHead(PrototypeHead):
         n = len(self.classes_)
         if not (len(codes) == len(P) == len(w) > 0) or P.ndim != 2:
             raise InputError(f"{len(P)} prompts, {len(codes)} class codes and {len(w)} weights")
+        if P.shape[1] != self.n_features_in_:
+            raise DimensionError(f"prompt vectors of {P.shape[1]} dimensions for a head of {self.n_features_in_}")
+        if not np.isfinite(P).all() or not (np.isfinite(w).all() and (w > 0).all()):
+            raise InputError("prompt vectors must be finite and their weights finite and positive")
         if codes.min() < 0 or codes.max() >= n or np.any(np.diff(codes) < 0) or len(np.unique(codes)) != n:
             raise InputError(f"the prompts' class codes must cover each of the {n} classes in order, and no other")
         self.prompts_, self.codes_, self.prompt_weights_ = P, codes, w
@@ -109,6 +113,8 @@ class ZeroShotHead(PrototypeHead):
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         super()._set_arrays(arrays)
         self.prompts_ = self.codes_ = self.prompt_weights_ = None
+        if self.pool is not None and not (isinstance(self.pool, (int, float)) and 0 < self.pool < np.inf):
+            raise CorruptFileError(f"the saved {self.name} head's pool is {self.pool!r}, not a positive temperature")
         if self.pool is not None and "prompts" in arrays:
             try:
                 self._keep_prompts(
@@ -116,5 +122,5 @@ class ZeroShotHead(PrototypeHead):
                     np.asarray(arrays["codes"], dtype=np.int64),
                     np.asarray(arrays["prompt_weights"], dtype=np.float64),
                 )
-            except (KeyError, InputError) as exc:
+            except (KeyError, InputError, DimensionError) as exc:
                 raise CorruptFileError(f"the saved {self.name} head's prompts cannot be read ({exc})") from exc
