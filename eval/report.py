@@ -234,17 +234,17 @@ def zeroshot_calibration_section(res: dict) -> list[str]:
         "A validation split (500 labelled train rows of the dataset) fits a temperature for one dataset "
         "(`fit_calibration`).",
         "",
-        "| zero-shot, test split | accuracy | ECE at T=0.05 (before) | ECE, fitted default | "
+        "| zero-shot, test split | accuracy | ECE at T=0.05 (the default) | ECE, fitted default | "
         "ECE, T from a validation split (T) |",
         "|---|---|---|---|---|",
     ]
     for r in res["zeroshot"]:
         v = r["validation split (500 rows)"]
         lines.append(
-            f"| {r['dataset']} | {_pct(r['accuracy'])} | {r['T=0.05 (previous default)']['ece']:.3f} | "
+            f"| {r['dataset']} | {_pct(r['accuracy'])} | {r['T=0.05 (the default)']['ece']:.3f} | "
             f"{r['fitted default']['ece']:.3f} | {v['ece']:.3f} ({v['temperature']:.3f}) |"
         )
-    keys = ("T=0.05 (previous default)", "fitted default", "validation split (500 rows)")
+    keys = ("T=0.05 (the default)", "fitted default", "validation split (500 rows)")
     m = [np.mean([r[k]["ece"] for r in res["zeroshot"]]) for k in keys]
     lines.append(f"| **mean** | | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} |")
     lines += [

@@ -168,7 +168,7 @@ def calibration(embed: Embedder, seeds: int) -> dict:
         "zeroshot": [],
         "fewshot": [],
     }
-    # 2. zero-shot ECE on the headline test splits: the old default T=0.05, the fitted default, and a
+    # 2. zero-shot ECE on the headline test splits: the default T=0.05, the fitted optimum, and a
     #    temperature fitted on 500 labelled train rows of the same dataset (a validation split)
     for name in TARGETS:
         ds = load(name)
@@ -179,7 +179,7 @@ def calibration(embed: Embedder, seeds: int) -> dict:
         t_val = fit_temperature(Sv, ds.train_labels[vi], prior_sd=cal.LOG_T_PRIOR_SD)
         row = {"dataset": name, "test_size": len(test), "accuracy": accuracy(yt, S.argmax(1))}
         for label, t in (
-            ("T=0.05 (previous default)", 0.05),
+            ("T=0.05 (the default)", 0.05),
             ("fitted default", T),
             ("validation split (500 rows)", t_val),
         ):
