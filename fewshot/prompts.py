@@ -22,6 +22,14 @@ DEFAULT_TEMPLATES = "ensemble"
 # for images the single CLIP-paper prompt; see fewshot/templates/image.json for the ensemble
 DEFAULT_IMAGE_TEMPLATES = "plain"
 
+POOLS = ("soft", "mean")  # how a zero-shot label's prompts are pooled (ZeroShotClassifier's pool)
+FRAME_RULE = '"auto", "none" or a template with one {} for the input text'  # ZeroShotClassifier's frame
+
+
+def is_frame(value: Any) -> bool:
+    """Whether ``value`` is a setting of ``ZeroShotClassifier(frame=...)`` (see :data:`FRAME_RULE`)."""
+    return isinstance(value, str) and (value in ("auto", "none") or value.count("{}") == 1)
+
 
 @cache
 def template_sets(modality: str = "text") -> dict[str, list[str]]:

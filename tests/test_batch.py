@@ -137,8 +137,35 @@ def test_tag_writes_each_inputs_labels_above_the_threshold(corpus, tmp_path):
         batch.tag(corpus["input"], tmp_path / "plain", labels=names, progress=None)
     with pytest.raises(InputError, match="expand must be one of auto, none"):
         batch.tag(corpus["input"], tmp_path / "other", labels=names, expand="yes", progress=None)
-    with pytest.raises(InputError, match="expand shapes zero-shot labels.*a saved model keeps"):
+    with pytest.raises(InputError, match="expand is a zero-shot setting, for labels.*a saved model keeps"):
         batch.predict(corpus["input"], tmp_path / "other", model=tmp_path, expand="none", progress=None)
+
+
+def test_tag_and_predict_read_inputs_and_pool_prompts_as_asked(corpus, tmp_path):
+    names = ["World", "Sports", "Business", "Science and technology"]
+    once = {"labels": names, "frame": "none", "pool": "mean"}
+    plain = ZeroShotClassifier(names, frame="none", pool="mean").fit()
+    t = table(batch.tag(corpus["input"], tmp_path / "tags", **once, progress=None).output)
+    assert [[(d["label"], round(d["score"], 5)) for d in row] for row in t.column("tags").to_pylist()] == [
+        [(lab, round(s, 5)) for lab, s in row] for row in plain.tag(corpus["texts"])
+    ]
+    t = table(batch.predict(corpus["input"], tmp_path / "labels", **once, progress=None).output)
+    _, scores, proba = plain.predict_with_scores(corpus["texts"])
+    np.testing.assert_allclose(t.column("score").to_numpy(), scores, atol=1e-5)
+    np.testing.assert_allclose(vectors(t, "probabilities"), proba, atol=1e-5)
+    _, default_scores, _ = ZeroShotClassifier(names).fit().predict_with_scores(corpus["texts"])
+    assert np.abs(default_scores - scores).max() > 1e-3  # the settings changed the scores
+    with pytest.raises(InputError, match='other arguments.*frame: "none" before, the default now'):
+        batch.tag(corpus["input"], tmp_path / "tags", labels=names, pool="mean", progress=None)
+    with pytest.raises(InputError, match="frame must be .*a template with one {}.*'Text:'"):
+        batch.tag(corpus["input"], tmp_path / "other", labels=names, frame="Text:", progress=None)
+    with pytest.raises(InputError, match="pool must be one of soft, mean, got 'max'"):
+        batch.tag(corpus["input"], tmp_path / "other", labels=names, pool="max", progress=None)
+    for name, value in (("frame", "none"), ("pool", "mean")):
+        with pytest.raises(InputError, match=f"{name} is a zero-shot setting, for labels.*a saved model keeps"):
+            batch.predict(corpus["input"], tmp_path / "other", model=tmp_path, **{name: value}, progress=None)
+        with pytest.raises(InputError, match=f"{name} is a zero-shot setting.*embed has no labels"):
+            batch.embed(corpus["input"], tmp_path / "other", **{name: value}, progress=None)
 
 
 def test_labels_as_a_tuple_an_array_or_a_dict_with_number_keys_rerun_as_the_same_job(corpus, tmp_path):
@@ -343,6 +370,10 @@ def test_job_settings_take_numpy_numbers_and_travel_as_plain_ones(tmp_path):
         BatchJob(**kw, margin=-0.1)
     # a job without a margin is the same job as one recorded before the setting existed (a resume goes on)
     assert "margin" not in BatchJob(**kw).fingerprint() and BatchJob(**kw, margin=0.1).fingerprint()["margin"] == 0.1
+    # so is one with the default frame and pool
+    assert not {"frame", "pool"} & set(BatchJob(**kw).fingerprint())
+    chosen = BatchJob(**kw, frame="Text: {}", pool="mean").fingerprint()
+    assert (chosen["frame"], chosen["pool"]) == ("Text: {}", "mean")
 
 
 def test_overwrite_replaces_another_jobs_output(corpus, tmp_path):
@@ -673,6 +704,18 @@ def test_cli_batch_predict_and_embed(corpus, model_dir, tmp_path, capsys):
     got = table(tmp_path / "m").column("tags").to_pylist()
     assert [[t["label"] for t in row] for row in got] == [[lab for lab, _ in row] for row in expected]
     assert sum(len(row) > 1 for row in got) > 0  # the margin gave some record a second tag
+    # --frame and --pool: as zeroshot takes them
+    flags = ["--labels", ",".join(labels), "--frame", "Text: {}", "--pool", "mean"]
+    assert cli("batch", "predict", small, str(tmp_path / "f"), *flags, "--quiet") == 0
+    framed = ZeroShotClassifier(labels, frame="Text: {}", pool="mean").fit()
+    np.testing.assert_allclose(
+        table(tmp_path / "f").column("score").to_numpy(),
+        framed.predict_with_scores(corpus["texts"][100:200])[1],
+        atol=1e-5,
+    )
+    assert batch.read_run_manifest(tmp_path / "f")["job"]["frame"] == "Text: {}"
+    with pytest.raises(InputError, match="frame must be .*'Text:'"):  # main() prints it as 'fewshot: error: ...'
+        cli("batch", "tag", small, str(tmp_path / "x"), "--labels", "a,b", "--frame", "Text:")
 
 
 def test_index_built_from_an_embed_output_without_encoding_again(corpus, local_runs, tmp_path, text_encoder):

@@ -321,6 +321,26 @@ def test_zeroshot_labels_and_tags_match_the_library(serve, agnews):
     assert np.abs(widened - alone).max() > 1e-3
     r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "expand": "yes"})
     assert r.status_code == 422 and "expand" in r.text
+    # each input read once and each label's prompts averaged, when asked: as the library gives it, tags too
+    once = {"inputs": texts, "labels": list(labels), "frame": "none", "pool": "mean"}
+    plain = ZeroShotClassifier(list(labels), frame="none", pool="mean")
+    r = client.post("/v1/zeroshot", json=once)
+    _, _, proba_once = plain.predict_with_scores(texts)
+    got = [list(p["probabilities"].values()) for p in r.json()["predictions"]]
+    np.testing.assert_allclose(got, proba_once, atol=1e-5)
+    assert np.abs(widened - proba_once).max() > 1e-3  # not the default's answer from the cache
+    r = client.post("/v1/zeroshot", json={**once, "multi_label": True, "margin": 0.05})
+    assert [[(t["label"], round(t["score"], 5)) for t in p["tags"]] for p in r.json()["predictions"]] == [
+        [(lab, round(s, 5)) for lab, s in row] for row in plain.tag(texts, margin=0.05)
+    ]
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "frame": "Headline: {}"})
+    _, _, headline = ZeroShotClassifier(list(labels), frame="Headline: {}").predict_with_scores(texts)
+    got = [list(p["probabilities"].values()) for p in r.json()["predictions"]]
+    np.testing.assert_allclose(got, headline, atol=1e-5)
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "frame": "Headline:"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "frame" and "one {}" in r.text, r.text
+    r = client.post("/v1/zeroshot", json={"inputs": texts, "labels": list(labels), "pool": "max"})
+    assert r.status_code == 422 and "pool" in r.text
 
 
 # -- indexes --------------------------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def run(
     encoder: str | None = None,
     templates: Any = None,
     expand: str = "auto",
+    frame: str = "auto",
+    pool: str = "soft",
     threshold: float | None = None,
     top_k: int | None = None,
     margin: float | None = None,
@@ -96,6 +98,10 @@ def run(
         None is the bundled MiniLM (a saved model brings its own). An image encoder reads the text column
         as image paths, relative ones against their shard's folder.
     expand : zero-shot label expansion, ``"auto"`` or ``"none"`` (:class:`~fewshot.ZeroShotClassifier`).
+    frame, pool : how zero-shot inputs are read (``"auto"``: each text also in ``"Sentence: {}"``, for
+        transformer text models; ``"none"``: as it is, half the encoding time; or a template with one ``{}``)
+        and how each label's prompts are pooled (``"soft"`` or ``"mean"``), as
+        :class:`~fewshot.ZeroShotClassifier` takes them (a saved model keeps its own).
     templates, threshold, top_k, margin : zero-shot templates, and the ``tag`` settings
         (:meth:`~fewshot.ZeroShotClassifier.tag`): a fixed cosine threshold, the tag limit, and how close to
         the best label another must score to be a tag too (threshold or margin, not both).
@@ -126,6 +132,8 @@ def run(
         encoder=encoder,
         templates=templates,
         expand=expand,
+        frame=frame,
+        pool=pool,
         threshold=threshold,
         top_k=top_k,
         margin=margin,

@@ -17,6 +17,7 @@ from fewshot._validate import finite_number
 from fewshot.batch.sources import Columns
 from fewshot.classifiers.expansion import EXPAND_METHODS
 from fewshot.errors import InputError
+from fewshot.prompts import FRAME_RULE, POOLS, is_frame
 
 TASKS = ("predict", "tag", "embed")
 ENGINES = ("local", "ray")
@@ -37,6 +38,9 @@ class BatchJob:
         ``clip:MODEL:CHECKPOINT``; None is the bundled text model (a saved model uses its own).
     templates : zero-shot template set or template.
     expand : zero-shot label expansion, ``"auto"`` or ``"none"`` (:class:`~fewshot.ZeroShotClassifier`).
+    frame, pool : how zero-shot inputs are read (``"auto"``, ``"none"`` or a template with one ``{}``) and how
+        each label's prompts are pooled (``"soft"`` or ``"mean"``), as :class:`~fewshot.ZeroShotClassifier`
+        takes them.
     threshold, top_k, margin : ``tag`` settings (:meth:`~fewshot.ZeroShotClassifier.tag`); ``threshold``
         and ``margin`` exclude each other.
     probabilities : ``predict`` writes every class's probability as a list column.
@@ -51,6 +55,8 @@ class BatchJob:
     encoder: str | None = None
     templates: Any = None
     expand: str = "auto"
+    frame: str = "auto"
+    pool: str = "soft"
     threshold: float | None = None
     top_k: int | None = None
     margin: float | None = None
@@ -75,8 +81,16 @@ class BatchJob:
             raise InputError("embed takes no labels")
         if self.expand not in EXPAND_METHODS:
             raise InputError(f"expand must be one of {', '.join(EXPAND_METHODS)}, got {self.expand!r}")
-        if self.labels is None and self.expand != "auto":
-            raise InputError("expand shapes zero-shot labels (--labels); a saved model keeps the label vectors it has")
+        if not is_frame(self.frame):
+            raise InputError(f"frame must be {FRAME_RULE}, got {self.frame!r}")
+        if self.pool not in POOLS:
+            raise InputError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        for name, default in (("expand", "auto"), ("frame", "auto"), ("pool", "soft")):
+            if self.labels is None and getattr(self, name) != default:
+                raise InputError(
+                    f"{name} is a zero-shot setting, for labels (--labels); a saved model keeps the one it was saved "
+                    "with, and embed has no labels"
+                )
         if self.threshold is not None and not finite_number(self.threshold):
             raise InputError(f"threshold must be a number, got {self.threshold!r}")
         if self.margin is not None and (not finite_number(self.margin) or self.margin < 0):
@@ -126,6 +140,9 @@ class BatchJob:
         d["model"] = None if self.model is None else str(Path(self.model).resolve())
         if d["margin"] is None:  # the default: the same job as one recorded before the setting existed
             del d["margin"]
+        for name, default in (("frame", "auto"), ("pool", "soft")):
+            if d[name] == default:  # the defaults: the same job as one recorded before the settings existed
+                del d[name]
         if self.labels is None:  # the expansion shapes zero-shot label vectors only: a model's or embed job is
             del d["expand"]  # the same job as one recorded before the setting existed
         if isinstance(self.labels, dict):  # [name, description] pairs: JSON keeps their order and names' types

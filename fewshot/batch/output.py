@@ -79,12 +79,14 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
             if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
                 out += _differences(a[k], b[k], f"{prefix}{k}.")
             else:
-                out.append(f"{prefix}{k}: {_short(a.get(k))} before, {_short(b.get(k))} now")
+                out.append(f"{prefix}{k}: {_short(a, k)} before, {_short(b, k)} now")
     return out
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+def _short(settings: dict[str, Any], key: str, width: int = 60) -> str:
+    if key not in settings:  # a fingerprint leaves out the settings at their defaults
+        return "the default"
+    text = json.dumps(settings[key], ensure_ascii=False)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

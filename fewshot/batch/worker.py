@@ -64,7 +64,9 @@ def load_job_model(job: BatchJob, model_dir: str | None = None) -> tuple[Any, An
     encoder = make_encoder(job.encoder, images)
     if job.task == "embed":
         return None, encoder
-    zs = ZeroShotClassifier(job.labels, encoder=encoder, templates=job.templates, expand=job.expand)
+    zs = ZeroShotClassifier(
+        job.labels, encoder=encoder, templates=job.templates, expand=job.expand, frame=job.frame, pool=job.pool
+    )
     zs.fit()
     return zs, zs.encoder_
 

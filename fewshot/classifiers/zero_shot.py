@@ -19,7 +19,7 @@ from fewshot.encoders import ConSEEncoder, Encoder
 from fewshot.errors import CorruptFileError, InputError, collected_warnings, warn_user, warns_once
 from fewshot.heads import ZeroShotHead, head_from_state
 from fewshot.params import POSITIVE, Check, Options, validate_params
-from fewshot.prompts import encode_framed, label_prompts, parse_labels, resolve_templates
+from fewshot.prompts import FRAME_RULE, POOLS, encode_framed, is_frame, label_prompts, parse_labels, resolve_templates
 
 LABELS = "labels__"  # prefix of a corpus-adapted zero-shot classifier's label-text head arrays
 SHIFT = "shift__"  # the corpus mean a corpus-adapted zero-shot classifier centres on
@@ -147,13 +147,8 @@ class ZeroShotClassifier(CalibratedClassifier):
         "temperature": [None, POSITIVE],
         "adapt": [Options(ADAPT_METHODS)],
         "expand": [Options(expansion.EXPAND_METHODS)],
-        "frame": [
-            Check(
-                lambda v: isinstance(v, str) and (v in ("auto", "none") or v.count("{}") == 1),
-                '"auto", "none" or a template with one {} for the input text',
-            )
-        ],
-        "pool": [Options(("soft", "mean"))],
+        "frame": [Check(is_frame, FRAME_RULE)],
+        "pool": [Options(POOLS)],
         "abstain": [None, Options(("auto",)), Check(_cosine, "a cosine threshold, from -1 to 1")],
         "calibrate": [bool],
     }

@@ -16,7 +16,7 @@ import warnings
 from typing import Any
 
 from fewshot.cli.classify import cmd_fit, cmd_predict, cmd_zeroshot
-from fewshot.cli.common import ENCODER_HELP, positive_int, quiet_libraries
+from fewshot.cli.common import ENCODER_HELP, positive_int, quiet_libraries, zeroshot_label_args
 from fewshot.cli.index import cmd_index_add, cmd_index_build, cmd_index_info, cmd_index_remove, cmd_index_search
 from fewshot.errors import FewShotError, FewShotWarning
 
@@ -45,7 +45,6 @@ def _steps_or_auto(v: str) -> int | str:
 
 def build_parser() -> argparse.ArgumentParser:
     from fewshot.classifiers.adaptation import ADAPT_METHODS
-    from fewshot.classifiers.expansion import EXPAND_METHODS
     from fewshot.heads import FEW_SHOT_HEADS
     from fewshot.index import KINDS
 
@@ -122,26 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--labels-file", help="labels: .txt (one per line, 'name: attr, attr' allowed) or .json (list or dict)"
     )
-    sp.add_argument("--templates", help="template set name (plain, ensemble) or one template with {}")
-    sp.add_argument(
-        "--expand",
-        default="auto",
-        choices=EXPAND_METHODS,
-        help="widen each label name with the encoder's nearest vocabulary words (auto, default; left out for "
-        "images, labels with descriptions and names that hold one another) or not (none)",
-    )
-    sp.add_argument(
-        "--frame",
-        default="auto",
-        help="read each text also inside this template with one {} and sum the two embeddings (auto, default: "
-        "'Sentence: {}' for transformer text models), or as it is (none: half the encoding time)",
-    )
-    sp.add_argument(
-        "--pool",
-        default="soft",
-        choices=("soft", "mean"),
-        help="score a label by a soft maximum over its prompts (soft, default) or against their mean (mean)",
-    )
+    zeroshot_label_args(sp)
     sp.add_argument(
         "--multi-label",
         action="store_true",

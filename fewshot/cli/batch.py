@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fewshot.classifiers.expansion import EXPAND_METHODS
-from fewshot.cli.common import ENCODER_KINDS, parse_labels, positive_int
+from fewshot.cli.common import ENCODER_KINDS, parse_labels, positive_int, zeroshot_label_args
 
 
 def register(subparsers: Any) -> None:
@@ -43,13 +42,7 @@ def register(subparsers: Any) -> None:
         if task in ("predict", "tag"):
             sp.add_argument("--labels", help="comma-separated zero-shot label names")
             sp.add_argument("--labels-file", help="labels: .txt (one per line) or .json (list or dict)")
-            sp.add_argument("--templates", help="zero-shot template set name (plain, ensemble) or one template")
-            sp.add_argument(
-                "--expand",
-                default="auto",
-                choices=EXPAND_METHODS,
-                help="widen each label name with the encoder's nearest vocabulary words (auto, default) or not (none)",
-            )
+            zeroshot_label_args(sp)
         if task == "tag":
             sp.add_argument("--margin", type=float, help="more tags within this cosine of the best label (default 0)")
             sp.add_argument(
@@ -94,6 +87,8 @@ def cmd_batch(a: argparse.Namespace) -> int:
         encoder=a.encoder,
         templates=getattr(a, "templates", None),
         expand=getattr(a, "expand", "auto"),
+        frame=getattr(a, "frame", "auto"),
+        pool=getattr(a, "pool", "soft"),
         threshold=getattr(a, "threshold", None),
         top_k=getattr(a, "top_k", None),
         margin=getattr(a, "margin", None),

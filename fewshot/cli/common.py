@@ -26,6 +26,33 @@ ENCODER_HELP = ENCODER_KINDS + "; default: text for records, image for image fol
 PROGRESS_MIN_INPUTS = 1000  # fewer inputs encode in seconds: a progress bar would only clutter stderr
 
 
+def zeroshot_label_args(sp: argparse.ArgumentParser) -> None:
+    """The flags that shape zero-shot labels and how inputs meet them (``fewshot zeroshot``, ``fewshot batch``)."""
+    from fewshot.classifiers.expansion import EXPAND_METHODS
+    from fewshot.prompts import POOLS
+
+    sp.add_argument("--templates", help="zero-shot template set name (plain, ensemble) or one template with {}")
+    sp.add_argument(
+        "--expand",
+        default="auto",
+        choices=EXPAND_METHODS,
+        help="widen each label name with the encoder's nearest vocabulary words (auto, default; left out for "
+        "images, labels with descriptions and names that hold one another) or not (none)",
+    )
+    sp.add_argument(
+        "--frame",
+        default="auto",
+        help="read each text also inside this template with one {} and sum the two embeddings (auto, default: "
+        "'Sentence: {}' for transformer text models), or as it is (none: half the encoding time)",
+    )
+    sp.add_argument(
+        "--pool",
+        default="soft",
+        choices=POOLS,
+        help="score a label by a soft maximum over its prompts (soft, default) or against their mean (mean)",
+    )
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of 1 or more (argparse names the flag in its error)."""
     try:

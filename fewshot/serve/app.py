@@ -35,6 +35,7 @@ from starlette.routing import Match
 
 from fewshot import __version__
 from fewshot.errors import FewShotError, InputError, collected_warnings
+from fewshot.prompts import FRAME_RULE, is_frame
 from fewshot.serve import auth
 from fewshot.serve import schemas as s
 from fewshot.serve.batching import CoalescingEncoder, Deadline, begin_write, deadline
@@ -261,8 +262,10 @@ class Service:
                 "give threshold (a fixed cosine) or margin (relative to the best label), not both",
                 "margin",
             )
+        if not is_frame(req.frame):
+            raise ApiError(400, "bad_input", f"frame must be {FRAME_RULE}, got {req.frame!r}", "frame")
         labels = req.labels if isinstance(req.labels, dict) else list(req.labels)
-        zs = self.registry.zeroshot(labels, req.encoder, req.abstain, req.expand)
+        zs = self.registry.zeroshot(labels, req.encoder, req.abstain, req.expand, req.frame, req.pool)
         X = _prepare(req.inputs, zs.encoder_, "inputs", self.settings.max_image_pixels)
         if req.multi_label:
             tags = zs.tag(X, threshold=req.threshold, top_k=req.top_k, margin=req.margin)

@@ -391,8 +391,17 @@ class Registry:
         shutil.rmtree(trash, ignore_errors=True)
 
     # -- zero-shot ----------------------------------------------------------------------------------------
-    def zeroshot(self, labels: Any, spec: str, abstain: float | None, expand: str = "auto") -> ZeroShotClassifier:
-        """A zero-shot classifier for these labels, kept (up to ``zeroshot_cache`` label sets) for reuse."""
+    def zeroshot(
+        self,
+        labels: Any,
+        spec: str,
+        abstain: float | None,
+        expand: str = "auto",
+        frame: str = "auto",
+        pool: str = "soft",
+    ) -> ZeroShotClassifier:
+        """A zero-shot classifier for these labels and settings, kept (up to ``zeroshot_cache`` of them) for
+        reuse."""
         import json
 
         if len(labels) > self.settings.max_labels:
@@ -408,13 +417,13 @@ class Registry:
             spec = "conse"  # label text meets images through ConSE
         encoder = self.encoder_for_spec(spec)
         pairs = list(labels.items()) if isinstance(labels, dict) else list(labels)  # the order is the classes' order
-        key = json.dumps([pairs, self.encoder_key(encoder.identity), abstain, expand])
+        key = json.dumps([pairs, self.encoder_key(encoder.identity), abstain, expand, frame, pool])
         with self._lock:
             found = self._zeroshot.get(key)
             if found is not None:
                 self._zeroshot.move_to_end(key)
                 return found
-        zs = ZeroShotClassifier(labels, encoder=encoder, abstain=abstain, expand=expand).fit()
+        zs = ZeroShotClassifier(labels, encoder=encoder, abstain=abstain, expand=expand, frame=frame, pool=pool).fit()
         with self._lock:
             self._zeroshot[key] = zs
             while len(self._zeroshot) > self.settings.zeroshot_cache:

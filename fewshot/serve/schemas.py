@@ -174,6 +174,16 @@ class ZeroShotRequest(Body):
         description="auto: widen each label name with the encoder's nearest vocabulary words (left out for "
         "images, labels with descriptions and names that hold one another); none: the label text alone.",
     )
+    frame: StrictStr = Field(
+        "auto",
+        max_length=200,
+        description="auto: each text is also read as 'Sentence: <text>' and the two embeddings summed (transformer "
+        "text models only); none: as it is (half the encoding time); or a template with one {} for the text.",
+    )
+    pool: Literal["soft", "mean"] = Field(
+        "soft",
+        description="soft: a label scores the soft maximum of its prompts' cosines; mean: the cosine to their mean.",
+    )
 
 
 class Tag(BaseModel):
