@@ -107,6 +107,18 @@ def test_a_state_whose_parts_disagree_is_refused_as_corrupt(head):
             continue  # a head without arrays of the embedding's width
         with pytest.raises(CorruptFileError, match="the saved .* head"):  # auto: its own, or its chosen one
             head_from_state(bad_config, bad_arrays)
+    # one NaN among its learnt numbers, or a setting its constructor would refuse (a temperature of 0)
+    for name, v in arrays.items():
+        if v.dtype.kind == "f" and v.ndim == 2 and v.size:
+            poisoned = v.copy()
+            poisoned.flat[poisoned.size // 2] = np.nan
+            with pytest.raises(CorruptFileError, match="the saved .* head holds values that are not finite"):
+                head_from_state(config, {**arrays, name: poisoned})
+    for name in ("temperature", "k"):
+        if name in config["params"]:
+            zero = {**config, "params": {**config["params"], name: 0}}
+            with pytest.raises(CorruptFileError, match=f"the saved .* head's settings are not valid.*{name}=0"):
+                head_from_state(zero, arrays)
 
 
 def test_partial_fit_adds_a_new_class_without_moving_old_columns(head):

@@ -213,6 +213,10 @@ class BaseHead(ClassifierMixin, BaseEstimator):
     @classmethod
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> BaseHead:
         head = cls(**config["params"])
+        try:  # a temperature of 0 or a negative k would fail later, inside a prediction, or answer NaN
+            validate_params(head)
+        except InputError as exc:
+            raise CorruptFileError(f"the saved {head.name} head's settings are not valid: {exc}") from exc
         head.classes_ = np.asarray(config["classes"])
         head.n_features_in_ = int(config["n_features_in"])
         head._set_arrays(arrays)
@@ -236,6 +240,12 @@ class BaseHead(ClassifierMixin, BaseEstimator):
             raise CorruptFileError(f"the saved {self.name} head cannot score ({type(exc).__name__}: {exc})") from exc
         if np.shape(S) != (1, n):
             raise CorruptFileError(f"the saved {self.name} head gives {np.shape(S)[-1]} scores for {n} classes")
+        # NaN or infinity among its numbers: inputs would score NaN for a class, or drop a neighbour unseen
+        arrays = self._arrays()
+        if not np.isfinite(S).all() or any(
+            v.dtype.kind == "f" and not np.isfinite(v).all() for v in map(np.asarray, arrays.values())
+        ):
+            raise CorruptFileError(f"the saved {self.name} head holds values that are not finite numbers")
 
     def _arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
