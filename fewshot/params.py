@@ -10,6 +10,7 @@ Constraints: ``None``; a type (``bool``, ``dict``, a class such as ``Encoder``);
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from fewshot.errors import InputError
 
 @dataclass(frozen=True)
 class Interval:
-    """A real or integral number in a range; ``None`` bounds are open-ended."""
+    """A finite real or integral number in a range; ``None`` bounds are open-ended (infinity is no setting:
+    a save could not store it)."""
 
     kind: type  # numbers.Integral or numbers.Real
     left: float | None = None
@@ -30,14 +32,14 @@ class Interval:
     def __call__(self, v: Any) -> bool:
         if isinstance(v, bool) or not isinstance(v, self.kind):
             return False
-        if v != v:  # NaN
+        if v != v or v in (math.inf, -math.inf):  # NaN or infinity
             return False
         lo_ok = self.left is None or (v >= self.left if self.closed in ("both", "left") else v > self.left)
         hi_ok = self.right is None or (v <= self.right if self.closed in ("both", "right") else v < self.right)
         return lo_ok and hi_ok
 
     def __str__(self) -> str:
-        what = "an integer" if self.kind is numbers.Integral else "a number"
+        what = "an integer" if self.kind is numbers.Integral else "a finite number"
         lo = "(" if self.closed in ("neither", "right") else "["
         hi = ")" if self.closed in ("neither", "left") else "]"
         left = "-inf" if self.left is None else f"{self.left:g}"

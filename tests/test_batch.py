@@ -159,6 +159,9 @@ def test_tag_and_predict_read_inputs_and_pool_prompts_as_asked(corpus, tmp_path)
         batch.tag(corpus["input"], tmp_path / "tags", labels=names, pool="mean", progress=None)
     with pytest.raises(InputError, match="frame must be .*a template with one {}.*'Text:'"):
         batch.tag(corpus["input"], tmp_path / "other", labels=names, frame="Text:", progress=None)
+    with pytest.raises(InputError, match="frame='Pic: {}' sets text inputs in a template; --encoder image reads"):
+        batch.tag(corpus["input"], tmp_path / "other", labels=names, encoder="image", frame="Pic: {}", progress=None)
+    assert not (tmp_path / "other").exists()  # refused before the output folder was made
     with pytest.raises(InputError, match="pool must be one of soft, mean, got 'max'"):
         batch.tag(corpus["input"], tmp_path / "other", labels=names, pool="max", progress=None)
     for name, value in (("frame", "none"), ("pool", "mean")):

@@ -104,3 +104,9 @@ def test_parameter_tables_accept_and_refuse_with_what_they_take():
     ]:
         with pytest.raises(InputError, match=message):
             validate_params(Toy(**kwargs))
+    # a number's range is of finite numbers: infinity is no setting a save could store
+    from fewshot.heads import KNNHead
+
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(InputError, match=r"temperature=.* is not valid; it takes a finite number in \(0, inf\)"):
+            validate_params(KNNHead(temperature=bad))

@@ -524,6 +524,12 @@ def test_images_travel_as_base64_for_image_models_and_indexes(serve, data_root, 
     )
     r = client.post("/v1/indexes/photos/search", json={"queries": ["a field"], "query_type": "text"})
     assert r.status_code == 400  # MobileNetV2 has no text side (CLIP and ConSE do)
+    r = client.post("/v1/zeroshot", json={"inputs": queries, "labels": ["forest", "sea"], "encoder": "image"})
+    assert r.status_code == 200, r.text
+    r = client.post(
+        "/v1/zeroshot", json={"inputs": queries, "labels": ["forest", "sea"], "encoder": "image", "frame": "Pic: {}"}
+    )
+    assert r.status_code == 400 and error(r)["field"] == "frame" and "this encoder reads images" in r.text, r.text
 
 
 # -- bad input, limits, names ---------------------------------------------------------------------------------

@@ -85,6 +85,10 @@ class BatchJob:
             raise InputError(f"frame must be {FRAME_RULE}, got {self.frame!r}")
         if self.pool not in POOLS:
             raise InputError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+        if self.reads_images and self.frame not in ("auto", "none"):  # refused before any model loads
+            raise InputError(
+                f"frame={self.frame!r} sets text inputs in a template; --encoder {self.encoder} reads images"
+            )
         for name, default in (("expand", "auto"), ("frame", "auto"), ("pool", "soft")):
             if self.labels is None and getattr(self, name) != default:
                 raise InputError(
@@ -118,6 +122,11 @@ class BatchJob:
         for name in (self.columns.text, self.columns.id, *self.columns.keep):
             if name is not None and (not isinstance(name, str) or not name or name.startswith("__")):
                 raise InputError(f"column name {name!r} is not usable (empty, or starting with '__')")
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether the job's encoder reads images (its text column holds image paths)."""
+        return self.encoder is not None and self.encoder.split(":")[0] in ("image", "conse", "clip")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

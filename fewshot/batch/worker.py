@@ -47,7 +47,7 @@ def load_job_model(job: BatchJob, model_dir: str | None = None) -> tuple[Any, An
     from fewshot.cli.common import make_encoder
     from fewshot.storage import read_manifest
 
-    images = job.encoder is not None and job.encoder.split(":")[0] in ("image", "conse", "clip")
+    images = job.reads_images
     if job.model is not None:
         folder = model_dir or job.model
         manifest = read_manifest(folder)

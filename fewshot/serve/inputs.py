@@ -114,7 +114,7 @@ def field_of(message: str, default: str) -> tuple[str, str]:
             return name, message  # the request's fields carry the classifier's parameter names
     if message.startswith("head ") and " has no parameter " in message:
         return "head_params", message
-    setting = re.match(r"(abstain|abstain_label|calibrate|lexical|label_prior|tune|head)=", message)
+    setting = re.match(r"(abstain|abstain_label|calibrate|lexical|label_prior|tune|head|frame)=", message)
     if setting:  # a classifier setting judged against the data: "abstain='auto' ... needs 2 examples"
         return setting.group(1), message
     head = message.split(" ", 1)[0].split(":", 1)[0]
