@@ -122,16 +122,16 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
     texts, Y, labels = tagging_set(name)
     zs = ZeroShotClassifier(labels, encoder=encoder).fit()
     classes = zs.label_head_.classes_.tolist()  # the labels as given: Y's and label_scores' columns
-    tags = zs.tag(texts)  # the shipped defaults
-    P = np.zeros_like(Y)
-    for i, t in enumerate(tags):
-        for label, _ in t:
-            P[i, classes.index(label)] = 1
+    P = _tagged(zs.tag(texts), classes, Y)  # the shipped defaults
     S = zs.label_scores(zs.embed(texts))  # the inputs as tag() reads them
     grid = np.quantile(S, np.linspace(0.5, 0.9995, 400))
     oracle_t = max(grid, key=lambda t: _f1(Y, (S >= t).astype(np.int8)))
     top1 = np.zeros_like(Y)
     top1[np.arange(len(S)), S.argmax(axis=1)] = 1
+    alone = None
+    if zs.expansion_["method"] != "none":  # the same with the label text alone: what the vocabulary's words did
+        plain = ZeroShotClassifier(labels, encoder=encoder, expand="none").fit()
+        alone = _row(Y, _tagged(plain.tag(texts), classes, Y))
     return {
         "dataset": name,
         "items": len(texts),
@@ -142,7 +142,17 @@ def evaluate(name: str, encoder: TextEncoder) -> dict:
         "oracle_threshold": {**_row(Y, (S >= oracle_t).astype(np.int8)), "threshold": float(oracle_t)},
         "top1": _row(Y, top1),
         "cosine_0.2": _row(Y, (S >= 0.2).astype(np.int8)),
+        "label_text_alone": alone,  # expand="none", where the expansion applies
     }
+
+
+def _tagged(tags: list[list[tuple[str, float]]], classes: list[str], Y: np.ndarray) -> np.ndarray:
+    """``tag()``'s answers as a 0/1 matrix in ``Y``'s columns (``classes``)."""
+    P = np.zeros_like(Y)
+    for i, t in enumerate(tags):
+        for label, _ in t:
+            P[i, classes.index(label)] = 1
+    return P
 
 
 def markdown(out: dict) -> str:
@@ -166,6 +176,15 @@ def markdown(out: dict) -> str:
             f"{d['tags_per_item']:.2f} ({r['truth_tags_per_item']:.2f}) | "
             f"{100 * d['share_none']:.1f}% ({100 * r['truth_share_none']:.1f}%) |"
         )
+    alone = [r for r in out["rows"] if r.get("label_text_alone")]
+    if alone:
+        lines += [
+            "",
+            'Where the vocabulary\'s words widened the label names (`expand="auto"`), `tag()` with the label '
+            'text alone (`expand="none"`): '
+            + "; ".join(f"{r['dataset']} {100 * r['label_text_alone']['micro_f1']:.1f}" for r in alone)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
