@@ -72,9 +72,9 @@ def _refuse_identical_labels(head: ZeroShotHead) -> None:
         a, b = head.classes_.tolist()[i], head.classes_.tolist()[j]
         raise InputError(
             f"labels {a!r} and {b!r} get the same label vector from this encoder (their prompts read the same to "
-            "it: an uncased encoder does not see case or spacing, and characters it has no token for, such as "
-            "emoji, all read as one unknown token); give each label once, in words, or a description that "
-            "tells them apart"
+            "it: an uncased encoder does not see case or spacing, a static one does not see the order of words, "
+            "and characters it has no token for, such as emoji, all read as one unknown token); give each label "
+            "once, in words, or a description that tells them apart"
         )
 
 
