@@ -11,7 +11,8 @@ off by searches; the copy is reloaded when the folder changes. Its first write o
 journal on disk (fsynced) before it returns; a restart after ``kill -9`` replays the journal over the last
 save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one journal write. After
 ``release_after_s`` with no write the lock is let go (the journal stays, as a reader's load replays it) and
-the index is served read-only again, until its next write opens it once more. A second process on the same
+the index is served read-only again, until its next write opens it once more; a write request that took the
+lock and wrote nothing (refused, or out of time) lets go at once. A second process on the same
 root finds the lock held: it serves the index read-only, reloading it when the folder changes, and answers
 its writes 409 until the lock is free.
 
@@ -158,6 +159,7 @@ class IndexEntry:
     closed: bool = False
     guard: _Guard = field(default_factory=_Guard)
     written: float = field(default_factory=time.monotonic)  # last write (held entries let go when idle)
+    wrote: bool = False  # a write request has ended well since the lock was taken
 
 
 @dataclass(eq=False)
@@ -499,15 +501,29 @@ class Registry:
         folder = self.index_folder(name)
         while True:
             entry = self._index_entry(name, folder, write)
-            with entry.guard.shared():
-                if entry.closed or (write and not entry.writable):
-                    continue  # replaced, deleted or let go meanwhile: look again
-                try:
-                    yield entry
-                finally:
-                    if write:
-                        entry.written = time.monotonic()
-                return
+            failed = False
+            try:
+                with entry.guard.shared():
+                    if entry.closed or (write and not entry.writable):
+                        continue  # replaced, deleted or let go meanwhile: look again
+                    try:
+                        yield entry
+                    except BaseException:
+                        failed = True
+                        raise
+                    finally:
+                        if write:
+                            entry.written = time.monotonic()
+                            entry.wrote = entry.wrote or not failed
+                    return
+            finally:
+                # the lock was taken for a write that never came (refused, or its request out of time while
+                # it encoded): other writers need not wait release_after_s for it
+                if failed and write and not entry.wrote:
+                    try:
+                        self._let_go(name, entry, lambda e=entry: not e.wrote)
+                    except Exception:  # the request's own error is the answer; the releaser tries again later
+                        log.exception("index %r: letting go after a failed write failed", name)
 
     def _index_entry(self, name: str, folder: Path, write: bool) -> IndexEntry:
         with self._lock:
@@ -618,24 +634,30 @@ class Registry:
             idle = [(n, e) for n, e in self._indexes.items() if e.writable and time.monotonic() - e.written >= limit]
         released = []
         for name, entry in idle:
-            with self._name_lock("index", name):
-                with self._lock:
-                    if self.closed or self._indexes.get(name) is not entry:
-                        continue
-                with entry.guard.exclusive():  # waits for the searches and writes under way
-                    if entry.closed or time.monotonic() - entry.written < limit:
-                        continue
-                    entry.index.close(checkpoint=False)  # every write is in the journal already
-                    entry.closed = True
-                    folder = self.index_folder(name)
-                    copy = IndexEntry(
-                        entry.index, False, self._commit_for(entry.index), _folder_signature(folder), time.monotonic()
-                    )
-                    with self._lock:
-                        self._indexes[name] = copy
-            log.info("index %r: no write for %g s; its lock is let go", name, limit)
-            released.append(name)
+            if self._let_go(name, entry, lambda e=entry: time.monotonic() - e.written >= limit):
+                log.info("index %r: no write for %g s; its lock is let go", name, limit)
+                released.append(name)
         return released
+
+    def _let_go(self, name: str, entry: IndexEntry, still: Callable[[], bool]) -> bool:
+        """Free the lock of the index ``entry`` holds for writing, once the searches and writes under way are
+        done and if ``still()`` then holds; it is served read-only until its next write. Whether it was."""
+        with self._name_lock("index", name):
+            with self._lock:
+                if self.closed or self._indexes.get(name) is not entry:
+                    return False
+            with entry.guard.exclusive():  # waits for the searches and writes under way
+                if entry.closed or not still():
+                    return False
+                entry.index.close(checkpoint=False)  # every write is in the journal already
+                entry.closed = True
+                folder = self.index_folder(name)
+                copy = IndexEntry(
+                    entry.index, False, self._commit_for(entry.index), _folder_signature(folder), time.monotonic()
+                )
+                with self._lock:
+                    self._indexes[name] = copy
+        return True
 
     def _start_releaser(self) -> None:
         with self._lock:
