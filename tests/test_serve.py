@@ -1166,10 +1166,11 @@ def test_a_request_past_its_timeout_is_answered_and_its_work_dropped(serve, tmp_
     time.sleep(2.0)  # the batcher's wait is over: the expired requests were dropped, not encoded, not written
     assert _metric(client, "fewshot_batch_size_count") == batches
     assert len(EmbeddingIndex.load(folder)) == 0
-    # the folder lock it took for that write was let go with it, not held for --release-after (30 s)
+    # the folder lock it took for that write is let go seconds later, not held for --release-after (30 s)
+    from fewshot.serve.registry import RELEASE_CHECK_S, UNUSED_LOCK_GRACE_S
     from fewshot.storage.lock import FolderLock
 
-    FolderLock(folder, timeout=1).acquire().release()
+    FolderLock(folder, timeout=UNUSED_LOCK_GRACE_S + RELEASE_CHECK_S + 2).acquire().release()
     assert client.get("/v1/indexes/notes").json()["writable"] is False
 
 

@@ -11,10 +11,10 @@ off by searches; the copy is reloaded when the folder changes. Its first write o
 journal on disk (fsynced) before it returns; a restart after ``kill -9`` replays the journal over the last
 save. Concurrent additions to one index are merged (:class:`GroupCommit`) into one journal write. After
 ``release_after_s`` with no write the lock is let go (the journal stays, as a reader's load replays it) and
-the index is served read-only again, until its next write opens it once more; a write request that took the
-lock and wrote nothing (refused, or out of time) lets go at once. A second process on the same
-root finds the lock held: it serves the index read-only, reloading it when the folder changes, and answers
-its writes 409 until the lock is free.
+the index is served read-only again, until its next write opens it once more; one that took the lock for
+a request that wrote nothing (refused, or out of its time while it encoded) lets go after
+:data:`UNUSED_LOCK_GRACE_S` instead. A second process on the same root finds the lock held: it serves the
+index read-only, reloading it when the folder changes, and answers its writes 409 until the lock is free.
 
 Every method here is blocking; the app calls them from its worker threads, never on the event loop.
 """
@@ -49,6 +49,8 @@ from fewshot.storage import FolderLock, read_manifest
 from fewshot.storage.bundle import fsync_dir
 from fewshot.storage.lock import LOCK_NAME
 
+UNUSED_LOCK_GRACE_S = 2.0  # an index lock taken for a write that never came is let go this long after
+RELEASE_CHECK_S = 1.0  # the releaser looks for index locks to let go this often (at most)
 TRASH_PREFIX = ".deleted-"  # a deleted model or index is renamed to this (hidden, never a valid name), then removed
 
 
@@ -501,29 +503,28 @@ class Registry:
         folder = self.index_folder(name)
         while True:
             entry = self._index_entry(name, folder, write)
-            failed = False
-            try:
-                with entry.guard.shared():
-                    if entry.closed or (write and not entry.writable):
-                        continue  # replaced, deleted or let go meanwhile: look again
-                    try:
-                        yield entry
-                    except BaseException:
-                        failed = True
-                        raise
-                    finally:
-                        if write:
-                            entry.written = time.monotonic()
-                            entry.wrote = entry.wrote or not failed
-                    return
-            finally:
-                # the lock was taken for a write that never came (refused, or its request out of time while
-                # it encoded): other writers need not wait release_after_s for it
-                if failed and write and not entry.wrote:
-                    try:
-                        self._let_go(name, entry, lambda e=entry: not e.wrote)
-                    except Exception:  # the request's own error is the answer; the releaser tries again later
-                        log.exception("index %r: letting go after a failed write failed", name)
+            with entry.guard.shared():
+                if entry.closed or (write and not entry.writable):
+                    continue  # replaced, deleted or let go meanwhile: look again
+                failed = True
+                try:
+                    yield entry
+                    failed = False
+                finally:
+                    if write:
+                        self._written(entry, failed)
+                return
+
+    def _written(self, entry: IndexEntry, failed: bool) -> None:
+        """Note the end of a write request: it keeps the lock for ``release_after_s`` more, unless no request
+        has written since the lock was taken (this one was refused, or ran out of time while it encoded), when
+        the releaser lets go after :data:`UNUSED_LOCK_GRACE_S` so that other writers are not held off for it."""
+        if not failed:
+            entry.wrote = True
+        if entry.wrote:
+            entry.written = time.monotonic()
+        else:
+            entry.written = time.monotonic() - max(self.settings.release_after_s - UNUSED_LOCK_GRACE_S, 0.0)
 
     def _index_entry(self, name: str, folder: Path, write: bool) -> IndexEntry:
         with self._lock:
@@ -592,6 +593,7 @@ class Registry:
                 folder, encoder=encoder, create=True, kind=kind, timeout=self.settings.lock_timeout_s
             )
             entry = IndexEntry(index, True, self._commit_for(index), _folder_signature(folder), time.monotonic())
+            entry.wrote = True  # the creation was its write
             with self._lock:
                 self._indexes[name] = entry
             self._start_releaser()
@@ -634,36 +636,30 @@ class Registry:
             idle = [(n, e) for n, e in self._indexes.items() if e.writable and time.monotonic() - e.written >= limit]
         released = []
         for name, entry in idle:
-            if self._let_go(name, entry, lambda e=entry: time.monotonic() - e.written >= limit):
-                log.info("index %r: no write for %g s; its lock is let go", name, limit)
-                released.append(name)
-        return released
-
-    def _let_go(self, name: str, entry: IndexEntry, still: Callable[[], bool]) -> bool:
-        """Free the lock of the index ``entry`` holds for writing, once the searches and writes under way are
-        done and if ``still()`` then holds; it is served read-only until its next write. Whether it was."""
-        with self._name_lock("index", name):
-            with self._lock:
-                if self.closed or self._indexes.get(name) is not entry:
-                    return False
-            with entry.guard.exclusive():  # waits for the searches and writes under way
-                if entry.closed or not still():
-                    return False
-                entry.index.close(checkpoint=False)  # every write is in the journal already
-                entry.closed = True
-                folder = self.index_folder(name)
-                copy = IndexEntry(
-                    entry.index, False, self._commit_for(entry.index), _folder_signature(folder), time.monotonic()
-                )
+            with self._name_lock("index", name):
                 with self._lock:
-                    self._indexes[name] = copy
-        return True
+                    if self.closed or self._indexes.get(name) is not entry:
+                        continue
+                with entry.guard.exclusive():  # waits for the searches and writes under way
+                    if entry.closed or time.monotonic() - entry.written < limit:
+                        continue
+                    folder = self.index_folder(name)  # the read-only copy first: what fails leaves the entry open
+                    copy = IndexEntry(
+                        entry.index, False, self._commit_for(entry.index), _folder_signature(folder), time.monotonic()
+                    )
+                    entry.index.close(checkpoint=False)  # every write is in the journal already
+                    entry.closed = True
+                    with self._lock:
+                        self._indexes[name] = copy
+            log.info("index %r: no write for %g s; its lock is let go", name, limit)
+            released.append(name)
+        return released
 
     def _start_releaser(self) -> None:
         with self._lock:
             if self._releaser is not None or self.closed:
                 return
-            every = min(max(self.settings.release_after_s / 2, 0.05), 5.0)
+            every = min(max(self.settings.release_after_s / 2, 0.05), RELEASE_CHECK_S)
 
             def run() -> None:
                 while not self._stop.wait(every):
