@@ -1153,6 +1153,30 @@ def test_a_durable_add_that_fails_leaves_no_journal_record_behind(tmp_path, monk
     index.close()
 
 
+def test_an_automatic_checkpoint_that_fails_is_a_warning_and_the_write_stands(tmp_path, monkeypatch):
+    from fewshot.errors import FewShotWarning
+
+    path = tmp_path / "durable"
+    index = EmbeddingIndex.open(path, create=True, dim=8, checkpoint_bytes=0)  # a checkpoint after every write
+    index.add_embeddings(vectors(2, 8), items=["a", "b"])
+    real = EmbeddingIndex.checkpoint
+
+    def disk_full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(EmbeddingIndex, "checkpoint", disk_full)
+    with pytest.warns(FewShotWarning, match="the write is in the journal.*No space left on device"):
+        ids = index.add_embeddings(vectors(1, 8, seed=1), items=["c"])  # acknowledged, not raised (and retried)
+    with pytest.warns(FewShotWarning):
+        assert index.remove([0]) == 1
+    assert ids.tolist() == [2] and len(index) == 2
+    assert sorted(h.item for h in EmbeddingIndex.load(path).search(vectors(1, 8)[0], k=10)) == ["b", "c"]
+    monkeypatch.setattr(EmbeddingIndex, "checkpoint", real)
+    index.add_embeddings(vectors(1, 8, seed=2), items=["d"])  # the next checkpoint succeeds
+    index.close()
+    assert sorted(h.item for h in EmbeddingIndex.load(path).search(vectors(1, 8)[0], k=10)) == ["b", "c", "d"]
+
+
 def test_the_largest_ids_are_taken_and_automatic_ids_past_them_are_refused_by_name():
     index = EmbeddingIndex(dim=8)
     top = 2**63 - 1

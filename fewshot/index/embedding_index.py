@@ -966,8 +966,17 @@ class EmbeddingIndex:
             self._durable = (folder, lock, journal.JournalWriter(journal.journal_path(folder, self._saved_at[1])))
 
     def _maybe_checkpoint(self) -> None:
+        """The automatic checkpoint after a write. The write is in the journal already, so a checkpoint that
+        fails (a full disk) is a warning, not the write's error: raised, it would read as a write that did not
+        happen, and be made again (twice in the index). The next write tries again."""
         if self._durable is not None and self._durable[2].size > getattr(self, "_checkpoint_bytes", CHECKPOINT_BYTES):
-            self.checkpoint()
+            try:
+                self.checkpoint()
+            except OSError as exc:
+                warn_user(
+                    f"the write is in the journal of {self._durable[0]}, but the new save after it failed ({exc}); "
+                    "the journal keeps growing until a checkpoint succeeds"
+                )
 
     def close(self, checkpoint: bool = True) -> None:
         """Release a durable index's folder (after a last checkpoint, unless ``checkpoint=False``); it then
