@@ -409,7 +409,7 @@ class ZeroShotClassifier(CalibratedClassifier):
             raise InputError(f"margin must be a non-negative number, got {margin!r}")
         self._fitted_head()
         with self._rw.read():
-            E = encode_framed(self.encoder_, X, self.frame_, show_progress)
+            E = self.embed(X, show_progress)
             S = self.label_head_.class_scores(E)
             classes = self.label_head_.classes_.tolist()  # S has the head's columns
             if threshold is not None:

@@ -113,9 +113,7 @@ class ZeroShotHead(PrototypeHead):
     def _set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         super()._set_arrays(arrays)
         self.prompts_ = self.codes_ = self.prompt_weights_ = None
-        if self.pool is not None and not (isinstance(self.pool, (int, float)) and 0 < self.pool < np.inf):
-            raise CorruptFileError(f"the saved {self.name} head's pool is {self.pool!r}, not a positive temperature")
-        if self.pool is not None and "prompts" in arrays:
+        if self.pool is not None and "prompts" in arrays:  # (from_state has checked the pool, as any setting)
             try:
                 self._keep_prompts(
                     np.asarray(arrays["prompts"], dtype=np.float64),
